@@ -1,0 +1,66 @@
+/* heartbeat: a worker's registration, heartbeat and fencing key in Redis.
+ * The heartbeat is a JSON value in the hash NS:workers under the consumer
+ * name; the fencing key NS:consumer:NAME = "pid:incarnation" proves which
+ * process owns that name, and is renewed with each beat (TTL timeout_ms). */
+#ifndef SV_HEARTBEAT_H
+#define SV_HEARTBEAT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "rconn.h"
+
+enum hb_status { HB_STARTING = 0, HB_IDLE, HB_BUSY, HB_PAUSED, HB_STOPPING, HB_DEGRADED };
+
+struct heartbeat {
+	char name[256];           /* NODE/POOL/SLOT */
+	char workers_key[128];    /* NS:workers */
+	char fence_key[384];      /* NS:consumer:NAME */
+	char incarn_key[128];     /* NS:incarnations */
+	char fence_val[64];       /* "pid:incarnation" */
+	char takeover[32];        /* "pid:" of the predecessor the master reaped, or "" */
+	const char *pool, *kind, *node;
+	int slot;
+	pid_t pid;
+	int64_t incarnation;      /* 0 until registered */
+	int64_t started_ms;       /* wall clock */
+	int64_t interval_ms, timeout_ms;
+	int64_t last_beat_mono;   /* when the last beat was written */
+	bool registered;          /* holds the fence and wrote the field */
+
+	enum hb_status status;
+	uint64_t processed, failed, dead_lettered, lost;
+	int64_t restarts;
+	char current[64];         /* entry id in hand or "" */
+	char last_error[256];
+	int64_t redis_rtt_us;
+	pid_t tool_pgid;
+};
+
+const char *heartbeat_status_name(enum hb_status s);
+
+void heartbeat_init(struct heartbeat *hb, const struct sv_config *cfg, const char *pool,
+		    const char *kind, int slot, int64_t restarts, pid_t prev_pid);
+/* Take a new incarnation number (first call only), acquire the fencing key
+ * and write the field.  Returns 1 when registered, 0 when another live
+ * process holds the name (try again later), -1 when the connection
+ * dropped. */
+int heartbeat_register(struct heartbeat *hb, struct rconn *rc);
+/* Is a beat due (interval elapsed)? */
+bool heartbeat_due(const struct heartbeat *hb, int64_t now_mono);
+int64_t heartbeat_next_ms(const struct heartbeat *hb, int64_t now_mono);
+/* Append the HSET and the fence renewal to the connection's output buffer
+ * (pipelined with whatever the caller sends next); returns the number of
+ * replies the caller must pass to heartbeat_replies, or 0 when not
+ * registered. */
+int heartbeat_append(struct heartbeat *hb, struct rconn *rc);
+/* Consume those replies.  Returns 0, -1 when the connection dropped, or
+ * -EPERM when the fence was lost (another process owns the name: exit). */
+int heartbeat_replies(struct heartbeat *hb, struct rconn *rc, int n);
+/* Beat now (a round trip of its own). */
+int heartbeat_beat(struct heartbeat *hb, struct rconn *rc);
+/* Clean exit: write status=stopping and release the fence if still ours. */
+void heartbeat_release(struct heartbeat *hb, struct rconn *rc);
+
+#endif

@@ -1,0 +1,51 @@
+/* rconn: one blocking hiredis connection owned by one process, with
+ * connect/command timeouts, AUTH, SELECT and PING, reconnection with
+ * backoff and jitter, and helpers to classify replies.  After any I/O error
+ * or timeout the context is dead: rconn drops it and the next call
+ * reconnects. */
+#ifndef SV_RCONN_H
+#define SV_RCONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "backoff.h"
+#include "sv_config.h"
+
+struct rconn {
+	redisContext *c;          /* NULL while disconnected */
+	const struct sv_config *cfg;
+	struct backoff backoff;   /* 100 ms doubling to the cap */
+	int64_t next_try_ms;      /* monotonic: no attempt before this */
+	unsigned failures;        /* consecutive failed attempts */
+	char err[256];            /* last error, never containing a password */
+};
+
+/* cap_ms bounds the reconnect delay (the spec's 5 s, lowered by callers
+ * that must heartbeat more often). */
+void rconn_init(struct rconn *rc, const struct sv_config *cfg, int64_t cap_ms);
+void rconn_close(struct rconn *rc);
+/* One attempt now: connect, AUTH, SELECT, PING.  Returns 0 or -1 (err set,
+ * logged once per outage; the recovery is logged too). */
+int rconn_connect(struct rconn *rc);
+/* Connected, or it is time to try again and the attempt succeeds. */
+bool rconn_ready(struct rconn *rc, int64_t now_ms);
+/* Milliseconds until the next attempt may be made (0 = now). */
+int64_t rconn_wait_ms(const struct rconn *rc, int64_t now_ms);
+/* The context failed (I/O error, timeout, protocol error): free it and
+ * schedule a reconnect. */
+void rconn_drop(struct rconn *rc, const char *why);
+
+/* redisCommand wrapper: returns the reply, or NULL after dropping the
+ * connection on an I/O error.  Error replies are returned as replies. */
+redisReply *rconn_command(struct rconn *rc, const char *fmt, ...);
+redisReply *rconn_commandv(struct rconn *rc, int argc, const char **argv, const size_t *argvlen);
+/* Read one pipelined reply (after redisAppendCommand*); NULL = dropped. */
+redisReply *rconn_get_reply(struct rconn *rc);
+
+/* Error reply whose message starts with prefix ("NOGROUP", "BUSYGROUP"). */
+bool rconn_is_error(const redisReply *r, const char *prefix);
+
+#endif

@@ -1,0 +1,137 @@
+/* store: the SQLite store of a persistence worker.  Stores each run's
+ * events (deduplicated) and keeps its snapshot equal to the reducer applied
+ * to all of them in order (SPEC §5), whatever the number of workers (up to
+ * a few processes share one file), crashes, redeliveries and commit order.
+ *
+ * Use, per batch:
+ *   store_begin        BEGIN IMMEDIATE
+ *   store_apply        once per decoded entry, in stream order
+ *   store_commit       write each touched snapshot once, COMMIT
+ *   (or store_rollback on any negative return)
+ * then XACK (and dead-letter the entries store_apply refused).
+ *
+ * Schema (version 1, PRAGMA user_version; migrations only go forward):
+ *   events(run, seq, parent_seq, call_id, stream, entry_ms, entry_seq,
+ *          ord_major, ord_minor, type, data, produced_ms, persisted_ms)
+ *     rowid table.  stream and entry_ms/entry_seq are the logical stream and
+ *     id (origin_stream/origin_id for a re-driven dead letter), see event.h.
+ *     Partial UNIQUE indexes carry the dedupe keys:
+ *       (run, seq)                    WHERE seq IS NOT NULL
+ *       (run, call_id)                WHERE seq IS NULL AND type = 'tool.output'
+ *                                       AND call_id IS NOT NULL
+ *       (stream, entry_ms, entry_seq) for every other event
+ *     and (run, ord_major, ord_minor, entry_ms, entry_seq) serves rebuilds
+ *     in order.
+ *   snapshots(run PRIMARY KEY, status, complete, body, event_count, last_seq,
+ *             updated_ms, ord_major, ord_minor, ord_ms, ord_seq, archived)
+ *     body is the snapshot JSON; ord_* is the order key of the last applied
+ *     event; updated_ms is the wall clock of the commit that wrote it.
+ *
+ * Applying an event: insert it (a duplicate changes nothing); if it sorts
+ * after the run's last applied event, the reducer applies it in place (fast
+ * path), otherwise (a late event) the run is rebuilt from its stored events
+ * at commit, once per batch, starting from the newest in-memory state that
+ * is still a valid prefix of the stored events when there is one.
+ *
+ * Snapshot cache: an LRU of snapshots (json + last applied order key +
+ * event_count) kept across batches.  The first time a transaction touches a
+ * run, the cached entry is checked against the row (event_count and last
+ * applied order key); a mismatch (another process changed the run) means the
+ * row is used instead.  A touched entry is taken out of the cache for the
+ * transaction: the commit puts it back, a rollback frees it, so the cache
+ * never holds uncommitted state.
+ *
+ * Reducer errors are decided by reducer_check() before the insert, so a
+ * refused entry leaves nothing behind and the batch goes on.
+ *
+ * Files: the database directory is created 0750 (setgid when a group is
+ * given), the database 0640 (SQLite gives -wal/-shm the same mode), all
+ * chowned to opts->group when given.  WAL mode, synchronous FULL or NORMAL,
+ * a busy handler sleeping 1, 2, 4, 8, then 10 ms up to busy_timeout_ms.
+ *
+ * Fault seam (fault-injection builds): while fault_active("commit") holds,
+ * the VFS fails every write of the COMMIT with SQLITE_FULL, as a full disk
+ * does; store_commit then rolls back and returns -ENOSPC.
+ *
+ * Return values: 0 or a positive STORE_* code, or a negative errno
+ * (-EBUSY busy/locked past the timeout, -ENOSPC disk full, -EROFS read-only,
+ * -EIO other I/O, -ENOMEM, -EPROTO schema newer than this build, -EINVAL
+ * misuse); store_errmsg() tells more.  Errors are logged where they start. */
+#ifndef SV_STORE_H
+#define SV_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+#include "sv_config.h"
+
+#define STORE_SCHEMA_VERSION 1
+
+enum {
+	STORE_OK = 0,
+	STORE_DUPLICATE = 1,     /* dedupe key already stored: ack, nothing changed */
+	STORE_REDUCER_ERROR = 2, /* the reducer refuses the event: dead-letter it (err) */
+	STORE_ARCHIVED = 3,      /* the run's events were pruned: dead-letter "run archived" */
+};
+
+struct store;
+
+struct store_opts {
+	enum sqlite_sync synchronous;
+	int64_t busy_timeout_ms;   /* <= 0: 5000 */
+	const char *group;         /* NULL or "": leave the group alone */
+	enum reducer_kind reducer;
+	size_t cache_entries;      /* 0: 1024 */
+	bool readonly;             /* existing database, read only (streamvisorctl) */
+};
+
+/* Open (creating the file, its directory and the schema when needed).
+ * Returns 0 and *out, or a negative errno (logged). */
+int store_open(struct store **out, const char *path, const struct store_opts *opts);
+/* Rolls back an open transaction. */
+void store_close(struct store *s);
+
+int store_begin(struct store *s);
+/* Apply one event inside the transaction.  Returns STORE_OK,
+ * STORE_DUPLICATE, STORE_REDUCER_ERROR or STORE_ARCHIVED (with a message in
+ * err), or a negative errno after which the caller must store_rollback the
+ * whole batch. */
+int store_apply(struct store *s, const struct sv_event *ev, char *err, size_t errlen);
+/* Rebuild what needs it, write each touched snapshot once (updated_ms =
+ * now), COMMIT.  On failure the transaction is rolled back (touched cache
+ * entries evicted) and a negative errno returned. */
+int store_commit(struct store *s);
+/* ROLLBACK (if a transaction is open) and evict the touched cache entries. */
+void store_rollback(struct store *s);
+
+/* One run's committed snapshot.  Strings are malloc'd (store_snapshot_clear). */
+struct store_snapshot {
+	char *body;    /* the JSON */
+	char *status;  /* or NULL */
+	bool complete, archived;
+	int64_t event_count, last_seq, updated_ms;
+};
+/* Returns 0, -ENOENT when the run has no snapshot, or a negative errno. */
+int store_snapshot_get(struct store *s, const char *run, struct store_snapshot *out);
+void store_snapshot_clear(struct store_snapshot *snap);
+
+/* Delete the events of runs whose status is terminal (completed, failed,
+ * cancelled) and whose snapshot was last written before older_than_ms
+ * (wall clock), and mark their snapshots archived; a later event for such a
+ * run gets STORE_ARCHIVED.  Works in transactions of its own (never inside
+ * a batch).  Returns the number of runs archived, or a negative errno. */
+int64_t store_prune(struct store *s, int64_t older_than_ms);
+
+/* Counters since store_open. */
+struct store_stats {
+	uint64_t applied, duplicates, refused, late, rebuilds, rebuild_events;
+	uint64_t cache_hits, cache_stale, cache_misses, snapshot_writes, commits;
+};
+void store_stats(const struct store *s, struct store_stats *out);
+
+/* The last error's text ("" when none). */
+const char *store_errmsg(const struct store *s);
+
+#endif

@@ -1,0 +1,136 @@
+/* config: load streamvisor.conf (libconfig), apply defaults, validate every
+ * key and cross-check, and compare two configurations for a reload. */
+#ifndef SV_SV_CONFIG_H
+#define SV_SV_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "log.h"
+#include "redis_url.h"
+
+enum pool_kind { POOL_PERSISTENCE = 0, POOL_TOOL };
+enum reducer_kind { REDUCER_RESPONSE = 0, REDUCER_MERGE };
+enum sqlite_sync { SQLITE_SYNC_FULL = 0, SQLITE_SYNC_NORMAL };
+
+struct strlist {
+	char **v;
+	size_t n;
+};
+
+struct pool_config {
+	char *name;
+	enum pool_kind kind;
+	int64_t count;
+	char *group;            /* "{node}" already replaced by the node name */
+	struct strlist streams; /* resolved: the global list when not given */
+	int64_t batch;          /* persistence 256, tool 16 */
+	int64_t block_ms;       /* 2000 */
+	int64_t claim_idle_ms;  /* 30000 */
+	int64_t max_deliveries; /* 3 */
+	enum reducer_kind reducer; /* persistence only */
+	int64_t max_rss_mb;     /* 0 = off */
+	char *sqlite_path;      /* persistence: resolved; default sqlite.path.
+				 * tool pools: NULL */
+	int line;
+};
+
+struct tool_config {
+	char *name;
+	struct strlist command; /* argv; command.v[0] absolute */
+	int64_t timeout_ms;     /* 5000 */
+	int64_t max_output;     /* 65536 bytes */
+	struct strlist env;     /* "K=V" */
+	char *cwd;              /* "/" */
+	int64_t rlimit_cpu_s, rlimit_as_mb, rlimit_nofile; /* 0 = unlimited */
+	int line;
+};
+
+struct sv_config {
+	char *path;       /* the file given to config_load (as given) */
+	char *dir;        /* its directory: relative paths resolve here */
+
+	char *node;       /* default: host name */
+	char *namespace;  /* "sv" */
+
+	struct {
+		char *url;            /* as written (may hold a password; never log it) */
+		struct redis_url parsed;
+		char *password_file;  /* resolved path or "" */
+		char *password;       /* effective password (file wins over url) or NULL */
+		char *url_redacted;   /* safe for logs and status */
+		int64_t connect_timeout_ms;  /* 2000 */
+		int64_t command_timeout_ms;  /* 10000 */
+	} redis;
+	struct {
+		char *path;            /* resolved */
+		enum sqlite_sync synchronous;
+		int64_t busy_timeout_ms;
+	} sqlite;
+	struct {
+		char *socket;          /* resolved */
+		mode_t mode;           /* 0660 */
+		char *group;           /* "" = none */
+	} control;
+	struct {
+		char *user, *group;
+	} run_as;
+	struct {
+		int64_t interval_ms, timeout_ms;
+	} heartbeat;
+	struct {
+		int64_t backoff_initial_ms, backoff_max_ms, start_ms, max_retries;
+		int64_t burst, burst_window_ms, stop_timeout_ms;
+	} restart;
+	struct strlist streams;
+	struct pool_config *pools;
+	size_t npools;
+	struct tool_config *tools;
+	size_t ntools;
+	struct {
+		bool trim_acked;
+		int64_t keep_ms, dead_keep_ms, events_keep_ms;
+	} retention;
+	struct {
+		char *listen;  /* "" = off */
+	} metrics;
+	struct {
+		enum log_level level;
+		enum log_format format;
+		char *file;    /* resolved, "" = stderr */
+	} log;
+};
+
+/* Every problem found, each formatted "FILE:LINE: message". */
+struct config_errors {
+	char **v;
+	size_t n;
+};
+
+/* Load and validate path.  On success returns 0 and *out (free with
+ * config_free).  On failure returns -EINVAL (syntax or semantic errors,
+ * all listed in errs) or -errno (file unreadable, also listed in errs). */
+int config_load(const char *path, struct sv_config **out, struct config_errors *errs);
+void config_free(struct sv_config *cfg);
+void config_errors_free(struct config_errors *errs);
+
+/* Reload scope.  Returns the name of the first restart-only key that
+ * differs ("redis", "sqlite", "node", ...), or NULL when the new file may be
+ * applied live. */
+const char *config_restart_key_changed(const struct sv_config *old, const struct sv_config *new);
+/* Whether a running worker of pool a must be restarted to run as pool b
+ * (any setting differs; for tool pools also any tool; for every pool also
+ * heartbeat or log level changes are NOT a reason). */
+bool config_pool_changed(const struct sv_config *old, const struct pool_config *a,
+			 const struct sv_config *new, const struct pool_config *b);
+bool config_tools_equal(const struct sv_config *a, const struct sv_config *b);
+bool config_heartbeat_equal(const struct sv_config *a, const struct sv_config *b);
+
+const struct pool_config *config_find_pool(const struct sv_config *cfg, const char *name);
+const struct tool_config *config_find_tool(const struct sv_config *cfg, const char *name);
+
+const char *config_pool_kind_name(enum pool_kind k);
+
+#endif

@@ -1,0 +1,23 @@
+#!/usr/bin/env python3
+"""Sum meson testlog.json files into one line: 'N passed, N failed'."""
+import json
+import sys
+
+passed = failed = skipped = 0
+for path in sys.argv[1:]:
+    try:
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                r = json.loads(line)
+                if r.get("result") in ("OK", "EXPECTEDFAIL"):
+                    passed += 1
+                elif r.get("result") == "SKIP":
+                    skipped += 1
+                else:
+                    failed += 1
+    except FileNotFoundError:
+        print(f"{path}: missing (that build or its tests did not run)", file=sys.stderr)
+        failed += 1
+print(f"{passed} passed, {failed} failed" + (f", {skipped} skipped" if skipped else ""))

@@ -1,0 +1,1040 @@
+/* streamvisorctl: the command-line client of streamvisord's control socket
+ * (supervisorctl style), plus `snapshot`, which reads SQLite directly and
+ * read-only. */
+#include "config.h" /* generated: PACKAGE_VERSION, SV_DEFAULT_CONFIG, SV_DEFAULT_SOCKET */
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "control.h"
+#include "log.h"
+/* Before sqlite3.h: sv_config.h's enum sqlite_sync uses names that
+ * sqlite3.h defines as macros (SQLITE_SYNC_FULL, SQLITE_SYNC_NORMAL). */
+#include "sv_config.h"
+#include "util.h"
+
+#include <sqlite3.h>
+
+enum {
+	EXIT_OK = 0,
+	EXIT_REFUSED = 1,     /* the daemon said no (or another runtime error) */
+	EXIT_USAGE = 2,
+	EXIT_NOT_RUNNING = 3, /* status: some worker is not RUNNING */
+	EXIT_NO_SNAPSHOT = 4, /* snapshot: nothing of that run persisted */
+	EXIT_INCOMPLETE = 5,  /* snapshot --wait: exists, not complete */
+	EXIT_UNREACHABLE = 7, /* daemon not reachable */
+};
+
+#define DEFAULT_TIMEOUT_MS 30000
+#define SNAPSHOT_POLL_MS 20
+
+static const char *prog = "streamvisorctl";
+
+struct opts {
+	const char *conf;      /* -c */
+	const char *sock;      /* -s */
+	bool json;
+	int timeout_ms;        /* -t, or -2 = not given */
+	struct sv_config *cfg; /* loaded from -c or the default file */
+	const char *socket_path;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: %s [-c CONF | -s SOCKET] [--json] [-t TIMEOUT_S] COMMAND [ARGS]\n"
+		"\n"
+		"options:\n"
+		"  -c, --config CONF     read the socket (and SQLite) path from CONF\n"
+		"  -s, --socket SOCKET   the daemon's control socket\n"
+		"  -j, --json            print the daemon's JSON reply\n"
+		"  -t, --timeout SECS    give up waiting for a reply after SECS seconds\n"
+		"  -h, --help            this help\n"
+		"      --version         print the version\n"
+		"\n"
+		"commands:\n"
+		"  status [NAME|POOL]              workers and their state (exit 3: not all RUNNING)\n"
+		"  start|stop|restart NAME|POOL|all\n"
+		"  pause|resume NAME|POOL|all      stop or start reading new entries\n"
+		"  reload                          re-read and apply the configuration\n"
+		"  scale POOL N                    resize a pool live\n"
+		"  pending                         streams, groups, lag and pending entries\n"
+		"  dead list [STREAM] [N]          show dead letters\n"
+		"  dead retry ID|all               re-drive dead letters\n"
+		"  dead purge [--older-than MS]    delete dead letters\n"
+		"  snapshot RUN [--wait SECONDS]   print a run's snapshot (reads SQLite)\n"
+		"  drain --yes                     destroy the consumer groups and delete the streams\n"
+		"  metrics                         Prometheus text exposition\n"
+		"  shutdown                        stop the daemon gracefully\n"
+		"\n"
+		"exit: 0 ok, 1 the daemon said no, 2 usage, 3 not all RUNNING,\n"
+		"      4 no snapshot, 5 snapshot not complete, 7 daemon not reachable\n",
+		prog);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "%s: ", prog);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	usage(stderr);
+	return EXIT_USAGE;
+}
+
+static bool parse_uint(const char *s, long long *out)
+{
+	if (!s || !*s)
+		return false;
+	for (const char *p = s; *p; p++)
+		if (*p < '0' || *p > '9')
+			return false;
+	errno = 0;
+	char *end;
+	long long v = strtoll(s, &end, 10);
+	if (errno || *end)
+		return false;
+	if (out)
+		*out = v;
+	return true;
+}
+
+static bool parse_seconds(const char *s, double *out)
+{
+	if (!s || !*s)
+		return false;
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || *end || !isfinite(v) || v < 0 || v > 86400.0 * 365)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* ---- formatting ----------------------------------------------------- */
+
+static void fmt_duration(char *b, size_t n, long long ms)
+{
+	if (ms < 0) {
+		snprintf(b, n, "-");
+	} else if (ms < 1000) {
+		snprintf(b, n, "%lldms", ms);
+	} else if (ms < 10000) {
+		snprintf(b, n, "%lld.%llds", ms / 1000, (ms % 1000) / 100);
+	} else if (ms < 60000) {
+		snprintf(b, n, "%llds", ms / 1000);
+	} else {
+		long long s = ms / 1000;
+		if (s < 3600)
+			snprintf(b, n, "%lldm%02llds", s / 60, s % 60);
+		else if (s < 86400)
+			snprintf(b, n, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
+		else
+			snprintf(b, n, "%lldd%02lldh", s / 86400, (s % 86400) / 3600);
+	}
+}
+
+/* A cell's text: strings as they are (control characters shown as '?'),
+ * numbers, booleans, compact JSON for the rest, "-" for null/missing. */
+static char *cell(const json_t *v)
+{
+	char buf[64];
+	const char *s = NULL;
+	char *dyn = NULL;
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+		s = json_string_length(v) ? json_string_value(v) : "-";
+		break;
+	case JSON_INTEGER:
+		snprintf(buf, sizeof(buf), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		s = buf;
+		break;
+	case JSON_REAL:
+		snprintf(buf, sizeof(buf), "%g", json_real_value(v));
+		s = buf;
+		break;
+	case JSON_TRUE:
+		s = "true";
+		break;
+	case JSON_FALSE:
+		s = "false";
+		break;
+	case JSON_OBJECT:
+	case JSON_ARRAY:
+		dyn = json_dumps(v, JSON_COMPACT);
+		s = dyn ? dyn : "?";
+		break;
+	default:
+		s = "-";
+	}
+	if (!v)
+		s = "-";
+	char *out = strdup(s);
+	free(dyn);
+	if (!out) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		exit(EXIT_REFUSED);
+	}
+	for (char *p = out; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	return out;
+}
+
+static char *xstrdup(const char *s)
+{
+	char *d = strdup(s);
+	if (!d) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		exit(EXIT_REFUSED);
+	}
+	return d;
+}
+
+/* Display width of a UTF-8 string (code points; good enough for names). */
+static size_t text_width(const char *s)
+{
+	size_t w = 0;
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if ((*p & 0xc0) != 0x80)
+			w++;
+	return w;
+}
+
+struct table {
+	size_t ncols, nrows;
+	char **cells; /* (nrows + 1) * ncols, row 0 = header */
+};
+
+static void table_init(struct table *t, size_t ncols, size_t nrows)
+{
+	t->ncols = ncols;
+	t->nrows = nrows;
+	t->cells = calloc((nrows + 1) * ncols, sizeof(char *));
+	if (!t->cells) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		exit(EXIT_REFUSED);
+	}
+}
+
+static void table_set(struct table *t, size_t row, size_t col, char *text)
+{
+	t->cells[row * t->ncols + col] = text;
+}
+
+static void table_print(struct table *t, const char *indent)
+{
+	size_t *w = calloc(t->ncols, sizeof(size_t));
+	if (!w)
+		exit(EXIT_REFUSED);
+	for (size_t r = 0; r <= t->nrows; r++)
+		for (size_t c = 0; c < t->ncols; c++) {
+			const char *s = t->cells[r * t->ncols + c];
+			size_t l = text_width(s ? s : "-");
+			if (l > w[c])
+				w[c] = l;
+		}
+	for (size_t r = 0; r <= t->nrows; r++) {
+		fputs(indent, stdout);
+		for (size_t c = 0; c < t->ncols; c++) {
+			const char *s = t->cells[r * t->ncols + c];
+			if (!s)
+				s = "-";
+			fputs(s, stdout);
+			if (c + 1 < t->ncols) {
+				for (size_t k = text_width(s); k < w[c] + 2; k++)
+					fputc(' ', stdout);
+			}
+		}
+		fputc('\n', stdout);
+	}
+	free(w);
+	for (size_t i = 0; i < (t->nrows + 1) * t->ncols; i++)
+		free(t->cells[i]);
+	free(t->cells);
+}
+
+static char *duration_cell(const json_t *v)
+{
+	if (!json_is_number(v))
+		return xstrdup("-");
+	char b[32];
+	fmt_duration(b, sizeof(b), (long long)json_number_value(v));
+	return xstrdup(b);
+}
+
+static char *pid_cell(const json_t *v)
+{
+	if (json_is_integer(v) && json_integer_value(v) > 0)
+		return cell(v);
+	return xstrdup("-");
+}
+
+static char *last_exit_cell(const json_t *w)
+{
+	const json_t *ex = json_object_get(w, "last_exit");
+	const json_t *er = json_object_get(w, "last_error");
+	char a[64] = "";
+	if (json_is_integer(ex)) {
+		json_int_t v = json_integer_value(ex);
+		if (v < 0)
+			snprintf(a, sizeof(a), "signal %" JSON_INTEGER_FORMAT, -v);
+		else
+			snprintf(a, sizeof(a), "exit %" JSON_INTEGER_FORMAT, v);
+	} else if (json_is_string(ex) && json_string_length(ex)) {
+		snprintf(a, sizeof(a), "%s", json_string_value(ex));
+	}
+	const char *e = json_is_string(er) && json_string_length(er) ? json_string_value(er) : "";
+	if (!*a && !*e)
+		return xstrdup("-");
+	size_t n = strlen(a) + strlen(e) + 3;
+	char *s = malloc(n);
+	if (!s)
+		exit(EXIT_REFUSED);
+	snprintf(s, n, "%s%s%s", a, *a && *e ? ": " : "", e);
+	for (char *p = s; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+	return s;
+}
+
+static void print_json_line(const json_t *j)
+{
+	char *s = json_dumps(j, JSON_COMPACT);
+	if (s) {
+		puts(s);
+		free(s);
+	}
+}
+
+static void print_reply_error(const json_t *reply)
+{
+	const char *e = json_string_value(json_object_get(reply, "error"));
+	fprintf(stderr, "%s: %s\n", prog, e ? e : "the daemon refused the request");
+}
+
+/* ---- talking to the daemon ------------------------------------------ */
+
+/* Send req (stolen) and return the reply, or exit with the right code. */
+static json_t *call_daemon(const struct opts *o, json_t *req, int default_timeout_ms)
+{
+	int fd = control_connect(o->socket_path);
+	if (fd < 0) {
+		int err = -fd;
+		if (err == EACCES || err == EPERM)
+			fprintf(stderr, "%s: cannot connect to %s: permission denied (%s)\n", prog,
+				o->socket_path, strerror(err));
+		else
+			fprintf(stderr, "%s: cannot connect to %s: the daemon is not running (%s)\n",
+				prog, o->socket_path, strerror(err));
+		json_decref(req);
+		exit(EXIT_UNREACHABLE);
+	}
+	int timeout = o->timeout_ms != -2 ? o->timeout_ms : default_timeout_ms;
+	json_t *reply = NULL;
+	int r = control_call(fd, req, &reply, timeout);
+	close(fd);
+	json_decref(req);
+	if (r == -ETIMEDOUT) {
+		fprintf(stderr, "%s: no reply from the daemon on %s within %.1f s\n", prog,
+			o->socket_path, timeout / 1000.0);
+		exit(EXIT_REFUSED);
+	}
+	if (r == -EBADMSG) {
+		fprintf(stderr, "%s: invalid reply from the daemon on %s\n", prog, o->socket_path);
+		exit(EXIT_REFUSED);
+	}
+	if (r < 0) {
+		fprintf(stderr, "%s: lost the connection to the daemon on %s (%s)\n", prog,
+			o->socket_path, strerror(-r));
+		exit(EXIT_UNREACHABLE);
+	}
+	return reply;
+}
+
+static json_t *make_request(const char *cmd, char **args, int nargs)
+{
+	json_t *a = json_array();
+	for (int i = 0; a && i < nargs; i++) {
+		if (json_array_append_new(a, json_string(args[i])) < 0) {
+			fprintf(stderr, "%s: argument %d is not valid UTF-8\n", prog, i + 1);
+			exit(EXIT_USAGE);
+		}
+	}
+	json_t *req = a ? json_pack("{s:s,s:o}", "cmd", cmd, "args", a) : NULL;
+	if (!req) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		exit(EXIT_REFUSED);
+	}
+	return req;
+}
+
+static bool reply_ok(const json_t *reply) { return json_is_true(json_object_get(reply, "ok")); }
+
+/* ---- commands ------------------------------------------------------- */
+
+static const char *const status_cols[] = {
+	"NAME", "STATE", "PID", "UPTIME", "BEAT", "STATUS", "PROCESSED",
+	"FAILED", "RESTARTS", "PENDING", "HEALTH", "LAST EXIT/ERROR",
+};
+
+static int show_status(const struct opts *o, json_t *reply)
+{
+	json_t *workers = json_object_get(reply, "workers");
+	int code = EXIT_OK;
+	size_t i;
+	json_t *w;
+	json_array_foreach(workers, i, w) {
+		const char *st = json_string_value(json_object_get(w, "state"));
+		if (!st || strcmp(st, "RUNNING") != 0)
+			code = EXIT_NOT_RUNNING;
+	}
+	if (!reply_ok(reply)) {
+		if (o->json)
+			print_json_line(reply);
+		else
+			print_reply_error(reply);
+		return EXIT_REFUSED;
+	}
+	if (o->json) {
+		print_json_line(reply);
+		return code;
+	}
+	struct table t;
+	size_t nw = json_array_size(workers);
+	table_init(&t, ARRAY_SIZE(status_cols), nw);
+	for (size_t c = 0; c < ARRAY_SIZE(status_cols); c++)
+		table_set(&t, 0, c, xstrdup(status_cols[c]));
+	json_array_foreach(workers, i, w) {
+		size_t r = i + 1, c = 0;
+		table_set(&t, r, c++, cell(json_object_get(w, "name")));
+		table_set(&t, r, c++, cell(json_object_get(w, "state")));
+		table_set(&t, r, c++, pid_cell(json_object_get(w, "pid")));
+		table_set(&t, r, c++, duration_cell(json_object_get(w, "uptime_ms")));
+		table_set(&t, r, c++, duration_cell(json_object_get(w, "beat_age_ms")));
+		table_set(&t, r, c++, cell(json_object_get(w, "status")));
+		table_set(&t, r, c++, cell(json_object_get(w, "processed")));
+		table_set(&t, r, c++, cell(json_object_get(w, "failed")));
+		table_set(&t, r, c++, cell(json_object_get(w, "restarts")));
+		table_set(&t, r, c++, cell(json_object_get(w, "pending")));
+		table_set(&t, r, c++, cell(json_object_get(w, "health")));
+		table_set(&t, r, c++, last_exit_cell(w));
+	}
+	table_print(&t, "");
+	json_t *remote = json_object_get(reply, "remote");
+	if (json_array_size(remote) > 0) {
+		static const char *const rcols[] = {"NAME", "NODE", "POOL", "STATUS", "BEAT", "STALE"};
+		printf("remote:\n");
+		table_init(&t, ARRAY_SIZE(rcols), json_array_size(remote));
+		for (size_t c = 0; c < ARRAY_SIZE(rcols); c++)
+			table_set(&t, 0, c, xstrdup(rcols[c]));
+		json_array_foreach(remote, i, w) {
+			size_t r = i + 1;
+			table_set(&t, r, 0, cell(json_object_get(w, "name")));
+			table_set(&t, r, 1, cell(json_object_get(w, "node")));
+			table_set(&t, r, 2, cell(json_object_get(w, "pool")));
+			table_set(&t, r, 3, cell(json_object_get(w, "status")));
+			table_set(&t, r, 4, duration_cell(json_object_get(w, "beat_age_ms")));
+			json_t *stale = json_object_get(w, "stale");
+			table_set(&t, r, 5, xstrdup(json_is_true(stale) ? "stale" : "-"));
+		}
+		table_print(&t, "");
+	}
+	return code;
+}
+
+static int show_results(const struct opts *o, json_t *reply, bool pause_cmd)
+{
+	if (o->json) {
+		print_json_line(reply);
+		return reply_ok(reply) ? EXIT_OK : EXIT_REFUSED;
+	}
+	size_t i;
+	json_t *r;
+	json_array_foreach(json_object_get(reply, "results"), i, r) {
+		char *name = cell(json_object_get(r, "name"));
+		char *what;
+		if (pause_cmd) {
+			json_t *p = json_object_get(r, "paused");
+			what = xstrdup(json_is_boolean(p) ? (json_is_true(p) ? "paused" : "resumed")
+							  : "-");
+		} else {
+			what = cell(json_object_get(r, "state"));
+		}
+		const char *err = json_string_value(json_object_get(r, "error"));
+		if (err && *err)
+			printf("%s: %s (%s)\n", name, what, err);
+		else
+			printf("%s: %s\n", name, what);
+		free(name);
+		free(what);
+	}
+	if (!reply_ok(reply)) {
+		print_reply_error(reply);
+		return EXIT_REFUSED;
+	}
+	return EXIT_OK;
+}
+
+static int show_reload(const struct opts *o, json_t *reply)
+{
+	if (o->json) {
+		print_json_line(reply);
+		return reply_ok(reply) ? EXIT_OK : EXIT_REFUSED;
+	}
+	size_t i;
+	json_t *v;
+	if (!reply_ok(reply)) {
+		print_reply_error(reply);
+		json_array_foreach(json_object_get(reply, "errors"), i, v) {
+			if (json_is_string(v))
+				fprintf(stderr, "%s\n", json_string_value(v));
+		}
+		return EXIT_REFUSED;
+	}
+	json_t *changes = json_object_get(reply, "changes");
+	if (json_array_size(changes) == 0) {
+		printf("reloaded (no changes)\n");
+		return EXIT_OK;
+	}
+	printf("reloaded\n");
+	json_array_foreach(changes, i, v) {
+		char *s = cell(v);
+		printf("  %s\n", s);
+		free(s);
+	}
+	return EXIT_OK;
+}
+
+static bool is_object_array(const json_t *a)
+{
+	if (!json_is_array(a) || json_array_size(a) == 0)
+		return false;
+	size_t i;
+	json_t *v;
+	json_array_foreach(a, i, v) {
+		if (!json_is_object(v))
+			return false;
+	}
+	return true;
+}
+
+static char *upper(const char *s)
+{
+	char *u = xstrdup(s);
+	for (char *p = u; *p; p++)
+		if (*p >= 'a' && *p <= 'z')
+			*p = (char)(*p - 'a' + 'A');
+	return u;
+}
+
+/* An array of objects as a table whose columns are the union of their
+ * keys, in order of first appearance. */
+static void print_object_table(const json_t *arr, const char *indent)
+{
+	json_t *cols = json_array();
+	if (!cols)
+		exit(EXIT_REFUSED);
+	size_t i;
+	json_t *row;
+	json_array_foreach(arr, i, row) {
+		const char *k;
+		json_t *v;
+		json_object_foreach((json_t *)row, k, v) {
+			bool seen = false;
+			size_t j;
+			json_t *c;
+			json_array_foreach(cols, j, c) {
+				if (!strcmp(json_string_value(c), k)) {
+					seen = true;
+					break;
+				}
+			}
+			if (!seen)
+				json_array_append_new(cols, json_string(k));
+		}
+	}
+	struct table t;
+	size_t nc = json_array_size(cols);
+	table_init(&t, nc ? nc : 1, json_array_size(arr));
+	if (!nc)
+		table_set(&t, 0, 0, xstrdup("-"));
+	for (size_t c = 0; c < nc; c++)
+		table_set(&t, 0, c, upper(json_string_value(json_array_get(cols, c))));
+	json_array_foreach(arr, i, row) {
+		for (size_t c = 0; c < nc; c++)
+			table_set(&t, i + 1, c,
+				  cell(json_object_get(row, json_string_value(json_array_get(cols, c)))));
+	}
+	table_print(&t, indent);
+	json_decref(cols);
+}
+
+/* Generic human output: tables for arrays of objects, "key: value" for
+ * the rest. */
+static int show_generic(const struct opts *o, json_t *reply, const char *done)
+{
+	if (o->json) {
+		print_json_line(reply);
+		return reply_ok(reply) ? EXIT_OK : EXIT_REFUSED;
+	}
+	if (!reply_ok(reply)) {
+		print_reply_error(reply);
+		return EXIT_REFUSED;
+	}
+	size_t nkeys = json_object_size(reply) - (json_object_get(reply, "ok") ? 1 : 0);
+	bool printed = false;
+	const char *k;
+	json_t *v;
+	json_object_foreach(reply, k, v) {
+		if (!strcmp(k, "ok"))
+			continue;
+		printed = true;
+		if (is_object_array(v)) {
+			if (nkeys > 1) {
+				printf("%s:\n", k);
+				print_object_table(v, "  ");
+			} else {
+				print_object_table(v, "");
+			}
+		} else if (json_is_array(v)) {
+			if (json_array_size(v) == 0) {
+				printf("%s: (none)\n", k);
+				continue;
+			}
+			printf("%s:\n", k);
+			size_t i;
+			json_t *e;
+			json_array_foreach(v, i, e) {
+				char *s = cell(e);
+				printf("  %s\n", s);
+				free(s);
+			}
+		} else if (json_is_object(v)) {
+			printf("%s:\n", k);
+			const char *k2;
+			json_t *v2;
+			json_object_foreach(v, k2, v2) {
+				char *s = cell(v2);
+				printf("  %s: %s\n", k2, s);
+				free(s);
+			}
+		} else {
+			char *s = cell(v);
+			printf("%s: %s\n", k, s);
+			free(s);
+		}
+	}
+	if (!printed)
+		printf("%s\n", done);
+	return EXIT_OK;
+}
+
+static int show_metrics(const struct opts *o, json_t *reply)
+{
+	if (o->json || !reply_ok(reply))
+		return show_generic(o, reply, "ok");
+	const char *text = json_string_value(json_object_get(reply, "text"));
+	if (text) {
+		fputs(text, stdout);
+		size_t n = strlen(text);
+		if (n && text[n - 1] != '\n')
+			fputc('\n', stdout);
+	}
+	return EXIT_OK;
+}
+
+static int show_scale(const struct opts *o, json_t *reply)
+{
+	if (o->json || !reply_ok(reply))
+		return show_generic(o, reply, "ok");
+	char *p = cell(json_object_get(reply, "pool"));
+	char *n = cell(json_object_get(reply, "count"));
+	printf("%s: %s workers\n", p, n);
+	free(p);
+	free(n);
+	return EXIT_OK;
+}
+
+/* ---- snapshot ------------------------------------------------------- */
+
+struct snap_db {
+	const char *path;
+	int busy_ms;
+	sqlite3 *db;
+	sqlite3_stmt *st;
+};
+
+static void snap_db_close(struct snap_db *s)
+{
+	sqlite3_finalize(s->st);
+	s->st = NULL;
+	sqlite3_close(s->db);
+	s->db = NULL;
+}
+
+/* Look run up: 1 found (*body malloc'd, *complete), 0 nothing (yet),
+ * -1 error (message printed when fatal). */
+static int snap_read(struct snap_db *s, const char *run, char **body, bool *complete, char *err,
+		     size_t errlen)
+{
+	*body = NULL;
+	*complete = false;
+	err[0] = '\0';
+	if (!s->db) {
+		if (access(s->path, F_OK) < 0 && errno == ENOENT)
+			return 0; /* no database yet: nothing persisted */
+		int rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READONLY, NULL);
+		if (rc != SQLITE_OK) {
+			snprintf(err, errlen, "cannot open %s: %s", s->path,
+				 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+			snap_db_close(s);
+			return -1;
+		}
+		sqlite3_busy_timeout(s->db, s->busy_ms);
+	}
+	if (!s->st) {
+		int rc = sqlite3_prepare_v2(s->db, "SELECT body, complete FROM snapshots WHERE run = ?",
+					    -1, &s->st, NULL);
+		if (rc != SQLITE_OK) {
+			const char *m = sqlite3_errmsg(s->db);
+			if (strstr(m, "no such table"))
+				return 0; /* the schema is not there yet: nothing persisted */
+			snprintf(err, errlen, "%s: %s", s->path, m);
+			return -1;
+		}
+	}
+	sqlite3_reset(s->st);
+	sqlite3_bind_text(s->st, 1, run, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s->st);
+	int ret = 0;
+	if (rc == SQLITE_ROW) {
+		const unsigned char *b = sqlite3_column_text(s->st, 0);
+		*body = strdup(b ? (const char *)b : "null");
+		*complete = sqlite3_column_int64(s->st, 1) != 0;
+		ret = *body ? 1 : -1;
+		if (!*body)
+			snprintf(err, errlen, "out of memory");
+	} else if (rc != SQLITE_DONE) {
+		snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
+		ret = -1;
+		if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+			ret = -2; /* transient */
+	}
+	sqlite3_reset(s->st);
+	sqlite3_clear_bindings(s->st);
+	return ret;
+}
+
+static void print_snapshot(const struct opts *o, const char *body)
+{
+	json_t *j = json_loads(body, JSON_ALLOW_NUL, NULL);
+	char *s = j ? json_dumps(j, o->json ? JSON_COMPACT : JSON_INDENT(2)) : NULL;
+	puts(s ? s : body);
+	free(s);
+	json_decref(j);
+}
+
+static int cmd_snapshot(const struct opts *o, const char *run, bool wait, double wait_s)
+{
+	char *path = NULL;
+	int busy_ms = 5000;
+	if (o->cfg) {
+		path = xstrdup(o->cfg->sqlite.path);
+		if (o->cfg->sqlite.busy_timeout_ms > 0 && o->cfg->sqlite.busy_timeout_ms < busy_ms)
+			busy_ms = (int)o->cfg->sqlite.busy_timeout_ms;
+	} else {
+		json_t *reply = call_daemon(o, make_request("config", NULL, 0), DEFAULT_TIMEOUT_MS);
+		const char *p = json_string_value(json_object_get(reply, "sqlite_path"));
+		if (!reply_ok(reply) || !p || !*p) {
+			if (!reply_ok(reply))
+				print_reply_error(reply);
+			else
+				fprintf(stderr, "%s: the daemon did not name its SQLite database\n", prog);
+			json_decref(reply);
+			return EXIT_REFUSED;
+		}
+		path = xstrdup(p);
+		json_decref(reply);
+	}
+	struct snap_db s = {.path = path, .busy_ms = busy_ms};
+	int64_t deadline = util_mono_ms() + (int64_t)llround(wait_s * 1000.0);
+	char err[512];
+	char *body = NULL;
+	bool complete = false;
+	int code;
+	for (;;) {
+		free(body);
+		int r = snap_read(&s, run, &body, &complete, err, sizeof(err));
+		if (r == -1 || (r == -2 && !wait)) {
+			fprintf(stderr, "%s: %s\n", prog, err);
+			code = EXIT_REFUSED;
+			break;
+		}
+		if (r == 1 && (!wait || complete)) {
+			print_snapshot(o, body);
+			code = EXIT_OK;
+			break;
+		}
+		if (!wait) {
+			fprintf(stderr, "%s: nothing of run %s was persisted\n", prog, run);
+			code = EXIT_NO_SNAPSHOT;
+			break;
+		}
+		if (util_mono_ms() >= deadline) {
+			if (r == 1) {
+				print_snapshot(o, body);
+				json_t *j = json_loads(body, JSON_ALLOW_NUL, NULL);
+				const char *st = json_string_value(json_object_get(j, "status"));
+				fprintf(stderr,
+					"%s: not yet: the snapshot of run %s is not complete (status %s) "
+					"after %g s\n",
+					prog, run, st ? st : "unknown", wait_s);
+				json_decref(j);
+				code = EXIT_INCOMPLETE;
+			} else {
+				fprintf(stderr,
+					"%s: never arrived: nothing of run %s was persisted within %g s\n",
+					prog, run, wait_s);
+				code = EXIT_NO_SNAPSHOT;
+			}
+			break;
+		}
+		int64_t left = deadline - util_mono_ms();
+		util_sleep_ms(left < SNAPSHOT_POLL_MS ? (left > 0 ? left : 0) : SNAPSHOT_POLL_MS,
+			      NULL);
+	}
+	free(body);
+	snap_db_close(&s);
+	free(path);
+	return code;
+}
+
+/* ---- main ----------------------------------------------------------- */
+
+static int load_config(struct opts *o, const char *path)
+{
+	struct config_errors errs = {0};
+	int r = config_load(path, &o->cfg, &errs);
+	if (r < 0) {
+		for (size_t i = 0; i < errs.n; i++)
+			fprintf(stderr, "%s\n", errs.v[i]);
+		if (errs.n == 0)
+			fprintf(stderr, "%s: cannot load %s: %s\n", prog, path, strerror(-r));
+		config_errors_free(&errs);
+		o->cfg = NULL;
+		return -1;
+	}
+	config_errors_free(&errs);
+	return 0;
+}
+
+static bool is_cmd(const char *c, const char *const *names)
+{
+	for (; *names; names++)
+		if (!strcmp(c, *names))
+			return true;
+	return false;
+}
+
+static int run(struct opts *o, const char *cmd, int argc, char **argv)
+{
+	/* Check the arguments before talking to anyone. */
+	if (!strcmp(cmd, "status")) {
+		if (argc > 1)
+			return usage_error("status takes at most one NAME or POOL");
+	} else if (is_cmd(cmd, (const char *const[]){"start", "stop", "restart", "pause", "resume",
+						    NULL})) {
+		if (argc != 1)
+			return usage_error("%s takes one NAME, POOL or \"all\"", cmd);
+	} else if (is_cmd(cmd, (const char *const[]){"reload", "shutdown", "pending", "metrics",
+						    NULL})) {
+		if (argc != 0)
+			return usage_error("%s takes no arguments", cmd);
+	} else if (!strcmp(cmd, "scale")) {
+		if (argc != 2)
+			return usage_error("scale takes POOL and N");
+		if (!parse_uint(argv[1], NULL))
+			return usage_error("scale: N must be a non-negative integer, not \"%s\"", argv[1]);
+	} else if (!strcmp(cmd, "dead")) {
+		if (argc < 1)
+			return usage_error("dead needs list, retry or purge");
+		const char *sub = argv[0];
+		if (!strcmp(sub, "list")) {
+			if (argc > 3)
+				return usage_error("usage: dead list [STREAM] [N]");
+			if (argc == 3 && !parse_uint(argv[2], NULL))
+				return usage_error("dead list: N must be a non-negative integer");
+		} else if (!strcmp(sub, "retry")) {
+			if (argc != 2)
+				return usage_error("usage: dead retry ID|all");
+		} else if (!strcmp(sub, "purge")) {
+			if (argc == 2 && !strncmp(argv[1], "--older-than=", 13)) {
+				if (!parse_uint(argv[1] + 13, NULL))
+					return usage_error("dead purge: --older-than needs milliseconds");
+			} else if (argc != 1 && !(argc == 3 && !strcmp(argv[1], "--older-than"))) {
+				return usage_error("usage: dead purge [--older-than MS]");
+			} else if (argc == 3 && !parse_uint(argv[2], NULL)) {
+				return usage_error("dead purge: --older-than needs milliseconds");
+			}
+		} else {
+			return usage_error("dead: unknown subcommand \"%s\"", sub);
+		}
+	} else if (!strcmp(cmd, "drain")) {
+		if (argc != 1 || strcmp(argv[0], "--yes") != 0)
+			return usage_error("drain destroys every consumer group and deletes the "
+					   "streams (pending entries are lost); confirm with "
+					   "\"drain --yes\"");
+	} else if (!strcmp(cmd, "snapshot")) {
+		bool wait = false;
+		double wait_s = 0;
+		const char *runid = NULL;
+		for (int i = 0; i < argc; i++) {
+			if (!strcmp(argv[i], "--wait")) {
+				if (i + 1 >= argc || !parse_seconds(argv[i + 1], &wait_s))
+					return usage_error("snapshot: --wait needs SECONDS");
+				wait = true;
+				i++;
+			} else if (!strncmp(argv[i], "--wait=", 7)) {
+				if (!parse_seconds(argv[i] + 7, &wait_s))
+					return usage_error("snapshot: --wait needs SECONDS");
+				wait = true;
+			} else if (!runid && (argv[i][0] != '-' || !argv[i][1])) {
+				runid = argv[i];
+			} else if (!runid && !strcmp(argv[i], "--") && i + 1 < argc) {
+				runid = argv[++i];
+			} else {
+				return usage_error("usage: snapshot RUN [--wait SECONDS]");
+			}
+		}
+		if (!runid || !*runid)
+			return usage_error("usage: snapshot RUN [--wait SECONDS]");
+		return cmd_snapshot(o, runid, wait, wait_s);
+	} else {
+		return usage_error("unknown command \"%s\"", cmd);
+	}
+
+	bool waits = is_cmd(cmd, (const char *const[]){"start", "stop", "restart", NULL});
+	json_t *reply = call_daemon(o, make_request(cmd, argv, argc),
+				    waits ? -1 : DEFAULT_TIMEOUT_MS);
+	int code;
+	if (!strcmp(cmd, "status"))
+		code = show_status(o, reply);
+	else if (waits)
+		code = show_results(o, reply, false);
+	else if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume"))
+		code = show_results(o, reply, true);
+	else if (!strcmp(cmd, "reload"))
+		code = show_reload(o, reply);
+	else if (!strcmp(cmd, "metrics"))
+		code = show_metrics(o, reply);
+	else if (!strcmp(cmd, "scale"))
+		code = show_scale(o, reply);
+	else if (!strcmp(cmd, "shutdown"))
+		code = show_generic(o, reply, "shutting down");
+	else
+		code = show_generic(o, reply, "ok");
+	json_decref(reply);
+	return code;
+}
+
+int main(int argc, char **argv)
+{
+	log_open("streamvisorctl", LOG_WARN, LOG_FMT_LOGFMT, NULL);
+	struct opts o = {.timeout_ms = -2};
+	enum { OPT_VERSION = 256 };
+	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"socket", required_argument, NULL, 's'},
+		{"json", no_argument, NULL, 'j'},
+		{"timeout", required_argument, NULL, 't'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, OPT_VERSION},
+		{NULL, 0, NULL, 0},
+	};
+	int ch;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, "+:c:s:jt:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			o.conf = optarg;
+			break;
+		case 's':
+			o.sock = optarg;
+			break;
+		case 'j':
+			o.json = true;
+			break;
+		case 't': {
+			double s;
+			if (!parse_seconds(optarg, &s) || s <= 0 || s * 1000.0 > INT_MAX)
+				return usage_error("-t needs a positive number of seconds");
+			o.timeout_ms = (int)llround(s * 1000.0);
+			if (o.timeout_ms < 1)
+				o.timeout_ms = 1;
+			break;
+		}
+		case 'h':
+			usage(stdout);
+			return EXIT_OK;
+		case OPT_VERSION:
+			printf("streamvisorctl %s\n", PACKAGE_VERSION);
+			return EXIT_OK;
+		case ':':
+			return usage_error("option %s needs an argument", argv[optind - 1]);
+		default:
+			if (optopt)
+				return usage_error("unknown option -%c", optopt);
+			return usage_error("unknown option %s", argv[optind - 1]);
+		}
+	}
+	if (optind >= argc)
+		return usage_error("no command given");
+	const char *cmd = argv[optind];
+	/* --json is also accepted after the command. */
+	int nargs = 0;
+	char **args = argv + optind + 1;
+	for (int i = optind + 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json") || !strcmp(argv[i], "-j"))
+			o.json = true;
+		else
+			args[nargs++] = argv[i];
+	}
+
+	if (o.conf) {
+		if (load_config(&o, o.conf) < 0)
+			return EXIT_USAGE;
+	} else if (!o.sock && access(SV_DEFAULT_CONFIG, R_OK) == 0) {
+		if (load_config(&o, SV_DEFAULT_CONFIG) < 0)
+			return EXIT_USAGE;
+	}
+	if (o.sock)
+		o.socket_path = o.sock;
+	else if (o.cfg && o.cfg->control.socket && *o.cfg->control.socket)
+		o.socket_path = o.cfg->control.socket;
+	else
+		o.socket_path = SV_DEFAULT_SOCKET;
+
+	int code = run(&o, cmd, nargs, args);
+	fflush(stdout);
+	if (o.cfg)
+		config_free(o.cfg);
+	log_close();
+	return code;
+}

@@ -1,0 +1,207 @@
+/* heartbeat: registration, heartbeats and the fencing key of one worker. */
+#include "heartbeat.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "log.h"
+#include "util.h"
+
+/* Take or renew the name: free, already ours, or held by the predecessor
+ * the master saw die (ARGV[3] = "pid:" prefix). */
+static const char fence_script[] =
+	"local v = redis.call('GET', KEYS[1]) "
+	"if (not v) or v == ARGV[1] or (ARGV[3] ~= '' and string.sub(v, 1, #ARGV[3]) == ARGV[3]) then "
+	"  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end "
+	"return 0";
+static const char release_script[] =
+	"if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+static const char *const status_names[] = {
+	[HB_STARTING] = "starting", [HB_IDLE] = "idle",         [HB_BUSY] = "busy",
+	[HB_PAUSED] = "paused",     [HB_STOPPING] = "stopping", [HB_DEGRADED] = "degraded",
+};
+
+const char *heartbeat_status_name(enum hb_status s)
+{
+	return (unsigned)s < ARRAY_SIZE(status_names) ? status_names[s] : "unknown";
+}
+
+void heartbeat_init(struct heartbeat *hb, const struct sv_config *cfg, const char *pool,
+		    const char *kind, int slot, int64_t restarts, pid_t prev_pid)
+{
+	memset(hb, 0, sizeof(*hb));
+	snprintf(hb->name, sizeof(hb->name), "%s/%s/%d", cfg->node, pool, slot);
+	snprintf(hb->workers_key, sizeof(hb->workers_key), "%s:workers", cfg->namespace);
+	snprintf(hb->incarn_key, sizeof(hb->incarn_key), "%s:incarnations", cfg->namespace);
+	snprintf(hb->fence_key, sizeof(hb->fence_key), "%s:consumer:%s", cfg->namespace, hb->name);
+	if (prev_pid > 0)
+		snprintf(hb->takeover, sizeof(hb->takeover), "%d:", (int)prev_pid);
+	hb->pool = pool;
+	hb->kind = kind;
+	hb->node = cfg->node;
+	hb->slot = slot;
+	hb->pid = getpid();
+	hb->restarts = restarts;
+	hb->started_ms = util_wall_ms();
+	hb->interval_ms = cfg->heartbeat.interval_ms;
+	hb->timeout_ms = cfg->heartbeat.timeout_ms;
+	hb->status = HB_STARTING;
+}
+
+static char *heartbeat_json(const struct heartbeat *hb)
+{
+	json_t *o = json_pack("{s:i, s:s, s:s, s:i, s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I}",
+			      "pid", (int)hb->pid, "pool", hb->pool, "kind", hb->kind,
+			      "slot", hb->slot, "node", hb->node,
+			      "incarnation", (json_int_t)hb->incarnation,
+			      "started_ms", (json_int_t)hb->started_ms,
+			      "beat_ms", (json_int_t)util_wall_ms(),
+			      "status", heartbeat_status_name(hb->status),
+			      "processed", (json_int_t)hb->processed,
+			      "failed", (json_int_t)hb->failed,
+			      "dead_lettered", (json_int_t)hb->dead_lettered,
+			      "restarts", (json_int_t)hb->restarts,
+			      "redis_rtt_us", (json_int_t)hb->redis_rtt_us);
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "lost", json_integer((json_int_t)hb->lost));
+	json_object_set_new(o, "current", hb->current[0] ? json_string(hb->current) : json_null());
+	json_object_set_new(o, "last_error",
+			    hb->last_error[0] ? json_string(hb->last_error) : json_null());
+	json_object_set_new(o, "tool_pgid", hb->tool_pgid ? json_integer(hb->tool_pgid) : json_null());
+	char *s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s;
+}
+
+static int take_incarnation(struct heartbeat *hb, struct rconn *rc)
+{
+	if (hb->incarnation)
+		return 0;
+	redisReply *r = rconn_command(rc, "HINCRBY %s %s 1", hb->incarn_key, hb->name);
+	if (!r)
+		return -1;
+	int ret = 0;
+	if (r->type == REDIS_REPLY_INTEGER)
+		hb->incarnation = r->integer;
+	else
+		ret = -1, log_error("HINCRBY %s: %s", hb->incarn_key, r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+	freeReplyObject(r);
+	snprintf(hb->fence_val, sizeof(hb->fence_val), "%d:%lld", (int)hb->pid, (long long)hb->incarnation);
+	return ret;
+}
+
+static void append_fence(struct heartbeat *hb, struct rconn *rc)
+{
+	char ttl[32];
+	snprintf(ttl, sizeof(ttl), "%lld", (long long)hb->timeout_ms);
+	redisAppendCommand(rc->c, "EVAL %s 1 %s %s %s %s", fence_script, hb->fence_key,
+			   hb->fence_val, ttl, hb->takeover);
+}
+
+static void append_hset(struct heartbeat *hb, struct rconn *rc)
+{
+	char *js = heartbeat_json(hb);
+	if (!js)
+		js = util_xstrdup("{}");
+	redisAppendCommand(rc->c, "HSET %s %s %s", hb->workers_key, hb->name, js);
+	free(js);
+}
+
+int heartbeat_register(struct heartbeat *hb, struct rconn *rc)
+{
+	if (!rc->c || take_incarnation(hb, rc) < 0)
+		return -1;
+	append_fence(hb, rc);
+	redisReply *r = rconn_get_reply(rc);
+	if (!r)
+		return -1;
+	bool mine = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+	if (r->type == REDIS_REPLY_ERROR)
+		log_error("fencing script: %s", r->str);
+	freeReplyObject(r);
+	if (!mine) {
+		log_warn("consumer name %s is held by another live process; waiting", hb->name);
+		return 0;
+	}
+	/* The predecessor's hold is ours now; never take another one over. */
+	hb->takeover[0] = '\0';
+	hb->registered = true;
+	if (heartbeat_beat(hb, rc) < 0)
+		return -1;
+	log_info("registered as %s incarnation %lld", hb->name, (long long)hb->incarnation);
+	return 1;
+}
+
+bool heartbeat_due(const struct heartbeat *hb, int64_t now_mono)
+{
+	return hb->registered && now_mono - hb->last_beat_mono >= hb->interval_ms;
+}
+
+int64_t heartbeat_next_ms(const struct heartbeat *hb, int64_t now_mono)
+{
+	int64_t d = hb->last_beat_mono + hb->interval_ms - now_mono;
+	return d < 0 ? 0 : d;
+}
+
+int heartbeat_append(struct heartbeat *hb, struct rconn *rc)
+{
+	if (!hb->registered || !rc->c)
+		return 0;
+	append_hset(hb, rc);
+	append_fence(hb, rc);
+	hb->last_beat_mono = util_mono_ms();
+	return 2;
+}
+
+int heartbeat_replies(struct heartbeat *hb, struct rconn *rc, int n)
+{
+	int ret = 0;
+	for (int i = 0; i < n; i++) {
+		redisReply *r = rconn_get_reply(rc);
+		if (!r)
+			return -1;
+		if (i == 1 && r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+			log_error("fencing key %s was taken by another process; giving up the name",
+				  hb->fence_key);
+			ret = -EPERM;
+		} else if (r->type == REDIS_REPLY_ERROR) {
+			log_warn("heartbeat: %s", r->str);
+		}
+		freeReplyObject(r);
+	}
+	return ret;
+}
+
+int heartbeat_beat(struct heartbeat *hb, struct rconn *rc)
+{
+	int64_t t0 = util_mono_us();
+	int n = heartbeat_append(hb, rc);
+	if (n == 0)
+		return rc->c ? 0 : -1;
+	int ret = heartbeat_replies(hb, rc, n);
+	hb->redis_rtt_us = util_mono_us() - t0;
+	return ret;
+}
+
+void heartbeat_release(struct heartbeat *hb, struct rconn *rc)
+{
+	if (!hb->registered || !rc->c)
+		return;
+	hb->status = HB_STOPPING;
+	hb->current[0] = '\0';
+	append_hset(hb, rc);
+	redisAppendCommand(rc->c, "EVAL %s 1 %s %s", release_script, hb->fence_key, hb->fence_val);
+	for (int i = 0; i < 2; i++) {
+		redisReply *r = rconn_get_reply(rc);
+		if (!r)
+			return;
+		freeReplyObject(r);
+	}
+	hb->registered = false;
+}

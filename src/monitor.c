@@ -1,0 +1,322 @@
+/* monitor: heartbeat reader and Redis writer on behalf of the master. */
+#include "monitor.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "log.h"
+#include "rconn.h"
+#include "util.h"
+
+#define MONITOR_QUEUE_MAX 10000
+
+struct monitor {
+	const struct monitor_args *a;
+	const struct sv_config *cfg;
+	struct rconn rc;
+	struct linebuf in;
+	json_t *queue;          /* array of pending write ops */
+	bool stopping;
+	bool master_gone;
+	int64_t next_report_ms;
+	char workers_key[128];
+	char supervisor_key[128];
+	unsigned dropped;
+};
+
+static void send_to_master(struct monitor *m, json_t *msg)
+{
+	char *s = json_dumps(msg, JSON_COMPACT);
+	json_decref(msg);
+	if (!s)
+		return;
+	size_t len = strlen(s);
+	s[len] = '\n';
+	if (util_write_all(m->a->fd, s, len + 1) < 0)
+		m->master_gone = true;
+	free(s);
+}
+
+static void queue_op(struct monitor *m, json_t *op)
+{
+	if (json_array_size(m->queue) >= MONITOR_QUEUE_MAX) {
+		json_array_remove(m->queue, 0);
+		if (m->dropped++ == 0)
+			log_warn("redis away too long: dropping the oldest queued supervisor events");
+	}
+	json_array_append(m->queue, op);
+}
+
+/* Build argv for one queued op; returns argc, or 0 to skip the op. */
+static int op_argv(struct monitor *m, json_t *op, const char **argv, size_t max)
+{
+	const char *kind = json_string_value(json_object_get(op, "op"));
+	int argc = 0;
+	if (!kind)
+		return 0;
+	if (strcmp(kind, "event") == 0) {
+		json_t *fields = json_object_get(op, "fields");
+		const char *k;
+		json_t *v;
+		argv[argc++] = "XADD";
+		argv[argc++] = m->supervisor_key;
+		argv[argc++] = "MAXLEN";
+		argv[argc++] = "~";
+		argv[argc++] = "10000";
+		argv[argc++] = "*";
+		json_object_foreach(fields, k, v) {
+			if (!json_is_string(v) || (size_t)argc + 2 > max)
+				continue;
+			argv[argc++] = k;
+			argv[argc++] = json_string_value(v);
+		}
+		return argc > 6 ? argc : 0;
+	}
+	if (strcmp(kind, "hdel") == 0) {
+		size_t i;
+		json_t *v;
+		argv[argc++] = "HDEL";
+		argv[argc++] = m->workers_key;
+		json_array_foreach(json_object_get(op, "names"), i, v) {
+			if (json_is_string(v) && (size_t)argc < max)
+				argv[argc++] = json_string_value(v);
+		}
+		return argc > 2 ? argc : 0;
+	}
+	return 0;
+}
+
+/* This node's heartbeat fields that no current worker owns. */
+static void prune_fields(struct monitor *m, json_t *op)
+{
+	json_t *keep = json_object_get(op, "keep");
+	redisReply *r = rconn_command(&m->rc, "HKEYS %s", m->workers_key);
+	if (!r || r->type != REDIS_REPLY_ARRAY) {
+		if (r)
+			freeReplyObject(r);
+		return;
+	}
+	char prefix[256];
+	snprintf(prefix, sizeof(prefix), "%s/", m->cfg->node);
+	for (size_t i = 0; i < r->elements; i++) {
+		const char *name = r->element[i]->str;
+		if (!name || strncmp(name, prefix, strlen(prefix)) != 0)
+			continue;
+		bool kept = false;
+		size_t j;
+		json_t *v;
+		json_array_foreach(keep, j, v) kept |= json_is_string(v) && strcmp(json_string_value(v), name) == 0;
+		if (kept)
+			continue;
+		redisReply *d = rconn_command(&m->rc, "HDEL %s %s", m->workers_key, name);
+		if (d)
+			freeReplyObject(d);
+	}
+	freeReplyObject(r);
+}
+
+/* Send queued writes; stops at the first connection failure. */
+static void flush_queue(struct monitor *m)
+{
+	while (json_array_size(m->queue) > 0 && m->rc.c) {
+		json_t *op = json_array_get(m->queue, 0);
+		const char *kind = json_string_value(json_object_get(op, "op"));
+		if (kind && strcmp(kind, "prune") == 0) {
+			prune_fields(m, op);
+		} else {
+			const char *argv[256];
+			int argc = op_argv(m, op, argv, ARRAY_SIZE(argv));
+			if (argc > 0) {
+				redisReply *r = rconn_commandv(&m->rc, argc, argv, NULL);
+				if (!r)
+					return; /* connection dropped: keep the op */
+				if (r->type == REDIS_REPLY_ERROR)
+					log_warn("%s: %s", argv[0], r->str);
+				freeReplyObject(r);
+			}
+		}
+		json_array_remove(m->queue, 0);
+	}
+}
+
+static void add_pending(struct monitor *m, json_t *pending)
+{
+	const struct sv_config *cfg = m->cfg;
+	for (size_t p = 0; p < cfg->npools; p++) {
+		const struct pool_config *pc = &cfg->pools[p];
+		for (size_t s = 0; s < pc->streams.n; s++)
+			redisAppendCommand(m->rc.c, "XPENDING %s %s", pc->streams.v[s], pc->group);
+	}
+	for (size_t p = 0; p < cfg->npools; p++) {
+		const struct pool_config *pc = &cfg->pools[p];
+		for (size_t s = 0; s < pc->streams.n; s++) {
+			redisReply *r = rconn_get_reply(&m->rc);
+			if (!r)
+				return;
+			if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
+			    r->element[3]->type == REDIS_REPLY_ARRAY) {
+				redisReply *cs = r->element[3];
+				for (size_t i = 0; i < cs->elements; i++) {
+					redisReply *c = cs->element[i];
+					if (c->type != REDIS_REPLY_ARRAY || c->elements != 2)
+						continue;
+					const char *name = c->element[0]->str;
+					json_int_t n = c->element[1]->str ? atoll(c->element[1]->str) : 0;
+					json_t *old = json_object_get(pending, name);
+					json_object_set_new(pending, name, json_integer(json_integer_value(old) + n));
+				}
+			}
+			freeReplyObject(r);
+		}
+	}
+}
+
+static void report_beats(struct monitor *m)
+{
+	json_t *msg = json_object();
+	json_object_set_new(msg, "op", json_string("beats"));
+	if (!rconn_ready(&m->rc, util_mono_ms())) {
+		json_object_set_new(msg, "ok", json_false());
+		json_object_set_new(msg, "error", json_string(m->rc.err));
+		send_to_master(m, msg);
+		return;
+	}
+	flush_queue(m);
+	redisReply *r = rconn_command(&m->rc, "HGETALL %s", m->workers_key);
+	json_t *workers = json_object();
+	json_t *pending = json_object();
+	bool ok = r && r->type == REDIS_REPLY_ARRAY;
+	for (size_t i = 0; ok && i + 1 < r->elements; i += 2) {
+		json_t *hb = json_loads(r->element[i + 1]->str ? r->element[i + 1]->str : "", 0, NULL);
+		if (json_is_object(hb))
+			json_object_set_new(workers, r->element[i]->str, hb);
+		else
+			json_decref(hb);
+	}
+	if (r)
+		freeReplyObject(r);
+	if (ok)
+		add_pending(m, pending);
+	ok = ok && m->rc.c;
+	json_object_set_new(msg, "ok", json_boolean(ok));
+	if (ok) {
+		json_object_set_new(msg, "wall_ms", json_integer(util_wall_ms()));
+		json_object_set_new(msg, "workers", workers);
+		json_object_set_new(msg, "pending", pending);
+	} else {
+		json_decref(workers);
+		json_decref(pending);
+		json_object_set_new(msg, "error", json_string(m->rc.err[0] ? m->rc.err : "bad reply"));
+	}
+	send_to_master(m, msg);
+}
+
+static void handle_line(struct monitor *m, const char *line)
+{
+	json_t *op = json_loads(line, 0, NULL);
+	const char *kind = json_string_value(json_object_get(op, "op"));
+	if (!kind) {
+		log_warn("bad request from master");
+	} else if (strcmp(kind, "stop") == 0) {
+		m->stopping = true;
+	} else {
+		queue_op(m, op);
+	}
+	json_decref(op);
+}
+
+static void read_master(struct monitor *m)
+{
+	for (;;) {
+		ssize_t n = linebuf_fill(&m->in, m->a->fd);
+		if (n == 0) {
+			m->master_gone = true;
+			break;
+		}
+		if (n < 0)
+			break;
+	}
+	char *line;
+	int r;
+	while ((r = linebuf_next(&m->in, &line)) != 0)
+		if (r > 0)
+			handle_line(m, line);
+}
+
+/* Last words: one connection attempt, then write what is queued. */
+static void final_flush(struct monitor *m)
+{
+	if (json_array_size(m->queue) == 0)
+		return;
+	if (!m->rc.c)
+		rconn_connect(&m->rc);
+	flush_queue(m);
+	if (json_array_size(m->queue) > 0)
+		log_warn("%zu supervisor writes not delivered: redis unavailable",
+			 json_array_size(m->queue));
+}
+
+int monitor_main(const struct monitor_args *a)
+{
+	/* The monitor leaves when the master says "stop" (after the
+	 * heartbeat fields are removed) or when its channel closes; a
+	 * terminal's SIGINT to the whole group must not cut that short. */
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGPIPE, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (getppid() != a->master_pid)
+		return 0;
+	log_open_child("monitor", a->cfg->log.level);
+
+	struct monitor m;
+	memset(&m, 0, sizeof(m));
+	m.a = a;
+	m.cfg = a->cfg;
+	m.queue = json_array();
+	snprintf(m.workers_key, sizeof(m.workers_key), "%s:workers", a->cfg->namespace);
+	snprintf(m.supervisor_key, sizeof(m.supervisor_key), "%s:supervisor", a->cfg->namespace);
+	linebuf_init(&m.in, 1 << 20);
+	util_set_nonblock(a->fd);
+	int64_t interval = a->cfg->heartbeat.interval_ms;
+	rconn_init(&m.rc, a->cfg, interval < 5000 ? interval : 5000);
+
+	while (!m.stopping && !m.master_gone) {
+		int64_t now = util_mono_ms();
+		if (now >= m.next_report_ms) {
+			report_beats(&m);
+			m.next_report_ms = now + interval;
+		} else if (json_array_size(m.queue) > 0 && rconn_ready(&m.rc, now)) {
+			flush_queue(&m);
+		}
+		now = util_mono_ms();
+		int64_t wait = m.next_report_ms - now;
+		if (json_array_size(m.queue) > 0 && !m.rc.c) {
+			int64_t w = rconn_wait_ms(&m.rc, now);
+			wait = w < wait ? w : wait;
+		}
+		struct pollfd pfd = {.fd = a->fd, .events = POLLIN};
+		if (poll(&pfd, 1, wait < 0 ? 0 : (int)wait) > 0)
+			read_master(&m);
+	}
+	final_flush(&m);
+	json_decref(m.queue);
+	rconn_close(&m.rc);
+	linebuf_free(&m.in);
+	return 0;
+}

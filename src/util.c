@@ -1,0 +1,241 @@
+/* util: small helpers shared by every module. */
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+static int64_t clock_ms(clockid_t id)
+{
+	struct timespec ts;
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t util_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
+int64_t util_wall_ms(void) { return clock_ms(CLOCK_REALTIME); }
+
+int64_t util_mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int util_set_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}
+
+int util_set_cloexec(int fd)
+{
+	int fl = fcntl(fd, F_GETFD);
+	if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0)
+		return -errno;
+	return 0;
+}
+
+int util_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+char *util_xstrdup(const char *s)
+{
+	char *d = strdup(s ? s : "");
+	if (!d)
+		abort();
+	return d;
+}
+
+void *util_xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (!p)
+		abort();
+	return p;
+}
+
+/* xorshift128+, seeded from getrandom; good enough for jitter. */
+static uint64_t rng_s[2];
+
+void util_rand_reseed(void)
+{
+	if (getrandom(rng_s, sizeof(rng_s), 0) != sizeof(rng_s)) {
+		rng_s[0] = (uint64_t)util_mono_us() ^ ((uint64_t)getpid() << 32);
+		rng_s[1] = (uint64_t)util_wall_ms() * 2654435761u;
+	}
+	if (!rng_s[0] && !rng_s[1])
+		rng_s[1] = 1;
+}
+
+uint32_t util_rand32(void)
+{
+	if (!rng_s[0] && !rng_s[1])
+		util_rand_reseed();
+	uint64_t s1 = rng_s[0];
+	const uint64_t s0 = rng_s[1];
+	rng_s[0] = s0;
+	s1 ^= s1 << 23;
+	rng_s[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+	return (uint32_t)((rng_s[1] + s0) >> 32);
+}
+
+void util_sleep_ms(int64_t ms, volatile int *stop)
+{
+	struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR) {
+		if (stop && *stop)
+			return;
+	}
+}
+
+void util_hostname(char *buf, size_t len)
+{
+	if (gethostname(buf, len) < 0 || !buf[0])
+		snprintf(buf, len, "localhost");
+	buf[len - 1] = '\0';
+}
+
+void util_devnull(int fd)
+{
+	int n = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (n < 0)
+		return;
+	if (n != fd) {
+		dup2(n, fd);
+		close(n);
+	} else {
+		util_set_cloexec(fd);
+		fcntl(fd, F_SETFD, 0);
+	}
+}
+
+void util_close_fds_from(int lowfd, const int *keep, size_t nkeep)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d) {
+		for (int fd = lowfd; fd < 1024; fd++) {
+			bool k = false;
+			for (size_t i = 0; i < nkeep; i++)
+				k |= keep[i] == fd;
+			if (!k)
+				close(fd);
+		}
+		return;
+	}
+	int dfd = dirfd(d);
+	int fds[1024];
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) && n < ARRAY_SIZE(fds)) {
+		int fd = atoi(de->d_name);
+		if (de->d_name[0] < '0' || de->d_name[0] > '9' || fd < lowfd || fd == dfd)
+			continue;
+		fds[n++] = fd;
+	}
+	closedir(d);
+	for (size_t i = 0; i < n; i++) {
+		bool k = false;
+		for (size_t j = 0; j < nkeep; j++)
+			k |= keep[j] == fds[i];
+		if (!k)
+			close(fds[i]);
+	}
+}
+
+void linebuf_init(struct linebuf *lb, size_t max)
+{
+	memset(lb, 0, sizeof(*lb));
+	lb->max = max;
+}
+
+void linebuf_free(struct linebuf *lb)
+{
+	free(lb->buf);
+	memset(lb, 0, sizeof(*lb));
+}
+
+ssize_t linebuf_fill(struct linebuf *lb, int fd)
+{
+	/* Drop what the caller has consumed before reading more. */
+	if (lb->off > 0) {
+		memmove(lb->buf, lb->buf + lb->off, lb->len - lb->off);
+		lb->len -= lb->off;
+		lb->off = 0;
+	}
+	if (lb->cap - lb->len < 4096) {
+		size_t ncap = lb->cap ? lb->cap * 2 : 8192;
+		if (ncap > lb->max + 8192)
+			ncap = lb->max + 8192;
+		if (ncap > lb->cap) {
+			char *nb = realloc(lb->buf, ncap);
+			if (!nb)
+				return -ENOMEM;
+			lb->buf = nb;
+			lb->cap = ncap;
+		}
+	}
+	if (lb->cap - lb->len < 2) {
+		/* Full without a newline: an overlong line; discard it. */
+		lb->discarding = true;
+		lb->len = 0;
+	}
+	ssize_t n = read(fd, lb->buf + lb->len, lb->cap - lb->len - 1);
+	if (n < 0)
+		return errno == EINTR ? -EAGAIN : -errno;
+	lb->len += (size_t)n;
+	return n;
+}
+
+int linebuf_next(struct linebuf *lb, char **line)
+{
+	for (;;) {
+		char *start = lb->buf + lb->off;
+		size_t avail = lb->len - lb->off;
+		char *nl = avail ? memchr(start, '\n', avail) : NULL;
+		if (!nl) {
+			if (avail > lb->max) {
+				lb->len = lb->off = 0;
+				if (!lb->discarding) {
+					lb->discarding = true;
+					return -E2BIG;
+				}
+			}
+			return 0;
+		}
+		*nl = '\0';
+		lb->off += (size_t)(nl - start) + 1;
+		if (lb->discarding) {
+			lb->discarding = false;
+			continue;
+		}
+		if ((size_t)(nl - start) > lb->max) {
+			return -E2BIG;
+		}
+		if (nl > start && nl[-1] == '\r')
+			nl[-1] = '\0';
+		*line = start;
+		return 1;
+	}
+}

@@ -1,0 +1,190 @@
+/* worker: process set-up and the main loop of a worker. */
+#include "worker.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "fault.h"
+#include "log.h"
+
+volatile sig_atomic_t worker_stop;
+
+static void on_stop_signal(int sig)
+{
+	(void)sig;
+	worker_stop = 1;
+}
+
+static void worker_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	/* No SA_RESTART: a blocked poll() returns so the loop sees the flag. */
+	sa.sa_handler = on_stop_signal;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGPIPE, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
+	sa.sa_handler = SIG_DFL;
+	sigaction(SIGCHLD, &sa, NULL);
+	sigset_t all;
+	sigemptyset(&all);
+	sigprocmask(SIG_SETMASK, &all, NULL);
+}
+
+static void apply_master_line(struct worker *w, const char *line)
+{
+	enum log_level lvl;
+	if (strcmp(line, "pause") == 0) {
+		if (!w->paused)
+			log_info("paused");
+		w->paused = true;
+	} else if (strcmp(line, "resume") == 0) {
+		if (w->paused)
+			log_info("resumed");
+		w->paused = false;
+	} else if (strncmp(line, "level ", 6) == 0 && log_level_parse(line + 6, &lvl) == 0) {
+		log_set_level(lvl);
+	} else {
+		log_warn("unknown message from master: %.64s", line);
+	}
+}
+
+void worker_poll_master(struct worker *w)
+{
+	for (;;) {
+		ssize_t n = linebuf_fill(&w->chan, w->args->chan_fd);
+		if (n == 0) {
+			/* The master is gone (PDEATHSIG may lag behind). */
+			if (!w->master_gone)
+				log_warn("master went away; finishing up");
+			w->master_gone = true;
+			worker_stop = 1;
+			return;
+		}
+		if (n < 0)
+			break;
+	}
+	char *line;
+	int r;
+	while ((r = linebuf_next(&w->chan, &line)) != 0)
+		if (r > 0)
+			apply_master_line(w, line);
+}
+
+void worker_wait(struct worker *w, int64_t ms)
+{
+	if (worker_stop)
+		return;
+	struct pollfd pfd = {.fd = w->args->chan_fd, .events = POLLIN};
+	int r = poll(&pfd, 1, ms > INT32_MAX ? INT32_MAX : (int)ms);
+	if (r > 0)
+		worker_poll_master(w);
+}
+
+static void notify_master(struct worker *w, const char *fmt, long long v)
+{
+	char buf[64];
+	int n = snprintf(buf, sizeof(buf), fmt, v);
+	if (util_write_all(w->args->chan_fd, buf, (size_t)n) < 0)
+		w->master_gone = true;
+}
+
+int worker_beat_if_due(struct worker *w)
+{
+	if (!w->rc.c || !heartbeat_due(&w->hb, util_mono_ms()))
+		return 0;
+	return heartbeat_beat(&w->hb, &w->rc);
+}
+
+static void update_status(struct worker *w)
+{
+	if (w->hb.status == HB_BUSY || w->hb.status == HB_DEGRADED)
+		return;
+	w->hb.status = w->paused ? HB_PAUSED : HB_IDLE;
+}
+
+/* One round of the loop: connect, register, work, beat.  Returns 0 to go
+ * on or an exit status. */
+static int worker_round(struct worker *w)
+{
+	int64_t now = util_mono_ms();
+	if (!rconn_ready(&w->rc, now)) {
+		worker_wait(w, rconn_wait_ms(&w->rc, now));
+		return 0;
+	}
+	if (!w->hb.registered) {
+		int r = heartbeat_register(&w->hb, &w->rc);
+		if (r == 0)
+			worker_wait(w, w->cfg->heartbeat.interval_ms / 2);
+		if (r == 1)
+			notify_master(w, "registered %lld\n", (long long)w->hb.incarnation);
+		return 0;
+	}
+	update_status(w);
+	/* No stream work is wired in yet for this pool kind: stay idle and
+	 * keep the heartbeat. */
+	worker_wait(w, heartbeat_next_ms(&w->hb, util_mono_ms()));
+	if (worker_beat_if_due(w) == -EPERM)
+		return SV_EX_TRANSIENT;
+	return 0;
+}
+
+static int worker_setup(struct worker *w, const struct worker_args *a)
+{
+	memset(w, 0, sizeof(*w));
+	w->args = a;
+	w->cfg = a->cfg;
+	w->pool = a->pool;
+	w->paused = a->paused;
+	linebuf_init(&w->chan, 4096);
+	util_set_nonblock(a->chan_fd);
+	rconn_init(&w->rc, a->cfg, a->cfg->heartbeat.interval_ms < 5000 ? a->cfg->heartbeat.interval_ms : 5000);
+	heartbeat_init(&w->hb, a->cfg, a->pool->name, config_pool_kind_name(a->pool->kind),
+		       a->slot, a->restarts, a->prev_pid);
+	return 0;
+}
+
+int worker_main(const struct worker_args *a)
+{
+	worker_signals();
+	/* Finish the entry in hand and exit if the master dies. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != a->master_pid)
+		return SV_EX_OK;
+	util_rand_reseed();
+
+	char proc[256];
+	snprintf(proc, sizeof(proc), "%s/%d", a->pool->name, a->slot);
+	log_open_child(proc, a->cfg->log.level);
+
+	char code[32];
+	char fault[300];
+	snprintf(fault, sizeof(fault), "exit.%s", a->pool->name);
+	if (fault_active(fault, code, sizeof(code))) {
+		int c = code[0] ? atoi(code) : 1;
+		log_error("fault injection: exiting with status %d", c);
+		return c;
+	}
+
+	struct worker w;
+	worker_setup(&w, a);
+	log_info("worker started%s", a->unclean ? " (predecessor exited uncleanly)" : "");
+	int status = 0;
+	while (!worker_stop && status == 0)
+		status = worker_round(&w);
+	heartbeat_release(&w.hb, &w.rc);
+	rconn_close(&w.rc);
+	linebuf_free(&w.chan);
+	log_info("worker exiting with status %d", status);
+	return status;
+}
