@@ -26,6 +26,21 @@ struct worker_args {
 	pid_t master_pid;
 };
 
+struct consumer;
+struct consumer_batch;
+
+/* A worker kind, plugged into the consumer loop (consumer.h).  batch()
+ * decides a verdict for each entry; it returns 0, or -EAGAIN when the work
+ * could not be made durable (SQLite busy, full): then the whole batch is
+ * retried later, with the worker degraded, its entries renewed and nothing
+ * acked.  start() runs once after the groups exist; a negative return is
+ * the process exit status negated (-78). */
+struct consumer_kind {
+	int (*start)(void *ctx, struct consumer *c);
+	int (*batch)(void *ctx, struct consumer *c, struct consumer_batch *b);
+	void *ctx;
+};
+
 struct worker {
 	const struct worker_args *args;
 	const struct sv_config *cfg;
@@ -35,6 +50,8 @@ struct worker {
 	struct linebuf chan;
 	bool paused;
 	bool master_gone;
+	struct consumer *consumer;   /* NULL for a kind without stream work */
+	struct consumer_kind kind;
 };
 
 /* Set by SIGTERM/SIGINT (and PDEATHSIG): finish the entry in hand, exit. */

@@ -706,16 +706,21 @@ int control_open(struct control **out, const char *path, mode_t mode, const char
 			log_error("cannot bind the control socket %s: %s", path, strerror(err));
 		return -err;
 	}
-	const char *step = NULL;
-	if (listen(fd, CONTROL_BACKLOG) < 0)
-		step = "listen";
-	else if (chmod(path, mode & 07777) < 0)
+	const char *step = "listen";
+	bool ok = listen(fd, CONTROL_BACKLOG) == 0;
+	if (ok) {
 		step = "chmod";
-	else if (have_gid && chown(path, (uid_t)-1, gid) < 0)
+		ok = chmod(path, mode & 07777) == 0;
+	}
+	if (ok && have_gid) {
 		step = "chown";
-	else if (lstat(path, &st) < 0)
+		ok = chown(path, (uid_t)-1, gid) == 0;
+	}
+	if (ok) {
 		step = "stat";
-	if (step) {
+		ok = lstat(path, &st) == 0;
+	}
+	if (!ok) {
 		err = errno;
 		log_error("control socket %s: %s: %s", path, step, strerror(err));
 		close(fd);

@@ -93,7 +93,10 @@ static int usage_error(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	fputc('\n', stderr);
 	va_end(ap);
-	usage(stderr);
+	fprintf(stderr,
+		"usage: %s [-c CONF | -s SOCKET] [--json] [-t TIMEOUT_S] COMMAND [ARGS]\n"
+		"Try '%s --help' for the list of commands.\n",
+		prog, prog);
 	return EXIT_USAGE;
 }
 
@@ -150,6 +153,16 @@ static void fmt_duration(char *b, size_t n, long long ms)
 	}
 }
 
+static char *xstrdup(const char *s)
+{
+	char *d = strdup(s);
+	if (!d) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		exit(EXIT_REFUSED);
+	}
+	return d;
+}
+
 /* A cell's text: strings as they are (control characters shown as '?'),
  * numbers, booleans, compact JSON for the rest, "-" for null/missing. */
 static char *cell(const json_t *v)
@@ -157,6 +170,8 @@ static char *cell(const json_t *v)
 	char buf[64];
 	const char *s = NULL;
 	char *dyn = NULL;
+	if (!v)
+		return xstrdup("-");
 	switch (json_typeof(v)) {
 	case JSON_STRING:
 		s = json_string_length(v) ? json_string_value(v) : "-";
@@ -183,8 +198,6 @@ static char *cell(const json_t *v)
 	default:
 		s = "-";
 	}
-	if (!v)
-		s = "-";
 	char *out = strdup(s);
 	free(dyn);
 	if (!out) {
@@ -195,16 +208,6 @@ static char *cell(const json_t *v)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			*p = '?';
 	return out;
-}
-
-static char *xstrdup(const char *s)
-{
-	char *d = strdup(s);
-	if (!d) {
-		fprintf(stderr, "%s: out of memory\n", prog);
-		exit(EXIT_REFUSED);
-	}
-	return d;
 }
 
 /* Display width of a UTF-8 string (code points; good enough for names). */
@@ -325,6 +328,7 @@ static void print_json_line(const json_t *j)
 
 static void print_reply_error(const json_t *reply)
 {
+	fflush(stdout);
 	const char *e = json_string_value(json_object_get(reply, "error"));
 	fprintf(stderr, "%s: %s\n", prog, e ? e : "the daemon refused the request");
 }
@@ -800,6 +804,7 @@ static int cmd_snapshot(const struct opts *o, const char *run, bool wait, double
 		if (util_mono_ms() >= deadline) {
 			if (r == 1) {
 				print_snapshot(o, body);
+				fflush(stdout);
 				json_t *j = json_loads(body, JSON_ALLOW_NUL, NULL);
 				const char *st = json_string_value(json_object_get(j, "status"));
 				fprintf(stderr,

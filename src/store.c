@@ -1,1 +1,1287 @@
-/* store: placeholder */
+/* store: the SQLite store of a persistence worker (see store.h). */
+#include "config.h"
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "fault.h"
+#include "log.h"
+#include "reducer.h"
+#include "util.h"
+
+#define DEFAULT_CACHE 1024
+#define DEFAULT_BUSY_MS 5000
+#define PRUNE_CHUNK 256
+
+/* One run's snapshot, in the cache or in the open transaction. */
+struct entry {
+	char *run;
+	uint64_t hash;
+	struct entry *hnext;        /* hash chain */
+	struct entry *prev, *next;  /* LRU list, while cached */
+	json_t *body;               /* NULL: not loaded yet (use the row's) */
+	struct event_key last;      /* last applied event */
+	int64_t count;              /* event_count */
+	sqlite3_int64 rowid;        /* snapshots row, 0 = none yet */
+	/* transaction state */
+	bool in_txn, dirty, need_rebuild, archived;
+	json_t *base;               /* stale cached state: a rebuild checkpoint */
+	struct event_key base_last;
+	int64_t base_count;
+};
+
+enum stmt_id {
+	ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
+	ST_INSERT, ST_UNDO_INSERT,
+	ST_SNAP_META, ST_SNAP_BODY, ST_SNAP_INSERT, ST_SNAP_UPDATE,
+	ST_COUNT_UPTO, ST_REPLAY, ST_GET,
+	ST_PRUNE_LIST, ST_PRUNE_EVENTS, ST_PRUNE_MARK,
+	ST_N
+};
+
+static const char *const stmt_sql[ST_N] = {
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+	[ST_INSERT] =
+		"INSERT INTO events(run, seq, parent_seq, call_id, stream, entry_ms, entry_seq,"
+		" ord_major, ord_minor, type, data, produced_ms, persisted_ms)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+		" ON CONFLICT DO NOTHING",
+	[ST_UNDO_INSERT] = "DELETE FROM events WHERE rowid = ?1",
+	[ST_SNAP_META] =
+		"SELECT rowid, event_count, ord_major, ord_minor, ord_ms, ord_seq, archived, body"
+		" FROM snapshots WHERE run = ?1",
+	[ST_SNAP_BODY] = "SELECT body FROM snapshots WHERE rowid = ?1",
+	[ST_SNAP_INSERT] =
+		"INSERT INTO snapshots(status, complete, body, event_count, last_seq, updated_ms,"
+		" ord_major, ord_minor, ord_ms, ord_seq, run)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	[ST_SNAP_UPDATE] =
+		"UPDATE snapshots SET status = ?1, complete = ?2, body = ?3, event_count = ?4,"
+		" last_seq = ?5, updated_ms = ?6, ord_major = ?7, ord_minor = ?8, ord_ms = ?9,"
+		" ord_seq = ?10 WHERE rowid = ?11",
+	[ST_COUNT_UPTO] =
+		"SELECT count(*) FROM events WHERE run = ?1"
+		" AND (ord_major, ord_minor, entry_ms, entry_seq) <= (?2, ?3, ?4, ?5)",
+	[ST_REPLAY] =
+		"SELECT type, seq, parent_seq, call_id, stream, entry_ms, entry_seq, ord_major,"
+		" ord_minor, data, produced_ms FROM events WHERE run = ?1"
+		" AND (ord_major, ord_minor, entry_ms, entry_seq) > (?2, ?3, ?4, ?5)"
+		" ORDER BY ord_major, ord_minor, entry_ms, entry_seq",
+	[ST_GET] =
+		"SELECT body, status, complete, archived, event_count, last_seq, updated_ms"
+		" FROM snapshots WHERE run = ?1",
+	[ST_PRUNE_LIST] =
+		"SELECT rowid, run FROM snapshots WHERE archived = 0"
+		" AND status IN ('completed', 'failed', 'cancelled') AND updated_ms < ?1 LIMIT ?2",
+	[ST_PRUNE_EVENTS] = "DELETE FROM events WHERE run = ?1",
+	[ST_PRUNE_MARK] = "UPDATE snapshots SET archived = 1 WHERE rowid = ?1",
+};
+
+/* Schema migrations: migrations[v] takes user_version v to v + 1. */
+static const char *const migrations[STORE_SCHEMA_VERSION] = {
+	"CREATE TABLE events("
+	"  run TEXT NOT NULL, seq INTEGER, parent_seq INTEGER, call_id TEXT,"
+	"  stream TEXT NOT NULL, entry_ms INTEGER NOT NULL, entry_seq INTEGER NOT NULL,"
+	"  ord_major INTEGER NOT NULL, ord_minor INTEGER NOT NULL,"
+	"  type TEXT NOT NULL, data TEXT, produced_ms INTEGER, persisted_ms INTEGER NOT NULL);"
+	"CREATE UNIQUE INDEX events_dedupe_seq ON events(run, seq) WHERE seq IS NOT NULL;"
+	"CREATE UNIQUE INDEX events_dedupe_call ON events(run, call_id)"
+	"  WHERE seq IS NULL AND type = 'tool.output' AND call_id IS NOT NULL;"
+	"CREATE UNIQUE INDEX events_dedupe_origin ON events(stream, entry_ms, entry_seq)"
+	"  WHERE seq IS NULL AND (type <> 'tool.output' OR call_id IS NULL);"
+	"CREATE INDEX events_run_order ON events(run, ord_major, ord_minor, entry_ms, entry_seq);"
+	"CREATE TABLE snapshots("
+	"  run TEXT PRIMARY KEY NOT NULL, status TEXT, complete INTEGER NOT NULL DEFAULT 0,"
+	"  body TEXT NOT NULL, event_count INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
+	"  updated_ms INTEGER NOT NULL, ord_major INTEGER NOT NULL, ord_minor INTEGER NOT NULL,"
+	"  ord_ms INTEGER NOT NULL, ord_seq INTEGER NOT NULL,"
+	"  archived INTEGER NOT NULL DEFAULT 0);",
+};
+
+struct store {
+	sqlite3 *db;
+	char *path;
+	enum reducer_kind kind;
+	bool readonly;
+	int64_t busy_timeout_ms, busy_start_ms;
+	sqlite3_stmt *st[ST_N];
+
+	/* cache: hash table of every entry, LRU list of those not in the txn */
+	struct entry **buckets;
+	size_t nbuckets, nentries, ncached, cache_cap;
+	struct entry *lru_head, *lru_tail;
+
+	/* the open transaction */
+	bool in_txn;
+	int64_t txn_ms;
+	struct entry **touched;
+	size_t ntouched, touched_cap;
+
+	char *buf;          /* serialization buffer */
+	size_t bufcap;
+	struct store_stats stats;
+	char errmsg[256];
+};
+
+static const struct event_key KEY_NONE = {.major = -1};
+
+/* ---- errors ---- */
+
+static int errno_of(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_OK:
+	case SQLITE_ROW:
+	case SQLITE_DONE:
+		return 0;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return -EBUSY;
+	case SQLITE_FULL:
+		return -ENOSPC;
+	case SQLITE_READONLY:
+		return -EROFS;
+	case SQLITE_NOMEM:
+		return -ENOMEM;
+	case SQLITE_PERM:
+	case SQLITE_AUTH:
+		return -EACCES;
+	case SQLITE_CANTOPEN:
+		return -ENOENT;
+	case SQLITE_CORRUPT:
+	case SQLITE_NOTADB:
+		return -EILSEQ;
+	default:
+		return -EIO;
+	}
+}
+
+static void set_err(struct store *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(struct store *s, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(s->errmsg, sizeof(s->errmsg), fmt, ap);
+	va_end(ap);
+}
+
+/* Record and log an SQLite failure; returns the negative errno. */
+static int sql_fail(struct store *s, int rc, const char *what)
+{
+	set_err(s, "sqlite %s: %s", what, s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+	log_kv(LOG_ERROR, KV("path", s->path), "%s", s->errmsg);
+	int e = errno_of(rc);
+	return e ? e : -EIO;
+}
+
+const char *store_errmsg(const struct store *s)
+{
+	return s->errmsg;
+}
+
+void store_stats(const struct store *s, struct store_stats *out)
+{
+	*out = s->stats;
+}
+
+/* Run a cached statement that returns no rows. */
+static int exec_st(struct store *s, enum stmt_id id)
+{
+	sqlite3_stmt *st = s->st[id];
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return sql_fail(s, rc, stmt_sql[id]);
+	return 0;
+}
+
+static int exec_sql(struct store *s, const char *sql)
+{
+	char *msg = NULL;
+	int rc = sqlite3_exec(s->db, sql, NULL, NULL, &msg);
+	if (rc != SQLITE_OK) {
+		set_err(s, "sqlite %.60s: %s", sql, msg ? msg : sqlite3_errstr(rc));
+		log_kv(LOG_ERROR, KV("path", s->path), "%s", s->errmsg);
+		sqlite3_free(msg);
+		int e = errno_of(rc);
+		return e ? e : -EIO;
+	}
+	return 0;
+}
+
+/* ---- fault seam: a VFS whose writes fail while armed ---- */
+
+#if SV_FAULT_INJECTION
+#define FAULT_VFS "sv-fault"
+static bool fault_armed;
+
+struct fault_file {
+	sqlite3_file base;
+	sqlite3_file *real;  /* follows this struct in the same allocation */
+};
+
+#define REAL(f) (((struct fault_file *)(f))->real)
+static int ff_close(sqlite3_file *f)
+{
+	int rc = REAL(f)->pMethods->xClose(REAL(f));
+	return rc;
+}
+static int ff_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o)
+{
+	return REAL(f)->pMethods->xRead(REAL(f), b, n, o);
+}
+static int ff_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
+{
+	if (fault_armed)
+		return SQLITE_FULL;
+	return REAL(f)->pMethods->xWrite(REAL(f), b, n, o);
+}
+static int ff_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+	return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+static int ff_sync(sqlite3_file *f, int flags)
+{
+	if (fault_armed)
+		return SQLITE_IOERR_FSYNC;
+	return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+static int ff_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+	return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+static int ff_lock(sqlite3_file *f, int l)
+{
+	return REAL(f)->pMethods->xLock(REAL(f), l);
+}
+static int ff_unlock(sqlite3_file *f, int l)
+{
+	return REAL(f)->pMethods->xUnlock(REAL(f), l);
+}
+static int ff_check(sqlite3_file *f, int *out)
+{
+	return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+static int ff_fcntl(sqlite3_file *f, int op, void *arg)
+{
+	return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+static int ff_sector(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int ff_devchar(sqlite3_file *f)
+{
+	return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int ff_shmmap(sqlite3_file *f, int pg, int sz, int extend, void volatile **pp)
+{
+	return REAL(f)->pMethods->xShmMap(REAL(f), pg, sz, extend, pp);
+}
+static int ff_shmlock(sqlite3_file *f, int off, int n, int flags)
+{
+	return REAL(f)->pMethods->xShmLock(REAL(f), off, n, flags);
+}
+static void ff_shmbarrier(sqlite3_file *f)
+{
+	REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int ff_shmunmap(sqlite3_file *f, int del)
+{
+	return REAL(f)->pMethods->xShmUnmap(REAL(f), del);
+}
+static int ff_fetch(sqlite3_file *f, sqlite3_int64 o, int n, void **pp)
+{
+	return REAL(f)->pMethods->xFetch(REAL(f), o, n, pp);
+}
+static int ff_unfetch(sqlite3_file *f, sqlite3_int64 o, void *p)
+{
+	return REAL(f)->pMethods->xUnfetch(REAL(f), o, p);
+}
+#undef REAL
+
+static const sqlite3_io_methods fault_io = {
+	.iVersion = 3,
+	.xClose = ff_close, .xRead = ff_read, .xWrite = ff_write, .xTruncate = ff_truncate,
+	.xSync = ff_sync, .xFileSize = ff_size, .xLock = ff_lock, .xUnlock = ff_unlock,
+	.xCheckReservedLock = ff_check, .xFileControl = ff_fcntl, .xSectorSize = ff_sector,
+	.xDeviceCharacteristics = ff_devchar, .xShmMap = ff_shmmap, .xShmLock = ff_shmlock,
+	.xShmBarrier = ff_shmbarrier, .xShmUnmap = ff_shmunmap, .xFetch = ff_fetch,
+	.xUnfetch = ff_unfetch,
+};
+
+static sqlite3_vfs fault_vfs;
+
+static int fv_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
+{
+	sqlite3_vfs *real = vfs->pAppData;
+	struct fault_file *ff = (struct fault_file *)f;
+	ff->real = (sqlite3_file *)(ff + 1);
+	int rc = real->xOpen(real, name, ff->real, flags, out);
+	/* Only a file the real VFS opened gets methods (SQLite closes it then). */
+	ff->base.pMethods = ff->real->pMethods ? &fault_io : NULL;
+	return rc;
+}
+#define RV(v) ((sqlite3_vfs *)(v)->pAppData)
+static int fv_delete(sqlite3_vfs *v, const char *n, int sync) { return RV(v)->xDelete(RV(v), n, sync); }
+static int fv_access(sqlite3_vfs *v, const char *n, int fl, int *out) { return RV(v)->xAccess(RV(v), n, fl, out); }
+static int fv_full(sqlite3_vfs *v, const char *n, int len, char *out) { return RV(v)->xFullPathname(RV(v), n, len, out); }
+static void *fv_dlopen(sqlite3_vfs *v, const char *n) { return RV(v)->xDlOpen(RV(v), n); }
+static void fv_dlerror(sqlite3_vfs *v, int n, char *m) { RV(v)->xDlError(RV(v), n, m); }
+static void (*fv_dlsym(sqlite3_vfs *v, void *h, const char *sym))(void) { return RV(v)->xDlSym(RV(v), h, sym); }
+static void fv_dlclose(sqlite3_vfs *v, void *h) { RV(v)->xDlClose(RV(v), h); }
+static int fv_random(sqlite3_vfs *v, int n, char *out) { return RV(v)->xRandomness(RV(v), n, out); }
+static int fv_sleep(sqlite3_vfs *v, int us) { return RV(v)->xSleep(RV(v), us); }
+static int fv_time(sqlite3_vfs *v, double *t) { return RV(v)->xCurrentTime(RV(v), t); }
+static int fv_lasterr(sqlite3_vfs *v, int n, char *m) { return RV(v)->xGetLastError(RV(v), n, m); }
+static int fv_time64(sqlite3_vfs *v, sqlite3_int64 *t) { return RV(v)->xCurrentTimeInt64(RV(v), t); }
+#undef RV
+
+static const char *fault_vfs_name(void)
+{
+	if (!fault_vfs.zName) {
+		sqlite3_vfs *real = sqlite3_vfs_find(NULL);
+		if (!real || real->iVersion < 2)
+			return NULL;
+		fault_vfs = (sqlite3_vfs){
+			.iVersion = 2,
+			.szOsFile = (int)sizeof(struct fault_file) + real->szOsFile,
+			.mxPathname = real->mxPathname,
+			.zName = FAULT_VFS,
+			.pAppData = real,
+			.xOpen = fv_open, .xDelete = fv_delete, .xAccess = fv_access,
+			.xFullPathname = fv_full, .xDlOpen = fv_dlopen, .xDlError = fv_dlerror,
+			.xDlSym = fv_dlsym, .xDlClose = fv_dlclose, .xRandomness = fv_random,
+			.xSleep = fv_sleep, .xCurrentTime = fv_time, .xGetLastError = fv_lasterr,
+			.xCurrentTimeInt64 = fv_time64,
+		};
+		if (sqlite3_vfs_register(&fault_vfs, 0) != SQLITE_OK) {
+			fault_vfs.zName = NULL;
+			return NULL;
+		}
+	}
+	return FAULT_VFS;
+}
+#endif
+
+/* ---- cache ---- */
+
+static uint64_t hash_str(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ull;
+	return h;
+}
+
+static struct entry *cache_find(struct store *s, const char *run, uint64_t h)
+{
+	for (struct entry *e = s->buckets[h & (s->nbuckets - 1)]; e; e = e->hnext)
+		if (e->hash == h && strcmp(e->run, run) == 0)
+			return e;
+	return NULL;
+}
+
+static int cache_grow(struct store *s)
+{
+	size_t n = s->nbuckets * 2;
+	struct entry **b = calloc(n, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->nbuckets; i++) {
+		struct entry *e = s->buckets[i], *next;
+		for (; e; e = next) {
+			next = e->hnext;
+			e->hnext = b[e->hash & (n - 1)];
+			b[e->hash & (n - 1)] = e;
+		}
+	}
+	free(s->buckets);
+	s->buckets = b;
+	s->nbuckets = n;
+	return 0;
+}
+
+static struct entry *cache_add(struct store *s, const char *run, uint64_t h)
+{
+	if (s->nentries >= s->nbuckets && cache_grow(s) < 0)
+		return NULL;
+	struct entry *e = calloc(1, sizeof(*e));
+	if (!e || !(e->run = strdup(run))) {
+		free(e);
+		return NULL;
+	}
+	e->hash = h;
+	e->last = KEY_NONE;
+	e->hnext = s->buckets[h & (s->nbuckets - 1)];
+	s->buckets[h & (s->nbuckets - 1)] = e;
+	s->nentries++;
+	return e;
+}
+
+static void lru_unlink(struct store *s, struct entry *e)
+{
+	if (e->prev)
+		e->prev->next = e->next;
+	else
+		s->lru_head = e->next;
+	if (e->next)
+		e->next->prev = e->prev;
+	else
+		s->lru_tail = e->prev;
+	e->prev = e->next = NULL;
+	s->ncached--;
+}
+
+static void lru_push(struct store *s, struct entry *e)
+{
+	e->prev = NULL;
+	e->next = s->lru_head;
+	if (s->lru_head)
+		s->lru_head->prev = e;
+	else
+		s->lru_tail = e;
+	s->lru_head = e;
+	s->ncached++;
+}
+
+/* Remove e from the hash table (and the LRU when cached) and free it. */
+static void cache_drop(struct store *s, struct entry *e)
+{
+	struct entry **pp = &s->buckets[e->hash & (s->nbuckets - 1)];
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	s->nentries--;
+	if (!e->in_txn)
+		lru_unlink(s, e);
+	json_decref(e->body);
+	json_decref(e->base);
+	free(e->run);
+	free(e);
+}
+
+/* ---- files ---- */
+
+static int mkdir_p(char *dir, mode_t mode)
+{
+	if (mkdir(dir, mode) == 0 || errno == EEXIST)
+		return 0;
+	if (errno != ENOENT)
+		return -errno;
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return -ENOENT;
+	*slash = '\0';
+	int rc = mkdir_p(dir, mode);
+	*slash = '/';
+	if (rc < 0)
+		return rc;
+	return mkdir(dir, mode) == 0 || errno == EEXIST ? 0 : -errno;
+}
+
+static int lookup_group(struct store *s, const char *group, gid_t *gid)
+{
+	struct group gr, *res = NULL;
+	char buf[4096];
+	int rc = getgrnam_r(group, &gr, buf, sizeof(buf), &res);
+	if (!res) {
+		set_err(s, "unknown group %s", group);
+		log_error("%s", s->errmsg);
+		return rc ? -rc : -ENOENT;
+	}
+	*gid = gr.gr_gid;
+	return 0;
+}
+
+/* Create the directory and the database file with no permissions for
+ * others, owned by group when given. */
+static int prepare_files(struct store *s, const char *path, const char *group)
+{
+	gid_t gid = (gid_t)-1;
+	int rc;
+	if (group && *group && (rc = lookup_group(s, group, &gid)) < 0)
+		return rc;
+
+	char *copy = strdup(path);
+	if (!copy)
+		return -ENOMEM;
+	char *dir = dirname(copy);
+	struct stat st;
+	if (stat(dir, &st) < 0) {
+		if (errno != ENOENT || (rc = mkdir_p(dir, 0750)) < 0) {
+			rc = errno == ENOENT ? rc : -errno;
+			set_err(s, "cannot create %s: %s", dir, strerror(-rc));
+			log_error("%s", s->errmsg);
+			free(copy);
+			return rc;
+		}
+		/* New directory: exact mode whatever the umask; setgid keeps the
+		 * group on the -wal and -shm files SQLite creates later. */
+		if ((gid != (gid_t)-1 && chown(dir, (uid_t)-1, gid) < 0) ||
+		    chmod(dir, gid != (gid_t)-1 ? 02750 : 0750) < 0) {
+			rc = -errno;
+			set_err(s, "cannot set owner or mode of %s: %s", dir, strerror(errno));
+			log_error("%s", s->errmsg);
+			free(copy);
+			return rc;
+		}
+	}
+	free(copy);
+
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd >= 0) {
+		rc = (gid != (gid_t)-1 && fchown(fd, (uid_t)-1, gid) < 0) || fchmod(fd, 0640) < 0
+			? -errno : 0;
+		close(fd);
+	} else if (errno == EEXIST) {
+		rc = 0;
+		if (stat(path, &st) == 0) {
+			if ((st.st_mode & 07) && chmod(path, st.st_mode & 07770) < 0)
+				rc = -errno;
+			if (rc == 0 && gid != (gid_t)-1 && st.st_gid != gid &&
+			    chown(path, (uid_t)-1, gid) < 0)
+				rc = -errno;
+		}
+	} else {
+		rc = -errno;
+	}
+	if (rc < 0) {
+		set_err(s, "cannot create %s: %s", path, strerror(-rc));
+		log_error("%s", s->errmsg);
+	}
+	return rc;
+}
+
+/* The -wal and -shm files exist once the database was written: give them
+ * the group too (the database's mode they already have from SQLite). */
+static void chown_sidecars(const char *path, const char *group, struct store *s)
+{
+	gid_t gid;
+	if (!group || !*group || lookup_group(s, group, &gid) < 0)
+		return;
+	static const char *const suffix[] = {"-wal", "-shm"};
+	for (size_t i = 0; i < ARRAY_SIZE(suffix); i++) {
+		char p[PATH_MAX];
+		snprintf(p, sizeof(p), "%s%s", path, suffix[i]);
+		if (chown(p, (uid_t)-1, gid) < 0 && errno != ENOENT)
+			log_warn("cannot chown %s to group %s: %s", p, group, strerror(errno));
+	}
+}
+
+/* ---- open / close ---- */
+
+static int busy_handler(void *arg, int n)
+{
+	struct store *s = arg;
+	int64_t now = util_mono_ms();
+	if (n == 0)
+		s->busy_start_ms = now;
+	if (now - s->busy_start_ms >= s->busy_timeout_ms)
+		return 0;
+	util_sleep_ms(n < 4 ? 1 << n : 10, NULL);
+	return 1;
+}
+
+static int query_int(struct store *s, const char *sql, int64_t *out)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return sql_fail(s, rc, sql);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		*out = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW)
+		return sql_fail(s, rc, sql);
+	return 0;
+}
+
+static int migrate(struct store *s)
+{
+	int64_t v;
+	int rc = query_int(s, "PRAGMA user_version", &v);
+	if (rc < 0 || v == STORE_SCHEMA_VERSION)
+		return rc;
+	if (v > STORE_SCHEMA_VERSION || v < 0 || s->readonly) {
+		set_err(s, "%s: schema version %lld, this build knows %d", s->path, (long long)v,
+			STORE_SCHEMA_VERSION);
+		log_error("%s", s->errmsg);
+		return -EPROTO;
+	}
+	if ((rc = exec_sql(s, "BEGIN IMMEDIATE")) < 0)
+		return rc;
+	if ((rc = query_int(s, "PRAGMA user_version", &v)) < 0)
+		goto fail;
+	for (; v < STORE_SCHEMA_VERSION; v++) {
+		if ((rc = exec_sql(s, migrations[v])) < 0)
+			goto fail;
+		log_info("%s: migrated schema to version %lld", s->path, (long long)v + 1);
+	}
+	char sql[64];
+	snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
+	if ((rc = exec_sql(s, sql)) < 0 || (rc = exec_sql(s, "COMMIT")) < 0)
+		goto fail;
+	return 0;
+fail:
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
+}
+
+int store_open(struct store **out, const char *path, const struct store_opts *opts)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	int rc;
+	*out = NULL;
+	if (!s || !(s->path = strdup(path))) {
+		free(s);
+		return -ENOMEM;
+	}
+	s->kind = opts->reducer;
+	s->readonly = opts->readonly;
+	s->busy_timeout_ms = opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : DEFAULT_BUSY_MS;
+	s->cache_cap = opts->cache_entries ? opts->cache_entries : DEFAULT_CACHE;
+	s->nbuckets = 64;
+	while (s->nbuckets < s->cache_cap)
+		s->nbuckets *= 2;
+	if (!(s->buckets = calloc(s->nbuckets, sizeof(*s->buckets)))) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+
+	if (!s->readonly && (rc = prepare_files(s, path, opts->group)) < 0)
+		goto fail;
+
+	const char *vfs = NULL;
+#if SV_FAULT_INJECTION
+	vfs = fault_vfs_name();
+#endif
+	int flags = (s->readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+		    SQLITE_OPEN_NOMUTEX;
+	rc = sqlite3_open_v2(path, &s->db, flags, vfs);
+	if (rc != SQLITE_OK) {
+		rc = sql_fail(s, rc, "open");
+		goto fail;
+	}
+	sqlite3_busy_handler(s->db, busy_handler, s);
+
+	char pragmas[256];
+	snprintf(pragmas, sizeof(pragmas),
+		 "%s PRAGMA synchronous = %s; PRAGMA foreign_keys = OFF;"
+		 " PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
+		 s->readonly ? "" : "PRAGMA journal_mode = WAL;",
+		 opts->synchronous == SQLITE_SYNC_NORMAL ? "NORMAL" : "FULL");
+	if ((rc = exec_sql(s, pragmas)) < 0 || (rc = migrate(s)) < 0)
+		goto fail;
+	if (!s->readonly)
+		chown_sidecars(path, opts->group, s);
+
+	for (int i = 0; i < ST_N; i++) {
+		if (s->readonly && i != ST_GET)
+			continue;
+		rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
+		if (rc != SQLITE_OK) {
+			rc = sql_fail(s, rc, stmt_sql[i]);
+			goto fail;
+		}
+	}
+	*out = s;
+	return 0;
+fail:
+	store_close(s);
+	return rc;
+}
+
+void store_close(struct store *s)
+{
+	if (!s)
+		return;
+	if (s->in_txn)
+		store_rollback(s);
+	for (size_t i = 0; i < s->nbuckets && s->buckets; i++) {
+		struct entry *e = s->buckets[i], *next;
+		for (; e; e = next) {
+			next = e->hnext;
+			json_decref(e->body);
+			json_decref(e->base);
+			free(e->run);
+			free(e);
+		}
+	}
+	for (int i = 0; i < ST_N; i++)
+		sqlite3_finalize(s->st[i]);
+	sqlite3_close(s->db);
+	free(s->buckets);
+	free(s->touched);
+	free(s->buf);
+	free(s->path);
+	free(s);
+}
+
+/* ---- transactions ---- */
+
+int store_begin(struct store *s)
+{
+	if (s->in_txn || s->readonly) {
+		set_err(s, "store_begin: %s", s->readonly ? "read-only" : "transaction already open");
+		return -EINVAL;
+	}
+	int rc = exec_st(s, ST_BEGIN);
+	if (rc < 0)
+		return rc;
+	s->in_txn = true;
+	s->txn_ms = util_wall_ms();
+	s->ntouched = 0;
+	return 0;
+}
+
+/* End of a transaction for every touched entry: back into the cache
+ * (commit) or freed (rollback, or nothing worth caching). */
+static void txn_finish(struct store *s, bool committed)
+{
+	for (size_t i = 0; i < s->ntouched; i++) {
+		struct entry *e = s->touched[i];
+		json_decref(e->base);
+		e->base = NULL;
+		if (!committed || e->archived || !e->body || e->need_rebuild) {
+			cache_drop(s, e);
+			continue;
+		}
+		e->in_txn = e->dirty = false;
+		lru_push(s, e);
+	}
+	s->ntouched = 0;
+	s->in_txn = false;
+	while (s->ncached > s->cache_cap && s->lru_tail)
+		cache_drop(s, s->lru_tail);
+}
+
+void store_rollback(struct store *s)
+{
+	if (s->db && !sqlite3_get_autocommit(s->db)) {
+		/* After some errors SQLite has rolled back already; harmless. */
+		sqlite3_stmt *st = s->st[ST_ROLLBACK];
+		if (st) {
+			sqlite3_step(st);
+			sqlite3_reset(st);
+		} else {
+			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		}
+	}
+	if (s->in_txn)
+		txn_finish(s, false);
+}
+
+static void key_of_row(sqlite3_stmt *st, int col, struct event_key *k)
+{
+	k->major = sqlite3_column_int64(st, col);
+	k->minor = sqlite3_column_int64(st, col + 1);
+	k->ms = (uint64_t)sqlite3_column_int64(st, col + 2);
+	k->seq = (uint64_t)sqlite3_column_int64(st, col + 3);
+}
+
+static void bind_key(sqlite3_stmt *st, int col, const struct event_key *k)
+{
+	sqlite3_bind_int64(st, col, k->major);
+	sqlite3_bind_int64(st, col + 1, k->minor);
+	sqlite3_bind_int64(st, col + 2, (sqlite3_int64)k->ms);
+	sqlite3_bind_int64(st, col + 3, (sqlite3_int64)k->seq);
+}
+
+static json_t *parse_body(const void *text, size_t len)
+{
+	json_t *j = text ? json_loadb(text, len, JSON_ALLOW_NUL, NULL) : NULL;
+	if (j && !json_is_object(j)) {
+		json_decref(j);
+		j = NULL;
+	}
+	return j;
+}
+
+/* The entry of run for this transaction: the first time, validate the
+ * cached state against the row. */
+static int txn_entry(struct store *s, const char *run, struct entry **out)
+{
+	uint64_t h = hash_str(run);
+	struct entry *e = cache_find(s, run, h);
+	if (e && e->in_txn) {
+		*out = e;
+		return 0;
+	}
+	if (s->ntouched == s->touched_cap) {
+		size_t n = s->touched_cap ? s->touched_cap * 2 : 256;
+		struct entry **t = realloc(s->touched, n * sizeof(*t));
+		if (!t)
+			return -ENOMEM;
+		s->touched = t;
+		s->touched_cap = n;
+	}
+	if (!e) {
+		if (!(e = cache_add(s, run, h)))
+			return -ENOMEM;
+		s->stats.cache_misses++;
+	} else {
+		lru_unlink(s, e);
+	}
+	e->in_txn = true;
+	s->touched[s->ntouched++] = e;
+
+	sqlite3_stmt *st = s->st[ST_SNAP_META];
+	sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		struct event_key rk;
+		int64_t rcount = sqlite3_column_int64(st, 1);
+		key_of_row(st, 2, &rk);
+		e->rowid = sqlite3_column_int64(st, 0);
+		if (sqlite3_column_int64(st, 6)) {
+			e->archived = true;
+			json_decref(e->body);
+			e->body = NULL;
+		} else if (e->body && e->count == rcount && event_key_cmp(&e->last, &rk) == 0) {
+			s->stats.cache_hits++;
+		} else {
+			if (e->body) {
+				/* Another process moved the run on: the row wins, and the
+				 * old state may serve as a checkpoint for a rebuild. */
+				s->stats.cache_stale++;
+				if (e->count < rcount) {
+					e->base = e->body;
+					e->base_last = e->last;
+					e->base_count = e->count;
+				} else {
+					json_decref(e->body);
+				}
+				e->body = NULL;
+			}
+			e->count = rcount;
+			e->last = rk;
+			if (!e->base)
+				e->body = parse_body(sqlite3_column_text(st, 7),
+						     (size_t)sqlite3_column_bytes(st, 7));
+			/* else loaded when needed (load_body) */
+		}
+		rc = SQLITE_OK;
+	} else if (rc == SQLITE_DONE) {
+		/* A new run (a row would exist for any stored event). */
+		json_decref(e->body);
+		e->body = reducer_new(s->kind, run);
+		e->count = 0;
+		e->last = KEY_NONE;
+		e->rowid = 0;
+		rc = e->body ? SQLITE_OK : SQLITE_NOMEM;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_OK)
+		return rc == SQLITE_NOMEM ? -ENOMEM : sql_fail(s, rc, stmt_sql[ST_SNAP_META]);
+	*out = e;
+	return 0;
+}
+
+/* Make sure e->body holds the row's snapshot; an unreadable body means a
+ * rebuild. */
+static int load_body(struct store *s, struct entry *e)
+{
+	if (e->body)
+		return 0;
+	sqlite3_stmt *st = s->st[ST_SNAP_BODY];
+	sqlite3_bind_int64(st, 1, e->rowid);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		e->body = parse_body(sqlite3_column_text(st, 0), (size_t)sqlite3_column_bytes(st, 0));
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW)
+		return sql_fail(s, rc == SQLITE_DONE ? SQLITE_CORRUPT : rc, stmt_sql[ST_SNAP_BODY]);
+	if (!e->body) {
+		log_kv(LOG_WARN, KV("run", e->run), "unreadable snapshot body: rebuilding");
+		e->need_rebuild = true;
+	}
+	return 0;
+}
+
+static void bind_text_or_null(sqlite3_stmt *st, int col, const char *s, size_t len)
+{
+	if (s)
+		sqlite3_bind_text(st, col, s, (int)len, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, col);
+}
+
+/* Insert ev; returns 1 inserted, 0 duplicate, or a negative errno. */
+static int insert_event(struct store *s, const struct sv_event *ev, const struct event_key *k)
+{
+	sqlite3_stmt *st = s->st[ST_INSERT];
+	sqlite3_bind_text(st, 1, ev->run, -1, SQLITE_STATIC);
+	if (ev->seq > 0)
+		sqlite3_bind_int64(st, 2, ev->seq);
+	else
+		sqlite3_bind_null(st, 2);
+	if (ev->parent_seq > 0)
+		sqlite3_bind_int64(st, 3, ev->parent_seq);
+	else
+		sqlite3_bind_null(st, 3);
+	bind_text_or_null(st, 4, ev->call_id, ev->call_id ? strlen(ev->call_id) : 0);
+	sqlite3_bind_text(st, 5, ev->origin_stream ? ev->origin_stream : ev->stream, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)ev->origin_ms);
+	sqlite3_bind_int64(st, 7, (sqlite3_int64)ev->origin_seq);
+	sqlite3_bind_int64(st, 8, k->major);
+	sqlite3_bind_int64(st, 9, k->minor);
+	sqlite3_bind_text(st, 10, ev->type, -1, SQLITE_STATIC);
+	bind_text_or_null(st, 11, ev->data_raw, ev->data_len);
+	if (ev->has_ts)
+		sqlite3_bind_int64(st, 12, ev->ts);
+	else
+		sqlite3_bind_null(st, 12);
+	sqlite3_bind_int64(st, 13, s->txn_ms);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return sql_fail(s, rc, "insert event");
+	return sqlite3_changes(s->db) > 0;
+}
+
+int store_apply(struct store *s, const struct sv_event *ev, char *err, size_t errlen)
+{
+	struct entry *e = NULL;
+	struct event_key k;
+	int rc;
+
+	if (errlen)
+		err[0] = '\0';
+	if (!s->in_txn) {
+		set_err(s, "store_apply outside a transaction");
+		return -EINVAL;
+	}
+	if ((rc = txn_entry(s, ev->run, &e)) < 0)
+		return rc;
+	if (e->archived) {
+		snprintf(err, errlen, "run archived");
+		s->stats.refused++;
+		return STORE_ARCHIVED;
+	}
+	/* Refused events leave nothing behind: decide before the insert. */
+	if (reducer_check(s->kind, ev, err, errlen) < 0) {
+		s->stats.refused++;
+		return STORE_REDUCER_ERROR;
+	}
+	event_order_key(ev, &k);
+	if ((rc = insert_event(s, ev, &k)) <= 0) {
+		if (rc == 0)
+			s->stats.duplicates++;
+		return rc < 0 ? rc : STORE_DUPLICATE;
+	}
+	s->stats.applied++;
+	e->dirty = true;
+	if (!e->need_rebuild && event_key_cmp(&k, &e->last) > 0) {
+		if ((rc = load_body(s, e)) < 0)
+			return rc;
+	}
+	if (e->need_rebuild || event_key_cmp(&k, &e->last) <= 0) {
+		/* A late event: rebuild from the stored events at commit. */
+		if (!e->need_rebuild)
+			s->stats.late++;
+		e->need_rebuild = true;
+		return STORE_OK;
+	}
+	rc = reducer_apply(s->kind, e->body, ev, err, errlen);
+	if (rc == -EINVAL) {
+		/* Cannot happen (reducer_check passed); stay consistent anyway:
+		 * the snapshot is unchanged, take the event out again. */
+		sqlite3_stmt *st = s->st[ST_UNDO_INSERT];
+		sqlite3_bind_int64(st, 1, sqlite3_last_insert_rowid(s->db));
+		if ((rc = exec_st(s, ST_UNDO_INSERT)) < 0)
+			return rc;
+		s->stats.applied--;
+		s->stats.refused++;
+		return STORE_REDUCER_ERROR;
+	}
+	if (rc < 0) {
+		set_err(s, "%s", err);
+		return rc;
+	}
+	e->last = k;
+	e->count++;
+	return STORE_OK;
+}
+
+/* Rebuild e's snapshot from the run's stored events, starting from the
+ * stale checkpoint when the events up to it are exactly those it has. */
+static int rebuild(struct store *s, struct entry *e)
+{
+	json_t *snap = NULL;
+	struct event_key from = KEY_NONE;
+	int64_t count = 0;
+	sqlite3_stmt *st;
+	int rc;
+
+	s->stats.rebuilds++;
+	if (e->base) {
+		st = s->st[ST_COUNT_UPTO];
+		sqlite3_bind_text(st, 1, e->run, -1, SQLITE_STATIC);
+		bind_key(st, 2, &e->base_last);
+		rc = sqlite3_step(st);
+		int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+		sqlite3_reset(st);
+		if (rc != SQLITE_ROW)
+			return sql_fail(s, rc, stmt_sql[ST_COUNT_UPTO]);
+		if (n == e->base_count) {
+			snap = e->base;
+			e->base = NULL;
+			from = e->base_last;
+			count = e->base_count;
+		}
+	}
+	if (!snap && !(snap = reducer_new(s->kind, e->run)))
+		return -ENOMEM;
+
+	st = s->st[ST_REPLAY];
+	sqlite3_bind_text(st, 1, e->run, -1, SQLITE_STATIC);
+	bind_key(st, 2, &from);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct sv_event ev = {
+			.run = e->run,
+			.type = (const char *)sqlite3_column_text(st, 0),
+			.seq = sqlite3_column_int64(st, 1),
+			.parent_seq = sqlite3_column_int64(st, 2),
+			.call_id = (const char *)sqlite3_column_text(st, 3),
+			.stream = (const char *)sqlite3_column_text(st, 4),
+			.origin_ms = (uint64_t)sqlite3_column_int64(st, 5),
+			.origin_seq = (uint64_t)sqlite3_column_int64(st, 6),
+			.has_ts = sqlite3_column_type(st, 10) != SQLITE_NULL,
+			.ts = sqlite3_column_int64(st, 10),
+		};
+		char err[256];
+		ev.origin_stream = ev.stream;
+		ev.id_ms = ev.origin_ms;
+		ev.id_seq = ev.origin_seq;
+		if (sqlite3_column_type(st, 9) != SQLITE_NULL) {
+			const void *d = sqlite3_column_text(st, 9);
+			ev.data = parse_body(d, (size_t)sqlite3_column_bytes(st, 9));
+			if (!ev.data) {
+				log_kv(LOG_ERROR, KV("run", e->run), "stored event has unreadable data: skipped");
+				continue;
+			}
+		}
+		if (!ev.type)
+			rc = -ENOMEM;
+		else
+			rc = reducer_apply(s->kind, snap, &ev, err, sizeof(err));
+		json_decref(ev.data);
+		if (rc == -EINVAL) {
+			log_kv(LOG_ERROR, KV("run", e->run), "stored event refused by the reducer: %s", err);
+			continue;
+		}
+		if (rc < 0) {
+			sqlite3_reset(st);
+			json_decref(snap);
+			set_err(s, "rebuild of %s: %s", e->run, strerror(-rc));
+			return rc;
+		}
+		key_of_row(st, 7, &from);
+		count++;
+		s->stats.rebuild_events++;
+	}
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE) {
+		json_decref(snap);
+		return sql_fail(s, rc, stmt_sql[ST_REPLAY]);
+	}
+	json_decref(e->body);
+	e->body = snap;
+	e->last = from;
+	e->count = count;
+	e->need_rebuild = false;
+	return 0;
+}
+
+/* Serialize e->body once and write its row. */
+static int write_snapshot(struct store *s, struct entry *e, int64_t now)
+{
+	size_t n;
+	for (;;) {
+		n = json_dumpb(e->body, s->buf, s->bufcap, JSON_COMPACT);
+		if (n == 0)
+			return -ENOMEM;
+		if (n <= s->bufcap)
+			break;
+		char *b = realloc(s->buf, n * 2);
+		if (!b)
+			return -ENOMEM;
+		s->buf = b;
+		s->bufcap = n * 2;
+	}
+	const char *status = reducer_status(e->body);
+	sqlite3_stmt *st = s->st[e->rowid ? ST_SNAP_UPDATE : ST_SNAP_INSERT];
+	bind_text_or_null(st, 1, status, status ? strlen(status) : 0);
+	sqlite3_bind_int(st, 2, reducer_complete(e->body));
+	sqlite3_bind_text(st, 3, s->buf, (int)n, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, e->count);
+	sqlite3_bind_int64(st, 5, reducer_last_seq(e->body));
+	sqlite3_bind_int64(st, 6, now);
+	bind_key(st, 7, &e->last);
+	if (e->rowid)
+		sqlite3_bind_int64(st, 11, e->rowid);
+	else
+		sqlite3_bind_text(st, 11, e->run, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return sql_fail(s, rc, "write snapshot");
+	if (!e->rowid)
+		e->rowid = sqlite3_last_insert_rowid(s->db);
+	s->stats.snapshot_writes++;
+	return 0;
+}
+
+int store_commit(struct store *s)
+{
+	int rc = 0;
+	if (!s->in_txn) {
+		set_err(s, "store_commit outside a transaction");
+		return -EINVAL;
+	}
+	int64_t now = util_wall_ms();
+	for (size_t i = 0; i < s->ntouched && rc == 0; i++) {
+		struct entry *e = s->touched[i];
+		if (e->archived || !e->dirty)
+			continue;
+		if (e->need_rebuild && (rc = rebuild(s, e)) < 0)
+			break;
+		rc = write_snapshot(s, e, now);
+	}
+	if (rc == 0) {
+#if SV_FAULT_INJECTION
+		fault_armed = fault_active("commit", NULL, 0);
+#endif
+		rc = exec_st(s, ST_COMMIT);
+#if SV_FAULT_INJECTION
+		fault_armed = false;
+#endif
+	}
+	if (rc < 0) {
+		store_rollback(s);
+		return rc;
+	}
+	s->stats.commits++;
+	txn_finish(s, true);
+	return 0;
+}
+
+/* ---- reads and pruning ---- */
+
+static char *col_strdup(sqlite3_stmt *st, int col)
+{
+	if (sqlite3_column_type(st, col) == SQLITE_NULL)
+		return NULL;
+	const char *t = (const char *)sqlite3_column_text(st, col);
+	size_t n = (size_t)sqlite3_column_bytes(st, col);
+	char *r = t ? malloc(n + 1) : NULL;
+	if (r) {
+		memcpy(r, t, n);
+		r[n] = '\0';
+	}
+	return r;
+}
+
+int store_snapshot_get(struct store *s, const char *run, struct store_snapshot *out)
+{
+	sqlite3_stmt *st = s->st[ST_GET];
+	memset(out, 0, sizeof(*out));
+	sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		out->body = col_strdup(st, 0);
+		out->status = col_strdup(st, 1);
+		out->complete = sqlite3_column_int(st, 2) != 0;
+		out->archived = sqlite3_column_int(st, 3) != 0;
+		out->event_count = sqlite3_column_int64(st, 4);
+		out->last_seq = sqlite3_column_int64(st, 5);
+		out->updated_ms = sqlite3_column_int64(st, 6);
+	}
+	sqlite3_reset(st);
+	if (rc == SQLITE_DONE)
+		return -ENOENT;
+	if (rc != SQLITE_ROW)
+		return sql_fail(s, rc, stmt_sql[ST_GET]);
+	if (!out->body) {
+		store_snapshot_clear(out);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void store_snapshot_clear(struct store_snapshot *snap)
+{
+	free(snap->body);
+	free(snap->status);
+	memset(snap, 0, sizeof(*snap));
+}
+
+int64_t store_prune(struct store *s, int64_t older_than_ms)
+{
+	int64_t total = 0;
+	if (s->in_txn || s->readonly) {
+		set_err(s, "store_prune: %s", s->readonly ? "read-only" : "inside a transaction");
+		return -EINVAL;
+	}
+	for (;;) {
+		sqlite3_int64 rowids[PRUNE_CHUNK];
+		char *runs[PRUNE_CHUNK];
+		size_t n = 0;
+		int rc = exec_st(s, ST_BEGIN);
+		if (rc < 0)
+			return rc;
+		sqlite3_stmt *st = s->st[ST_PRUNE_LIST];
+		sqlite3_bind_int64(st, 1, older_than_ms);
+		sqlite3_bind_int(st, 2, PRUNE_CHUNK);
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW && n < PRUNE_CHUNK) {
+			rowids[n] = sqlite3_column_int64(st, 0);
+			if (!(runs[n] = col_strdup(st, 1)))
+				break;
+			n++;
+		}
+		sqlite3_reset(st);
+		if (rc == SQLITE_DONE || rc == SQLITE_ROW)
+			rc = 0;
+		else
+			rc = sql_fail(s, rc, stmt_sql[ST_PRUNE_LIST]);
+		for (size_t i = 0; i < n && rc == 0; i++) {
+			sqlite3_bind_text(s->st[ST_PRUNE_EVENTS], 1, runs[i], -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s->st[ST_PRUNE_MARK], 1, rowids[i]);
+			if ((rc = exec_st(s, ST_PRUNE_EVENTS)) == 0)
+				rc = exec_st(s, ST_PRUNE_MARK);
+		}
+		if (rc == 0)
+			rc = exec_st(s, ST_COMMIT);
+		if (rc < 0)
+			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		for (size_t i = 0; i < n; i++) {
+			/* Its events are gone: drop the cached snapshot too. */
+			struct entry *e = rc == 0 ? cache_find(s, runs[i], hash_str(runs[i])) : NULL;
+			if (e)
+				cache_drop(s, e);
+			free(runs[i]);
+		}
+		if (rc < 0)
+			return rc;
+		total += (int64_t)n;
+		if (n < PRUNE_CHUNK)
+			return total;
+	}
+}

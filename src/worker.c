@@ -9,7 +9,9 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "consumer.h"
 #include "fault.h"
+#include "worker_persist.h"
 #include "log.h"
 
 volatile sig_atomic_t worker_stop;
@@ -130,13 +132,33 @@ static int worker_round(struct worker *w)
 			notify_master(w, "registered %lld\n", (long long)w->hb.incarnation);
 		return 0;
 	}
+	if (w->consumer)
+		return consumer_step(w->consumer);
 	update_status(w);
-	/* No stream work is wired in yet for this pool kind: stay idle and
-	 * keep the heartbeat. */
+	/* A kind without stream work: stay idle and keep the heartbeat. */
 	worker_wait(w, heartbeat_next_ms(&w->hb, util_mono_ms()));
 	if (worker_beat_if_due(w) == -EPERM)
 		return SV_EX_TRANSIENT;
 	return 0;
+}
+
+static void worker_kind_init(struct worker *w)
+{
+	if (w->pool->kind == POOL_PERSISTENCE) {
+		worker_persist_init(w, &w->kind);
+		w->consumer = consumer_new(w, &w->kind);
+	}
+}
+
+static void worker_kind_free(struct worker *w)
+{
+	if (w->consumer) {
+		consumer_finish(w->consumer);
+		consumer_free(w->consumer);
+		w->consumer = NULL;
+	}
+	if (w->pool->kind == POOL_PERSISTENCE)
+		worker_persist_free(&w->kind);
 }
 
 static int worker_setup(struct worker *w, const struct worker_args *a)
@@ -180,8 +202,10 @@ int worker_main(const struct worker_args *a)
 	worker_setup(&w, a);
 	log_info("worker started%s", a->unclean ? " (predecessor exited uncleanly)" : "");
 	int status = 0;
+	worker_kind_init(&w);
 	while (!worker_stop && status == 0)
 		status = worker_round(&w);
+	worker_kind_free(&w);
 	heartbeat_release(&w.hb, &w.rc);
 	rconn_close(&w.rc);
 	linebuf_free(&w.chan);

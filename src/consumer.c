@@ -1,0 +1,835 @@
+/* consumer: the Redis Streams consumer loop of both worker kinds. */
+#include "consumer.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "util.h"
+
+/* Renew only what is still ours: a bare XCLAIM would steal an entry back
+ * from a peer that claimed it meanwhile.  Returns the ids still owned. */
+static const char renew_script[] =
+	"local owned = {} "
+	"for i = 3, #ARGV do "
+	"  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1) "
+	"  if p[1] and p[1][2] == ARGV[2] then "
+	"    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID') "
+	"    owned[#owned + 1] = ARGV[i] "
+	"  end "
+	"end "
+	"return owned";
+
+struct idlist {
+	char **v;
+	size_t n, cap;
+};
+
+struct consumer {
+	struct worker *w;
+	const struct pool_config *pool;
+	struct consumer_kind kind;
+	size_t nstreams;
+	char **dead_keys;        /* STREAM:dead per stream */
+	struct idlist *acks;     /* queued XACKs per stream */
+	char **history_cursor;   /* per stream; NULL once that stream is done */
+	char **claim_cursor;     /* XAUTOCLAIM cursor per stream */
+	bool groups_ready;
+	bool started;
+	bool takeover_done;
+	bool one_at_a_time;      /* predecessor exited uncleanly */
+	int64_t next_claim_ms;
+	unsigned heal_streak;
+	struct backoff heal_backoff;
+	bool warned_redis;
+};
+
+/* ---------- small helpers ---------- */
+
+static void idlist_push(struct idlist *l, const char *id)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 64;
+		l->v = realloc(l->v, l->cap * sizeof(*l->v));
+		if (!l->v)
+			abort();
+	}
+	l->v[l->n++] = util_xstrdup(id);
+}
+
+static void idlist_clear(struct idlist *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	l->n = 0;
+}
+
+static struct rconn *conn(struct consumer *c) { return &c->w->rc; }
+
+struct worker *consumer_worker(struct consumer *c) { return c->w; }
+const char *consumer_group(const struct consumer *c) { return c->pool->group; }
+const char *consumer_name(const struct consumer *c) { return c->w->hb.name; }
+
+static void set_error(struct consumer *c, const char *fmt, const char *detail)
+{
+	snprintf(c->w->hb.last_error, sizeof(c->w->hb.last_error), fmt, detail ? detail : "");
+}
+
+struct consumer *consumer_new(struct worker *w, const struct consumer_kind *kind)
+{
+	struct consumer *c = util_xcalloc(1, sizeof(*c));
+	c->w = w;
+	c->pool = w->pool;
+	c->kind = *kind;
+	c->nstreams = w->pool->streams.n;
+	c->dead_keys = util_xcalloc(c->nstreams, sizeof(char *));
+	c->acks = util_xcalloc(c->nstreams, sizeof(struct idlist));
+	c->history_cursor = util_xcalloc(c->nstreams, sizeof(char *));
+	c->claim_cursor = util_xcalloc(c->nstreams, sizeof(char *));
+	for (size_t i = 0; i < c->nstreams; i++) {
+		size_t len = strlen(w->pool->streams.v[i]) + 6;
+		c->dead_keys[i] = malloc(len);
+		if (!c->dead_keys[i])
+			abort();
+		snprintf(c->dead_keys[i], len, "%s:dead", w->pool->streams.v[i]);
+		c->history_cursor[i] = util_xstrdup("0");
+		c->claim_cursor[i] = util_xstrdup("0-0");
+	}
+	c->one_at_a_time = w->args->unclean;
+	c->next_claim_ms = util_mono_ms() + w->pool->claim_idle_ms / 2;
+	backoff_init(&c->heal_backoff, 100, 5000);
+	return c;
+}
+
+void consumer_free(struct consumer *c)
+{
+	if (!c)
+		return;
+	for (size_t i = 0; i < c->nstreams; i++) {
+		free(c->dead_keys[i]);
+		idlist_clear(&c->acks[i]);
+		free(c->acks[i].v);
+		free(c->history_cursor[i]);
+		free(c->claim_cursor[i]);
+	}
+	free(c->dead_keys);
+	free(c->acks);
+	free(c->history_cursor);
+	free(c->claim_cursor);
+	free(c);
+}
+
+static size_t stream_index(struct consumer *c, const char *stream)
+{
+	for (size_t i = 0; i < c->nstreams; i++)
+		if (strcmp(c->pool->streams.v[i], stream) == 0)
+			return i;
+	return 0;
+}
+
+/* ---------- groups ---------- */
+
+/* XGROUP CREATE at 0 (never $: entries written before the first start
+ * must be delivered), MKSTREAM; BUSYGROUP is success. */
+static int ensure_groups(struct consumer *c)
+{
+	struct rconn *rc = conn(c);
+	for (size_t i = 0; i < c->nstreams; i++)
+		redisAppendCommand(rc->c, "XGROUP CREATE %s %s 0 MKSTREAM", c->pool->streams.v[i],
+				   c->pool->group);
+	int ret = 0;
+	for (size_t i = 0; i < c->nstreams; i++) {
+		redisReply *r = rconn_get_reply(rc);
+		if (!r)
+			return -1;
+		if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP")) {
+			log_error("XGROUP CREATE %s %s: %s", c->pool->streams.v[i], c->pool->group, r->str);
+			set_error(c, "XGROUP CREATE: %s", r->str);
+			ret = -1;
+		} else if (r->type != REDIS_REPLY_ERROR && c->started) {
+			log_warn("consumer group %s on %s was missing: re-created at 0", c->pool->group,
+				 c->pool->streams.v[i]);
+		}
+		freeReplyObject(r);
+	}
+	if (ret == 0)
+		c->groups_ready = true;
+	return ret;
+}
+
+/* NOGROUP/UNBLOCKED: the group or the stream is gone (Redis restart,
+ * FLUSHALL, DEL).  Re-create it; the first retry is immediate, later
+ * consecutive ones back off. */
+static void group_lost(struct consumer *c, const char *why)
+{
+	c->groups_ready = false;
+	if (c->heal_streak++ == 0) {
+		log_warn("group %s lost (%s): re-creating it", c->pool->group, why);
+		backoff_reset(&c->heal_backoff);
+		return;
+	}
+	int64_t delay = backoff_next(&c->heal_backoff, util_rand32());
+	log_debug("group %s lost again (%s): retry in %lld ms", c->pool->group, why, (long long)delay);
+	worker_wait(c->w, delay);
+}
+
+/* ---------- warnings at start ---------- */
+
+static void warn_redis_config(struct consumer *c)
+{
+	if (c->warned_redis || c->w->args->slot != 0)
+		return;
+	c->warned_redis = true;
+	redisReply *r = rconn_command(conn(c), "INFO");
+	if (!r || r->type != REDIS_REPLY_STRING) {
+		if (r)
+			freeReplyObject(r);
+		return;
+	}
+	const char *p = strstr(r->str, "maxmemory_policy:");
+	if (p && strncmp(p + 17, "noeviction", 10) != 0)
+		log_warn("redis maxmemory-policy %.*s can evict keys: streams and groups may vanish",
+			 (int)strcspn(p + 17, "\r\n"), p + 17);
+	const char *aof = strstr(r->str, "aof_enabled:");
+	const char *rdb = strstr(r->str, "rdb_last_save_time:");
+	const char *saves = strstr(r->str, "rdb_saves:");
+	(void)rdb;
+	(void)saves;
+	if (aof && aof[12] == '0') {
+		redisReply *cfg = rconn_command(conn(c), "CONFIG GET save");
+		bool no_rdb = cfg && cfg->type == REDIS_REPLY_ARRAY && cfg->elements == 2 &&
+			      cfg->element[1]->str && cfg->element[1]->str[0] == '\0';
+		if (no_rdb)
+			log_warn("redis runs with neither AOF nor RDB persistence: a restart loses every stream");
+		if (cfg)
+			freeReplyObject(cfg);
+	}
+	freeReplyObject(r);
+}
+
+/* ---------- acks and dead letters ---------- */
+
+/* Append queued XACKs; returns how many replies to read. */
+static int append_acks(struct consumer *c, size_t *sent)
+{
+	int n = 0;
+	for (size_t i = 0; i < c->nstreams; i++) {
+		struct idlist *l = &c->acks[i];
+		sent[i] = l->n;
+		if (!l->n)
+			continue;
+		size_t argc = l->n + 3;
+		const char **argv = malloc(argc * sizeof(*argv));
+		if (!argv)
+			abort();
+		argv[0] = "XACK";
+		argv[1] = c->pool->streams.v[i];
+		argv[2] = c->pool->group;
+		for (size_t j = 0; j < l->n; j++)
+			argv[3 + j] = l->v[j];
+		redisAppendCommandArgv(conn(c)->c, (int)argc, argv, NULL);
+		free(argv);
+		n++;
+	}
+	return n;
+}
+
+/* XACK acknowledged fewer than sent: another consumer took an entry, or
+ * the group is gone; XPENDING tells which. */
+static void ack_shortfall(struct consumer *c, size_t i, long long acked, size_t sent)
+{
+	redisReply *r = rconn_command(conn(c), "XPENDING %s %s", c->pool->streams.v[i], c->pool->group);
+	if (r && rconn_is_error(r, "NOGROUP"))
+		group_lost(c, "XACK shortfall and XPENDING says NOGROUP");
+	else
+		log_debug("XACK %s: %lld of %zu acknowledged (taken over by another consumer)",
+			  c->pool->streams.v[i], acked, sent);
+	if (r)
+		freeReplyObject(r);
+}
+
+static int read_ack_replies(struct consumer *c, const size_t *sent)
+{
+	for (size_t i = 0; i < c->nstreams; i++) {
+		if (!sent[i])
+			continue;
+		redisReply *r = rconn_get_reply(conn(c));
+		if (!r)
+			return -1; /* the acks stay queued and are sent again */
+		long long acked = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+		bool nogroup = rconn_is_error(r, "NOGROUP");
+		freeReplyObject(r);
+		if (nogroup)
+			group_lost(c, "NOGROUP on XACK");
+		else if (acked >= 0 && (size_t)acked < sent[i])
+			ack_shortfall(c, i, acked, sent[i]);
+		/* Only what was sent leaves the queue. */
+		struct idlist *l = &c->acks[i];
+		for (size_t j = 0; j < sent[i]; j++)
+			free(l->v[j]);
+		memmove(l->v, l->v + sent[i], (l->n - sent[i]) * sizeof(*l->v));
+		l->n -= sent[i];
+	}
+	return 0;
+}
+
+static int flush_acks(struct consumer *c)
+{
+	size_t sent[c->nstreams ? c->nstreams : 1];
+	if (!conn(c)->c)
+		return -1;
+	if (append_acks(c, sent) == 0)
+		return 0;
+	return read_ack_replies(c, sent);
+}
+
+void consumer_finish(struct consumer *c)
+{
+	if (c && conn(c)->c)
+		flush_acks(c);
+}
+
+/* Move one entry to STREAM:dead together with its XACK (MULTI/EXEC). */
+static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
+{
+	const struct sv_entry *e = &ce->e;
+	size_t argc = 3 + 12 + 2 * e->nfields;
+	const char **argv = malloc(argc * sizeof(*argv));
+	size_t *lens = malloc(argc * sizeof(*lens));
+	if (!argv || !lens)
+		abort();
+	char deliveries[24];
+	snprintf(deliveries, sizeof(deliveries), "%lld", (long long)ce->deliveries);
+	const char *head[] = {"XADD", c->dead_keys[si], "*", "origin_id", e->id, "origin_stream",
+			      e->stream, "group", c->pool->group, "consumer", consumer_name(c),
+			      "reason", ce->reason ? ce->reason : "unknown", "deliveries", deliveries};
+	size_t n = 0;
+	for (; n < ARRAY_SIZE(head); n++) {
+		argv[n] = head[n];
+		lens[n] = strlen(head[n]);
+	}
+	for (size_t f = 0; f < e->nfields; f++) {
+		argv[n] = e->fields[f].name;
+		lens[n++] = e->fields[f].name_len;
+		argv[n] = e->fields[f].value;
+		lens[n++] = e->fields[f].value_len;
+	}
+	struct rconn *rc = conn(c);
+	redisAppendCommand(rc->c, "MULTI");
+	redisAppendCommandArgv(rc->c, (int)n, argv, lens);
+	redisAppendCommand(rc->c, "XACK %s %s %s", e->stream, c->pool->group, e->id);
+	redisAppendCommand(rc->c, "EXEC");
+	free(argv);
+	free(lens);
+	int ret = 0;
+	for (int i = 0; i < 4; i++) {
+		redisReply *r = rconn_get_reply(rc);
+		if (!r)
+			return -1;
+		if (i == 3 && r->type != REDIS_REPLY_ARRAY) {
+			log_error("dead-lettering %s %s failed: %s", e->stream, e->id,
+				  r->type == REDIS_REPLY_ERROR ? r->str : "transaction aborted");
+			ret = -1;
+		}
+		freeReplyObject(r);
+	}
+	if (ret == 0) {
+		c->w->hb.dead_lettered++;
+		log_kv(LOG_WARN, KV("stream", e->stream, "id", e->id, "reason", ce->reason ? ce->reason : ""),
+		       "entry dead-lettered to %s", c->dead_keys[si]);
+	}
+	return ret;
+}
+
+/* ---------- reading ---------- */
+
+/* Turn one stream's entries of a reply into a batch.  Deleted entries
+ * ([id, nil]) are acked and counted as lost right here. */
+static void build_batch(struct consumer *c, redisReply *entries, const char *stream,
+			struct consumer_batch *b, struct sv_field **fieldbufs)
+{
+	size_t si = stream_index(c, stream);
+	b->stream = stream;
+	b->n = 0;
+	b->v = util_xcalloc(entries->elements, sizeof(*b->v));
+	*fieldbufs = NULL;
+	size_t total_fields = 0;
+	for (size_t i = 0; i < entries->elements; i++) {
+		redisReply *en = entries->element[i];
+		if (en->type == REDIS_REPLY_ARRAY && en->elements == 2 && en->element[1]->type == REDIS_REPLY_ARRAY)
+			total_fields += en->element[1]->elements / 2;
+	}
+	struct sv_field *fb = util_xcalloc(total_fields ? total_fields : 1, sizeof(*fb));
+	*fieldbufs = fb;
+	for (size_t i = 0; i < entries->elements; i++) {
+		redisReply *en = entries->element[i];
+		if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 || en->element[0]->type != REDIS_REPLY_STRING)
+			continue;
+		const char *id = en->element[0]->str;
+		redisReply *fields = en->element[1];
+		if (fields->type != REDIS_REPLY_ARRAY) {
+			/* Deleted from the stream while pending. */
+			log_kv(LOG_WARN, KV("stream", stream, "id", id), "pending entry was deleted: acked as lost");
+			c->w->hb.lost++;
+			idlist_push(&c->acks[si], id);
+			continue;
+		}
+		struct consumer_entry *ce = &b->v[b->n++];
+		ce->e.stream = stream;
+		ce->e.id = id;
+		event_parse_id(id, &ce->e.id_ms, &ce->e.id_seq);
+		ce->e.fields = fb;
+		size_t bytes = 0;
+		for (size_t f = 0; f + 1 < fields->elements; f += 2) {
+			fb->name = fields->element[f]->str;
+			fb->name_len = fields->element[f]->len;
+			fb->value = fields->element[f + 1]->str;
+			fb->value_len = fields->element[f + 1]->len;
+			bytes += fb->name_len + fb->value_len;
+			fb++;
+			ce->e.nfields++;
+		}
+		ce->e.bytes = bytes;
+		ce->deliveries = 1;
+	}
+}
+
+/* Delivery counts of entries read again or claimed (XPENDING extended
+ * form over the batch's id range, this consumer only). */
+static int fetch_deliveries(struct consumer *c, struct consumer_batch *b)
+{
+	if (b->n == 0)
+		return 0;
+	char count[24];
+	snprintf(count, sizeof(count), "%zu", b->n);
+	redisReply *r = rconn_command(conn(c), "XPENDING %s %s %s %s %s %s", b->stream, c->pool->group,
+				      b->v[0].e.id, b->v[b->n - 1].e.id, count, consumer_name(c));
+	if (!r)
+		return -1;
+	if (r->type == REDIS_REPLY_ARRAY) {
+		for (size_t i = 0; i < r->elements; i++) {
+			redisReply *p = r->element[i];
+			if (p->type != REDIS_REPLY_ARRAY || p->elements < 4)
+				continue;
+			for (size_t j = 0; j < b->n; j++)
+				if (strcmp(b->v[j].e.id, p->element[0]->str) == 0)
+					b->v[j].deliveries = p->element[3]->integer;
+		}
+	}
+	freeReplyObject(r);
+	return 0;
+}
+
+/* Verdicts the consumer can give before the kind sees the entry. */
+static void prejudge(struct consumer *c, struct consumer_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		struct consumer_entry *ce = &b->v[i];
+		if (ce->deliveries > c->pool->max_deliveries) {
+			ce->verdict = CE_DEAD;
+			snprintf(ce->reason_buf, sizeof(ce->reason_buf),
+				 "delivered %lld times (max_deliveries %lld)", (long long)ce->deliveries,
+				 (long long)c->pool->max_deliveries);
+			ce->reason = ce->reason_buf;
+			log_kv(LOG_WARN, KV("stream", b->stream, "id", ce->e.id), "poison entry: %s", ce->reason);
+		} else if (ce->e.bytes > EVENT_MAX_BYTES) {
+			ce->verdict = CE_DEAD;
+			ce->reason = "entry too large";
+		}
+	}
+}
+
+static void renew_batch(struct consumer *c, struct consumer_batch *b)
+{
+	const char **ids = malloc((b->n ? b->n : 1) * sizeof(*ids));
+	bool *owned = calloc(b->n ? b->n : 1, sizeof(*owned));
+	size_t n = 0;
+	if (!ids || !owned)
+		abort();
+	for (size_t i = 0; i < b->n; i++)
+		if (b->v[i].verdict == CE_UNDECIDED)
+			ids[n++] = b->v[i].e.id;
+	if (n && consumer_renew(c, b->stream, ids, n, owned) >= 0) {
+		size_t k = 0;
+		for (size_t i = 0; i < b->n; i++) {
+			if (b->v[i].verdict != CE_UNDECIDED)
+				continue;
+			if (!owned[k++]) {
+				b->v[i].verdict = CE_DROP;
+				log_kv(LOG_WARN, KV("stream", b->stream, "id", b->v[i].e.id),
+				       "entry in hand was claimed by another consumer: dropped");
+			}
+		}
+	}
+	free(ids);
+	free(owned);
+}
+
+/* The kind could not make the batch durable: degraded.  Retry with
+ * backoff, keep heartbeating, renew the entries in hand.  Returns 0 when
+ * the batch went through, 1 when the worker must stop first. */
+static int retry_degraded(struct consumer *c, struct consumer_batch *b)
+{
+	struct worker *w = c->w;
+	struct backoff bo;
+	backoff_init(&bo, 100, 5000);
+	int64_t renew_every = c->pool->claim_idle_ms / 3;
+	int64_t next_renew = util_mono_ms() + renew_every;
+	w->hb.status = HB_DEGRADED;
+	log_warn("cannot make batch durable (%s): degraded, retrying", w->hb.last_error);
+	heartbeat_beat(&w->hb, &w->rc);
+	while (!worker_stop) {
+		int64_t until = util_mono_ms() + backoff_next(&bo, util_rand32());
+		while (!worker_stop && util_mono_ms() < until) {
+			int64_t left = until - util_mono_ms();
+			int64_t beat = heartbeat_next_ms(&w->hb, util_mono_ms());
+			worker_wait(w, left < beat ? left : beat);
+			if (!rconn_ready(&w->rc, util_mono_ms()))
+				continue;
+			worker_beat_if_due(w);
+			if (util_mono_ms() >= next_renew) {
+				renew_batch(c, b);
+				next_renew = util_mono_ms() + renew_every;
+			}
+		}
+		if (worker_stop)
+			break;
+		int r = c->kind.batch(c->kind.ctx, c, b);
+		if (r == 0) {
+			log_info("batch durable again: leaving degraded state");
+			w->hb.status = HB_BUSY;
+			w->hb.last_error[0] = '\0';
+			return 0;
+		}
+		if (r != -EAGAIN)
+			return 1;
+	}
+	/* Stopping with the batch not durable: nothing is acked, the entries
+	 * stay pending and the next incarnation takes them over. */
+	return 1;
+}
+
+/* Hand a batch to the kind, then dead-letter and queue acks. */
+static int process_batch(struct consumer *c, struct consumer_batch *b)
+{
+	size_t si = stream_index(c, b->stream);
+	if (b->history && fetch_deliveries(c, b) < 0)
+		return -1;
+	prejudge(c, b);
+	c->w->hb.status = HB_BUSY;
+	snprintf(c->w->hb.current, sizeof(c->w->hb.current), "%s", b->n ? b->v[0].e.id : "");
+	int r = c->kind.batch(c->kind.ctx, c, b);
+	if (r == -EAGAIN && retry_degraded(c, b) != 0)
+		return 1;
+	for (size_t i = 0; i < b->n; i++) {
+		struct consumer_entry *ce = &b->v[i];
+		switch (ce->verdict) {
+		case CE_DEAD:
+			if (dead_letter(c, si, ce) < 0)
+				return -1; /* not acked: it will be delivered again */
+			break;
+		case CE_UNDECIDED:
+		case CE_ACK:
+			idlist_push(&c->acks[si], ce->e.id);
+			c->w->hb.processed++;
+			break;
+		case CE_DONE:
+			c->w->hb.processed++;
+			break;
+		case CE_DROP:
+			break;
+		}
+	}
+	c->w->hb.current[0] = '\0';
+	c->w->hb.status = HB_IDLE;
+	return 0;
+}
+
+/* Walk an XREADGROUP reply: [[stream, [entries...]]...]. */
+static int process_read_reply(struct consumer *c, redisReply *r, bool history, size_t *got)
+{
+	*got = 0;
+	if (r->type != REDIS_REPLY_ARRAY)
+		return 0;
+	int ret = 0;
+	for (size_t s = 0; s < r->elements && ret == 0; s++) {
+		redisReply *sr = r->element[s];
+		if (sr->type != REDIS_REPLY_ARRAY || sr->elements != 2 || sr->element[1]->type != REDIS_REPLY_ARRAY)
+			continue;
+		const char *stream = sr->element[0]->str;
+		redisReply *entries = sr->element[1];
+		size_t si = stream_index(c, stream);
+		if (history) {
+			if (entries->elements == 0) {
+				free(c->history_cursor[si]);
+				c->history_cursor[si] = NULL;
+				continue;
+			}
+			redisReply *last = entries->element[entries->elements - 1];
+			free(c->history_cursor[si]);
+			c->history_cursor[si] = util_xstrdup(last->element[0]->str);
+		}
+		*got += entries->elements;
+		struct consumer_batch b = {.history = history};
+		struct sv_field *fields;
+		build_batch(c, entries, stream, &b, &fields);
+		if (b.n)
+			ret = process_batch(c, &b);
+		free(b.v);
+		free(fields);
+	}
+	return ret;
+}
+
+/* Build the XREADGROUP: history (own pending, cursor per stream) or new
+ * entries (">", BLOCK). */
+static void append_read(struct consumer *c, bool history)
+{
+	const struct pool_config *p = c->pool;
+	size_t max = 10 + 2 * c->nstreams;
+	const char **argv = malloc(max * sizeof(*argv));
+	if (!argv)
+		abort();
+	char count[24], block[24];
+	snprintf(count, sizeof(count), "%lld", history && c->one_at_a_time ? 1LL : (long long)p->batch);
+	snprintf(block, sizeof(block), "%lld", (long long)p->block_ms);
+	size_t n = 0;
+	argv[n++] = "XREADGROUP";
+	argv[n++] = "GROUP";
+	argv[n++] = p->group;
+	argv[n++] = consumer_name(c);
+	argv[n++] = "COUNT";
+	argv[n++] = count;
+	if (!history) {
+		argv[n++] = "BLOCK";
+		argv[n++] = block;
+	}
+	argv[n++] = "STREAMS";
+	size_t first = n;
+	for (size_t i = 0; i < c->nstreams; i++)
+		if (!history || c->history_cursor[i])
+			argv[n++] = p->streams.v[i];
+	size_t ns = n - first;
+	for (size_t i = 0; i < c->nstreams; i++)
+		if (!history || c->history_cursor[i])
+			argv[n++] = history ? c->history_cursor[i] : ">";
+	(void)ns;
+	redisAppendCommandArgv(conn(c)->c, (int)n, argv, NULL);
+	free(argv);
+}
+
+static bool history_left(struct consumer *c)
+{
+	for (size_t i = 0; i < c->nstreams; i++)
+		if (c->history_cursor[i])
+			return true;
+	return false;
+}
+
+/* One pipelined round trip: queued acks, the heartbeat when due, and the
+ * read.  Returns the read's reply or NULL (connection dropped). */
+static redisReply *round_trip(struct consumer *c, bool history)
+{
+	struct worker *w = c->w;
+	size_t sent[c->nstreams ? c->nstreams : 1];
+	int64_t t0 = util_mono_us();
+	int nacks = append_acks(c, sent);
+	int nbeat = heartbeat_due(&w->hb, util_mono_ms()) ? heartbeat_append(&w->hb, &w->rc) : 0;
+	append_read(c, history);
+	if (nacks && read_ack_replies(c, sent) < 0)
+		return NULL;
+	if (nbeat) {
+		int r = heartbeat_replies(&w->hb, &w->rc, nbeat);
+		if (r < 0 && r != -EPERM)
+			return NULL;
+		if (r == -EPERM)
+			worker_stop = 1; /* someone else owns our name: stop cleanly */
+		w->hb.redis_rtt_us = util_mono_us() - t0;
+	}
+	return rconn_get_reply(&w->rc);
+}
+
+static int read_history(struct consumer *c)
+{
+	redisReply *r = round_trip(c, true);
+	if (!r)
+		return 0;
+	if (r->type == REDIS_REPLY_ERROR) {
+		if (rconn_is_error(r, "NOGROUP") || rconn_is_error(r, "UNBLOCKED"))
+			group_lost(c, r->str);
+		else
+			log_error("XREADGROUP (pending): %s", r->str);
+		freeReplyObject(r);
+		return 0;
+	}
+	size_t got;
+	int ret = process_read_reply(c, r, true, &got);
+	freeReplyObject(r);
+	if (!history_left(c)) {
+		c->takeover_done = true;
+		log_debug("own pending entries taken over");
+	}
+	return ret < 0 ? 0 : ret;
+}
+
+static int read_new(struct consumer *c)
+{
+	redisReply *r = round_trip(c, false);
+	if (!r)
+		return 0;
+	int ret = 0;
+	if (r->type == REDIS_REPLY_ERROR) {
+		if (rconn_is_error(r, "NOGROUP") || rconn_is_error(r, "UNBLOCKED"))
+			group_lost(c, r->str);
+		else
+			log_error("XREADGROUP: %s", r->str);
+	} else {
+		c->heal_streak = 0;
+		size_t got;
+		ret = process_read_reply(c, r, false, &got);
+	}
+	freeReplyObject(r);
+	return ret < 0 ? 0 : ret;
+}
+
+/* XAUTOCLAIM sweep: at most one batch per stream, cursor kept between
+ * sweeps; Redis 7's third element lists deleted ids (already removed
+ * from the PEL), which are only logged. */
+static int sweep_claims(struct consumer *c)
+{
+	struct rconn *rc = conn(c);
+	char idle[24], count[24];
+	snprintf(idle, sizeof(idle), "%lld", (long long)c->pool->claim_idle_ms);
+	snprintf(count, sizeof(count), "%lld", (long long)c->pool->batch);
+	c->next_claim_ms = util_mono_ms() + c->pool->claim_idle_ms / 2;
+	for (size_t i = 0; i < c->nstreams; i++)
+		redisAppendCommand(rc->c, "XAUTOCLAIM %s %s %s %s %s COUNT %s", c->pool->streams.v[i],
+				   c->pool->group, consumer_name(c), idle, c->claim_cursor[i], count);
+	redisReply **replies = util_xcalloc(c->nstreams, sizeof(*replies));
+	int ret = 0;
+	for (size_t i = 0; i < c->nstreams; i++) {
+		replies[i] = rconn_get_reply(rc);
+		if (!replies[i]) {
+			ret = -1;
+			break;
+		}
+	}
+	for (size_t i = 0; ret == 0 && i < c->nstreams; i++) {
+		redisReply *r = replies[i];
+		if (rconn_is_error(r, "NOGROUP")) {
+			group_lost(c, r->str);
+			continue;
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
+			continue;
+		free(c->claim_cursor[i]);
+		c->claim_cursor[i] = util_xstrdup(r->element[0]->str ? r->element[0]->str : "0-0");
+		if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY && r->element[2]->elements)
+			log_warn("XAUTOCLAIM %s: %zu claimed ids no longer exist (deleted)", c->pool->streams.v[i],
+				 r->element[2]->elements);
+		redisReply *entries = r->element[1];
+		if (entries->type != REDIS_REPLY_ARRAY || entries->elements == 0)
+			continue;
+		log_info("claimed %zu idle entries of %s", entries->elements, c->pool->streams.v[i]);
+		struct consumer_batch b = {.history = true};
+		struct sv_field *fields;
+		build_batch(c, entries, c->pool->streams.v[i], &b, &fields);
+		if (b.n)
+			ret = process_batch(c, &b);
+		free(b.v);
+		free(fields);
+	}
+	for (size_t i = 0; i < c->nstreams; i++)
+		if (replies[i])
+			freeReplyObject(replies[i]);
+	free(replies);
+	return ret < 0 ? 0 : ret;
+}
+
+int consumer_step(struct consumer *c)
+{
+	struct worker *w = c->w;
+	if (!c->groups_ready) {
+		if (ensure_groups(c) < 0) {
+			if (w->rc.c)
+				worker_wait(w, 1000);
+			return 0;
+		}
+	}
+	if (!c->started) {
+		warn_redis_config(c);
+		if (c->kind.start) {
+			int r = c->kind.start(c->kind.ctx, c);
+			if (r < 0)
+				return -r;
+		}
+		c->started = true;
+	}
+	if (w->paused) {
+		w->hb.status = HB_PAUSED;
+		flush_acks(c);
+		worker_wait(w, heartbeat_next_ms(&w->hb, util_mono_ms()));
+		worker_beat_if_due(w);
+		return 0;
+	}
+	if (w->hb.status == HB_PAUSED || w->hb.status == HB_STARTING)
+		w->hb.status = HB_IDLE;
+	if (!c->takeover_done)
+		return read_history(c);
+	if (util_mono_ms() >= c->next_claim_ms)
+		return sweep_claims(c);
+	return read_new(c);
+}
+
+int consumer_renew(struct consumer *c, const char *stream, const char *const *ids, size_t n,
+		   bool *owned)
+{
+	size_t argc = 5 + n;
+	const char **argv = malloc(argc * sizeof(*argv));
+	if (!argv)
+		abort();
+	argv[0] = "EVAL";
+	argv[1] = renew_script;
+	argv[2] = "1";
+	argv[3] = stream;
+	argv[4] = c->pool->group;
+	/* ARGV[1] = group, ARGV[2] = consumer, ARGV[3..] = ids */
+	const char **full = malloc((argc + 1) * sizeof(*full));
+	if (!full)
+		abort();
+	memcpy(full, argv, 5 * sizeof(*argv));
+	full[5] = consumer_name(c);
+	for (size_t i = 0; i < n; i++)
+		full[6 + i] = ids[i];
+	free(argv);
+	redisReply *r = rconn_commandv(conn(c), (int)(argc + 1), full, NULL);
+	free(full);
+	if (!r)
+		return -1;
+	int kept = 0;
+	for (size_t i = 0; i < n; i++)
+		owned[i] = false;
+	if (r->type == REDIS_REPLY_ARRAY) {
+		for (size_t j = 0; j < r->elements; j++)
+			for (size_t i = 0; i < n; i++)
+				if (!owned[i] && strcmp(r->element[j]->str, ids[i]) == 0) {
+					owned[i] = true;
+					kept++;
+					break;
+				}
+	} else if (r->type == REDIS_REPLY_ERROR) {
+		log_warn("renewing entries of %s: %s", stream, r->str);
+		for (size_t i = 0; i < n; i++)
+			owned[i] = true; /* unknown: keep them rather than drop */
+		kept = (int)n;
+	}
+	freeReplyObject(r);
+	return kept;
+}
+
+redisReply *consumer_list(struct consumer *c, const char *stream)
+{
+	return rconn_command(conn(c), "XINFO CONSUMERS %s %s", stream, c->pool->group);
+}
