@@ -10,6 +10,8 @@
  *   {"op":"hdel","names":[...]}                         HDEL NS:workers
  *   {"op":"prune","keep":[...]}   HDEL this node's fields not in keep
  *   {"op":"stop"}                 flush what is queued (bounded) and exit
+ *   {"op":"call","id":N,"cmd":C,"args":[...]}   pending/dead/drain (admin.h),
+ *                                 answered {"op":"reply","id":N,"reply":{...}}
  * Monitor -> master:
  *   {"op":"beats","ok":true,"wall_ms":N,"workers":{NAME:{heartbeat}...},
  *    "pending":{NAME:N...}}   or   {"op":"beats","ok":false,"error":"..."}

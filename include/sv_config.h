@@ -59,8 +59,10 @@ struct sv_config {
 		char *url;            /* as written (may hold a password; never log it) */
 		struct redis_url parsed;
 		char *password_file;  /* resolved path or "" */
-		char *password;       /* effective password (file wins over url) or NULL */
-		char *url_redacted;   /* safe for logs and status */
+		char *password;       /* effective password (file wins over url) or NULL;
+				       * parsed.password holds the same value */
+		char *url_redacted;   /* safe for logs and status; shows ":***" when
+				       * any password is used (url or file) */
 		int64_t connect_timeout_ms;  /* 2000 */
 		int64_t command_timeout_ms;  /* 10000 */
 	} redis;
@@ -103,7 +105,9 @@ struct sv_config {
 	} log;
 };
 
-/* Every problem found, each formatted "FILE:LINE: message". */
+/* Every problem found, each formatted "FILE:LINE: message" (semantic
+ * errors sorted by file and line), or "FILE: cannot read: reason".  Append
+ * only: pass a zeroed struct; free with config_errors_free. */
 struct config_errors {
 	char **v;
 	size_t n;
@@ -120,9 +124,12 @@ void config_errors_free(struct config_errors *errs);
  * differs ("redis", "sqlite", "node", ...), or NULL when the new file may be
  * applied live. */
 const char *config_restart_key_changed(const struct sv_config *old, const struct sv_config *new);
-/* Whether a running worker of pool a must be restarted to run as pool b
- * (any setting differs; for tool pools also any tool; for every pool also
- * heartbeat or log level changes are NOT a reason). */
+/* Whether a running worker of pool a must be restarted to run as pool b:
+ * any pool setting except count differs (a reload resizes pools without
+ * touching the other workers), or heartbeat settings differ (workers beat
+ * at interval_ms and give their fencing key a TTL of timeout_ms), or, for
+ * tool pools, any tool differs (config_tools_equal).  Log level/format,
+ * restart and retention changes are NOT a reason. */
 bool config_pool_changed(const struct sv_config *old, const struct pool_config *a,
 			 const struct sv_config *new, const struct pool_config *b);
 bool config_tools_equal(const struct sv_config *a, const struct sv_config *b);

@@ -8,7 +8,9 @@
  *   included file -- resolves relative to the MAIN file's directory, not
  *   to the including file's.  config_setting_source_file() reports the name
  *   as written in the @include directive; error messages print it joined to
- *   the main file's directory (as given), so the path is usable.
+ *   the main file's directory (as given), so the path is usable.  An
+ *   absolute @include path does not work in 1.5 (it is appended to the
+ *   include directory); use a path relative to the main file.
  *
  * - Integer wrap: libconfig 1.5 stores a plain integer literal (no L
  *   suffix) in a 32-bit int and silently wraps it modulo 2^32
@@ -469,19 +471,16 @@ static bool find_literal(const struct srcfile *f, unsigned line, const char *nam
 			size_t k = j;
 			while (k < f->len && isspace((unsigned char)t[k]))
 				k++;
+			/* Every "NAME =" here is a setting of that name, whatever
+			 * its value: count them all. */
 			if (k < f->len && (t[k] == '=' || t[k] == ':')) {
-				k++;
-				while (k < f->len && isspace((unsigned char)t[k]))
-					k++;
-				int64_t val;
-				bool ovf;
-				if (parse_literal(t + k, &val, &ovf)) {
-					if (ordinal == 0) {
-						*v = val;
-						*overflow = ovf;
-						return true;
-					}
+				if (ordinal > 0) {
 					ordinal--;
+				} else {
+					k++;
+					while (k < f->len && isspace((unsigned char)t[k]))
+						k++;
+					return parse_literal(t + k, v, overflow) != NULL;
 				}
 			}
 		}

@@ -76,6 +76,13 @@ struct pending_op {
 	int64_t deadline;
 };
 
+/* A control request forwarded to the monitor (pending, dead, drain). */
+struct monitor_call {
+	struct monitor_call *next;
+	struct control_client *client;
+	json_int_t id;
+};
+
 struct master {
 	struct sv_config *cfg;
 	char *config_path;
@@ -104,6 +111,8 @@ struct master {
 	int64_t next_watchdog;
 	int64_t next_status_notify;
 	struct pending_op *ops;
+	struct monitor_call *calls;
+	json_int_t next_call_id;
 };
 
 static struct master *the_master; /* for the children: keep memory reachable */
@@ -490,6 +499,7 @@ static void slot_send(struct slot *s, const char *msg)
 /* ---------- exits ---------- */
 
 static void pool_reap_retired(struct master *m, struct pool *p);
+static void calls_answer(struct master *m, json_int_t id, json_t *reply);
 
 static void slot_exited(struct master *m, struct slot *s, int code)
 {
@@ -558,6 +568,7 @@ static void reap_children(struct master *m)
 		if (pid == m->monitor_pid) {
 			m->monitor_pid = 0;
 			monitor_closed(m);
+			calls_answer(m, 0, NULL);
 			m->redis_ok = false;
 			if (!m->shutting_down) {
 				if (!m->monitor_stop_sent)
@@ -692,6 +703,29 @@ static void on_beats(struct master *m, json_t *msg)
 	m->remote = remote;
 }
 
+/* Answer one forwarded call (id 0: all of them, the monitor is gone). */
+static void calls_answer(struct master *m, json_int_t id, json_t *reply)
+{
+	struct monitor_call **pp = &m->calls;
+	while (*pp) {
+		struct monitor_call *call = *pp;
+		if (id && call->id != id) {
+			pp = &call->next;
+			continue;
+		}
+		*pp = call->next;
+		if (reply)
+			control_reply(call->client, id ? json_incref(reply) : json_deep_copy(reply));
+		else
+			control_reply_error(call->client, "the monitor exited before answering; try again");
+		control_client_unref(call->client);
+		free(call);
+		if (id)
+			break;
+	}
+	json_decref(reply);
+}
+
 static void monitor_read(struct master *m)
 {
 	if (m->monitor_fd < 0)
@@ -710,6 +744,9 @@ static void monitor_read(struct master *m)
 		const char *op = json_string_value(json_object_get(msg, "op"));
 		if (op && strcmp(op, "beats") == 0)
 			on_beats(m, msg);
+		else if (op && strcmp(op, "reply") == 0)
+			calls_answer(m, json_integer_value(json_object_get(msg, "id")),
+				     json_incref(json_object_get(msg, "reply")));
 		json_decref(msg);
 	}
 }
@@ -1216,6 +1253,32 @@ static bool shutdown_progress(struct master *m, int64_t now)
 
 /* ---------- control requests ---------- */
 
+/* pending, dead ..., drain: the monitor owns the Redis connection. */
+static void cmd_forward(struct master *m, struct control_client *c, const char *cmd, json_t *req)
+{
+	if (m->monitor_pid <= 0 || m->monitor_fd < 0 || m->monitor_stop_sent) {
+		control_reply_error(c, "monitor not running (restarting); try again");
+		return;
+	}
+	json_t *args = json_object_get(req, "args");
+	if (strcmp(cmd, "drain") == 0) {
+		bool yes = false;
+		size_t i;
+		json_t *v;
+		json_array_foreach(args, i, v) yes |= json_is_string(v) && strcmp(json_string_value(v), "--yes") == 0;
+		if (!yes) {
+			control_reply_error(c, "drain destroys every consumer group and stream: confirm with --yes");
+			return;
+		}
+	}
+	struct monitor_call *call = util_xcalloc(1, sizeof(*call));
+	call->client = control_client_ref(c);
+	call->id = ++m->next_call_id;
+	call->next = m->calls;
+	m->calls = call;
+	monitor_send(m, json_pack("{s:s, s:I, s:s, s:O?}", "op", "call", "id", call->id, "cmd", cmd, "args", args));
+}
+
 static const char *req_arg(json_t *req, size_t i)
 {
 	return json_string_value(json_array_get(json_object_get(req, "args"), i));
@@ -1243,6 +1306,8 @@ static void on_request(void *ctx, struct control_client *c, json_t *req)
 			control_reply(c, master_reload(m));
 	} else if (strcmp(cmd, "config") == 0) {
 		cmd_config(m, c);
+	} else if (!strcmp(cmd, "pending") || !strcmp(cmd, "dead") || !strcmp(cmd, "drain")) {
+		cmd_forward(m, c, cmd, req);
 	} else if (strcmp(cmd, "shutdown") == 0) {
 		control_reply(c, json_pack("{s:b}", "ok", 1));
 		begin_shutdown(m, "streamvisorctl shutdown");
@@ -1438,6 +1503,7 @@ static void master_free(struct master *m)
 		json_decref(op->names);
 		free(op);
 	}
+	calls_answer(m, 0, NULL);
 	for (size_t i = 0; i < m->npools; i++)
 		pool_free(m->pools[i]);
 	free(m->pools);

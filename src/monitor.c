@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "admin.h"
 #include "log.h"
 #include "rconn.h"
 #include "util.h"
@@ -227,6 +228,12 @@ static void handle_line(struct monitor *m, const char *line)
 		log_warn("bad request from master");
 	} else if (strcmp(kind, "stop") == 0) {
 		m->stopping = true;
+	} else if (strcmp(kind, "call") == 0) {
+		/* streamvisorctl pending/dead/drain: answer now. */
+		json_t *reply = admin_call(&m->rc, m->cfg, json_string_value(json_object_get(op, "cmd")),
+					   json_object_get(op, "args"));
+		send_to_master(m, json_pack("{s:s, s:O, s:o}", "op", "reply", "id", json_object_get(op, "id"),
+					    "reply", reply));
 	} else {
 		queue_op(m, op);
 	}

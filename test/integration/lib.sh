@@ -140,8 +140,8 @@ _sv_cleanup() {
 	done
 	if [ -n "$REDIS_PID" ]; then
 		kill -KILL "$REDIS_PID" 2>/dev/null
+		wait "$REDIS_PID" 2>/dev/null
 	fi
-	wait 2>/dev/null
 	if [ "${SV_KEEP_TMP:-0}" = 1 ]; then
 		echo "# kept $TMPD" >&2
 	else

@@ -423,6 +423,12 @@ static void test_int_wrap_errors(void **state)
 	expect_errors("streams = [\"e\"];\n"
 		      "pools = ( { name = \"a\"; kind = \"tool\"; count = 1; }, { name = \"b\"; kind = \"tool\"; count = 4294967297; } );\n",
 		      1, 2, "pools[1].count must be between 0 and 1000 (got 4294967297)");
+	expect_errors("streams = [\"e\"];\n"
+		      "pools = ( { name = \"a\"; kind = \"tool\"; count = \"1\"; }, { name = \"b\"; kind = \"tool\"; count = 4294967297; } );\n",
+		      2, 2, "pools[0].count must be an integer", 2, "pools[1].count must be between 0 and 1000 (got 4294967297)");
+	expect_errors("streams = [\"e\"];\n"
+		      "pools = ( { name = \"a\"; kind = \"tool\"; count = { }; }, { name = \"b\"; kind = \"tool\"; count : 4294967297; } );\n",
+		      2, 2, "pools[0].count must be an integer", 2, "pools[1].count must be between 0 and 1000 (got 4294967297)");
 }
 
 /* ---- types, unknown keys, ranges -------------------------------------- */
