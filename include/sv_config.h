@@ -13,7 +13,7 @@
 
 enum pool_kind { POOL_PERSISTENCE = 0, POOL_TOOL };
 enum reducer_kind { REDUCER_RESPONSE = 0, REDUCER_MERGE };
-enum sqlite_sync { SQLITE_SYNC_FULL = 0, SQLITE_SYNC_NORMAL };
+enum sqlite_sync { SV_SYNC_FULL = 0, SV_SYNC_NORMAL };
 
 struct strlist {
 	char **v;

@@ -869,9 +869,9 @@ static void load_sqlite(struct ld *ld, const config_setting_t *root)
 	tmp = NULL;
 	s = get_str(ld, g, "sqlite", "synchronous", "full", &tmp);
 	if (strcmp(tmp, "full") == 0)
-		cfg->sqlite.synchronous = SQLITE_SYNC_FULL;
+		cfg->sqlite.synchronous = SV_SYNC_FULL;
 	else if (strcmp(tmp, "normal") == 0)
-		cfg->sqlite.synchronous = SQLITE_SYNC_NORMAL;
+		cfg->sqlite.synchronous = SV_SYNC_NORMAL;
 	else
 		errf(ld, s, "sqlite.synchronous must be \"full\" or \"normal\", not \"%s\"", tmp);
 	free(tmp);

@@ -41,6 +41,7 @@ struct consumer {
 	bool takeover_done;
 	bool one_at_a_time;      /* predecessor exited uncleanly */
 	int64_t next_claim_ms;
+	bool idle;               /* the last read found nothing: the next one blocks */
 	unsigned heal_streak;
 	struct backoff heal_backoff;
 	bool warned_redis;
@@ -628,6 +629,19 @@ static bool history_left(struct consumer *c)
 	return false;
 }
 
+/* Beat in this round trip?  When due, or when the read is about to block
+ * for long enough to make the next beat late. */
+static bool beat_now(struct consumer *c, bool blocking)
+{
+	const struct heartbeat *hb = &c->w->hb;
+	if (!hb->registered)
+		return false;
+	int64_t elapsed = util_mono_ms() - hb->last_beat_mono;
+	if (elapsed >= hb->interval_ms)
+		return true;
+	return blocking && c->idle && elapsed + c->pool->block_ms > hb->interval_ms;
+}
+
 /* One pipelined round trip: queued acks, the heartbeat when due, and the
  * read.  Returns the read's reply or NULL (connection dropped). */
 static redisReply *round_trip(struct consumer *c, bool history)
@@ -636,7 +650,7 @@ static redisReply *round_trip(struct consumer *c, bool history)
 	size_t sent[c->nstreams ? c->nstreams : 1];
 	int64_t t0 = util_mono_us();
 	int nacks = append_acks(c, sent);
-	int nbeat = heartbeat_due(&w->hb, util_mono_ms()) ? heartbeat_append(&w->hb, &w->rc) : 0;
+	int nbeat = beat_now(c, !history) ? heartbeat_append(&w->hb, &w->rc) : 0;
 	append_read(c, history);
 	if (nacks && read_ack_replies(c, sent) < 0)
 		return NULL;
@@ -689,6 +703,7 @@ static int read_new(struct consumer *c)
 		c->heal_streak = 0;
 		size_t got;
 		ret = process_read_reply(c, r, false, &got);
+		c->idle = got == 0;
 	}
 	freeReplyObject(r);
 	return ret < 0 ? 0 : ret;

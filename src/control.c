@@ -603,6 +603,7 @@ static int mkdir_parents(const char *path, gid_t gid, bool have_gid)
 		char save = *p;
 		*p = '\0';
 		if (mkdir(dir, 0750) == 0) {
+			chmod(dir, 0750); /* whatever the umask */
 			if (have_gid && chown(dir, (uid_t)-1, gid) < 0)
 				log_warn("control: cannot give %s to the control group: %s", dir,
 					 strerror(errno));

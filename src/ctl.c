@@ -20,8 +20,6 @@
 
 #include "control.h"
 #include "log.h"
-/* Before sqlite3.h: sv_config.h's enum sqlite_sync uses names that
- * sqlite3.h defines as macros (SQLITE_SYNC_FULL, SQLITE_SYNC_NORMAL). */
 #include "sv_config.h"
 #include "util.h"
 
@@ -860,6 +858,7 @@ static bool is_cmd(const char *c, const char *const *names)
 
 static int run(struct opts *o, const char *cmd, int argc, char **argv)
 {
+	char *purge_args[3];
 	/* Check the arguments before talking to anyone. */
 	if (!strcmp(cmd, "status")) {
 		if (argc > 1)
@@ -893,6 +892,13 @@ static int run(struct opts *o, const char *cmd, int argc, char **argv)
 			if (argc == 2 && !strncmp(argv[1], "--older-than=", 13)) {
 				if (!parse_uint(argv[1] + 13, NULL))
 					return usage_error("dead purge: --older-than needs milliseconds");
+				/* The daemon takes the option and its value as two words. */
+				static char opt[] = "--older-than";
+				purge_args[0] = argv[0];
+				purge_args[1] = opt;
+				purge_args[2] = argv[1] + 13;
+				argv = purge_args;
+				argc = 3;
 			} else if (argc != 1 && !(argc == 3 && !strcmp(argv[1], "--older-than"))) {
 				return usage_error("usage: dead purge [--older-than MS]");
 			} else if (argc == 3 && !parse_uint(argv[2], NULL)) {

@@ -52,6 +52,7 @@ struct slot {
 	int64_t beat_ms, beat_change_mono;
 	json_t *hb;           /* the last heartbeat seen from this pid */
 	int64_t pending;
+	pid_t tool_pgid;      /* the tool process group the worker runs now */
 	int last_code;        /* last exit: status, or -signal */
 	bool have_exit;
 	char last_exit[64];
@@ -481,7 +482,10 @@ static void slot_read_chan(struct master *m, struct slot *s)
 	int r;
 	while ((r = linebuf_next(&s->chan_lb, &line)) > 0 || r == -E2BIG) {
 		long long inc;
-		if (r > 0 && sscanf(line, "registered %lld", &inc) == 1) {
+		int pgid;
+		if (r > 0 && sscanf(line, "tool_pgid %d", &pgid) == 1) {
+			s->tool_pgid = pgid;
+		} else if (r > 0 && sscanf(line, "registered %lld", &inc) == 1) {
 			s->registered = true;
 			log_debug("%s registered incarnation %lld (%lld ms after fork)", s->name, inc,
 				  (long long)(util_mono_ms() - s->started_mono));
@@ -503,8 +507,15 @@ static void calls_answer(struct master *m, json_int_t id, json_t *reply);
 
 static void slot_exited(struct master *m, struct slot *s, int code)
 {
+	slot_read_chan(m, s);
 	slot_read_stderr(s, true);
 	slot_close_fds(s);
+	if (s->tool_pgid > 0) {
+		/* The worker died with a tool running: no orphan survives it. */
+		if (kill(-s->tool_pgid, SIGKILL) == 0)
+			log_warn("killed the tool process group %d left by %s", (int)s->tool_pgid, s->name);
+		s->tool_pgid = 0;
+	}
 	s->prev_pid = s->pid;
 	s->unclean_prev = code != 0;
 	s->pid = 0;

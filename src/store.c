@@ -685,7 +685,7 @@ int store_open(struct store **out, const char *path, const struct store_opts *op
 		 "%s PRAGMA synchronous = %s; PRAGMA foreign_keys = OFF;"
 		 " PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
 		 s->readonly ? "" : "PRAGMA journal_mode = WAL;",
-		 opts->synchronous == SQLITE_SYNC_NORMAL ? "NORMAL" : "FULL");
+		 opts->synchronous == SV_SYNC_NORMAL ? "NORMAL" : "FULL");
 	if ((rc = exec_sql(s, pragmas)) < 0 || (rc = migrate(s)) < 0)
 		goto fail;
 	if (!s->readonly)

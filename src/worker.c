@@ -12,6 +12,7 @@
 #include "consumer.h"
 #include "fault.h"
 #include "worker_persist.h"
+#include "worker_tool.h"
 #include "log.h"
 
 volatile sig_atomic_t worker_stop;
@@ -147,6 +148,9 @@ static void worker_kind_init(struct worker *w)
 	if (w->pool->kind == POOL_PERSISTENCE) {
 		worker_persist_init(w, &w->kind);
 		w->consumer = consumer_new(w, &w->kind);
+	} else if (w->pool->kind == POOL_TOOL) {
+		worker_tool_init(w, &w->kind);
+		w->consumer = consumer_new(w, &w->kind);
 	}
 }
 
@@ -159,6 +163,8 @@ static void worker_kind_free(struct worker *w)
 	}
 	if (w->pool->kind == POOL_PERSISTENCE)
 		worker_persist_free(&w->kind);
+	else if (w->pool->kind == POOL_TOOL)
+		worker_tool_free(&w->kind);
 }
 
 static int worker_setup(struct worker *w, const struct worker_args *a)

@@ -22,6 +22,9 @@
 : "${REDIS_SERVER:=$(command -v redis-server)}"
 : "${REDIS_CLI:=$(command -v redis-cli)}"
 
+# The system python starts fast; a pyenv shim costs ~1 s per call.
+if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=$(command -v python3); fi
+
 TEST_NAME=$(basename "$0" .sh)
 TEST_NAME=${TEST_NAME#test_}
 
@@ -200,7 +203,7 @@ restart_redis() { stop_redis "${1:-TERM}"; start_redis; }
 # print raw, None prints nothing, other values as JSON.  Fails (status 1) on
 # empty or unparsable input, or when EXPR raises.
 pyjson() {
-	python3 -c '
+	"$PY" -c '
 import json, sys
 src = sys.stdin.read()
 try:
@@ -208,7 +211,7 @@ try:
 except Exception:
     sys.exit(1)
 try:
-    r = eval(sys.argv[1], {"json": json}, {"d": d})
+    r = eval(sys.argv[1], {"json": json, "d": d})
 except Exception as e:
     sys.stderr.write("pyjson: %r\n" % (e,))
     sys.exit(1)
@@ -348,10 +351,11 @@ hbfield() { hb "$1" | pyjson 'd["'"$2"'"]'; }
 
 # beat_fresh NAME MAX_AGE_MS: beat_ms of NAME is within MAX_AGE_MS of now.
 beat_fresh() {
-	local b
+	local b t
+	t=$(now_ms)
 	b=$(hbfield "$1" beat_ms 2>/dev/null) || return 1
 	[[ $b =~ ^[0-9]+$ ]] || return 1
-	local age=$(($(now_ms) - b))
+	local age=$((t - b))
 	[ "$age" -le "$2" ] && [ "$age" -ge -"$2" ]
 }
 
@@ -359,7 +363,7 @@ beat_fresh() {
 # one JSON object per line: {"id":..., "worker":..., "from":..., ...}.
 sup_entries() {
 	local start=${1:-0-0}
-	rcli --json XRANGE "$SV_NS:supervisor" "($start" + 2>/dev/null | python3 -c '
+	rcli --json XRANGE "$SV_NS:supervisor" "($start" + 2>/dev/null | "$PY" -c '
 import json, sys
 src = sys.stdin.read().strip()
 for e in (json.loads(src) if src else []):
@@ -379,11 +383,11 @@ sup_last_id() {
 
 # sup_select START_ID 'PYTHON CONDITION on e': matching entries (JSON lines).
 sup_select() {
-	sup_entries "$1" | python3 -c '
+	sup_entries "$1" | "$PY" -c '
 import json, sys
 for line in sys.stdin:
     e = json.loads(line)
-    if eval(sys.argv[1], {}, {"e": e}):
+    if eval(sys.argv[1], {"e": e}):
         print(line.rstrip())
 ' "$2"
 }

@@ -19,7 +19,7 @@ info "socket: $(stat -c '%A %U:%G' "$SOCK")"
 # raw_request LINE_PY_EXPR [TIMEOUT_S]: send bytes, print the first reply
 # line or "<EOF>" / "<TIMEOUT>".
 raw_request() {
-	python3 - "$SOCK" "$1" "${2:-10}" <<'PY'
+	"$PY" - "$SOCK" "$1" "${2:-10}" <<'PY'
 import socket, sys, time
 path, expr, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
 payload = eval(expr)
@@ -118,7 +118,7 @@ ok "1 MiB line -> error reply; status works afterwards"
 check "clients that send half a line and stall do not block status"
 stall_pids=""
 for i in 1 2; do
-	python3 - "$SOCK" "$TMPD/stall.$i" <<'PY' &
+	"$PY" - "$SOCK" "$TMPD/stall.$i" <<'PY' &
 import socket, sys, time
 path, out = sys.argv[1], sys.argv[2]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

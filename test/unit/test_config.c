@@ -135,7 +135,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->redis.connect_timeout_ms, 2000);
 	assert_int_equal(cfg->redis.command_timeout_ms, 10000);
 	assert_string_equal(cfg->sqlite.path, "/var/lib/streamvisor/snapshots.db");
-	assert_int_equal(cfg->sqlite.synchronous, SQLITE_SYNC_FULL);
+	assert_int_equal(cfg->sqlite.synchronous, SV_SYNC_FULL);
 	assert_int_equal(cfg->sqlite.busy_timeout_ms, 5000);
 	assert_string_equal(cfg->control.socket, "/run/streamvisor/streamvisord.sock");
 	assert_int_equal(cfg->control.mode, 0660);
@@ -507,7 +507,7 @@ static void test_ranges(void **state)
 	assert_string_equal(cfg->metrics.listen, "[::1]:9464");
 	assert_int_equal(cfg->log.level, LOG_DEBUG);
 	assert_int_equal(cfg->log.format, LOG_FMT_JSON);
-	assert_int_equal(cfg->sqlite.synchronous, SQLITE_SYNC_NORMAL);
+	assert_int_equal(cfg->sqlite.synchronous, SV_SYNC_NORMAL);
 	config_free(cfg);
 }
 

@@ -1,0 +1,24 @@
+/* worker_tool: the tool worker kind (SPEC §6).  For each `tool.call` it
+ * runs the configured command (fork/execve, never a shell, own process
+ * group, rlimits, exact environment), feeds `arguments` as JSON on stdin,
+ * captures stdout (bounded, valid UTF-8), keeps heartbeating and renewing
+ * its claim while the tool runs, enforces the timeout, and publishes one
+ * `tool.output` atomically with its XACK (a Lua script guarded by a done
+ * key), so the output exists exactly once even though a tool may run more
+ * than once after a crash. */
+#ifndef SV_WORKER_TOOL_H
+#define SV_WORKER_TOOL_H
+
+#include <stddef.h>
+
+#include "consumer.h"
+
+int worker_tool_init(struct worker *w, struct consumer_kind *kind);
+void worker_tool_free(struct consumer_kind *kind);
+
+/* Sanitize captured output: cut at max bytes on a character boundary and
+ * replace invalid UTF-8 (and NUL) with U+FFFD.  Returns a malloc'd NUL-
+ * terminated string; *truncated is set when input was cut. */
+char *worker_tool_sanitize(const char *buf, size_t len, size_t max, int *truncated);
+
+#endif

@@ -1,0 +1,710 @@
+/* worker_tool: run configured commands for tool.call events. */
+#include "worker_tool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "log.h"
+#include "util.h"
+
+#define TOOL_KILL_GRACE_MS 1000
+#define TOOL_DONE_TTL_S "86400"
+#define STDERR_LINES_PER_S 20
+
+/* SET done NX EX; only if it was set, XADD the output; XACK either way. */
+static const char publish_script[] =
+	"if redis.call('SET', KEYS[1], 'done', 'NX', 'EX', ARGV[3]) then "
+	"  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4)) "
+	"end "
+	"return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])";
+
+struct tool_worker {
+	struct worker *w;
+};
+
+/* One call in hand. */
+struct call {
+	const char *stream, *entry_id;
+	const char *run, *call_id, *name;
+	int64_t seq;
+	char *arguments;       /* JSON text for stdin */
+	char done_key[512];
+};
+
+/* What running the tool produced. */
+struct outcome {
+	char *output;
+	int is_error;
+	int truncated;
+	int exit_code;         /* -1: none (signal, timeout, not started) */
+	int64_t duration_ms;
+	bool stolen;           /* our claim was lost: publish nothing */
+	bool interrupted;      /* the worker is stopping: publish nothing */
+};
+
+/* ---------- UTF-8 ---------- */
+
+/* Length of the valid UTF-8 sequence at s (n bytes available), or 0. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+	size_t len;
+	uint32_t cp;
+	if (c >= 0x01 && c < 0x80)
+		return 1;
+	if (c >= 0xC2 && c <= 0xDF)
+		len = 2, cp = c & 0x1F;
+	else if (c >= 0xE0 && c <= 0xEF)
+		len = 3, cp = c & 0x0F;
+	else if (c >= 0xF0 && c <= 0xF4)
+		len = 4, cp = c & 0x07;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3F);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+		return 0;
+	return len;
+}
+
+char *worker_tool_sanitize(const char *buf, size_t len, size_t max, int *truncated)
+{
+	const unsigned char *s = (const unsigned char *)buf;
+	char *out = malloc(max + 4);
+	if (!out)
+		return NULL;
+	size_t o = 0;
+	*truncated = len > max;
+	for (size_t i = 0; i < len;) {
+		size_t n = utf8_seq(s + i, len - i);
+		const char *piece = n ? (const char *)s + i : "\xEF\xBF\xBD";
+		size_t plen = n ? n : 3;
+		if (o + plen > max) {
+			*truncated = 1;
+			break;
+		}
+		memcpy(out + o, piece, plen);
+		o += plen;
+		i += n ? n : 1;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* ---------- decoding the call ---------- */
+
+static const char *field(const struct sv_entry *e, const char *name, size_t *len)
+{
+	const char *v = NULL;
+	for (size_t i = 0; i < e->nfields; i++)
+		if (e->fields[i].name_len == strlen(name) && memcmp(e->fields[i].name, name, e->fields[i].name_len) == 0) {
+			v = e->fields[i].value;
+			if (len)
+				*len = e->fields[i].value_len;
+		}
+	return v;
+}
+
+static bool is_tool_call(const struct sv_entry *e)
+{
+	size_t len = 0;
+	const char *t = field(e, "type", &len);
+	return t && len == 9 && memcmp(t, "tool.call", 9) == 0;
+}
+
+/* Returns NULL, or a dead-letter reason. */
+static const char *call_decode(const struct worker *w, const struct consumer_entry *ce, json_t **data,
+			       struct call *call)
+{
+	memset(call, 0, sizeof(*call));
+	size_t dlen = 0;
+	const char *run = field(&ce->e, "run", NULL);
+	const char *draw = field(&ce->e, "data", &dlen);
+	const char *seq = field(&ce->e, "seq", NULL);
+	if (!run || !*run)
+		return "missing run";
+	*data = draw ? json_loadb(draw, dlen, JSON_ALLOW_NUL, NULL) : NULL;
+	if (!json_is_object(*data))
+		return "data is not a JSON object";
+	const char *call_id = json_string_value(json_object_get(*data, "call_id"));
+	if (!call_id)
+		call_id = field(&ce->e, "call_id", NULL);
+	const char *name = json_string_value(json_object_get(*data, "name"));
+	if (!call_id || !*call_id)
+		return "tool.call without call_id";
+	if (!name)
+		return "tool.call without name";
+	call->stream = ce->e.stream;
+	call->entry_id = ce->e.id;
+	call->run = run;
+	call->call_id = call_id;
+	call->name = name;
+	call->seq = seq ? atoll(seq) : 0;
+	json_t *args = json_object_get(*data, "arguments");
+	/* Arguments given as a JSON string are passed as that string's text;
+	 * anything else as its JSON encoding. */
+	call->arguments = json_is_string(args) ? util_xstrdup(json_string_value(args))
+			  : args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY)
+				 : util_xstrdup("{}");
+	snprintf(call->done_key, sizeof(call->done_key), "%s:tool:%s:%s", w->cfg->namespace, run, call_id);
+	return NULL;
+}
+
+/* ---------- running ---------- */
+
+static void child_exec(const struct tool_config *t, const struct call *call, int in, int out, int err,
+		       int report)
+{
+	setpgid(0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	dup2(in, 0);
+	dup2(out, 1);
+	dup2(err, 2);
+	int keep[] = {report};
+	util_close_fds_from(3, keep, 1);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	for (int s = 1; s < NSIG; s++)
+		signal(s, SIG_DFL);
+	struct rlimit rl;
+	if (t->rlimit_cpu_s > 0) {
+		rl.rlim_cur = rl.rlim_max = (rlim_t)t->rlimit_cpu_s;
+		setrlimit(RLIMIT_CPU, &rl);
+	}
+	if (t->rlimit_as_mb > 0) {
+		rl.rlim_cur = rl.rlim_max = (rlim_t)t->rlimit_as_mb << 20;
+		setrlimit(RLIMIT_AS, &rl);
+	}
+	if (t->rlimit_nofile > 0) {
+		rl.rlim_cur = rl.rlim_max = (rlim_t)t->rlimit_nofile;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	/* Exactly the configured environment, plus PATH and the call's ids. */
+	size_t n = t->env.n;
+	char **envp = calloc(n + 4, sizeof(char *));
+	bool have_path = false;
+	for (size_t i = 0; envp && i < n; i++) {
+		envp[i] = t->env.v[i];
+		have_path |= strncmp(t->env.v[i], "PATH=", 5) == 0;
+	}
+	char runv[512], callv[512];
+	snprintf(runv, sizeof(runv), "STREAMVISOR_RUN=%s", call->run);
+	snprintf(callv, sizeof(callv), "STREAMVISOR_CALL_ID=%s", call->call_id);
+	if (envp) {
+		if (!have_path)
+			envp[n++] = "PATH=/usr/local/bin:/usr/bin:/bin";
+		envp[n++] = runv;
+		envp[n++] = callv;
+	}
+	if (chdir(t->cwd && *t->cwd ? t->cwd : "/") < 0) {
+		int e = errno;
+		(void)!write(report, &e, sizeof(e));
+		_exit(127);
+	}
+	execve(t->command.v[0], t->command.v, envp);
+	int e = errno;
+	(void)!write(report, &e, sizeof(e));
+	_exit(127);
+}
+
+struct run_state {
+	struct worker *w;
+	struct consumer *c;
+	struct consumer_batch *batch;  /* the rest of it waits: renew it too */
+	size_t index;
+	const struct tool_config *tool;
+	const struct call *call;
+	pid_t pid;
+	int pidfd;             /* readable when the tool exits (-1: poll by time) */
+	int in, out, err;
+	size_t in_off, in_len;
+	char *outbuf;
+	size_t outlen, outcap;
+	struct linebuf errlb;
+	int64_t start, deadline, kill_at, next_renew;
+	bool timed_out;
+	int status;
+	bool exited;
+	int64_t stderr_window;
+	unsigned stderr_lines, stderr_dropped;
+};
+
+static void tool_stderr_line(struct run_state *rs, const char *line)
+{
+	int64_t now = util_mono_ms();
+	if (now - rs->stderr_window >= 1000) {
+		if (rs->stderr_dropped)
+			log_warn("tool %s call %s: %u stderr lines suppressed", rs->tool->name, rs->call->call_id,
+				 rs->stderr_dropped);
+		rs->stderr_window = now;
+		rs->stderr_lines = 0;
+		rs->stderr_dropped = 0;
+	}
+	if (rs->stderr_lines++ >= STDERR_LINES_PER_S) {
+		rs->stderr_dropped++;
+		return;
+	}
+	log_kv(LOG_INFO, KV("tool", rs->tool->name, "call_id", rs->call->call_id), "tool stderr: %.1000s", line);
+}
+
+static void read_out(struct run_state *rs)
+{
+	char buf[65536];
+	for (;;) {
+		ssize_t n = read(rs->out, buf, sizeof(buf));
+		if (n <= 0) {
+			if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+				close(rs->out);
+				rs->out = -1;
+			}
+			return;
+		}
+		/* Keep max_output + 1 bytes: enough to know it was cut. */
+		size_t keep = (size_t)rs->tool->max_output + 1;
+		size_t room = rs->outlen < keep ? keep - rs->outlen : 0;
+		size_t take = (size_t)n < room ? (size_t)n : room;
+		if (rs->outlen + take > rs->outcap) {
+			rs->outcap = rs->outlen + take + 4096;
+			rs->outbuf = realloc(rs->outbuf, rs->outcap);
+			if (!rs->outbuf)
+				abort();
+		}
+		memcpy(rs->outbuf + rs->outlen, buf, take);
+		rs->outlen += take;
+	}
+}
+
+static void read_err(struct run_state *rs)
+{
+	ssize_t n;
+	do {
+		n = linebuf_fill(&rs->errlb, rs->err);
+		char *line;
+		int r;
+		while ((r = linebuf_next(&rs->errlb, &line)) != 0)
+			if (r > 0)
+				tool_stderr_line(rs, line);
+	} while (n > 0);
+	if (n == 0 || (n < 0 && n != -EAGAIN)) {
+		close(rs->err);
+		rs->err = -1;
+	}
+}
+
+static void write_in(struct run_state *rs)
+{
+	while (rs->in_off < rs->in_len) {
+		ssize_t n = write(rs->in, rs->call->arguments + rs->in_off, rs->in_len - rs->in_off);
+		if (n < 0) {
+			if (errno == EAGAIN)
+				return;
+			break; /* EPIPE: the tool does not read its input */
+		}
+		rs->in_off += (size_t)n;
+	}
+	close(rs->in);
+	rs->in = -1;
+}
+
+static void tell_master_pgid(struct worker *w, pid_t pgid)
+{
+	char msg[48];
+	int n = snprintf(msg, sizeof(msg), "tool_pgid %d\n", (int)pgid);
+	util_write_all(w->args->chan_fd, msg, (size_t)n);
+	w->hb.tool_pgid = pgid;
+}
+
+/* Renew our claim on the entry in hand, and on the entries of the batch
+ * still waiting, while the tool runs: none of them may look idle to
+ * another worker's XAUTOCLAIM.  False when the entry in hand was taken;
+ * waiting entries that were taken are dropped from the batch. */
+static bool renew_claim(struct run_state *rs)
+{
+	struct consumer_batch *b = rs->batch;
+	if (!rs->w->rc.c)
+		return true; /* cannot tell now: keep going */
+	const char **ids = malloc((b->n + 1) * sizeof(*ids));
+	bool *owned = calloc(b->n + 1, sizeof(*owned));
+	size_t *which = malloc((b->n + 1) * sizeof(*which));
+	if (!ids || !owned || !which)
+		abort();
+	size_t n = 0;
+	ids[n] = rs->call->entry_id, which[n++] = rs->index;
+	for (size_t i = rs->index + 1; i < b->n; i++)
+		if (b->v[i].verdict == CE_UNDECIDED)
+			ids[n] = b->v[i].e.id, which[n++] = i;
+	bool mine = true;
+	if (consumer_renew(rs->c, rs->call->stream, ids, n, owned) >= 0) {
+		mine = owned[0];
+		for (size_t k = 1; k < n; k++)
+			if (!owned[k])
+				b->v[which[k]].verdict = CE_DROP;
+	}
+	free(ids);
+	free(owned);
+	free(which);
+	return mine;
+}
+
+static int spawn_tool(struct run_state *rs, struct outcome *oc)
+{
+	int pin[2], pout[2], perr[2], prep[2];
+	if (pipe2(pin, O_CLOEXEC) < 0)
+		return -errno;
+	if (pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0 || pipe2(prep, O_CLOEXEC) < 0)
+		return -errno; /* fds leak only on EMFILE at start-up; acceptable */
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0)
+		child_exec(rs->tool, rs->call, pin[0], pout[1], perr[1], prep[1]);
+	setpgid(pid, pid); /* also in the parent, against the race */
+	close(pin[0]);
+	close(pout[1]);
+	close(perr[1]);
+	close(prep[1]);
+	int e = 0;
+	ssize_t n = read(prep[0], &e, sizeof(e)); /* EOF at exec, or errno */
+	close(prep[0]);
+	rs->pid = pid;
+#ifdef SYS_pidfd_open
+	rs->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (rs->pidfd >= 0)
+		util_set_cloexec(rs->pidfd);
+#else
+	rs->pidfd = -1;
+#endif
+	rs->in = pin[1];
+	rs->out = pout[0];
+	rs->err = perr[0];
+	util_set_nonblock(rs->in);
+	util_set_nonblock(rs->out);
+	util_set_nonblock(rs->err);
+	if (n == (ssize_t)sizeof(e)) {
+		oc->output = NULL;
+		return -e;
+	}
+	return 0;
+}
+
+static void kill_group(pid_t pgid, int sig)
+{
+	if (pgid > 0)
+		kill(-pgid, sig);
+}
+
+static void run_loop(struct run_state *rs, struct outcome *oc)
+{
+	struct worker *w = rs->w;
+	int64_t renew_every = w->pool->claim_idle_ms / 3;
+	rs->next_renew = rs->start + renew_every;
+	while (!rs->exited || rs->out >= 0 || rs->err >= 0) {
+		int64_t now = util_mono_ms();
+		if (!rs->timed_out && now >= rs->deadline) {
+			rs->timed_out = true;
+			log_warn("tool %s call %s timed out after %lld ms: SIGTERM", rs->tool->name, rs->call->call_id,
+				 (long long)rs->tool->timeout_ms);
+			kill_group(rs->pid, SIGTERM);
+			rs->kill_at = now + TOOL_KILL_GRACE_MS;
+		}
+		if (rs->kill_at && now >= rs->kill_at) {
+			kill_group(rs->pid, SIGKILL);
+			rs->kill_at = 0;
+		}
+		if ((worker_stop && w->master_gone) && !oc->interrupted) {
+			/* The master is gone: do not leave a tool behind. */
+			oc->interrupted = true;
+			kill_group(rs->pid, SIGKILL);
+		}
+		if (now >= rs->next_renew) {
+			rs->next_renew = now + renew_every;
+			if (!renew_claim(rs)) {
+				log_warn("tool %s call %s: entry %s was claimed by another consumer: killing the tool, publishing nothing",
+					 rs->tool->name, rs->call->call_id, rs->call->entry_id);
+				oc->stolen = true;
+				kill_group(rs->pid, SIGKILL);
+			}
+		}
+		if (w->rc.c && heartbeat_due(&w->hb, now))
+			heartbeat_beat(&w->hb, &w->rc);
+		else if (!w->rc.c)
+			rconn_ready(&w->rc, now);
+
+		struct pollfd fds[4];
+		nfds_t n = 0;
+		int iin = -1, iout = -1, ierr = -1;
+		if (rs->in >= 0)
+			iin = (int)n, fds[n++] = (struct pollfd){.fd = rs->in, .events = POLLOUT};
+		if (rs->out >= 0)
+			iout = (int)n, fds[n++] = (struct pollfd){.fd = rs->out, .events = POLLIN};
+		if (rs->err >= 0)
+			ierr = (int)n, fds[n++] = (struct pollfd){.fd = rs->err, .events = POLLIN};
+		int chan = (int)n;
+		fds[n++] = (struct pollfd){.fd = w->args->chan_fd, .events = POLLIN};
+		if (rs->pidfd >= 0 && !rs->exited)
+			fds[n++] = (struct pollfd){.fd = rs->pidfd, .events = POLLIN};
+		/* Without a pidfd the exit is noticed by polling. */
+		int64_t wait = rs->pidfd >= 0 ? 1000 : 20;
+		if (rs->deadline - now < wait)
+			wait = rs->deadline - now > 0 ? rs->deadline - now : 0;
+		if (rs->kill_at && rs->kill_at - now < wait)
+			wait = rs->kill_at - now > 0 ? rs->kill_at - now : 0;
+		if (rs->next_renew - now < wait)
+			wait = rs->next_renew - now > 0 ? rs->next_renew - now : 0;
+		int64_t until_beat = heartbeat_next_ms(&w->hb, now);
+		if (until_beat < wait)
+			wait = until_beat;
+		poll(fds, n, (int)wait);
+		if (iin >= 0 && fds[iin].revents)
+			write_in(rs);
+		if (iout >= 0 && fds[iout].revents)
+			read_out(rs);
+		if (ierr >= 0 && fds[ierr].revents)
+			read_err(rs);
+		if (fds[chan].revents)
+			worker_poll_master(w);
+		if (!rs->exited && waitpid(rs->pid, &rs->status, WNOHANG) == rs->pid) {
+			rs->exited = true;
+			/* Descendants that kept our pipes open die with the group. */
+			kill_group(rs->pid, SIGKILL);
+		}
+	}
+	if (rs->in >= 0)
+		close(rs->in);
+	rs->in = -1;
+	if (rs->pidfd >= 0)
+		close(rs->pidfd);
+	rs->pidfd = -1;
+}
+
+static void run_tool(struct worker *w, struct consumer *c, struct consumer_batch *b, size_t index,
+		     const struct tool_config *t, const struct call *call, struct outcome *oc)
+{
+	struct run_state rs = {.w = w, .c = c, .batch = b, .index = index, .tool = t, .call = call,
+			       .pidfd = -1, .in = -1, .out = -1, .err = -1};
+	rs.in_len = strlen(call->arguments);
+	linebuf_init(&rs.errlb, 4096);
+	rs.start = util_mono_ms();
+	rs.deadline = rs.start + t->timeout_ms;
+	oc->exit_code = -1;
+	int r = spawn_tool(&rs, oc);
+	if (r < 0) {
+		oc->is_error = 1;
+		oc->output = NULL;
+		char msg[256];
+		snprintf(msg, sizeof(msg), "cannot start %s: %s", t->command.v[0], strerror(-r));
+		oc->output = util_xstrdup(msg);
+		if (rs.pid > 0)
+			waitpid(rs.pid, NULL, 0);
+		if (rs.in >= 0)
+			close(rs.in);
+		if (rs.out >= 0)
+			close(rs.out);
+		if (rs.err >= 0)
+			close(rs.err);
+		linebuf_free(&rs.errlb);
+		oc->duration_ms = util_mono_ms() - rs.start;
+		return;
+	}
+	w->hb.status = HB_BUSY;
+	snprintf(w->hb.current, sizeof(w->hb.current), "%s", call->entry_id);
+	tell_master_pgid(w, rs.pid);
+	if (w->rc.c)
+		heartbeat_beat(&w->hb, &w->rc);
+	run_loop(&rs, oc);
+	tell_master_pgid(w, 0);
+	linebuf_free(&rs.errlb);
+	oc->duration_ms = util_mono_ms() - rs.start;
+	if (rs.timed_out) {
+		char msg[64];
+		snprintf(msg, sizeof(msg), "timed out after %lld ms", (long long)t->timeout_ms);
+		oc->output = util_xstrdup(msg);
+		oc->is_error = 1;
+	} else {
+		oc->output = worker_tool_sanitize(rs.outbuf ? rs.outbuf : "", rs.outlen, (size_t)t->max_output,
+						  &oc->truncated);
+		if (WIFEXITED(rs.status)) {
+			oc->exit_code = WEXITSTATUS(rs.status);
+			oc->is_error = oc->exit_code != 0;
+		} else {
+			oc->is_error = 1;
+		}
+	}
+	free(rs.outbuf);
+}
+
+/* ---------- publishing ---------- */
+
+/* One Lua script: done key, tool.output, XACK.  Returns 0 or -1. */
+static int publish(struct worker *w, struct consumer *c, const struct call *call, const struct outcome *oc)
+{
+	json_t *data = json_pack("{s:s, s:s, s:s, s:b, s:I, s:b}", "call_id", call->call_id, "name", call->name,
+				 "output", oc->output ? oc->output : "", "is_error", oc->is_error, "duration_ms",
+				 (json_int_t)oc->duration_ms, "truncated", oc->truncated);
+	json_object_set_new(data, "exit_code", oc->exit_code >= 0 ? json_integer(oc->exit_code) : json_null());
+	char *djs = json_dumps(data, JSON_COMPACT);
+	json_decref(data);
+	if (!djs)
+		return -1;
+	char seq[24], ts[24];
+	snprintf(seq, sizeof(seq), "%lld", (long long)call->seq);
+	snprintf(ts, sizeof(ts), "%lld", (long long)util_wall_ms());
+	const char *argv[24];
+	int n = 0;
+	argv[n++] = "EVAL";
+	argv[n++] = publish_script;
+	argv[n++] = "2";
+	argv[n++] = call->done_key;
+	argv[n++] = call->stream;
+	argv[n++] = consumer_group(c);
+	argv[n++] = call->entry_id;
+	argv[n++] = TOOL_DONE_TTL_S;
+	argv[n++] = "run";
+	argv[n++] = call->run;
+	argv[n++] = "type";
+	argv[n++] = "tool.output";
+	argv[n++] = "call_id";
+	argv[n++] = call->call_id;
+	if (call->seq > 0) {
+		argv[n++] = "parent_seq";
+		argv[n++] = seq;
+	}
+	argv[n++] = "ts";
+	argv[n++] = ts;
+	argv[n++] = "data";
+	argv[n++] = djs;
+	redisReply *r = rconn_commandv(&w->rc, n, argv, NULL);
+	free(djs);
+	if (!r)
+		return -1;
+	int ret = 0;
+	if (r->type == REDIS_REPLY_ERROR) {
+		log_error("publishing tool.output for %s/%s: %s", call->run, call->call_id, r->str);
+		ret = -1;
+	}
+	freeReplyObject(r);
+	return ret;
+}
+
+static bool already_done(struct worker *w, const struct call *call, int *err)
+{
+	redisReply *r = rconn_command(&w->rc, "EXISTS %s", call->done_key);
+	*err = !r;
+	bool done = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+	if (r)
+		freeReplyObject(r);
+	return done;
+}
+
+static void handle_call(struct tool_worker *tw, struct consumer *c, struct consumer_batch *b, size_t index)
+{
+	struct consumer_entry *ce = &b->v[index];
+	struct worker *w = tw->w;
+	json_t *data = NULL;
+	struct call call;
+	const char *reason = call_decode(w, ce, &data, &call);
+	if (reason) {
+		ce->verdict = CE_DEAD;
+		ce->reason = reason;
+		json_decref(data);
+		free(call.arguments);
+		return;
+	}
+	int err;
+	if (index > 0 && b->history == false) {
+		const char *ids[1] = {ce->e.id};
+		bool owned = true;
+		if (consumer_renew(c, ce->e.stream, ids, 1, &owned) >= 0 && !owned) {
+			ce->verdict = CE_DROP;
+			json_decref(data);
+			free(call.arguments);
+			return;
+		}
+	}
+	if (already_done(w, &call, &err)) {
+		log_debug("tool call %s/%s already done: acked", call.run, call.call_id);
+		ce->verdict = CE_ACK;
+	} else if (err) {
+		ce->verdict = CE_DROP; /* connection lost: it stays pending, taken over later */
+	} else {
+		struct outcome oc = {0};
+		const struct tool_config *t = config_find_tool(w->cfg, call.name);
+		if (!t) {
+			char msg[300];
+			snprintf(msg, sizeof(msg), "unknown tool: %s", call.name);
+			oc.output = util_xstrdup(msg);
+			oc.is_error = 1;
+			oc.exit_code = -1;
+			log_kv(LOG_WARN, KV("run", call.run, "call_id", call.call_id), "unknown tool %s", call.name);
+		} else {
+			run_tool(w, c, b, index, t, &call, &oc);
+		}
+		if (oc.stolen || oc.interrupted) {
+			ce->verdict = CE_DROP;
+		} else if (publish(w, c, &call, &oc) == 0) {
+			ce->verdict = CE_DONE;
+			if (oc.is_error)
+				w->hb.failed++;
+		} else {
+			ce->verdict = CE_DROP; /* not acked: delivered again */
+		}
+		free(oc.output);
+	}
+	w->hb.current[0] = '\0';
+	json_decref(data);
+	free(call.arguments);
+}
+
+static int tool_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
+{
+	struct tool_worker *tw = ctx;
+	for (size_t i = 0; i < b->n; i++) {
+		struct consumer_entry *ce = &b->v[i];
+		if (ce->verdict != CE_UNDECIDED)
+			continue;
+		if (!is_tool_call(&ce->e)) {
+			ce->verdict = CE_ACK; /* not ours to act on */
+			continue;
+		}
+		if (worker_stop) {
+			ce->verdict = CE_DROP; /* stopping: leave the rest pending */
+			continue;
+		}
+		handle_call(tw, c, b, i);
+	}
+	return 0;
+}
+
+int worker_tool_init(struct worker *w, struct consumer_kind *kind)
+{
+	struct tool_worker *tw = util_xcalloc(1, sizeof(*tw));
+	tw->w = w;
+	kind->ctx = tw;
+	kind->start = NULL;
+	kind->batch = tool_batch;
+	return 0;
+}
+
+void worker_tool_free(struct consumer_kind *kind)
+{
+	free(kind->ctx);
+	kind->ctx = NULL;
+}

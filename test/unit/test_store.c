@@ -1,0 +1,661 @@
+/* Unit tests for src/store.c against real SQLite files in a temporary
+ * directory: files and modes, schema version, dedupe (seq, call_id,
+ * re-driven dead letters), golden runs and generated runs applied shuffled
+ * across many transactions, two connections with a stale cache, reducer
+ * errors, commit failure through the fault seam, busy, pruning. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "golden.h"
+#include "store.h"
+#include "util.h"
+
+#include <sqlite3.h>
+
+static char tmpdir[] = "/tmp/sv_test_store.XXXXXX";
+static int dbno;
+
+static void db_path(char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/db%d/sub/snap.db", tmpdir, ++dbno);
+}
+
+static struct store *open_store(const char *path, enum reducer_kind kind)
+{
+	struct store_opts o = {.synchronous = SV_SYNC_NORMAL, .busy_timeout_ms = 2000,
+			       .reducer = kind};
+	struct store *s;
+	assert_int_equal(store_open(&s, path, &o), 0);
+	return s;
+}
+
+/* Decode one entry written as a JSON object (see golden.h). */
+static void mkev(struct sv_event *ev, const char *fmt, ...)
+{
+	char line[4096];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	json_t *j = json_loads(line, 0, NULL);
+	const char *reason = NULL;
+	assert_non_null(j);
+	if (golden_entry_decode(j, ev, &reason) < 0)
+		fail_msg("cannot decode %s: %s", line, reason ? reason : "?");
+	json_decref(j);
+}
+
+static int apply1(struct store *s, const struct sv_event *ev)
+{
+	char err[256];
+	return store_apply(s, ev, err, sizeof(err));
+}
+
+/* The committed snapshot of run, parsed (NULL when none). */
+static json_t *snapshot(struct store *s, const char *run, struct store_snapshot *meta)
+{
+	struct store_snapshot snap;
+	if (store_snapshot_get(s, run, &snap) < 0)
+		return NULL;
+	json_t *j = json_loads(snap.body, JSON_ALLOW_NUL, NULL);
+	if (meta)
+		*meta = snap;
+	else
+		store_snapshot_clear(&snap);
+	return j;
+}
+
+static int64_t count_events(const char *path, const char *run)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int64_t n = -1;
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM events WHERE run = ?", -1, &st, NULL),
+			 SQLITE_OK);
+	sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+static uint32_t rng = 12345;
+static uint32_t rnd(void)
+{
+	rng ^= rng << 13;
+	rng ^= rng >> 17;
+	rng ^= rng << 5;
+	return rng;
+}
+
+static void shuffle(struct sv_event *evs, long n)
+{
+	for (long i = n - 1; i > 0; i--) {
+		long j = (long)(rnd() % (uint32_t)(i + 1));
+		struct sv_event t = evs[i];
+		evs[i] = evs[j];
+		evs[j] = t;
+	}
+}
+
+/* ---- files, schema ---- */
+
+static void test_open_files_and_modes(void **state)
+{
+	(void)state;
+	char path[512], p[600];
+	db_path(path, sizeof(path));
+	struct group *gr = getgrgid(getegid());
+	assert_non_null(gr);
+	mode_t old = umask(077);
+	struct store_opts o = {.synchronous = SV_SYNC_FULL, .group = gr->gr_name};
+	struct store *s;
+	assert_int_equal(store_open(&s, path, &o), 0);
+	umask(old);
+	struct stat st;
+	snprintf(p, sizeof(p), "%s", path);
+	*strrchr(p, '/') = '\0';
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 02750);
+	assert_int_equal(st.st_gid, gr->gr_gid);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0640);
+	assert_int_equal(st.st_gid, gr->gr_gid);
+	/* WAL mode: the sidecar files exist with the same mode. */
+	snprintf(p, sizeof(p), "%s-wal", path);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0640);
+	snprintf(p, sizeof(p), "%s-shm", path);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0640);
+	store_close(s);
+
+	/* Reopen: schema version 1 kept. */
+	s = open_store(path, REDUCER_RESPONSE);
+	store_close(s);
+	sqlite3 *db;
+	sqlite3_stmt *q;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(q), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(q, 0), STORE_SCHEMA_VERSION);
+	sqlite3_finalize(q);
+	/* A newer schema is refused. */
+	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	struct store_opts o2 = {.synchronous = SV_SYNC_NORMAL};
+	assert_int_equal(store_open(&s, path, &o2), -EPROTO);
+	assert_null(s);
+	/* Unknown group */
+	db_path(path, sizeof(path));
+	o2.group = "no-such-group-sv";
+	assert_int_equal(store_open(&s, path, &o2), -ENOENT);
+}
+
+static void test_readonly_and_missing(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store_opts ro = {.readonly = true};
+	struct store *s;
+	assert_true(store_open(&s, path, &ro) < 0); /* never created read-only */
+	s = open_store(path, REDUCER_RESPONSE);
+	struct sv_event ev;
+	mkev(&ev, "{\"id\":\"1-1\",\"run\":\"r\",\"type\":\"response.created\",\"seq\":1}");
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(store_begin(s), -EINVAL);
+	assert_int_equal(apply1(s, &ev), STORE_OK);
+	assert_int_equal(store_commit(s), 0);
+	assert_int_equal(apply1(s, &ev), -EINVAL); /* outside a transaction */
+	event_clear(&ev);
+	struct store *r;
+	assert_int_equal(store_open(&r, path, &ro), 0);
+	struct store_snapshot snap;
+	assert_int_equal(store_snapshot_get(r, "r", &snap), 0);
+	assert_string_equal(snap.status, "in_progress");
+	assert_int_equal(snap.event_count, 1);
+	assert_int_equal(snap.last_seq, 1);
+	assert_false(snap.complete);
+	assert_true(snap.updated_ms > 0);
+	store_snapshot_clear(&snap);
+	assert_int_equal(store_snapshot_get(r, "nope", &snap), -ENOENT);
+	assert_int_equal(store_begin(r), -EINVAL);
+	store_close(r);
+	store_close(s);
+}
+
+/* ---- dedupe ---- */
+
+static void test_dedupe(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *s = open_store(path, REDUCER_RESPONSE);
+	struct sv_event e[10];
+	mkev(&e[0], "{\"id\":\"100-0\",\"run\":\"r\",\"type\":\"response.created\",\"seq\":1}");
+	/* same seq, another entry id (a producer's retried XADD) */
+	mkev(&e[1], "{\"id\":\"101-0\",\"run\":\"r\",\"type\":\"response.created\",\"seq\":1}");
+	mkev(&e[2], "{\"id\":\"102-0\",\"run\":\"r\",\"type\":\"tool.call\",\"seq\":2,"
+		    "\"data\":{\"call_id\":\"c1\",\"name\":\"t\"}}");
+	mkev(&e[3], "{\"id\":\"103-0\",\"run\":\"r\",\"type\":\"tool.output\",\"parent_seq\":2,"
+		    "\"call_id\":\"c1\",\"data\":{\"call_id\":\"c1\",\"output\":\"a\"}}");
+	/* the same tool output published again (another entry) */
+	mkev(&e[4], "{\"id\":\"104-0\",\"run\":\"r\",\"type\":\"tool.output\",\"parent_seq\":2,"
+		    "\"call_id\":\"c1\",\"data\":{\"call_id\":\"c1\",\"output\":\"b\"}}");
+	/* events without seq: deduped on (stream, entry id) */
+	mkev(&e[5], "{\"id\":\"105-0\",\"run\":\"r\",\"type\":\"note\"}");
+	mkev(&e[6], "{\"id\":\"105-0\",\"run\":\"r\",\"type\":\"note\"}");
+	mkev(&e[7], "{\"id\":\"105-0\",\"stream\":\"other\",\"run\":\"r\",\"type\":\"note\"}");
+	/* a re-driven dead letter of 105-0: a duplicate */
+	mkev(&e[8], "{\"id\":\"300-0\",\"run\":\"r\",\"type\":\"note\",\"origin_id\":\"105-0\"}");
+	/* a re-driven dead letter never stored before: sorts at its origin id */
+	mkev(&e[9], "{\"id\":\"301-0\",\"run\":\"r\",\"type\":\"note\",\"origin_id\":\"99-0\"}");
+	static const int want[] = {STORE_OK, STORE_DUPLICATE, STORE_OK, STORE_OK, STORE_DUPLICATE,
+				   STORE_OK, STORE_DUPLICATE, STORE_OK, STORE_DUPLICATE, STORE_OK};
+	for (int i = 0; i < 10; i++) {
+		/* one transaction for the first half, then one per entry */
+		if (i == 0 || i >= 5)
+			assert_int_equal(store_begin(s), 0);
+		if (apply1(s, &e[i]) != want[i])
+			fail_msg("entry %d: want %d", i, want[i]);
+		if (i >= 4)
+			assert_int_equal(store_commit(s), 0);
+	}
+	assert_int_equal(count_events(path, "r"), 6);
+	struct store_snapshot meta;
+	json_t *snap = snapshot(s, "r", &meta);
+	assert_int_equal(meta.event_count, 6);
+	store_snapshot_clear(&meta);
+	assert_int_equal(json_integer_value(json_object_get(snap, "ignored_events")), 3);
+	json_t *out = json_object_get(json_array_get(json_object_get(snap, "output"), 1), "output");
+	assert_string_equal(json_string_value(out), "a");
+	/* the reference: the stored events in order */
+	struct sv_event ref[6] = {e[0], e[2], e[3], e[5], e[7], e[9]};
+	json_t *want_snap = golden_reduce(REDUCER_RESPONSE, "r", ref, 6);
+	assert_true(golden_equal(snap, want_snap));
+	json_decref(want_snap);
+	json_decref(snap);
+	struct store_stats st;
+	store_stats(s, &st);
+	assert_int_equal(st.duplicates, 4);
+	assert_true(st.rebuilds >= 1); /* 99-0 arrived late */
+	for (int i = 0; i < 10; i++)
+		event_clear(&e[i]);
+	store_close(s);
+}
+
+/* ---- order ---- */
+
+/* Apply evs in batches of random size (1..maxbatch), every event once, plus
+ * replays of random earlier ones (duplicates). */
+static void apply_batches(struct store *s, struct sv_event *evs, long n, int maxbatch)
+{
+	long i = 0;
+	while (i < n) {
+		long b = 1 + (long)(rnd() % (uint32_t)maxbatch);
+		assert_int_equal(store_begin(s), 0);
+		for (long k = 0; k < b && i < n; k++, i++) {
+			int rc = apply1(s, &evs[i]);
+			assert_true(rc == STORE_OK || rc == STORE_DUPLICATE);
+			if (rnd() % 8 == 0)
+				assert_int_equal(apply1(s, &evs[rnd() % (uint32_t)(i + 1)]), STORE_DUPLICATE);
+		}
+		assert_int_equal(store_commit(s), 0);
+	}
+}
+
+static void check_golden_shuffled(const char *name, const char *run, enum reducer_kind kind)
+{
+	char path[512];
+	struct sv_event *evs;
+	long n = golden_load(name, &evs);
+	assert_true(n > 0);
+	json_t *want = golden_expected(name);
+	for (int round = 0; round < 5; round++) {
+		db_path(path, sizeof(path));
+		struct store *s = open_store(path, kind);
+		shuffle(evs, n);
+		apply_batches(s, evs, n, 4);
+		struct store_snapshot meta;
+		json_t *got = snapshot(s, run, &meta);
+		if (!golden_equal(got, want))
+			fail_msg("%s round %d", name, round);
+		assert_int_equal(meta.event_count, n);
+		assert_true(meta.complete);
+		store_snapshot_clear(&meta);
+		json_decref(got);
+		store_close(s);
+	}
+	json_decref(want);
+	golden_free(evs, n);
+}
+
+static void test_golden_through_store(void **state)
+{
+	(void)state;
+	check_golden_shuffled("response_completed", "run-1", REDUCER_RESPONSE);
+	check_golden_shuffled("response_failed", "run-f", REDUCER_RESPONSE);
+	check_golden_shuffled("response_cancelled", "run-c", REDUCER_RESPONSE);
+	check_golden_shuffled("response_anomalies", "run-a", REDUCER_RESPONSE);
+	check_golden_shuffled("merge", "ent-1", REDUCER_MERGE);
+}
+
+/* The standard svbench run shape (58 events) plus a tool.output; events
+ * of nruns runs, seq set.  Returns the count. */
+static long gen_runs(struct sv_event **out, int nruns, int first_run, bool with_seq)
+{
+	long cap = (long)nruns * 60, n = 0;
+	struct sv_event *evs = calloc((size_t)cap, sizeof(*evs));
+	for (int r = 0; r < nruns; r++) {
+		char run[32];
+		snprintf(run, sizeof(run), "run-%d", first_run + r);
+		int seq = 0;
+#define EV(type, data) do { \
+		seq++; \
+		if (with_seq) \
+			mkev(&evs[n++], "{\"id\":\"%d-%d\",\"run\":\"%s\",\"type\":\"%s\",\"seq\":%d," \
+			     "\"ts\":%d,\"data\":%s}", 1000 + seq, first_run + r, run, type, seq, \
+			     1000 + seq, data); \
+		else \
+			mkev(&evs[n++], "{\"id\":\"%d-%d\",\"run\":\"%s\",\"type\":\"%s\",\"data\":%s}", \
+			     1000 + seq, first_run + r, run, type, data); \
+	} while (0)
+		EV("response.created", "{\"model\":\"m\"}");
+		EV("item.started", "{\"item_id\":\"rs\",\"kind\":\"reasoning\"}");
+		for (int i = 0; i < 10; i++)
+			EV("item.delta", "{\"item_id\":\"rs\",\"text\":\"think \"}");
+		EV("item.completed", "{\"item_id\":\"rs\"}");
+		EV("tool.call", "{\"call_id\":\"c\",\"name\":\"echo\",\"arguments\":{}}");
+		int call_seq = seq;
+		EV("item.started", "{\"item_id\":\"m\",\"kind\":\"message\",\"role\":\"assistant\"}");
+		for (int i = 0; i < 40; i++) {
+			char d[64];
+			snprintf(d, sizeof(d), "{\"item_id\":\"m\",\"text\":\"w%d \"}", i);
+			EV("item.delta", d);
+		}
+		EV("item.completed", "{\"item_id\":\"m\"}");
+		EV("usage", "{\"input_tokens\":5,\"output_tokens\":50}");
+		EV("response.completed", "{}");
+#undef EV
+		if (with_seq)
+			mkev(&evs[n++], "{\"id\":\"5000-%d\",\"run\":\"%s\",\"type\":\"tool.output\","
+			     "\"parent_seq\":%d,\"call_id\":\"c\",\"data\":{\"call_id\":\"c\","
+			     "\"output\":\"x\",\"is_error\":false}}", first_run + r, run, call_seq);
+	}
+	*out = evs;
+	return n;
+}
+
+static void check_runs(struct store *s, struct sv_event *evs, long n, int nruns, int first_run)
+{
+	for (int r = 0; r < nruns; r++) {
+		char run[32];
+		snprintf(run, sizeof(run), "run-%d", first_run + r);
+		json_t *want = golden_reduce(REDUCER_RESPONSE, run, evs, n);
+		json_t *got = snapshot(s, run, NULL);
+		if (!golden_equal(got, want))
+			fail_msg("run %s differs", run);
+		assert_true(reducer_complete(got));
+		json_decref(got);
+		json_decref(want);
+	}
+}
+
+static void test_out_of_order(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *s = open_store(path, REDUCER_RESPONSE);
+	struct sv_event *evs;
+	long n = gen_runs(&evs, 20, 0, true);
+	shuffle(evs, n);
+	apply_batches(s, evs, n, 40);
+	check_runs(s, evs, n, 20, 0);
+	struct store_stats st;
+	store_stats(s, &st);
+	assert_int_equal(st.applied, (uint64_t)n);
+	assert_true(st.late > 0);
+	golden_free(evs, n);
+
+	/* Runs without seq: ordered by entry id as integers. */
+	n = gen_runs(&evs, 5, 100, false);
+	shuffle(evs, n);
+	apply_batches(s, evs, n, 10);
+	check_runs(s, evs, n, 5, 100);
+	golden_free(evs, n);
+	store_close(s);
+}
+
+/* Two connections on one file: a stale cache must never win. */
+static void test_two_connections(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *a = open_store(path, REDUCER_RESPONSE);
+	struct store *b = open_store(path, REDUCER_RESPONSE);
+	struct sv_event *evs;
+	long n = gen_runs(&evs, 3, 0, true); /* in order: 59 events per run */
+	golden_sort(evs, n);
+	/* Interleave: A and B take turns with chunks of each run's events,
+	 * sometimes B runs ahead so A's next events are late. */
+	static const int chunks[][3] = {
+		{0, 5, 'a'}, {5, 9, 'b'}, {9, 10, 'a'},   /* A cached, B moved on, A applies more */
+		{14, 20, 'b'}, {10, 14, 'a'},             /* A's events are late: rebuild */
+		{20, 21, 'a'}, {21, 22, 'b'}, {22, 23, 'a'}, {23, 40, 'b'}, {40, 59, 'a'},
+	};
+	for (int r = 0; r < 3; r++) {
+		for (size_t c = 0; c < sizeof(chunks) / sizeof(chunks[0]); c++) {
+			struct store *s = chunks[c][2] == 'a' ? a : b;
+			assert_int_equal(store_begin(s), 0);
+			for (int i = chunks[c][0]; i < chunks[c][1]; i++) {
+				/* evs is sorted by order key, runs interleave: pick run r's i-th */
+				long seen = -1;
+				for (long k = 0; k < n; k++)
+					if (strcmp(evs[k].run, r == 0 ? "run-0" : r == 1 ? "run-1" : "run-2") == 0 &&
+					    ++seen == i) {
+						assert_int_equal(apply1(s, &evs[k]), STORE_OK);
+						break;
+					}
+			}
+			assert_int_equal(store_commit(s), 0);
+			/* Every commit, whoever made it, leaves a correct snapshot. */
+		}
+	}
+	check_runs(a, evs, n, 3, 0);
+	check_runs(b, evs, n, 3, 0);
+	struct store_stats st;
+	store_stats(a, &st);
+	assert_true(st.cache_stale > 0);
+	assert_true(st.rebuilds > 0);
+	golden_free(evs, n);
+	store_close(a);
+	store_close(b);
+}
+
+/* ---- failures ---- */
+
+static void test_reducer_error(void **state)
+{
+	(void)state;
+#if SV_FAULT_INJECTION
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *s = open_store(path, REDUCER_RESPONSE);
+	struct sv_event e[4];
+	mkev(&e[0], "{\"id\":\"1-0\",\"run\":\"r\",\"type\":\"response.created\",\"seq\":1}");
+	mkev(&e[1], "{\"id\":\"2-0\",\"run\":\"r\",\"type\":\"sv.test.reducer_error\",\"seq\":2}");
+	mkev(&e[2], "{\"id\":\"3-0\",\"run\":\"r\",\"type\":\"usage\",\"seq\":3,"
+		    "\"data\":{\"input_tokens\":4}}");
+	mkev(&e[3], "{\"id\":\"4-0\",\"run\":\"r\",\"type\":\"response.completed\",\"seq\":2}");
+	char err[128];
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(apply1(s, &e[0]), STORE_OK);
+	assert_int_equal(store_apply(s, &e[1], err, sizeof(err)), STORE_REDUCER_ERROR);
+	assert_string_equal(err, "injected reducer error");
+	assert_int_equal(apply1(s, &e[2]), STORE_OK);
+	assert_int_equal(store_commit(s), 0);
+	assert_int_equal(count_events(path, "r"), 2);
+	struct store_snapshot meta;
+	json_t *snap = snapshot(s, "r", &meta);
+	assert_int_equal(meta.event_count, 2);
+	assert_false(meta.complete); /* seq 2 missing */
+	store_snapshot_clear(&meta);
+	json_decref(snap);
+	/* seq 2 was never stored: a real seq 2 is not a duplicate */
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(apply1(s, &e[3]), STORE_OK);
+	assert_int_equal(store_commit(s), 0);
+	snap = snapshot(s, "r", &meta);
+	assert_true(meta.complete);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(snap, "usage"),
+							    "input_tokens")), 4);
+	store_snapshot_clear(&meta);
+	json_decref(snap);
+	for (int i = 0; i < 4; i++)
+		event_clear(&e[i]);
+	store_close(s);
+#else
+	skip();
+#endif
+}
+
+static void set_fault(const char *name, bool on)
+{
+	char p[600];
+	snprintf(p, sizeof(p), "%s/faults/%s", tmpdir, name);
+	if (on) {
+		FILE *f = fopen(p, "w");
+		assert_non_null(f);
+		fclose(f);
+	} else {
+		unlink(p);
+	}
+}
+
+static void test_commit_failure(void **state)
+{
+	(void)state;
+#if SV_FAULT_INJECTION
+	char path[512], fdir[600];
+	db_path(path, sizeof(path));
+	snprintf(fdir, sizeof(fdir), "%s/faults", tmpdir);
+	mkdir(fdir, 0700);
+	setenv("SV_FAULT_DIR", fdir, 1);
+	struct store *s = open_store(path, REDUCER_RESPONSE);
+	struct sv_event *evs;
+	long n = gen_runs(&evs, 2, 0, true); /* run by run */
+	/* batch 1 commits: run-0's first events (cached) */
+	assert_int_equal(store_begin(s), 0);
+	for (long i = 0; i < 10; i++)
+		assert_int_equal(apply1(s, &evs[i]), STORE_OK);
+	assert_int_equal(store_commit(s), 0);
+	/* batch 2 fails at COMMIT like a full disk */
+	set_fault("commit", true);
+	assert_int_equal(store_begin(s), 0);
+	for (long i = 10; i < n; i++)
+		assert_int_equal(apply1(s, &evs[i]), STORE_OK);
+	assert_int_equal(store_commit(s), -ENOSPC);
+	assert_true(strlen(store_errmsg(s)) > 0);
+	/* nothing of batch 2 is there */
+	assert_int_equal(count_events(path, "run-0"), 10);
+	assert_int_equal(count_events(path, "run-1"), 0);
+	struct store_snapshot meta;
+	assert_int_equal(store_snapshot_get(s, "run-1", &meta), -ENOENT);
+	json_t *snap = snapshot(s, "run-0", &meta);
+	assert_int_equal(meta.event_count, 10);
+	store_snapshot_clear(&meta);
+	json_decref(snap);
+	/* still failing while the fault is on */
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(apply1(s, &evs[10]), STORE_OK);
+	assert_true(store_commit(s) < 0);
+	/* the fault is gone: the same batch goes through, correctly */
+	set_fault("commit", false);
+	assert_int_equal(store_begin(s), 0);
+	for (long i = 10; i < n; i++)
+		assert_int_equal(apply1(s, &evs[i]), STORE_OK);
+	assert_int_equal(store_commit(s), 0);
+	check_runs(s, evs, n, 2, 0);
+	golden_free(evs, n);
+	store_close(s);
+	unsetenv("SV_FAULT_DIR");
+#else
+	skip();
+#endif
+}
+
+static void test_busy(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store_opts o = {.synchronous = SV_SYNC_NORMAL, .busy_timeout_ms = 60};
+	struct store *s;
+	assert_int_equal(store_open(&s, path, &o), 0);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	int64_t t0 = util_mono_ms();
+	assert_int_equal(store_begin(s), -EBUSY);
+	assert_true(util_mono_ms() - t0 >= 50);
+	assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(store_commit(s), 0);
+	sqlite3_close(db);
+	store_close(s);
+}
+
+static void test_prune(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *s = open_store(path, REDUCER_RESPONSE);
+	struct sv_event e[5];
+	mkev(&e[0], "{\"id\":\"1-0\",\"run\":\"done\",\"type\":\"response.created\",\"seq\":1}");
+	mkev(&e[1], "{\"id\":\"2-0\",\"run\":\"done\",\"type\":\"response.completed\",\"seq\":3}");
+	mkev(&e[2], "{\"id\":\"3-0\",\"run\":\"open\",\"type\":\"response.created\",\"seq\":1}");
+	mkev(&e[3], "{\"id\":\"4-0\",\"run\":\"done\",\"type\":\"usage\",\"seq\":2}");
+	mkev(&e[4], "{\"id\":\"5-0\",\"run\":\"open\",\"type\":\"usage\",\"seq\":2}");
+	assert_int_equal(store_begin(s), 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(apply1(s, &e[i]), STORE_OK);
+	assert_int_equal(store_commit(s), 0);
+	assert_int_equal(store_prune(s, 1), 0); /* nothing that old */
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(store_prune(s, util_wall_ms() + 1000), -EINVAL); /* not inside a batch */
+	store_rollback(s);
+	assert_int_equal(store_prune(s, util_wall_ms() + 1000), 1);
+	assert_int_equal(count_events(path, "done"), 0);
+	assert_int_equal(count_events(path, "open"), 1);
+	struct store_snapshot meta;
+	json_t *snap = snapshot(s, "done", &meta);
+	assert_true(meta.archived);
+	assert_string_equal(meta.status, "completed");
+	assert_int_equal(meta.event_count, 2);
+	store_snapshot_clear(&meta);
+	json_decref(snap);
+	/* a late event for the archived run is refused; others go on */
+	char err[64];
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(store_apply(s, &e[3], err, sizeof(err)), STORE_ARCHIVED);
+	assert_string_equal(err, "run archived");
+	assert_int_equal(apply1(s, &e[4]), STORE_OK);
+	assert_int_equal(store_commit(s), 0);
+	assert_int_equal(count_events(path, "done"), 0);
+	assert_int_equal(store_prune(s, util_wall_ms() + 1000), 0); /* "open" is not terminal */
+	for (int i = 0; i < 5; i++)
+		event_clear(&e[i]);
+	store_close(s);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	if (!mkdtemp(tmpdir))
+		return -1;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_open_files_and_modes),
+		cmocka_unit_test(test_readonly_and_missing),
+		cmocka_unit_test(test_dedupe),
+		cmocka_unit_test(test_golden_through_store),
+		cmocka_unit_test(test_out_of_order),
+		cmocka_unit_test(test_two_connections),
+		cmocka_unit_test(test_reducer_error),
+		cmocka_unit_test(test_commit_failure),
+		cmocka_unit_test(test_busy),
+		cmocka_unit_test(test_prune),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
