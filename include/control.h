@@ -30,8 +30,10 @@
 #ifndef SV_CONTROL_H
 #define SV_CONTROL_H
 
+#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include <jansson.h>

@@ -1093,7 +1093,12 @@ static int rebuild(struct store *s, struct entry *e)
 			set_err(s, "rebuild of %s: %s", e->run, strerror(-rc));
 			return rc;
 		}
-		key_of_row(st, 7, &from);
+		from = (struct event_key){
+			.major = sqlite3_column_int64(st, 7),
+			.minor = sqlite3_column_int64(st, 8),
+			.ms = ev.origin_ms,
+			.seq = ev.origin_seq,
+		};
 		count++;
 		s->stats.rebuild_events++;
 	}
