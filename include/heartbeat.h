@@ -11,6 +11,11 @@
 
 #include "rconn.h"
 
+/* Upper bounds (ms) of the batch processing time histogram; one more
+ * bucket counts everything above the last. */
+#define HB_HIST_BOUNDS {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500}
+#define HB_HIST_N 12
+
 enum hb_status { HB_STARTING = 0, HB_IDLE, HB_BUSY, HB_PAUSED, HB_STOPPING, HB_DEGRADED };
 
 struct heartbeat {
@@ -31,6 +36,8 @@ struct heartbeat {
 
 	enum hb_status status;
 	uint64_t processed, failed, dead_lettered, lost;
+	uint64_t batch_hist[HB_HIST_N]; /* batches by processing time */
+	uint64_t batch_sum_us;
 	int64_t restarts;
 	char current[64];         /* entry id in hand or "" */
 	char last_error[256];
@@ -58,6 +65,8 @@ int heartbeat_append(struct heartbeat *hb, struct rconn *rc);
 /* Consume those replies.  Returns 0, -1 when the connection dropped, or
  * -EPERM when the fence was lost (another process owns the name: exit). */
 int heartbeat_replies(struct heartbeat *hb, struct rconn *rc, int n);
+/* Count one batch that took us microseconds. */
+void heartbeat_observe_batch(struct heartbeat *hb, int64_t us);
 /* Beat now (a round trip of its own). */
 int heartbeat_beat(struct heartbeat *hb, struct rconn *rc);
 /* Clean exit: write status=stopping and release the fence if still ours. */

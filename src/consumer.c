@@ -521,7 +521,10 @@ static int process_batch(struct consumer *c, struct consumer_batch *b)
 	prejudge(c, b);
 	c->w->hb.status = HB_BUSY;
 	snprintf(c->w->hb.current, sizeof(c->w->hb.current), "%s", b->n ? b->v[0].e.id : "");
+	int64_t t0 = util_mono_us();
 	int r = c->kind.batch(c->kind.ctx, c, b);
+	if (r == 0)
+		heartbeat_observe_batch(&c->w->hb, util_mono_us() - t0);
 	if (r == -EAGAIN && retry_degraded(c, b) != 0)
 		return 1;
 	for (size_t i = 0; i < b->n; i++) {

@@ -74,9 +74,24 @@ static char *heartbeat_json(const struct heartbeat *hb)
 	json_object_set_new(o, "last_error",
 			    hb->last_error[0] ? json_string(hb->last_error) : json_null());
 	json_object_set_new(o, "tool_pgid", hb->tool_pgid ? json_integer(hb->tool_pgid) : json_null());
+	json_t *hist = json_array();
+	for (int i = 0; i < HB_HIST_N; i++)
+		json_array_append_new(hist, json_integer((json_int_t)hb->batch_hist[i]));
+	json_object_set_new(o, "batch_hist", hist);
+	json_object_set_new(o, "batch_sum_us", json_integer((json_int_t)hb->batch_sum_us));
 	char *s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return s;
+}
+
+void heartbeat_observe_batch(struct heartbeat *hb, int64_t us)
+{
+	static const int64_t bounds[] = HB_HIST_BOUNDS;
+	int i = 0;
+	while (i < HB_HIST_N - 1 && us > bounds[i] * 1000)
+		i++;
+	hb->batch_hist[i]++;
+	hb->batch_sum_us += (uint64_t)(us > 0 ? us : 0);
 }
 
 static int take_incarnation(struct heartbeat *hb, struct rconn *rc)

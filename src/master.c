@@ -19,7 +19,9 @@
 #include <jansson.h>
 
 #include "control.h"
+#include "heartbeat.h"
 #include "log.h"
+#include "metrics.h"
 #include "monitor.h"
 #include "proc.h"
 #include "sdnotify.h"
@@ -30,6 +32,13 @@
 #define CHILD_LINE_MAX 8192
 
 struct pool;
+
+/* Counters of processes gone, so totals never go backwards. */
+struct counters {
+	uint64_t processed, failed, dead_lettered, lost;
+	uint64_t batch_hist[HB_HIST_N];
+	uint64_t batch_sum_us;
+};
 
 /* One worker slot: NODE/POOL/SLOT, whichever process currently runs it. */
 struct slot {
@@ -51,6 +60,7 @@ struct slot {
 	int64_t started_mono, started_wall;
 	int64_t beat_ms, beat_change_mono;
 	json_t *hb;           /* the last heartbeat seen from this pid */
+	struct counters carry;
 	int64_t pending;
 	pid_t tool_pgid;      /* the tool process group the worker runs now */
 	int last_code;        /* last exit: status, or -signal */
@@ -66,6 +76,7 @@ struct pool {
 	size_t nslots;
 	int64_t want;         /* desired size: config count, or `scale` */
 	bool removed;         /* gone from the config: retire, then free */
+	struct counters carry; /* of slots retired */
 };
 
 /* A control request waiting for workers to settle (start/stop/restart). */
@@ -114,6 +125,8 @@ struct master {
 	struct pending_op *ops;
 	struct monitor_call *calls;
 	json_int_t next_call_id;
+	json_t *groups;       /* stream/group figures from the monitor */
+	struct metrics_http *http;
 };
 
 static struct master *the_master; /* for the children: keep memory reachable */
@@ -127,6 +140,31 @@ static int64_t min_deadline(int64_t a, int64_t b)
 	if (b <= 0)
 		return a;
 	return a < b ? a : b;
+}
+
+static void counters_add_hb(struct counters *c, const json_t *hb)
+{
+	if (!hb)
+		return;
+	c->processed += (uint64_t)json_integer_value(json_object_get(hb, "processed"));
+	c->failed += (uint64_t)json_integer_value(json_object_get(hb, "failed"));
+	c->dead_lettered += (uint64_t)json_integer_value(json_object_get(hb, "dead_lettered"));
+	c->lost += (uint64_t)json_integer_value(json_object_get(hb, "lost"));
+	json_t *hist = json_object_get(hb, "batch_hist");
+	for (size_t i = 0; i < HB_HIST_N; i++)
+		c->batch_hist[i] += (uint64_t)json_integer_value(json_array_get(hist, i));
+	c->batch_sum_us += (uint64_t)json_integer_value(json_object_get(hb, "batch_sum_us"));
+}
+
+static void counters_add(struct counters *c, const struct counters *o)
+{
+	c->processed += o->processed;
+	c->failed += o->failed;
+	c->dead_lettered += o->dead_lettered;
+	c->lost += o->lost;
+	for (size_t i = 0; i < HB_HIST_N; i++)
+		c->batch_hist[i] += o->batch_hist[i];
+	c->batch_sum_us += o->batch_sum_us;
 }
 
 static void policy_from_config(struct proc_policy *p, const struct sv_config *cfg)
@@ -516,6 +554,9 @@ static void slot_exited(struct master *m, struct slot *s, int code)
 			log_warn("killed the tool process group %d left by %s", (int)s->tool_pgid, s->name);
 		s->tool_pgid = 0;
 	}
+	counters_add_hb(&s->carry, s->hb);
+	json_decref(s->hb);
+	s->hb = NULL;
 	s->prev_pid = s->pid;
 	s->unclean_prev = code != 0;
 	s->pid = 0;
@@ -689,6 +730,8 @@ static void on_beats(struct master *m, json_t *msg)
 	int64_t wall = json_integer_value(json_object_get(msg, "wall_ms"));
 	json_t *workers = json_object_get(msg, "workers");
 	json_t *pending = json_object_get(msg, "pending");
+	json_decref(m->groups);
+	m->groups = json_incref(json_object_get(msg, "groups"));
 	FOREACH_SLOT(m, s) {
 		slot_take_beat(m, s, json_object_get(workers, s->name), wall, now);
 		s->pending = json_integer_value(json_object_get(pending, s->name));
@@ -831,6 +874,7 @@ static void pool_reap_retired(struct master *m, struct pool *p)
 		if (m->shutting_down)
 			break; /* the shutdown removes every field at once */
 		monitor_hdel(m, s->name);
+		counters_add(&p->carry, &s->carry);
 		log_info("worker %s retired", s->name);
 		slot_free(s);
 		p->nslots--;
@@ -1110,6 +1154,56 @@ static void cmd_config(struct master *m, struct control_client *c)
 				   m->cfg->control.socket));
 }
 
+/* ---------- metrics ---------- */
+
+static json_t *counters_json(const char *pool, const struct counters *c)
+{
+	json_t *hist = json_array();
+	for (size_t i = 0; i < HB_HIST_N; i++)
+		json_array_append_new(hist, json_integer((json_int_t)c->batch_hist[i]));
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:I}", "name", pool, "processed", (json_int_t)c->processed,
+			 "failed", (json_int_t)c->failed, "dead_lettered", (json_int_t)c->dead_lettered, "lost",
+			 (json_int_t)c->lost, "batch_hist", hist, "batch_sum_us", (json_int_t)c->batch_sum_us);
+}
+
+static json_t *metrics_state(struct master *m)
+{
+	int64_t now = util_mono_ms(), wall = util_wall_ms();
+	json_t *workers = json_array(), *pools = json_array();
+	for (size_t i = 0; i < m->npools; i++) {
+		struct pool *p = m->pools[i];
+		struct counters total = p->carry;
+		for (size_t j = 0; j < p->nslots; j++) {
+			struct slot *s = p->slots[j];
+			counters_add(&total, &s->carry);
+			counters_add_hb(&total, s->pid > 0 ? s->hb : NULL);
+			json_array_append_new(workers, slot_status(m, s, now, wall));
+		}
+		json_array_append_new(pools, counters_json(p->name, &total));
+	}
+	return json_pack("{s:s, s:b, s:o, s:o, s:O}", "node", m->cfg->node, "redis_up", m->redis_ok, "workers",
+			 workers, "pools", pools, "groups", m->groups ? m->groups : json_null());
+}
+
+static char *render_metrics(void *ctx)
+{
+	json_t *state = metrics_state(ctx);
+	char *text = metrics_render(state);
+	json_decref(state);
+	return text;
+}
+
+static void cmd_metrics(struct master *m, struct control_client *c)
+{
+	char *text = render_metrics(m);
+	if (!text) {
+		control_reply_error(c, "out of memory");
+		return;
+	}
+	control_reply(c, json_pack("{s:b, s:s}", "ok", 1, "text", text));
+	free(text);
+}
+
 /* ---------- reload ---------- */
 
 static void errors_to_json(const struct config_errors *errs, json_t *out)
@@ -1317,6 +1411,8 @@ static void on_request(void *ctx, struct control_client *c, json_t *req)
 			control_reply(c, master_reload(m));
 	} else if (strcmp(cmd, "config") == 0) {
 		cmd_config(m, c);
+	} else if (strcmp(cmd, "metrics") == 0) {
+		cmd_metrics(m, c);
 	} else if (!strcmp(cmd, "pending") || !strcmp(cmd, "dead") || !strcmp(cmd, "drain")) {
 		cmd_forward(m, c, cmd, req);
 	} else if (strcmp(cmd, "shutdown") == 0) {
@@ -1471,7 +1567,9 @@ static void master_loop(struct master *m)
 			}
 		}
 		size_t first_ctl = n;
-		n += control_pollfds(m->ctl, fds + n, MAX_POLLFDS - n);
+		n += control_pollfds(m->ctl, fds + n, MAX_POLLFDS - n - 20);
+		size_t first_http = n;
+		n += metrics_http_pollfds(m->http, fds + n, MAX_POLLFDS - n);
 
 		int64_t d = next_deadline(m, now);
 		int timeout = -1;
@@ -1498,7 +1596,8 @@ static void master_loop(struct master *m)
 			monitor_read(m);
 		if (fds[0].revents)
 			signals_handle(m);
-		control_dispatch(m->ctl, fds + first_ctl, n - first_ctl, util_mono_ms());
+		control_dispatch(m->ctl, fds + first_ctl, first_http - first_ctl, util_mono_ms());
+		metrics_http_dispatch(m->http, fds + first_http, n - first_http, util_mono_ms(), render_metrics, m);
 		run_timers(m, util_mono_ms());
 		if (!m->shutting_down)
 			remove_dead_pools(m);
@@ -1522,6 +1621,8 @@ static void master_free(struct master *m)
 		control_close(m->ctl);
 	monitor_closed(m);
 	json_decref(m->remote);
+	json_decref(m->groups);
+	metrics_http_close(m->http);
 	if (m->sigfd >= 0)
 		close(m->sigfd);
 	config_free(m->cfg);
@@ -1551,6 +1652,10 @@ int master_run(struct sv_config *cfg, const char *config_path)
 			     on_request, m);
 	if (r < 0) {
 		m->ctl = NULL;
+		master_free(m);
+		return SV_EX_TRANSIENT;
+	}
+	if (cfg->metrics.listen[0] && metrics_http_open(&m->http, cfg->metrics.listen) < 0) {
 		master_free(m);
 		return SV_EX_TRANSIENT;
 	}

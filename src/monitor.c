@@ -15,6 +15,7 @@
 #include "admin.h"
 #include "log.h"
 #include "rconn.h"
+#include "retention.h"
 #include "util.h"
 
 #define MONITOR_QUEUE_MAX 10000
@@ -28,6 +29,7 @@ struct monitor {
 	bool stopping;
 	bool master_gone;
 	int64_t next_report_ms;
+	int64_t next_retention_ms;
 	char workers_key[128];
 	char supervisor_key[128];
 	unsigned dropped;
@@ -148,36 +150,24 @@ static void flush_queue(struct monitor *m)
 	}
 }
 
-static void add_pending(struct monitor *m, json_t *pending)
+/* Stream and group figures (admin_call "pending") for status and
+ * metrics; per-consumer pending counts are summed over streams. */
+static json_t *collect_groups(struct monitor *m, json_t *pending)
 {
-	const struct sv_config *cfg = m->cfg;
-	for (size_t p = 0; p < cfg->npools; p++) {
-		const struct pool_config *pc = &cfg->pools[p];
-		for (size_t s = 0; s < pc->streams.n; s++)
-			redisAppendCommand(m->rc.c, "XPENDING %s %s", pc->streams.v[s], pc->group);
-	}
-	for (size_t p = 0; p < cfg->npools; p++) {
-		const struct pool_config *pc = &cfg->pools[p];
-		for (size_t s = 0; s < pc->streams.n; s++) {
-			redisReply *r = rconn_get_reply(&m->rc);
-			if (!r)
-				return;
-			if (r->type == REDIS_REPLY_ARRAY && r->elements == 4 &&
-			    r->element[3]->type == REDIS_REPLY_ARRAY) {
-				redisReply *cs = r->element[3];
-				for (size_t i = 0; i < cs->elements; i++) {
-					redisReply *c = cs->element[i];
-					if (c->type != REDIS_REPLY_ARRAY || c->elements != 2)
-						continue;
-					const char *name = c->element[0]->str;
-					json_int_t n = c->element[1]->str ? atoll(c->element[1]->str) : 0;
-					json_t *old = json_object_get(pending, name);
-					json_object_set_new(pending, name, json_integer(json_integer_value(old) + n));
-				}
-			}
-			freeReplyObject(r);
+	json_t *reply = admin_call(&m->rc, m->cfg, "pending", NULL);
+	json_t *groups = json_incref(json_object_get(reply, "groups"));
+	json_decref(reply);
+	size_t i;
+	json_t *g;
+	json_array_foreach(groups, i, g) {
+		const char *name;
+		json_t *n;
+		json_object_foreach(json_object_get(g, "consumers"), name, n) {
+			json_int_t old = json_integer_value(json_object_get(pending, name));
+			json_object_set_new(pending, name, json_integer(old + json_integer_value(n)));
 		}
 	}
+	return groups ? groups : json_array();
 }
 
 static void report_beats(struct monitor *m)
@@ -204,17 +194,18 @@ static void report_beats(struct monitor *m)
 	}
 	if (r)
 		freeReplyObject(r);
-	if (ok)
-		add_pending(m, pending);
+	json_t *groups = ok ? collect_groups(m, pending) : NULL;
 	ok = ok && m->rc.c;
 	json_object_set_new(msg, "ok", json_boolean(ok));
 	if (ok) {
 		json_object_set_new(msg, "wall_ms", json_integer(util_wall_ms()));
 		json_object_set_new(msg, "workers", workers);
 		json_object_set_new(msg, "pending", pending);
+		json_object_set_new(msg, "groups", groups);
 	} else {
 		json_decref(workers);
 		json_decref(pending);
+		json_decref(groups);
 		json_object_set_new(msg, "error", json_string(m->rc.err[0] ? m->rc.err : "bad reply"));
 	}
 	send_to_master(m, msg);
@@ -302,6 +293,7 @@ int monitor_main(const struct monitor_args *a)
 	util_set_nonblock(a->fd);
 	int64_t interval = a->cfg->heartbeat.interval_ms;
 	rconn_init(&m.rc, a->cfg, interval < 5000 ? interval : 5000);
+	m.next_retention_ms = util_mono_ms() + retention_period_ms(a->cfg);
 
 	while (!m.stopping && !m.master_gone) {
 		int64_t now = util_mono_ms();
@@ -311,8 +303,15 @@ int monitor_main(const struct monitor_args *a)
 		} else if (json_array_size(m.queue) > 0 && rconn_ready(&m.rc, now)) {
 			flush_queue(&m);
 		}
+		if (now >= m.next_retention_ms) {
+			if (m.rc.c)
+				retention_run(&m.rc, m.cfg);
+			m.next_retention_ms = util_mono_ms() + retention_period_ms(m.cfg);
+		}
 		now = util_mono_ms();
 		int64_t wait = m.next_report_ms - now;
+		if (m.next_retention_ms - now < wait)
+			wait = m.next_retention_ms - now;
 		if (json_array_size(m.queue) > 0 && !m.rc.c) {
 			int64_t w = rconn_wait_ms(&m.rc, now);
 			wait = w < wait ? w : wait;

@@ -47,7 +47,7 @@ enum stmt_id {
 	ST_INSERT, ST_UNDO_INSERT,
 	ST_SNAP_META, ST_SNAP_BODY, ST_SNAP_INSERT, ST_SNAP_UPDATE,
 	ST_COUNT_UPTO, ST_REPLAY, ST_GET,
-	ST_PRUNE_LIST, ST_PRUNE_EVENTS, ST_PRUNE_MARK,
+	ST_PRUNE_LIST, ST_PRUNE_EVENTS, ST_PRUNE_EVENTS_NOSEQ, ST_PRUNE_MARK,
 	ST_N
 };
 
@@ -73,21 +73,30 @@ static const char *const stmt_sql[ST_N] = {
 		"UPDATE snapshots SET status = ?1, complete = ?2, body = ?3, event_count = ?4,"
 		" last_seq = ?5, updated_ms = ?6, ord_major = ?7, ord_minor = ?8, ord_ms = ?9,"
 		" ord_seq = ?10 WHERE rowid = ?11",
+	/* Each query on a run's events is split in two, one per partial index
+	 * (rows with seq, rows without). */
 	[ST_COUNT_UPTO] =
-		"SELECT count(*) FROM events WHERE run = ?1"
-		" AND (ord_major, ord_minor, entry_ms, entry_seq) <= (?2, ?3, ?4, ?5)",
+		"SELECT (SELECT count(*) FROM events WHERE run = ?1 AND seq IS NOT NULL"
+		"  AND seq <= ?2 AND (ord_major, ord_minor, entry_ms, entry_seq) <= (?2, ?3, ?4, ?5))"
+		" + (SELECT count(*) FROM events WHERE run = ?1 AND seq IS NULL"
+		"  AND (ord_major, ord_minor, entry_ms, entry_seq) <= (?2, ?3, ?4, ?5))",
 	[ST_REPLAY] =
 		"SELECT type, seq, parent_seq, call_id, stream, entry_ms, entry_seq, ord_major,"
-		" ord_minor, data, produced_ms FROM events WHERE run = ?1"
+		" ord_minor, data, produced_ms FROM events WHERE run = ?1 AND seq IS NOT NULL"
+		" AND seq >= ?2 AND (ord_major, ord_minor, entry_ms, entry_seq) > (?2, ?3, ?4, ?5)"
+		" UNION ALL "
+		"SELECT type, seq, parent_seq, call_id, stream, entry_ms, entry_seq, ord_major,"
+		" ord_minor, data, produced_ms FROM events WHERE run = ?1 AND seq IS NULL"
 		" AND (ord_major, ord_minor, entry_ms, entry_seq) > (?2, ?3, ?4, ?5)"
-		" ORDER BY ord_major, ord_minor, entry_ms, entry_seq",
+		" ORDER BY 8, 9, 6, 7",
 	[ST_GET] =
 		"SELECT body, status, complete, archived, event_count, last_seq, updated_ms"
 		" FROM snapshots WHERE run = ?1",
 	[ST_PRUNE_LIST] =
 		"SELECT rowid, run FROM snapshots WHERE archived = 0"
 		" AND status IN ('completed', 'failed', 'cancelled') AND updated_ms < ?1 LIMIT ?2",
-	[ST_PRUNE_EVENTS] = "DELETE FROM events WHERE run = ?1",
+	[ST_PRUNE_EVENTS] = "DELETE FROM events WHERE run = ?1 AND seq IS NOT NULL",
+	[ST_PRUNE_EVENTS_NOSEQ] = "DELETE FROM events WHERE run = ?1 AND seq IS NULL",
 	[ST_PRUNE_MARK] = "UPDATE snapshots SET archived = 1 WHERE rowid = ?1",
 };
 
@@ -98,12 +107,15 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
 	"  stream TEXT NOT NULL, entry_ms INTEGER NOT NULL, entry_seq INTEGER NOT NULL,"
 	"  ord_major INTEGER NOT NULL, ord_minor INTEGER NOT NULL,"
 	"  type TEXT NOT NULL, data TEXT, produced_ms INTEGER, persisted_ms INTEGER NOT NULL);"
-	"CREATE UNIQUE INDEX events_dedupe_seq ON events(run, seq) WHERE seq IS NOT NULL;"
+	/* (run, seq): the dedupe key of events with seq, and their order */
+	"CREATE UNIQUE INDEX events_seq ON events(run, seq) WHERE seq IS NOT NULL;"
+	/* the order of the other events of a run */
+	"CREATE INDEX events_noseq ON events(run, ord_major, ord_minor, entry_ms, entry_seq)"
+	"  WHERE seq IS NULL;"
 	"CREATE UNIQUE INDEX events_dedupe_call ON events(run, call_id)"
 	"  WHERE seq IS NULL AND type = 'tool.output' AND call_id IS NOT NULL;"
 	"CREATE UNIQUE INDEX events_dedupe_origin ON events(stream, entry_ms, entry_seq)"
 	"  WHERE seq IS NULL AND (type <> 'tool.output' OR call_id IS NULL);"
-	"CREATE INDEX events_run_order ON events(run, ord_major, ord_minor, entry_ms, entry_seq);"
 	"CREATE TABLE snapshots("
 	"  run TEXT PRIMARY KEY NOT NULL, status TEXT, complete INTEGER NOT NULL DEFAULT 0,"
 	"  body TEXT NOT NULL, event_count INTEGER NOT NULL, last_seq INTEGER NOT NULL,"
@@ -683,7 +695,8 @@ int store_open(struct store **out, const char *path, const struct store_opts *op
 	char pragmas[256];
 	snprintf(pragmas, sizeof(pragmas),
 		 "%s PRAGMA synchronous = %s; PRAGMA foreign_keys = OFF;"
-		 " PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
+		 " PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
+		 " PRAGMA wal_autocheckpoint = 8192;",
 		 s->readonly ? "" : "PRAGMA journal_mode = WAL;",
 		 opts->synchronous == SV_SYNC_NORMAL ? "NORMAL" : "FULL");
 	if ((rc = exec_sql(s, pragmas)) < 0 || (rc = migrate(s)) < 0)
@@ -1268,8 +1281,10 @@ int64_t store_prune(struct store *s, int64_t older_than_ms)
 			rc = sql_fail(s, rc, stmt_sql[ST_PRUNE_LIST]);
 		for (size_t i = 0; i < n && rc == 0; i++) {
 			sqlite3_bind_text(s->st[ST_PRUNE_EVENTS], 1, runs[i], -1, SQLITE_STATIC);
+			sqlite3_bind_text(s->st[ST_PRUNE_EVENTS_NOSEQ], 1, runs[i], -1, SQLITE_STATIC);
 			sqlite3_bind_int64(s->st[ST_PRUNE_MARK], 1, rowids[i]);
-			if ((rc = exec_st(s, ST_PRUNE_EVENTS)) == 0)
+			if ((rc = exec_st(s, ST_PRUNE_EVENTS)) == 0 &&
+			    (rc = exec_st(s, ST_PRUNE_EVENTS_NOSEQ)) == 0)
 				rc = exec_st(s, ST_PRUNE_MARK);
 		}
 		if (rc == 0)

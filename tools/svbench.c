@@ -1,1 +1,1118 @@
-int main(void) { return 0; }
+/* svbench: the benchmark of SPEC §10.
+ *
+ *   svbench [--redis URL] [--stream NAME] [--runs N] [--events N]
+ *           [--interleave N] [--rate EV/S] --sqlite PATH [--timeout S]
+ *           [--prefix STR] [--no-tool-call] [--batch N] [--sample N] [--poll-us N]
+ *       Produces the standard workload (4000 runs x 58 events, 200 runs
+ *       interleaved round-robin, pipelined XADD) and waits until every run's
+ *       row in snapshots(run, status, event_count) is status 'completed' with
+ *       the run's event count.  Prints one JSON line.
+ *
+ *   svbench respawn --socket CTLSOCK [--redis URL] [--namespace sv] [--count 20]
+ *           [--pool NAME]
+ *       SIGKILLs a RUNNING worker, measures fork latency (kill -> a new child
+ *       of the master) and heartbeat latency (kill -> NS:workers holds the
+ *       worker's field with the new pid), waits for RUNNING, repeats.
+ *
+ *   svbench rss --socket CTLSOCK [--pid MASTERPID]
+ *       VmRSS/RssAnon of the master and of each worker.
+ *
+ * Two threads in the workload mode: the producer (formats RESP itself into
+ * one buffer per pipeline batch: no allocation per event besides hiredis's
+ * reply objects) and the watcher (main thread: polls the SQLite file
+ * read-only, a few point lookups per poll).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "redis_url.h"
+#include "util.h"
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("svbench: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(2);
+}
+
+static void *xmalloc(size_t n)
+{
+	void *p = calloc(1, n ? n : 1);
+	if (!p)
+		die("out of memory");
+	return p;
+}
+
+static int64_t wall_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void sleep_us(int64_t us)
+{
+	struct timespec ts = { (time_t)(us / 1000000), (long)(us % 1000000) * 1000 };
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static long parse_long(const char *opt, const char *s, long min, long max)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max)
+		die("%s: bad value '%s' (%ld..%ld)", opt, s, min, max);
+	return v;
+}
+
+/* ---------------------------------------------------------------- Redis */
+
+static redisContext *redis_open(const char *url)
+{
+	struct redis_url u;
+	char err[256];
+	if (redis_url_parse(url, &u, err, sizeof(err)) < 0)
+		die("--redis: %s", err);
+	redisContext *c = u.type == REDIS_URL_UNIX ? redisConnectUnix(u.path) : redisConnect(u.host, u.port);
+	if (!c || c->err)
+		die("cannot connect to Redis: %s", c ? c->errstr : "out of memory");
+	redisReply *r = NULL;
+	if (u.password) {
+		r = u.user ? redisCommand(c, "AUTH %s %s", u.user, u.password)
+			   : redisCommand(c, "AUTH %s", u.password);
+		if (!r || r->type == REDIS_REPLY_ERROR)
+			die("AUTH failed: %s", r ? r->str : c->errstr);
+		freeReplyObject(r);
+	}
+	if (u.db) {
+		r = redisCommand(c, "SELECT %d", u.db);
+		if (!r || r->type == REDIS_REPLY_ERROR)
+			die("SELECT failed: %s", r ? r->str : c->errstr);
+		freeReplyObject(r);
+	}
+	redis_url_free(&u);
+	return c;
+}
+
+/* --------------------------------------------------------- percentiles */
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Nearest-rank percentile of a sorted array, in ms with µs precision. */
+static double pct_ms(const int64_t *v, size_t n, double p)
+{
+	if (!n)
+		return 0;
+	size_t k = (size_t)(p / 100.0 * (double)n + 0.999999);
+	if (k < 1)
+		k = 1;
+	if (k > n)
+		k = n;
+	return (double)v[k - 1] / 1000.0;
+}
+
+/* ------------------------------------------------------------- workload */
+
+enum ev_kind {
+	EV_CREATED, EV_R_START, EV_R_DELTA, EV_R_DONE, EV_TOOL, EV_M_START, EV_M_DELTA,
+	EV_M_DONE, EV_USAGE, EV_COMPLETED
+};
+
+struct bench {
+	/* options */
+	const char *redis_url, *stream, *sqlite_path;
+	char prefix[64];
+	long runs, events, interleave, batch, sample, poll_us, timeout_s;
+	double rate;
+	bool tool_call;
+
+	/* layout of one run: kind of event seq (1-based) */
+	enum ev_kind *layout;
+
+	/* shared between the threads */
+	int64_t t_first_xadd_us;          /* atomic: 0 until the first flush */
+	long runs_started;                /* atomic: runs whose first event was sent */
+	int64_t *ts_us;                   /* atomic: sampled runs' events: send time (µs) */
+	long produced;                    /* atomic: events sent (replies read) */
+	int64_t t_last_xadd_us;           /* when the producer finished */
+	int producer_failed;              /* atomic */
+	char producer_err[256];
+};
+
+static void build_layout(struct bench *b)
+{
+	long n = b->events;
+	b->layout = xmalloc(sizeof(*b->layout) * (size_t)(n + 1));
+	long rem = n - 5; /* created, message start/complete, usage, completed */
+	bool tool = b->tool_call && rem >= 2;
+	if (tool)
+		rem--;
+	bool reasoning = rem >= 4;
+	if (reasoning)
+		rem -= 2;
+	long rd = reasoning ? rem / 5 : 0;
+	if (reasoning && rd < 1)
+		rd = 1;
+	long md = rem - rd;
+	long s = 1;
+	b->layout[s++] = EV_CREATED;
+	if (reasoning) {
+		b->layout[s++] = EV_R_START;
+		for (long i = 0; i < rd; i++)
+			b->layout[s++] = EV_R_DELTA;
+		b->layout[s++] = EV_R_DONE;
+	}
+	if (tool)
+		b->layout[s++] = EV_TOOL;
+	b->layout[s++] = EV_M_START;
+	for (long i = 0; i < md; i++)
+		b->layout[s++] = EV_M_DELTA;
+	b->layout[s++] = EV_M_DONE;
+	b->layout[s++] = EV_USAGE;
+	b->layout[s++] = EV_COMPLETED;
+	if (s != n + 1)
+		die("internal: layout %ld != %ld", s - 1, n);
+}
+
+static const char *const words[] = {
+	"lorem ", "ipsum ", "dolor ", "sit ", "amet, ", "consectetur ", "adipiscing ", "elit ",
+	"sed ", "do ", "eiusmod ", "tempor ", "incididunt ", "ut ", "labore ", "magna ",
+};
+
+/* The type and data of event seq of run idx into the given buffers. */
+static size_t event_data(const struct bench *b, long idx, long seq, const char **type, char *data, size_t cap)
+{
+	int n = 0;
+	uint32_t h = (uint32_t)(idx * 2654435761u) ^ (uint32_t)(seq * 40503u);
+	switch (b->layout[seq]) {
+	case EV_CREATED:
+		*type = "response.created";
+		n = snprintf(data, cap, "{\"model\":\"bench-model\",\"metadata\":{\"run\":%ld}}", idx);
+		break;
+	case EV_R_START:
+		*type = "item.started";
+		n = snprintf(data, cap, "{\"item_id\":\"rs_%06ld\",\"kind\":\"reasoning\"}", idx % 1000000);
+		break;
+	case EV_R_DELTA:
+	case EV_M_DELTA: {
+		*type = "item.delta";
+		bool r = b->layout[seq] == EV_R_DELTA;
+		n = snprintf(data, cap, "{\"item_id\":\"%s_%06ld\",\"text\":\"%s%s%s\"}", r ? "rs" : "msg",
+			     idx % 1000000, words[h & 15], words[(h >> 4) & 15], words[(h >> 8) & 15]);
+		break;
+	}
+	case EV_R_DONE:
+		*type = "item.completed";
+		n = snprintf(data, cap, "{\"item_id\":\"rs_%06ld\"}", idx % 1000000);
+		break;
+	case EV_TOOL:
+		*type = "tool.call";
+		n = snprintf(data, cap, "{\"call_id\":\"call_%ld\",\"name\":\"echo\",\"arguments\":\"{\\\"q\\\":%u}\"}",
+			     idx, h & 1023);
+		break;
+	case EV_M_START:
+		*type = "item.started";
+		n = snprintf(data, cap, "{\"item_id\":\"msg_%06ld\",\"kind\":\"message\",\"role\":\"assistant\"}",
+			     idx % 1000000);
+		break;
+	case EV_M_DONE:
+		*type = "item.completed";
+		n = snprintf(data, cap, "{\"item_id\":\"msg_%06ld\"}", idx % 1000000);
+		break;
+	case EV_USAGE:
+		*type = "usage";
+		n = snprintf(data, cap, "{\"input_tokens\":%u,\"output_tokens\":%u,\"reasoning_tokens\":%u}",
+			     100 + (h & 511), 40 + ((h >> 9) & 255), 10 + ((h >> 17) & 127));
+		break;
+	case EV_COMPLETED:
+		*type = "response.completed";
+		n = snprintf(data, cap, "{\"stop_reason\":\"end_turn\"}");
+		break;
+	}
+	return n > 0 ? (size_t)n : 0;
+}
+
+/* RESP output buffer for one pipeline batch. */
+struct obuf {
+	char *p;
+	size_t len, cap;
+};
+
+static void ob_reserve(struct obuf *o, size_t more)
+{
+	if (o->len + more <= o->cap)
+		return;
+	size_t cap = o->cap ? o->cap : 65536;
+	while (cap < o->len + more)
+		cap *= 2;
+	char *p = realloc(o->p, cap);
+	if (!p)
+		die("out of memory");
+	o->p = p;
+	o->cap = cap;
+}
+
+static char *u64_str(char *end, uint64_t v)
+{
+	do
+		*--end = (char)('0' + v % 10);
+	while (v /= 10);
+	return end;
+}
+
+static void ob_bulk(struct obuf *o, const char *s, size_t n)
+{
+	char tmp[24];
+	char *e = tmp + sizeof(tmp);
+	char *d = u64_str(e, n);
+	ob_reserve(o, 1 + (size_t)(e - d) + 2 + n + 2);
+	char *w = o->p + o->len;
+	*w++ = '$';
+	memcpy(w, d, (size_t)(e - d));
+	w += e - d;
+	*w++ = '\r';
+	*w++ = '\n';
+	memcpy(w, s, n);
+	w += n;
+	*w++ = '\r';
+	*w++ = '\n';
+	o->len = (size_t)(w - o->p);
+}
+
+static void ob_bulk_u64(struct obuf *o, uint64_t v)
+{
+	char tmp[24];
+	char *e = tmp + sizeof(tmp);
+	char *d = u64_str(e, v);
+	ob_bulk(o, d, (size_t)(e - d));
+}
+
+static void ob_raw(struct obuf *o, const char *s)
+{
+	size_t n = strlen(s);
+	ob_reserve(o, n);
+	memcpy(o->p + o->len, s, n);
+	o->len += n;
+}
+
+/* The run id of run idx into buf; returns its length. */
+static size_t run_id(const struct bench *b, long idx, char *buf, size_t cap)
+{
+	int n = snprintf(buf, cap, "%s-%06ld", b->prefix, idx);
+	return n > 0 ? (size_t)n : 0;
+}
+
+static bool sampled(const struct bench *b, long idx)
+{
+	return idx % b->sample == 0;
+}
+
+struct pending_batch {
+	long n; /* replies to read */
+};
+
+static int read_replies(struct bench *b, redisContext *c, long n)
+{
+	for (long i = 0; i < n; i++) {
+		void *rep = NULL;
+		if (redisGetReply(c, &rep) != REDIS_OK) {
+			snprintf(b->producer_err, sizeof(b->producer_err), "Redis: %s", c->errstr);
+			return -1;
+		}
+		redisReply *r = rep;
+		if (r->type == REDIS_REPLY_ERROR) {
+			snprintf(b->producer_err, sizeof(b->producer_err), "XADD: %s", r->str);
+			freeReplyObject(r);
+			return -1;
+		}
+		freeReplyObject(r);
+	}
+	__atomic_add_fetch(&b->produced, n, __ATOMIC_RELEASE);
+	return 0;
+}
+
+static int flush_out(struct bench *b, redisContext *c, struct obuf *o)
+{
+	if (!o->len)
+		return 0;
+	if (redisAppendFormattedCommand(c, o->p, o->len) != REDIS_OK) {
+		snprintf(b->producer_err, sizeof(b->producer_err), "Redis: %s", c->errstr);
+		return -1;
+	}
+	int done = 0;
+	while (!done)
+		if (redisBufferWrite(c, &done) != REDIS_OK) {
+			snprintf(b->producer_err, sizeof(b->producer_err), "Redis: %s", c->errstr);
+			return -1;
+		}
+	o->len = 0;
+	return 0;
+}
+
+static void *producer_main(void *arg)
+{
+	struct bench *b = arg;
+	redisContext *c = redis_open(b->redis_url);
+	struct obuf o = { 0 };
+	char data[256], rid[96];
+	const size_t stream_len = strlen(b->stream);
+	long inflight = 0;        /* replies of the previous flush still to read */
+	long in_buf = 0;          /* commands in o */
+	const long total = b->runs * b->events;
+	long sent = 0;
+	int64_t t0 = 0;
+
+	for (long w0 = 0; w0 < b->runs; w0 += b->interleave) {
+		long w1 = w0 + b->interleave < b->runs ? w0 + b->interleave : b->runs;
+		for (long seq = 1; seq <= b->events; seq++) {
+			for (long idx = w0; idx < w1; idx++) {
+				if (b->rate > 0) {
+					/* paced: wait until this event is due, flushing what is buffered */
+					if (!t0)
+						t0 = util_mono_us();
+					int64_t due = t0 + (int64_t)((double)sent * 1e6 / b->rate);
+					int64_t now = util_mono_us();
+					if (due > now) {
+						if (in_buf) {
+							if (flush_out(b, c, &o) < 0 || read_replies(b, c, inflight) < 0)
+								goto fail;
+							inflight = in_buf;
+							in_buf = 0;
+						}
+						if (inflight) {
+							if (read_replies(b, c, inflight) < 0)
+								goto fail;
+							inflight = 0;
+						}
+						now = util_mono_us();
+						if (due > now)
+							sleep_us(due - now);
+					}
+				}
+				const char *type;
+				size_t dlen = event_data(b, idx, seq, &type, data, sizeof(data));
+				size_t rlen = run_id(b, idx, rid, sizeof(rid));
+				int64_t tus = wall_us();
+				if (!__atomic_load_n(&b->t_first_xadd_us, __ATOMIC_RELAXED))
+					__atomic_store_n(&b->t_first_xadd_us, tus, __ATOMIC_RELEASE);
+				if (sampled(b, idx))
+					__atomic_store_n(&b->ts_us[(idx / b->sample) * b->events + (seq - 1)], tus,
+							 __ATOMIC_RELEASE);
+				ob_raw(&o, "*13\r\n$4\r\nXADD\r\n");
+				ob_bulk(&o, b->stream, stream_len);
+				ob_raw(&o, "$1\r\n*\r\n$3\r\nrun\r\n");
+				ob_bulk(&o, rid, rlen);
+				ob_raw(&o, "$4\r\ntype\r\n");
+				ob_bulk(&o, type, strlen(type));
+				ob_raw(&o, "$3\r\nseq\r\n");
+				ob_bulk_u64(&o, (uint64_t)seq);
+				ob_raw(&o, "$2\r\nts\r\n");
+				ob_bulk_u64(&o, (uint64_t)(tus / 1000));
+				ob_raw(&o, "$4\r\ndata\r\n");
+				ob_bulk(&o, data, dlen);
+				in_buf++;
+				sent++;
+				if (seq == 1)
+					__atomic_store_n(&b->runs_started, idx + 1, __ATOMIC_RELEASE);
+				if (in_buf >= b->batch) {
+					/* keep two batches in flight: send this one, then read the last one's replies */
+					if (flush_out(b, c, &o) < 0 || read_replies(b, c, inflight) < 0)
+						goto fail;
+					inflight = in_buf;
+					in_buf = 0;
+				}
+			}
+		}
+	}
+	if (flush_out(b, c, &o) < 0 || read_replies(b, c, inflight + in_buf) < 0)
+		goto fail;
+	(void)total;
+	__atomic_store_n(&b->t_last_xadd_us, wall_us(), __ATOMIC_RELEASE);
+	free(o.p);
+	redisFree(c);
+	return NULL;
+fail:
+	__atomic_store_n(&b->producer_failed, 1, __ATOMIC_RELEASE);
+	free(o.p);
+	redisFree(c);
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- watcher */
+
+struct watcher {
+	sqlite3 *db;
+	sqlite3_stmt *get;   /* SELECT status, event_count FROM snapshots WHERE run = ? */
+	sqlite3_stmt *begin, *commit;
+};
+
+static bool watcher_open(struct watcher *w, const char *path)
+{
+	if (!w->db) {
+		if (access(path, F_OK) != 0)
+			return false;
+		if (sqlite3_open_v2(path, &w->db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+			sqlite3_close(w->db);
+			w->db = NULL;
+			return false;
+		}
+		sqlite3_busy_timeout(w->db, 50);
+	}
+	if (!w->get) {
+		if (sqlite3_prepare_v2(w->db, "SELECT status, event_count FROM snapshots WHERE run = ?", -1,
+				       &w->get, NULL) != SQLITE_OK) {
+			/* no table yet: reopen later so the schema is read afresh */
+			sqlite3_finalize(w->get);
+			w->get = NULL;
+			return false;
+		}
+		if (sqlite3_prepare_v2(w->db, "BEGIN", -1, &w->begin, NULL) != SQLITE_OK ||
+		    sqlite3_prepare_v2(w->db, "COMMIT", -1, &w->commit, NULL) != SQLITE_OK)
+			die("sqlite: %s", sqlite3_errmsg(w->db));
+	}
+	return true;
+}
+
+/* Looks up a run: returns its event_count (0 if absent) and whether it is
+ * 'completed'.  -1 on a busy/locked read (try again next poll). */
+static long watcher_get(struct watcher *w, const char *run, size_t len, bool *completed)
+{
+	*completed = false;
+	sqlite3_reset(w->get);
+	sqlite3_bind_text(w->get, 1, run, (int)len, SQLITE_STATIC);
+	int rc = sqlite3_step(w->get);
+	if (rc == SQLITE_ROW) {
+		const unsigned char *st = sqlite3_column_text(w->get, 0);
+		long n = (long)sqlite3_column_int64(w->get, 1);
+		*completed = st && strcmp((const char *)st, "completed") == 0;
+		sqlite3_reset(w->get);
+		return n;
+	}
+	sqlite3_reset(w->get);
+	if (rc == SQLITE_DONE)
+		return 0;
+	return -1;
+}
+
+static int run_workload(struct bench *b)
+{
+	build_layout(b);
+	long nsampled = (b->runs + b->sample - 1) / b->sample;
+	b->ts_us = xmalloc(sizeof(int64_t) * (size_t)(nsampled * b->events));
+	long *seen = xmalloc(sizeof(long) * (size_t)nsampled);       /* committed count per sampled run */
+	bool *done = xmalloc(sizeof(bool) * (size_t)b->runs);
+	int64_t *lat = xmalloc(sizeof(int64_t) * (size_t)(nsampled * b->events));
+	size_t nlat = 0;
+
+	struct watcher w = { 0 };
+	pthread_t th;
+	int64_t start_mono = util_mono_us();
+	if (pthread_create(&th, NULL, producer_main, b) != 0)
+		die("pthread_create failed");
+
+	long lo = 0;          /* every run below lo is complete */
+	long lo_s = 0;        /* every sampled run below lo_s is complete */
+	int64_t t_done_us = 0;
+	char rid[96];
+	bool timed_out = false;
+	int64_t deadline = start_mono + (int64_t)b->timeout_s * 1000000;
+
+	for (;;) {
+		if (__atomic_load_n(&b->producer_failed, __ATOMIC_ACQUIRE))
+			die("producer failed: %s", b->producer_err);
+		if (util_mono_us() > deadline) {
+			timed_out = true;
+			break;
+		}
+		long started = __atomic_load_n(&b->runs_started, __ATOMIC_ACQUIRE);
+		if (started && watcher_open(&w, b->sqlite_path)) {
+			if (sqlite3_step(w.begin) != SQLITE_DONE) {
+				sqlite3_reset(w.begin);
+				goto next;
+			}
+			sqlite3_reset(w.begin);
+			/* latency: sampled runs in flight */
+			for (long s = lo_s; s < nsampled && s * b->sample < started; s++) {
+				if (seen[s] >= b->events)
+					continue;
+				long idx = s * b->sample;
+				size_t len = run_id(b, idx, rid, sizeof(rid));
+				bool comp;
+				long n = watcher_get(&w, rid, len, &comp);
+				if (n < 0)
+					break;
+				if (n > seen[s]) {
+					int64_t now = wall_us();
+					long upto = n < b->events ? n : b->events;
+					for (long k = seen[s]; k < upto; k++) {
+						int64_t t = __atomic_load_n(&b->ts_us[s * b->events + k], __ATOMIC_ACQUIRE);
+						if (t)
+							lat[nlat++] = now - t;
+					}
+					seen[s] = upto;
+				}
+				if (comp && n == b->events)
+					done[idx] = true;
+			}
+			while (lo_s < nsampled && seen[lo_s] >= b->events)
+				lo_s++;
+			/* completion: walk up from the lowest incomplete run */
+			while (lo < b->runs && lo < started) {
+				if (!done[lo]) {
+					size_t len = run_id(b, lo, rid, sizeof(rid));
+					bool comp;
+					long n = watcher_get(&w, rid, len, &comp);
+					if (n < 0 || !comp || n != b->events)
+						break;
+					done[lo] = true;
+				}
+				lo++;
+			}
+			sqlite3_step(w.commit);
+			sqlite3_reset(w.commit);
+			if (lo == b->runs) {
+				t_done_us = wall_us();
+				break;
+			}
+		}
+next:
+		sleep_us(b->poll_us);
+	}
+
+	if (timed_out) {
+		long incomplete = b->runs - lo;
+		if (w.get) {
+			incomplete = 0;
+			for (long i = lo; i < b->runs; i++) {
+				if (done[i])
+					continue;
+				size_t len = run_id(b, i, rid, sizeof(rid));
+				bool comp;
+				long n = watcher_get(&w, rid, len, &comp);
+				if (!comp || n != b->events)
+					incomplete++;
+			}
+		}
+		fprintf(stderr, "svbench: timeout after %lds: %ld of %ld runs incomplete (%ld of %ld events sent)\n",
+			b->timeout_s, incomplete, b->runs, __atomic_load_n(&b->produced, __ATOMIC_ACQUIRE),
+			b->runs * b->events);
+		return 1;
+	}
+	pthread_join(th, NULL);
+	if (b->producer_failed)
+		die("producer failed: %s", b->producer_err);
+
+	qsort(lat, nlat, sizeof(*lat), cmp_i64);
+	long events = b->runs * b->events;
+	double secs = (double)(t_done_us - b->t_first_xadd_us) / 1e6;
+	double prod_secs = (double)(b->t_last_xadd_us - b->t_first_xadd_us) / 1e6;
+	printf("{\"events\":%ld,\"runs\":%ld,\"interleave\":%ld,\"seconds\":%.3f,\"events_per_s\":%.0f,"
+	       "\"latency_ms\":{\"p50\":%.2f,\"p99\":%.2f,\"max\":%.2f,\"samples\":%zu},"
+	       "\"offered_rate\":%.0f,\"produced_per_s\":%.0f}\n",
+	       events, b->runs, b->interleave, secs, secs > 0 ? (double)events / secs : 0.0,
+	       pct_ms(lat, nlat, 50), pct_ms(lat, nlat, 99), nlat ? (double)lat[nlat - 1] / 1000.0 : 0.0, nlat,
+	       b->rate, prod_secs > 0 ? (double)events / prod_secs : 0.0);
+	fflush(stdout);
+
+	if (w.get)
+		sqlite3_finalize(w.get);
+	sqlite3_finalize(w.begin);
+	sqlite3_finalize(w.commit);
+	sqlite3_close(w.db);
+	free(b->ts_us);
+	free(seen);
+	free(done);
+	free(lat);
+	free(b->layout);
+	return 0;
+}
+
+/* ------------------------------------------------------- control socket */
+
+static json_t *ctl_status(const char *path)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		die("socket: %s", strerror(errno));
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sa.sun_path))
+		die("--socket: path too long");
+	strcpy(sa.sun_path, path);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		die("connect %s: %s", path, strerror(errno));
+	static const char req[] = "{\"cmd\":\"status\"}\n";
+	if (util_write_all(fd, req, sizeof(req) - 1) < 0)
+		die("write %s: %s", path, strerror(errno));
+	size_t cap = 65536, len = 0;
+	char *buf = xmalloc(cap);
+	for (;;) {
+		if (len + 1 >= cap) {
+			cap *= 2;
+			char *p = realloc(buf, cap);
+			if (!p)
+				die("out of memory");
+			buf = p;
+		}
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 5000) <= 0)
+			die("control socket: no reply");
+		ssize_t n = read(fd, buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			die("control socket: %s", n < 0 ? strerror(errno) : "closed before a reply");
+		len += (size_t)n;
+		buf[len] = 0;
+		if (memchr(buf, '\n', len))
+			break;
+	}
+	close(fd);
+	json_error_t je;
+	json_t *r = json_loadb(buf, strcspn(buf, "\n"), 0, &je);
+	free(buf);
+	if (!r || !json_is_true(json_object_get(r, "ok")))
+		die("status: bad reply (%s)", r ? "ok=false" : je.text);
+	return r;
+}
+
+static pid_t proc_ppid(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	char st;
+	int ppid;
+	if (sscanf(p + 1, " %c %d", &st, &ppid) != 2)
+		return -1;
+	return ppid;
+}
+
+/* kB value of a "Key:" line of /proc/PID/status, or -1. */
+static long proc_status_kb(pid_t pid, const char *key)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t kl = strlen(key);
+	long v = -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+			v = strtol(line + kl + 1, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* Children of pid (all its threads), into out; returns the count. */
+static size_t proc_children(pid_t pid, pid_t *out, size_t max)
+{
+	char path[96], buf[4096];
+	size_t n = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/children", (int)pid, de->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		size_t len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[len] = 0;
+		char *p = buf, *end;
+		for (;;) {
+			long v = strtol(p, &end, 10);
+			if (end == p)
+				break;
+			if (n < max)
+				out[n++] = (pid_t)v;
+			p = end;
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+static bool pid_in(pid_t p, const pid_t *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] == p)
+			return true;
+	return false;
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+	return s ? s : "";
+}
+
+static json_t *find_worker(json_t *st, const char *name)
+{
+	size_t i;
+	json_t *wk;
+	json_array_foreach(json_object_get(st, "workers"), i, wk)
+		if (strcmp(jstr(wk, "name"), name) == 0)
+			return wk;
+	return NULL;
+}
+
+static bool is_running(json_t *wk)
+{
+	const char *s = json_string_value(json_object_get(wk, "state"));
+	return s && strcmp(s, "RUNNING") == 0 && json_integer_value(json_object_get(wk, "pid")) > 0;
+}
+
+static pid_t master_pid_of(json_t *st)
+{
+	size_t i;
+	json_t *wk;
+	json_array_foreach(json_object_get(st, "workers"), i, wk) {
+		pid_t p = (pid_t)json_integer_value(json_object_get(wk, "pid"));
+		if (p > 0) {
+			pid_t pp = proc_ppid(p);
+			if (pp > 1)
+				return pp;
+		}
+	}
+	return -1;
+}
+
+/* The NS:workers field whose heartbeat carries pid, or NULL (malloc'd). */
+static char *hb_field_for_pid(redisContext *c, const char *key, pid_t pid)
+{
+	redisReply *r = redisCommand(c, "HGETALL %s", key);
+	if (!r)
+		die("Redis: %s", c->errstr);
+	char *name = NULL;
+	if (r->type == REDIS_REPLY_ARRAY)
+		for (size_t i = 0; i + 1 < r->elements && !name; i += 2) {
+			json_t *j = json_loadb(r->element[i + 1]->str, r->element[i + 1]->len, 0, NULL);
+			if (j && json_integer_value(json_object_get(j, "pid")) == pid)
+				name = strdup(r->element[i]->str);
+			json_decref(j);
+		}
+	freeReplyObject(r);
+	return name;
+}
+
+static pid_t hb_pid(redisContext *c, const char *key, const char *field)
+{
+	redisReply *r = redisCommand(c, "HGET %s %s", key, field);
+	if (!r)
+		die("Redis: %s", c->errstr);
+	pid_t p = 0;
+	if (r->type == REDIS_REPLY_STRING) {
+		json_t *j = json_loadb(r->str, r->len, 0, NULL);
+		p = (pid_t)json_integer_value(json_object_get(j, "pid"));
+		json_decref(j);
+	}
+	freeReplyObject(r);
+	return p;
+}
+
+static void print_stats(const char *name, int64_t *v, size_t n, bool comma)
+{
+	qsort(v, n, sizeof(*v), cmp_i64);
+	printf("\"%s\":{\"p50\":%.2f,\"p99\":%.2f,\"max\":%.2f,\"n\":%zu}%s", name, pct_ms(v, n, 50), pct_ms(v, n, 99),
+	       n ? (double)v[n - 1] / 1000.0 : 0.0, n, comma ? "," : "");
+}
+
+static int cmd_respawn(int argc, char **argv)
+{
+	const char *sock = NULL, *url = "redis://127.0.0.1:6379/0", *ns = "sv", *pool = NULL;
+	long count = 20, wait_s = 30;
+	static const struct option lo[] = {
+		{ "socket", required_argument, NULL, 's' }, { "redis", required_argument, NULL, 'r' },
+		{ "namespace", required_argument, NULL, 'n' }, { "count", required_argument, NULL, 'c' },
+		{ "pool", required_argument, NULL, 'p' }, { "timeout", required_argument, NULL, 't' },
+		{ 0, 0, 0, 0 },
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 's': sock = optarg; break;
+		case 'r': url = optarg; break;
+		case 'n': ns = optarg; break;
+		case 'c': count = parse_long("--count", optarg, 1, 100000); break;
+		case 'p': pool = optarg; break;
+		case 't': wait_s = parse_long("--timeout", optarg, 1, 86400); break;
+		default: die("usage: svbench respawn --socket CTLSOCK [--redis URL] [--namespace sv] [--count 20] [--pool P]");
+		}
+	}
+	if (!sock)
+		die("respawn: --socket is required");
+	redisContext *c = redis_open(url);
+	char key[256];
+	snprintf(key, sizeof(key), "%s:workers", ns);
+	int64_t *fork_us = xmalloc(sizeof(int64_t) * (size_t)count);
+	int64_t *hb_us = xmalloc(sizeof(int64_t) * (size_t)count);
+	size_t nfork = 0, nhb = 0;
+	pid_t kids[4096];
+	long turn = 0;
+
+	for (long round = 0; round < count; round++) {
+		/* pick the next RUNNING worker (round robin over names) */
+		json_t *st = ctl_status(sock);
+		json_t *workers = json_object_get(st, "workers");
+		size_t nw = json_array_size(workers), pick = nw;
+		for (size_t k = 0; k < nw; k++) {
+			json_t *wk = json_array_get(workers, (size_t)(turn + (long)k) % nw);
+			const char *p = json_string_value(json_object_get(wk, "pool"));
+			if (is_running(wk) && (!pool || (p && strcmp(p, pool) == 0))) {
+				pick = (size_t)(turn + (long)k) % nw;
+				break;
+			}
+		}
+		turn = (long)pick + 1;
+		if (pick == nw)
+			die("respawn: no RUNNING worker%s%s", pool ? " in pool " : "", pool ? pool : "");
+		json_t *wk = json_array_get(workers, pick);
+		char *name = strdup(json_string_value(json_object_get(wk, "name")));
+		pid_t victim = (pid_t)json_integer_value(json_object_get(wk, "pid"));
+		pid_t master = proc_ppid(victim);
+		json_decref(st);
+		if (master <= 1)
+			die("respawn: cannot find the master of pid %d", (int)victim);
+		char *field = hb_field_for_pid(c, key, victim);
+		if (!field)
+			die("respawn: no field of %s holds pid %d", key, (int)victim);
+		size_t nkids = proc_children(master, kids, ARRAY_SIZE(kids));
+
+		int64_t t0 = util_mono_us();
+		if (kill(victim, SIGKILL) < 0)
+			die("kill %d: %s", (int)victim, strerror(errno));
+		/* (a) fork: a child of the master that was not there before */
+		pid_t newpid = 0;
+		pid_t now_kids[4096];
+		while (!newpid) {
+			size_t n = proc_children(master, now_kids, ARRAY_SIZE(now_kids));
+			for (size_t i = 0; i < n && !newpid; i++)
+				if (now_kids[i] != victim && !pid_in(now_kids[i], kids, nkids))
+					newpid = now_kids[i];
+			if (!newpid) {
+				if (util_mono_us() - t0 > wait_s * 1000000)
+					die("respawn: no new child of %d after %lds", (int)master, wait_s);
+				sleep_us(20);
+			}
+		}
+		fork_us[nfork++] = util_mono_us() - t0;
+		/* (b) heartbeat with the new pid */
+		for (;;) {
+			if (hb_pid(c, key, field) == newpid) {
+				hb_us[nhb++] = util_mono_us() - t0;
+				break;
+			}
+			if (util_mono_us() - t0 > wait_s * 1000000)
+				die("respawn: %s never heartbeat with pid %d", field, (int)newpid);
+			sleep_us(200);
+		}
+		/* wait for RUNNING with the new pid before the next round */
+		for (;;) {
+			json_t *s2 = ctl_status(sock);
+			json_t *w2 = find_worker(s2, name);
+			bool ok = w2 && is_running(w2) && json_integer_value(json_object_get(w2, "pid")) == newpid;
+			json_decref(s2);
+			if (ok)
+				break;
+			if (util_mono_us() - t0 > wait_s * 1000000)
+				die("respawn: %s not RUNNING again after %lds", name, wait_s);
+			sleep_us(20000);
+		}
+		fprintf(stderr, "svbench respawn: %s pid %d -> %d fork %.2f ms heartbeat %.2f ms\n", name, (int)victim,
+			(int)newpid, (double)fork_us[nfork - 1] / 1000, (double)hb_us[nhb - 1] / 1000);
+		free(name);
+		free(field);
+	}
+	printf("{\"rounds\":%ld,", count);
+	print_stats("fork_ms", fork_us, nfork, true);
+	print_stats("heartbeat_ms", hb_us, nhb, false);
+	printf("}\n");
+	free(fork_us);
+	free(hb_us);
+	redisFree(c);
+	return 0;
+}
+
+static int cmd_rss(int argc, char **argv)
+{
+	const char *sock = NULL;
+	pid_t master = 0;
+	static const struct option lo[] = {
+		{ "socket", required_argument, NULL, 's' }, { "pid", required_argument, NULL, 'p' },
+		{ 0, 0, 0, 0 },
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 's': sock = optarg; break;
+		case 'p': master = (pid_t)parse_long("--pid", optarg, 1, INT_MAX); break;
+		default: die("usage: svbench rss --socket CTLSOCK [--pid MASTERPID]");
+		}
+	}
+	if (!sock)
+		die("rss: --socket is required");
+	json_t *st = ctl_status(sock);
+	if (!master)
+		master = master_pid_of(st);
+	if (master <= 0)
+		die("rss: cannot find the master pid (no running worker); use --pid");
+	printf("{\"master\":{\"pid\":%d,\"vmrss_kb\":%ld,\"rssanon_kb\":%ld},\"workers\":[", (int)master,
+	       proc_status_kb(master, "VmRSS"), proc_status_kb(master, "RssAnon"));
+	size_t i;
+	json_t *wk;
+	long maxanon = 0, maxrss = 0;
+	bool first = true;
+	json_array_foreach(json_object_get(st, "workers"), i, wk) {
+		pid_t p = (pid_t)json_integer_value(json_object_get(wk, "pid"));
+		if (p <= 0)
+			continue;
+		long rss = proc_status_kb(p, "VmRSS"), anon = proc_status_kb(p, "RssAnon");
+		if (anon > maxanon)
+			maxanon = anon;
+		if (rss > maxrss)
+			maxrss = rss;
+		printf("%s{\"name\":\"%s\",\"pid\":%d,\"state\":\"%s\",\"vmrss_kb\":%ld,\"rssanon_kb\":%ld}", first ? "" : ",",
+		       jstr(wk, "name"), (int)p, jstr(wk, "state"), rss, anon);
+		first = false;
+	}
+	/* the monitor and any other children of the master that are not workers */
+	pid_t kids[1024];
+	size_t nk = proc_children(master, kids, ARRAY_SIZE(kids));
+	printf("],\"other_children\":[");
+	first = true;
+	for (size_t k = 0; k < nk; k++) {
+		bool isw = false;
+		json_array_foreach(json_object_get(st, "workers"), i, wk)
+			if (json_integer_value(json_object_get(wk, "pid")) == kids[k])
+				isw = true;
+		if (isw)
+			continue;
+		printf("%s{\"pid\":%d,\"vmrss_kb\":%ld,\"rssanon_kb\":%ld}", first ? "" : ",", (int)kids[k],
+		       proc_status_kb(kids[k], "VmRSS"), proc_status_kb(kids[k], "RssAnon"));
+		first = false;
+	}
+	printf("],\"worker_rssanon_kb_max\":%ld,\"worker_vmrss_kb_max\":%ld}\n", maxanon, maxrss);
+	json_decref(st);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ main */
+
+static void usage(void)
+{
+	fputs("usage: svbench --sqlite PATH [--redis URL] [--stream NAME] [--runs N] [--events N]\n"
+	      "               [--interleave N] [--rate EV/S] [--timeout S] [--prefix STR] [--no-tool-call]\n"
+	      "               [--batch N] [--sample N] [--poll-us N]\n"
+	      "       svbench respawn --socket CTLSOCK [--redis URL] [--namespace sv] [--count 20] [--pool P]\n"
+	      "       svbench rss --socket CTLSOCK [--pid MASTERPID]\n",
+	      stderr);
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	signal(SIGPIPE, SIG_IGN);
+	if (argc > 1 && strcmp(argv[1], "respawn") == 0)
+		return cmd_respawn(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "rss") == 0)
+		return cmd_rss(argc - 1, argv + 1);
+
+	struct bench b = {
+		.redis_url = "redis://127.0.0.1:6379/0", .stream = "events",
+		.runs = 4000, .events = 58, .interleave = 200, .batch = 512, .sample = 10,
+		.poll_us = 2000, .timeout_s = 600, .tool_call = true,
+	};
+	enum { O_NOTOOL = 1000, O_BATCH, O_SAMPLE, O_POLL };
+	static const struct option lo[] = {
+		{ "redis", required_argument, NULL, 'r' }, { "stream", required_argument, NULL, 's' },
+		{ "runs", required_argument, NULL, 'n' }, { "events", required_argument, NULL, 'e' },
+		{ "interleave", required_argument, NULL, 'i' }, { "rate", required_argument, NULL, 'R' },
+		{ "sqlite", required_argument, NULL, 'q' }, { "timeout", required_argument, NULL, 't' },
+		{ "prefix", required_argument, NULL, 'p' }, { "no-tool-call", no_argument, NULL, O_NOTOOL },
+		{ "batch", required_argument, NULL, O_BATCH }, { "sample", required_argument, NULL, O_SAMPLE },
+		{ "poll-us", required_argument, NULL, O_POLL }, { "help", no_argument, NULL, 'h' },
+		{ 0, 0, 0, 0 },
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'r': b.redis_url = optarg; break;
+		case 's': b.stream = optarg; break;
+		case 'n': b.runs = parse_long("--runs", optarg, 1, 100000000); break;
+		case 'e': b.events = parse_long("--events", optarg, 6, 1000000); break;
+		case 'i': b.interleave = parse_long("--interleave", optarg, 1, 100000000); break;
+		case 'R': {
+			char *end;
+			b.rate = strtod(optarg, &end);
+			if (end == optarg || *end || b.rate < 0)
+				die("--rate: bad value '%s'", optarg);
+			break;
+		}
+		case 'q': b.sqlite_path = optarg; break;
+		case 't': b.timeout_s = parse_long("--timeout", optarg, 1, 86400 * 7); break;
+		case 'p':
+			if (strlen(optarg) >= sizeof(b.prefix) - 8)
+				die("--prefix: too long");
+			snprintf(b.prefix, sizeof(b.prefix), "%s", optarg);
+			break;
+		case O_NOTOOL: b.tool_call = false; break;
+		case O_BATCH: b.batch = parse_long("--batch", optarg, 1, 1000000); break;
+		case O_SAMPLE: b.sample = parse_long("--sample", optarg, 1, 1000000); break;
+		case O_POLL: b.poll_us = parse_long("--poll-us", optarg, 100, 1000000); break;
+		default: usage();
+		}
+	}
+	if (optind != argc || !b.sqlite_path)
+		usage();
+	if (!b.prefix[0])
+		snprintf(b.prefix, sizeof(b.prefix), "b%08" PRIx32, util_rand32());
+	return run_workload(&b);
+}

@@ -143,7 +143,6 @@ _sv_cleanup() {
 	done
 	if [ -n "$REDIS_PID" ]; then
 		kill -KILL "$REDIS_PID" 2>/dev/null
-		wait "$REDIS_PID" 2>/dev/null
 	fi
 	if [ "${SV_KEEP_TMP:-0}" = 1 ]; then
 		echo "# kept $TMPD" >&2
@@ -181,6 +180,7 @@ start_redis() {
 		--save '' --appendonly no --daemonize no --dir "$TMPD" \
 		--logfile "$TMPD/redis.log" "$@" </dev/null &
 	REDIS_PID=$!
+	disown "$REDIS_PID" 2>/dev/null || true # no "Killed" job notices
 	wait_for 15 '[ "$(rcli PING 2>/dev/null)" = PONG ]' || fail "redis-server did not start (see $TMPD/redis.log)"
 }
 
@@ -190,7 +190,6 @@ stop_redis() {
 	[ -n "$REDIS_PID" ] || return 0
 	kill "-$sig" "$REDIS_PID" 2>/dev/null || true
 	wait_for 15 '! pid_alive "$REDIS_PID"' || fail "redis-server $REDIS_PID did not stop"
-	wait "$REDIS_PID" 2>/dev/null || true
 	REDIS_PID=
 }
 
@@ -324,10 +323,17 @@ worker_table() {
 	status_json | pyjson '"\n".join("%s %s %s %s" % (w["name"], w["state"], w.get("pid"), w.get("incarnation")) for w in sorted(d["workers"], key=lambda w: w["name"]))'
 }
 
-# all_running N [POOL]: exactly N workers (of POOL) and all RUNNING with a pid.
+# all_running N [POOL]: exactly N workers (of POOL), all RUNNING with a pid
+# and registered (incarnation known).
 all_running() {
 	local n=$1 pool=${2:-}
-	status_json | pyjson '(lambda ws: len(ws) == '"$n"' and all(w["state"] == "RUNNING" and (w.get("pid") or 0) > 0 for w in ws))([w for w in d["workers"] if "'"$pool"'" in ("", w["pool"])])' 2>/dev/null | grep -qx true
+	status_json | pyjson '(lambda ws: len(ws) == '"$n"' and all(w["state"] == "RUNNING" and (w.get("pid") or 0) > 0 and isinstance(w.get("incarnation"), int) for w in ws))([w for w in d["workers"] if "'"$pool"'" in ("", w["pool"])])' 2>/dev/null | grep -qx true
+}
+
+# replaced NAME OLD_PID: NAME is RUNNING and registered under a pid other
+# than OLD_PID.
+replaced() {
+	status_json | pyjson '[w for w in d["workers"] if w["name"] == "'"$1"'"][0]' 2>/dev/null | pyjson 'd["state"] == "RUNNING" and isinstance(d.get("pid"), int) and d["pid"] > 0 and d["pid"] != '"$2"' and isinstance(d.get("incarnation"), int)' 2>/dev/null | grep -qx true
 }
 
 # state_is NAME STATE

@@ -68,6 +68,9 @@ except OSError as e:
     print("CONNECT-FAILED %r" % (e,)); sys.exit(0)
 try:
     s.sendall(b"{\"cmd\":\"status\",\"args\":[]}\n")
+except OSError as e:
+    sys.stderr.write("send: %r\n" % (e,))
+try:
     b = s.recv(65536)
     print(b.decode("utf-8", "replace").strip() or "<EOF>")
 except Exception as e:

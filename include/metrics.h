@@ -1,0 +1,33 @@
+/* metrics: the Prometheus text exposition (version 0.0.4) of the master's
+ * view, for `streamvisorctl metrics` and the optional HTTP listener
+ * (metrics.listen), plus that small HTTP/1.0 server.  Rendering is pure:
+ * it takes a JSON description of the state, so it is unit-testable.
+ *
+ * Input: {"node":N, "redis_up":bool,
+ *         "workers":[{"name","pool","state","restarts","beat_age_ms"}...],
+ *         "pools":[{"name","processed","failed","dead_lettered","lost",
+ *                   "batch_hist":[HB_HIST_N counts],"batch_sum_us"}...],
+ *         "groups":[{"stream","group","length","lag","pending",
+ *                    "oldest_pending_idle_ms","configured","pinned"}...]} */
+#ifndef SV_METRICS_H
+#define SV_METRICS_H
+
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+/* malloc'd text; NULL only on allocation failure. */
+char *metrics_render(const json_t *state);
+
+struct metrics_http;
+/* Listen on "HOST:PORT".  Returns 0 or -errno (logged). */
+int metrics_http_open(struct metrics_http **out, const char *listen);
+void metrics_http_close(struct metrics_http *h);
+size_t metrics_http_pollfds(struct metrics_http *h, struct pollfd *fds, size_t max);
+/* Serve what poll reported; render() is called for each GET /metrics. */
+void metrics_http_dispatch(struct metrics_http *h, const struct pollfd *fds, size_t n, int64_t now,
+			   char *(*render)(void *ctx), void *ctx);
+
+#endif

@@ -1,0 +1,380 @@
+/* metrics: Prometheus text exposition and a tiny HTTP/1.0 server. */
+#include "metrics.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "heartbeat.h"
+#include "log.h"
+#include "util.h"
+
+struct out {
+	char *buf;
+	size_t len, cap;
+	bool failed;
+};
+
+static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct out *o, const char *fmt, ...)
+{
+	if (o->failed)
+		return;
+	for (;;) {
+		va_list ap;
+		va_start(ap, fmt);
+		int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+		va_end(ap);
+		if (n < 0) {
+			o->failed = true;
+			return;
+		}
+		if ((size_t)n < o->cap - o->len) {
+			o->len += (size_t)n;
+			return;
+		}
+		size_t ncap = (o->cap + (size_t)n) * 2;
+		char *nb = realloc(o->buf, ncap);
+		if (!nb) {
+			o->failed = true;
+			return;
+		}
+		o->buf = nb;
+		o->cap = ncap;
+	}
+}
+
+/* Label values escape backslash, double quote and newline. */
+static const char *label(const char *s, char *buf, size_t len)
+{
+	size_t o = 0;
+	for (; s && *s && o + 3 < len; s++) {
+		if (*s == '\\' || *s == '"')
+			buf[o++] = '\\', buf[o++] = *s;
+		else if (*s == '\n')
+			buf[o++] = '\\', buf[o++] = 'n';
+		else
+			buf[o++] = *s;
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+static const char *jstr(const json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+	return s ? s : "";
+}
+
+static long long jint(const json_t *o, const char *k)
+{
+	return (long long)json_integer_value(json_object_get(o, k));
+}
+
+static void header(struct out *o, const char *name, const char *type, const char *help)
+{
+	put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void workers_by_state(struct out *o, const json_t *workers)
+{
+	static const char *const states[] = {"STOPPED", "STARTING", "RUNNING", "BACKOFF",
+					     "STOPPING", "EXITED", "FATAL", "HUNG"};
+	header(o, "streamvisor_workers", "gauge", "Workers by pool and state.");
+	json_t *pools = json_object();
+	size_t i;
+	json_t *w;
+	json_array_foreach(workers, i, w) json_object_set_new(pools, jstr(w, "pool"), json_true());
+	const char *pool;
+	json_t *v;
+	char lp[256];
+	json_object_foreach(pools, pool, v) {
+		for (size_t s = 0; s < ARRAY_SIZE(states); s++) {
+			long long n = 0;
+			json_array_foreach(workers, i, w) n += !strcmp(jstr(w, "pool"), pool) && !strcmp(jstr(w, "state"), states[s]);
+			put(o, "streamvisor_workers{pool=\"%s\",state=\"%s\"} %lld\n", label(pool, lp, sizeof(lp)), states[s], n);
+		}
+	}
+	json_decref(pools);
+	char lw[512];
+	header(o, "streamvisor_worker_restarts_total", "counter", "Restarts of each worker slot after a crash or hang.");
+	json_array_foreach(workers, i, w)
+		put(o, "streamvisor_worker_restarts_total{pool=\"%s\",worker=\"%s\"} %lld\n", label(jstr(w, "pool"), lp, sizeof(lp)),
+		    label(jstr(w, "name"), lw, sizeof(lw)), jint(w, "restarts"));
+	header(o, "streamvisor_worker_heartbeat_age_seconds", "gauge", "Age of each running worker's last heartbeat.");
+	json_array_foreach(workers, i, w) {
+		json_t *age = json_object_get(w, "beat_age_ms");
+		if (json_is_integer(age))
+			put(o, "streamvisor_worker_heartbeat_age_seconds{worker=\"%s\"} %.3f\n", label(jstr(w, "name"), lw, sizeof(lw)),
+			    (double)json_integer_value(age) / 1000.0);
+	}
+}
+
+static void pool_counters(struct out *o, const json_t *pools)
+{
+	static const char *const names[][3] = {
+		{"processed", "streamvisor_processed_total", "Entries processed and acknowledged, per pool."},
+		{"failed", "streamvisor_failed_total", "Failures (tool errors, durable-write retries), per pool."},
+		{"dead_lettered", "streamvisor_dead_lettered_total", "Entries moved to a dead-letter stream, per pool."},
+		{"lost", "streamvisor_lost_total", "Pending entries found deleted from their stream, per pool."},
+	};
+	char lp[256];
+	size_t i;
+	json_t *p;
+	for (size_t k = 0; k < ARRAY_SIZE(names); k++) {
+		header(o, names[k][1], "counter", names[k][2]);
+		json_array_foreach(pools, i, p)
+			put(o, "%s{pool=\"%s\"} %lld\n", names[k][1], label(jstr(p, "name"), lp, sizeof(lp)), jint(p, names[k][0]));
+	}
+	static const int64_t bounds[] = HB_HIST_BOUNDS;
+	header(o, "streamvisor_batch_duration_seconds", "histogram", "Time to process one batch (durable write included).");
+	json_array_foreach(pools, i, p) {
+		label(jstr(p, "name"), lp, sizeof(lp));
+		json_t *hist = json_object_get(p, "batch_hist");
+		long long cum = 0;
+		for (size_t b = 0; b < HB_HIST_N; b++) {
+			cum += (long long)json_integer_value(json_array_get(hist, b));
+			if (b < HB_HIST_N - 1)
+				put(o, "streamvisor_batch_duration_seconds_bucket{pool=\"%s\",le=\"%g\"} %lld\n", lp,
+				    (double)bounds[b] / 1000.0, cum);
+			else
+				put(o, "streamvisor_batch_duration_seconds_bucket{pool=\"%s\",le=\"+Inf\"} %lld\n", lp, cum);
+		}
+		put(o, "streamvisor_batch_duration_seconds_sum{pool=\"%s\"} %.6f\n", lp, (double)jint(p, "batch_sum_us") / 1e6);
+		put(o, "streamvisor_batch_duration_seconds_count{pool=\"%s\"} %lld\n", lp, cum);
+	}
+}
+
+static void group_gauges(struct out *o, const json_t *groups)
+{
+	char ls[256], lg[256];
+	size_t i;
+	json_t *g;
+	header(o, "streamvisor_stream_length", "gauge", "Entries in each stream (XLEN).");
+	json_t *seen = json_object();
+	json_array_foreach(groups, i, g) {
+		if (json_object_get(seen, jstr(g, "stream")))
+			continue;
+		json_object_set_new(seen, jstr(g, "stream"), json_true());
+		put(o, "streamvisor_stream_length{stream=\"%s\"} %lld\n", label(jstr(g, "stream"), ls, sizeof(ls)), jint(g, "length"));
+	}
+	json_decref(seen);
+	static const char *const gauges[][3] = {
+		{"lag", "streamvisor_group_lag", "Entries not yet delivered to the group."},
+		{"pending", "streamvisor_group_pending", "Entries delivered to the group and not acknowledged."},
+	};
+	for (size_t k = 0; k < ARRAY_SIZE(gauges); k++) {
+		header(o, gauges[k][1], "gauge", gauges[k][2]);
+		json_array_foreach(groups, i, g) {
+			if (json_is_true(json_object_get(g, "missing")))
+				continue;
+			put(o, "%s{stream=\"%s\",group=\"%s\"} %lld\n", gauges[k][1], label(jstr(g, "stream"), ls, sizeof(ls)),
+			    label(jstr(g, "group"), lg, sizeof(lg)), jint(g, gauges[k][0]));
+		}
+	}
+	header(o, "streamvisor_group_oldest_pending_idle_seconds", "gauge", "Idle time of the group's oldest pending entry.");
+	json_array_foreach(groups, i, g) {
+		if (json_is_true(json_object_get(g, "missing")))
+			continue;
+		put(o, "streamvisor_group_oldest_pending_idle_seconds{stream=\"%s\",group=\"%s\"} %.3f\n",
+		    label(jstr(g, "stream"), ls, sizeof(ls)), label(jstr(g, "group"), lg, sizeof(lg)),
+		    (double)jint(g, "oldest_pending_idle_ms") / 1000.0);
+	}
+	header(o, "streamvisor_group_pinned", "gauge", "1 when a group that is not configured holds the stream's trim point.");
+	json_array_foreach(groups, i, g)
+		put(o, "streamvisor_group_pinned{stream=\"%s\",group=\"%s\"} %d\n", label(jstr(g, "stream"), ls, sizeof(ls)),
+		    label(jstr(g, "group"), lg, sizeof(lg)), json_is_true(json_object_get(g, "pinned")));
+	header(o, "streamvisor_group_missing", "gauge", "1 when a configured group does not exist (workers re-create it).");
+	json_array_foreach(groups, i, g)
+		put(o, "streamvisor_group_missing{stream=\"%s\",group=\"%s\"} %d\n", label(jstr(g, "stream"), ls, sizeof(ls)),
+		    label(jstr(g, "group"), lg, sizeof(lg)), json_is_true(json_object_get(g, "missing")));
+}
+
+char *metrics_render(const json_t *state)
+{
+	struct out o = {0};
+	header(&o, "streamvisor_redis_up", "gauge", "1 when the master's monitor reaches Redis.");
+	put(&o, "streamvisor_redis_up %d\n", json_is_true(json_object_get(state, "redis_up")));
+	workers_by_state(&o, json_object_get(state, "workers"));
+	pool_counters(&o, json_object_get(state, "pools"));
+	group_gauges(&o, json_object_get(state, "groups"));
+	if (o.failed) {
+		free(o.buf);
+		return NULL;
+	}
+	return o.buf ? o.buf : util_xstrdup("");
+}
+
+/* ---------- HTTP ---------- */
+
+#define HTTP_CLIENTS 16
+#define HTTP_REQ_MAX 4096
+#define HTTP_TIMEOUT_MS 5000
+
+struct http_client {
+	int fd;
+	char req[HTTP_REQ_MAX];
+	size_t reqlen;
+	char *resp;
+	size_t resplen, respoff;
+	int64_t deadline;
+};
+
+struct metrics_http {
+	int fd;
+	struct http_client c[HTTP_CLIENTS];
+};
+
+int metrics_http_open(struct metrics_http **out, const char *listen_addr)
+{
+	char host[256];
+	const char *colon = strrchr(listen_addr, ':');
+	if (!colon || (size_t)(colon - listen_addr) >= sizeof(host)) {
+		log_error("metrics.listen %s: expected HOST:PORT", listen_addr);
+		return -EINVAL;
+	}
+	memcpy(host, listen_addr, (size_t)(colon - listen_addr));
+	host[colon - listen_addr] = '\0';
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = '\0';
+	}
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+	struct addrinfo *ai = NULL;
+	int r = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &ai);
+	if (r != 0) {
+		log_error("metrics.listen %s: %s", listen_addr, gai_strerror(r));
+		return -EINVAL;
+	}
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 16) < 0) {
+		int e = errno;
+		log_error("metrics.listen %s: %s", listen_addr, strerror(e));
+		if (fd >= 0)
+			close(fd);
+		freeaddrinfo(ai);
+		return -e;
+	}
+	freeaddrinfo(ai);
+	struct metrics_http *h = util_xcalloc(1, sizeof(*h));
+	h->fd = fd;
+	for (int i = 0; i < HTTP_CLIENTS; i++)
+		h->c[i].fd = -1;
+	*out = h;
+	log_info("serving metrics on http://%s/metrics", listen_addr);
+	return 0;
+}
+
+static void client_close(struct http_client *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->resp);
+	memset(c, 0, sizeof(*c));
+	c->fd = -1;
+}
+
+void metrics_http_close(struct metrics_http *h)
+{
+	if (!h)
+		return;
+	for (int i = 0; i < HTTP_CLIENTS; i++)
+		client_close(&h->c[i]);
+	close(h->fd);
+	free(h);
+}
+
+size_t metrics_http_pollfds(struct metrics_http *h, struct pollfd *fds, size_t max)
+{
+	size_t n = 0;
+	if (!h || max == 0)
+		return 0;
+	fds[n++] = (struct pollfd){.fd = h->fd, .events = POLLIN};
+	for (int i = 0; i < HTTP_CLIENTS && n < max; i++)
+		if (h->c[i].fd >= 0)
+			fds[n++] = (struct pollfd){.fd = h->c[i].fd, .events = h->c[i].resp ? POLLOUT : POLLIN};
+	return n;
+}
+
+static void respond(struct http_client *c, char *(*render)(void *), void *ctx)
+{
+	bool get = strncmp(c->req, "GET /metrics", 12) == 0 && (c->req[12] == ' ' || c->req[12] == '?');
+	char *body = get ? render(ctx) : NULL;
+	const char *status = get ? (body ? "200 OK" : "500 Internal Server Error") : "404 Not Found";
+	const char *text = body ? body : (get ? "render failed\n" : "try GET /metrics\n");
+	size_t blen = strlen(text);
+	size_t cap = blen + 256;
+	c->resp = malloc(cap);
+	if (c->resp) {
+		int h = snprintf(c->resp, cap,
+				 "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+				 "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+				 status, blen);
+		memcpy(c->resp + h, text, blen);
+		c->resplen = (size_t)h + blen;
+	}
+	free(body);
+}
+
+void metrics_http_dispatch(struct metrics_http *h, const struct pollfd *fds, size_t n, int64_t now,
+			   char *(*render)(void *ctx), void *ctx)
+{
+	if (!h)
+		return;
+	for (size_t i = 1; i < n; i++) {
+		if (!fds[i].revents)
+			continue;
+		struct http_client *c = NULL;
+		for (int k = 0; k < HTTP_CLIENTS; k++)
+			if (h->c[k].fd == fds[i].fd)
+				c = &h->c[k];
+		if (!c)
+			continue;
+		if (!c->resp) {
+			ssize_t r = read(c->fd, c->req + c->reqlen, HTTP_REQ_MAX - 1 - c->reqlen);
+			if (r <= 0) {
+				if (r == 0 || errno != EAGAIN)
+					client_close(c);
+				continue;
+			}
+			c->reqlen += (size_t)r;
+			c->req[c->reqlen] = '\0';
+			if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n") || c->reqlen >= HTTP_REQ_MAX - 1)
+				respond(c, render, ctx);
+			if (!c->resp && c->reqlen >= HTTP_REQ_MAX - 1)
+				client_close(c);
+			continue;
+		}
+		ssize_t w = write(c->fd, c->resp + c->respoff, c->resplen - c->respoff);
+		if (w < 0 && errno == EAGAIN)
+			continue;
+		if (w <= 0 || (c->respoff += (size_t)w) >= c->resplen)
+			client_close(c);
+	}
+	for (int k = 0; k < HTTP_CLIENTS; k++)
+		if (h->c[k].fd >= 0 && now > h->c[k].deadline)
+			client_close(&h->c[k]);
+	if (n > 0 && fds[0].revents) {
+		int fd;
+		while ((fd = accept4(h->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+			struct http_client *c = NULL;
+			for (int k = 0; k < HTTP_CLIENTS && !c; k++)
+				if (h->c[k].fd < 0)
+					c = &h->c[k];
+			if (!c) {
+				close(fd);
+				continue;
+			}
+			c->fd = fd;
+			c->deadline = now + HTTP_TIMEOUT_MS;
+		}
+	}
+}
