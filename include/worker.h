@@ -37,6 +37,8 @@ struct consumer_batch;
  * the process exit status negated (-78). */
 struct consumer_kind {
 	int (*start)(void *ctx, struct consumer *c);
+	/* Optional: periodic housekeeping when a read found nothing. */
+	void (*idle)(void *ctx, struct consumer *c);
 	int (*batch)(void *ctx, struct consumer *c, struct consumer_batch *b);
 	void *ctx;
 };

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -512,6 +513,27 @@ static int retry_degraded(struct consumer *c, struct consumer_batch *b)
 	return 1;
 }
 
+/* uWSGI's reload-on-rss: past max_rss_mb, finish this batch and exit 0;
+ * the master replaces the worker at once. */
+static void check_rss(struct consumer *c)
+{
+	if (c->pool->max_rss_mb <= 0 || worker_stop)
+		return;
+	FILE *f = fopen("/proc/self/statm", "re");
+	long pages = 0, rss = 0;
+	if (!f)
+		return;
+	if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+		rss = 0;
+	fclose(f);
+	long long mb = (long long)rss * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
+	if (mb > c->pool->max_rss_mb) {
+		log_info("RSS %lld MiB is over max_rss_mb %lld: recycling after this batch", mb,
+			 (long long)c->pool->max_rss_mb);
+		worker_stop = 1;
+	}
+}
+
 /* Hand a batch to the kind, then dead-letter and queue acks. */
 static int process_batch(struct consumer *c, struct consumer_batch *b)
 {
@@ -548,6 +570,7 @@ static int process_batch(struct consumer *c, struct consumer_batch *b)
 	}
 	c->w->hb.current[0] = '\0';
 	c->w->hb.status = HB_IDLE;
+	check_rss(c);
 	return 0;
 }
 
@@ -707,6 +730,8 @@ static int read_new(struct consumer *c)
 		size_t got;
 		ret = process_read_reply(c, r, false, &got);
 		c->idle = got == 0;
+		if (c->idle && c->kind.idle)
+			c->kind.idle(c->kind.ctx, c);
 	}
 	freeReplyObject(r);
 	return ret < 0 ? 0 : ret;

@@ -15,6 +15,7 @@ struct persist {
 	struct store *store;
 	struct sv_event *events;  /* decoded events of the batch in hand */
 	size_t cap;
+	int64_t next_prune;
 };
 
 static const char *pool_sqlite_path(const struct worker *w)
@@ -129,6 +130,22 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 	return 0;
 }
 
+/* retention.events_keep_ms: slot 0 prunes events of terminal runs while
+ * the pool is idle, once a minute; snapshots stay. */
+static void persist_idle(void *ctx, struct consumer *c)
+{
+	struct persist *p = ctx;
+	(void)c;
+	int64_t keep = p->w->cfg->retention.events_keep_ms;
+	if (keep <= 0 || p->w->args->slot != 0 || !p->store || util_mono_ms() < p->next_prune)
+		return;
+	p->next_prune = util_mono_ms() + (keep / 2 < 60000 ? (keep / 2 > 1000 ? keep / 2 : 1000) : 60000);
+	int64_t n = store_prune(p->store, util_wall_ms() - keep);
+	if (n > 0)
+		log_info("archived %lld terminal runs older than %lld ms (events pruned, snapshots kept)",
+			 (long long)n, (long long)keep);
+}
+
 int worker_persist_init(struct worker *w, struct consumer_kind *kind)
 {
 	struct persist *p = util_xcalloc(1, sizeof(*p));
@@ -136,6 +153,7 @@ int worker_persist_init(struct worker *w, struct consumer_kind *kind)
 	kind->ctx = p;
 	kind->start = persist_start;
 	kind->batch = persist_batch;
+	kind->idle = persist_idle;
 	return 0;
 }
 

@@ -699,6 +699,7 @@ int worker_tool_init(struct worker *w, struct consumer_kind *kind)
 	tw->w = w;
 	kind->ctx = tw;
 	kind->start = NULL;
+	kind->idle = NULL;
 	kind->batch = tool_batch;
 	return 0;
 }

@@ -215,6 +215,7 @@ static const char *const words[] = {
 static size_t event_data(const struct bench *b, long idx, long seq, const char **type, char *data, size_t cap)
 {
 	int n = 0;
+	*type = "unknown";
 	uint32_t h = (uint32_t)(idx * 2654435761u) ^ (uint32_t)(seq * 40503u);
 	switch (b->layout[seq]) {
 	case EV_CREATED:
@@ -749,7 +750,7 @@ static long proc_status_kb(pid_t pid, const char *key)
 /* Children of pid (all its threads), into out; returns the count. */
 static size_t proc_children(pid_t pid, pid_t *out, size_t max)
 {
-	char path[96], buf[4096];
+	char path[320], buf[4096];
 	size_t n = 0;
 	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
 	DIR *d = opendir(path);

@@ -75,7 +75,7 @@ try:
     print(b.decode("utf-8", "replace").strip() or "<EOF>")
 except Exception as e:
     print("<%r>" % (e,))
-' "$SOCK" 2>&1) || true
+' "$SOCK") || true
 	echo "nobody raw request -> $raw"
 	case $raw in CONNECT-FAILED*) fail "nobody cannot even connect (filesystem refusal, test setup problem): $raw" ;; esac
 	grep -q 't1/persist' <<<"$raw" && fail "nobody got worker data: $raw"
