@@ -1,0 +1,82 @@
+#!/bin/bash
+# bench-peer.sh: run svbench against the Node.js peer (../shared/peer-node),
+# the baseline of SPEC §10.
+#
+#   tools/bench-peer.sh [--rate R] [--runs N] [--procs N] [--keep] [-- SVBENCH ARGS...]
+#
+# Installs the peer into $PEER_DIR (default /tmp/peer-node) once, starts a
+# private redis-server on a free 127.0.0.1 TCP port (ioredis takes a
+# redis:// URL), starts `node peer.js redis://127.0.0.1:PORT events persist
+# c1 DB` (one process: its correct configuration; --procs N starts N, which
+# the peer's README says is wrong), runs svbench --sqlite DB and prints
+# "peer procs=1 sync=normal redis=tcp {json}".
+#
+# Like for like: the peer writes the same snapshots(run, status, event_count)
+# columns, handles tool.call, and runs synchronous=NORMAL over TCP, so compare
+# it with `tools/bench.sh --sync normal --tcp`.  svbench's criterion (status
+# 'completed' and event_count = 58 for every run) is the same for both.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+rate=0 runs=4000 procs=1 keep=0
+PEER_DIR=${PEER_DIR:-/tmp/peer-node}
+PEER_SRC=${PEER_SRC:-$here/../../shared/peer-node}
+[ -d "$PEER_SRC" ] || PEER_SRC=/work/shared/peer-node
+while [ $# -gt 0 ]; do
+	case $1 in
+	--rate) rate=$2; shift 2 ;;
+	--runs) runs=$2; shift 2 ;;
+	--procs) procs=$2; shift 2 ;;
+	--keep) keep=1; shift ;;
+	--) shift; break ;;
+	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+	*) echo "bench-peer.sh: unknown option $1" >&2; exit 2 ;;
+	esac
+done
+
+if [ -z "${BUILD:-}" ]; then
+	for d in "$here/../build-bench" "$here/../build"; do
+		[ -x "$d/tools/svbench" ] && { BUILD=$d; break; }
+	done
+fi
+svbench=${BUILD:?no build dir: set BUILD}/tools/svbench
+if [ ! -f "$PEER_DIR/node_modules/better-sqlite3/build/Release/better_sqlite3.node" ] ||
+   [ ! -d "$PEER_DIR/node_modules/ioredis" ]; then
+	"$PEER_SRC/setup.sh" "$PEER_DIR" >&2
+fi
+cp "$PEER_SRC/peer.js" "$PEER_DIR/peer.js"
+
+dir=$(mktemp -d /tmp/svbench-peer.XXXXXX)
+redis_pid= peer_pids=()
+cleanup() {
+	set +e
+	for p in "${peer_pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+	[ -n "$redis_pid" ] && kill -TERM "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+	if [ "$keep" = 1 ]; then echo "bench-peer.sh: kept $dir" >&2; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+	--logfile "$dir/redis.log" &
+redis_pid=$!
+url="redis://127.0.0.1:$port"
+for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
+
+for i in $(seq "$procs"); do
+	node "$PEER_DIR/peer.js" "$url" events persist "c$i" "$dir/peer.db" 2>>"$dir/peer.log" &
+	peer_pids+=($!)
+done
+# ready: the consumer group exists (the peer creates it at 0 with MKSTREAM)
+for _ in $(seq 200); do
+	redis-cli -p "$port" xinfo groups events 2>/dev/null | grep -q persist && break
+	sleep 0.05
+done
+redis-cli -p "$port" xinfo groups events 2>/dev/null | grep -q persist ||
+	{ echo "bench-peer.sh: the peer did not start:" >&2; cat "$dir/peer.log" >&2; exit 1; }
+
+setup="peer procs=$procs sync=normal redis=tcp"
+[ "$rate" != 0 ] && setup="$setup rate=$rate"
+out=$("$svbench" --redis "$url/0" --sqlite "$dir/peer.db" --runs "$runs" --rate "$rate" "$@")
+echo "$setup $out"

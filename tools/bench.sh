@@ -1,0 +1,141 @@
+#!/bin/bash
+# bench.sh: run svbench (SPEC §10) against a private streamvisord + redis-server.
+#
+#   tools/bench.sh [--workers N] [--batch B] [--sync full|normal] [--rate R]
+#                  [--runs N] [--tcp] [--tools] [--respawn [COUNT]] [--rss]
+#                  [--perf FILE] [--keep] [-- SVBENCH ARGS...]
+#
+# Creates a temp dir, starts redis-server (unix socket, no persistence; TCP
+# on a free 127.0.0.1 port with --tcp), writes a configuration with one
+# persistence pool (count N, batch B, block_ms 2000, sqlite.synchronous),
+# starts streamvisord, waits for `streamvisorctl status` to exit 0, runs
+#   svbench (the workload)          by default,
+#   svbench respawn --count COUNT   with --respawn,
+#   svbench rss                     with --rss (idle: before any load),
+# prints "workers=N batch=B sync=S {json}" and stops everything.
+# --perf FILE records `perf record -g` of the persistence workers during the
+# workload.  The build dir is $BUILD, or ../build-bench, ../build next to
+# this script.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+workers=1 batch=256 sync=full rate=0 runs=4000 tcp=0 tools=0 mode=bench count=20 perf_out= keep=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--workers) workers=$2; shift 2 ;;
+	--batch) batch=$2; shift 2 ;;
+	--sync) sync=$2; shift 2 ;;
+	--rate) rate=$2; shift 2 ;;
+	--runs) runs=$2; shift 2 ;;
+	--tcp) tcp=1; shift ;;
+	--tools) tools=1; shift ;;
+	--respawn) mode=respawn; if [[ ${2:-} =~ ^[0-9]+$ ]]; then count=$2; shift; fi; shift ;;
+	--rss) mode=rss; shift ;;
+	--perf) perf_out=$2; shift 2 ;;
+	--keep) keep=1; shift ;;
+	--) shift; break ;;
+	-h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
+	esac
+done
+case $sync in full|normal) ;; *) echo "bench.sh: --sync full|normal" >&2; exit 2 ;; esac
+
+if [ -z "${BUILD:-}" ]; then
+	for d in "$here/../build-bench" "$here/../build"; do
+		[ -x "$d/src/streamvisord" ] && { BUILD=$d; break; }
+	done
+fi
+BUILD=$(cd "${BUILD:?no build dir: set BUILD}" && pwd)
+svd=$BUILD/src/streamvisord ctl=$BUILD/src/streamvisorctl svbench=$BUILD/tools/svbench
+for b in "$svd" "$ctl" "$svbench"; do [ -x "$b" ] || { echo "bench.sh: $b missing" >&2; exit 2; }; done
+
+dir=$(mktemp -d /tmp/svbench.XXXXXX)
+redis_pid= svd_pid= perf_pid=
+cleanup() {
+	set +e
+	[ -n "$perf_pid" ] && kill -INT "$perf_pid" 2>/dev/null && wait "$perf_pid" 2>/dev/null
+	if [ -n "$svd_pid" ] && kill -0 "$svd_pid" 2>/dev/null; then
+		kill -TERM "$svd_pid"
+		for _ in $(seq 100); do kill -0 "$svd_pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$svd_pid" 2>/dev/null
+	fi
+	[ -n "$redis_pid" ] && kill -TERM "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+	if [ "$keep" = 1 ]; then echo "bench.sh: kept $dir" >&2; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- redis
+if [ "$tcp" = 1 ]; then
+	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+		--logfile "$dir/redis.log" &
+	redis_url="redis://127.0.0.1:$port/0" rcli=(redis-cli -p "$port")
+else
+	redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save '' \
+		--appendonly no --dir "$dir" --logfile "$dir/redis.log" &
+	redis_url="unix://$dir/redis.sock" rcli=(redis-cli -s "$dir/redis.sock")
+fi
+redis_pid=$!
+for _ in $(seq 100); do "${rcli[@]}" ping >/dev/null 2>&1 && break; sleep 0.05; done
+"${rcli[@]}" ping >/dev/null || { echo "bench.sh: redis-server did not start" >&2; exit 1; }
+
+# --- streamvisord
+tool_pool= tool_def=
+if [ "$tools" = 1 ]; then
+	tool_pool=', { name = "tools"; kind = "tool"; count = 1; }'
+	tool_def='tools = ( { name = "echo"; command = [ "/bin/cat" ]; env = [ "LANG=C" ]; } );'
+fi
+cat >"$dir/sv.conf" <<EOF
+node = "bench";
+namespace = "sv";
+redis = { url = "$redis_url"; };
+sqlite = { path = "$dir/snapshots.db"; synchronous = "$sync"; };
+control = { socket = "$dir/ctl.sock"; };
+heartbeat = { interval_ms = 2000; timeout_ms = 10000; };
+restart = { burst = 100000; };
+streams = [ "events" ];
+pools = (
+  { name = "persist"; kind = "persistence"; count = $workers; batch = $batch; block_ms = 2000; }$tool_pool
+);
+$tool_def
+log = { level = "warn"; };
+EOF
+"$svd" -c "$dir/sv.conf" 2>"$dir/streamvisord.log" &
+svd_pid=$!
+ok=0
+for _ in $(seq 200); do
+	if "$ctl" -s "$dir/ctl.sock" -t 2 status >/dev/null 2>&1; then ok=1; break; fi
+	kill -0 "$svd_pid" 2>/dev/null || break
+	sleep 0.05
+done
+if [ "$ok" != 1 ]; then
+	echo "bench.sh: streamvisord did not become ready; its log:" >&2
+	cat "$dir/streamvisord.log" >&2
+	exit 1
+fi
+
+setup="workers=$workers batch=$batch sync=$sync"
+[ "$tcp" = 1 ] && setup="$setup redis=tcp"
+case $mode in
+bench)
+	[ "$rate" != 0 ] && setup="$setup rate=$rate"
+	if [ -n "$perf_out" ]; then
+		pids=$("$ctl" -s "$dir/ctl.sock" --json status persist |
+			python3 -c 'import json,sys; print(",".join(str(w["pid"]) for w in json.load(sys.stdin)["workers"]))')
+		perf record -g -F 999 -o "$perf_out" -p "$pids" >/dev/null 2>"$dir/perf.log" &
+		perf_pid=$!
+		sleep 0.5
+	fi
+	out=$("$svbench" --redis "$redis_url" --sqlite "$dir/snapshots.db" --runs "$runs" --rate "$rate" "$@")
+	;;
+respawn)
+	# idle: restart.start_ms (1000) passes before each worker is RUNNING again
+	out=$("$svbench" respawn --socket "$dir/ctl.sock" --redis "$redis_url" --namespace sv --count "$count" "$@")
+	;;
+rss)
+	sleep 1 # settle: every worker registered and idle in XREADGROUP
+	out=$("$svbench" rss --socket "$dir/ctl.sock" "$@")
+	;;
+esac
+echo "$setup $out"
