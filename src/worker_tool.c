@@ -448,7 +448,7 @@ static void run_loop(struct run_state *rs, struct outcome *oc)
 		else if (!w->rc.c)
 			rconn_ready(&w->rc, now);
 
-		struct pollfd fds[4];
+		struct pollfd fds[5];
 		nfds_t n = 0;
 		int iin = -1, iout = -1, ierr = -1;
 		if (rs->in >= 0)
