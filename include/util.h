@@ -65,4 +65,19 @@ ssize_t linebuf_fill(struct linebuf *lb, int fd);
  * an overlong line that is being discarded. */
 int linebuf_next(struct linebuf *lb, char **line);
 
+
+/* Output queue for a non-blocking descriptor: what write() does not take
+ * now waits here for POLLOUT, so a line is never cut in half. */
+struct outq {
+	char *buf;
+	size_t len, off;
+};
+/* Write or queue data; returns 0, or -errno when the peer is gone or the
+ * queue would pass 16 MiB (then nothing is queued). */
+int outq_write(struct outq *q, int fd, const void *data, size_t len);
+/* Write what is queued (on POLLOUT); returns 0 or -errno. */
+int outq_flush(struct outq *q, int fd);
+bool outq_pending(const struct outq *q);
+void outq_free(struct outq *q);
+
 #endif

@@ -52,6 +52,7 @@ struct worker {
 	struct linebuf chan;
 	bool paused;
 	bool master_gone;
+	bool fence_reported;
 	struct consumer *consumer;   /* NULL for a kind without stream work */
 	struct consumer_kind kind;
 };
@@ -63,6 +64,8 @@ extern volatile sig_atomic_t worker_stop;
  * (0 asked to stop, 1 transient, 78 configuration). */
 int worker_main(const struct worker_args *args);
 
+/* Send one line to the master over the channel. */
+void worker_notify_master(struct worker *w, const char *line);
 /* Read and apply what the master sent (non-blocking). */
 void worker_poll_master(struct worker *w);
 /* Wait up to ms for the master's channel or a signal; applies messages. */

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "log.h"
 #include "master.h"
 #include "sv_config.h"
@@ -24,7 +25,8 @@ static void usage(FILE *f)
 		   "  -t          check the configuration and exit (0 ok, 78 invalid)\n"
 		   "  -d          daemonize (SysV init); the default is the foreground (systemd)\n"
 		   "  -p PIDFILE  write and lock a pidfile\n"
-		   "  -V          print the version\n",
+		   "  -V          print the version\n"
+		   "  -h          this help\n",
 		   SV_DEFAULT_CONFIG);
 }
 
@@ -51,6 +53,31 @@ static void pidfile_write(int fd)
 	int n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
 	if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n)
 		fatal(SV_EX_TRANSIENT, "cannot write pidfile: %s", strerror(errno));
+}
+
+/* Absolute form of path (it must survive chdir("/") in daemon mode). */
+static char *absolute(const char *path)
+{
+	if (path[0] == '/')
+		return util_xstrdup(path);
+	char cwd[4096];
+	if (!getcwd(cwd, sizeof(cwd)))
+		fatal(SV_EX_TRANSIENT, "getcwd: %s", strerror(errno));
+	size_t len = strlen(cwd) + strlen(path) + 2;
+	char *abs = util_xcalloc(1, len);
+	snprintf(abs, len, "%s/%s", cwd, path);
+	return abs;
+}
+
+/* Before forking anything: refuse while a daemon answers on our socket,
+ * and say so on the terminal, not only in the log. */
+static void refuse_second_instance(const struct sv_config *cfg)
+{
+	int fd = control_connect(cfg->control.socket);
+	if (fd >= 0) {
+		close(fd);
+		fatal(SV_EX_TRANSIENT, "another streamvisord is running on %s", cfg->control.socket);
+	}
 }
 
 static void daemonize(void)
@@ -113,7 +140,10 @@ int main(int argc, char **argv)
 
 	if (log_open("master", cfg->log.level, cfg->log.format, cfg->log.file) < 0)
 		fatal(SV_EX_CONFIG, "cannot open log file %s", cfg->log.file);
-	int pidfd = pidfile ? pidfile_lock(pidfile) : -1;
+	char *conf_abs = absolute(conf);
+	char *pid_abs = pidfile ? absolute(pidfile) : NULL;
+	int pidfd = pid_abs ? pidfile_lock(pid_abs) : -1;
+	refuse_second_instance(cfg);
 	if (detach) {
 		daemonize();
 		/* The lock belongs to the file description, which survives
@@ -123,11 +153,13 @@ int main(int argc, char **argv)
 	}
 	if (pidfd >= 0)
 		pidfile_write(pidfd);
-	int status = master_run(cfg, conf);
+	int status = master_run(cfg, conf_abs);
 	if (pidfd >= 0) {
-		unlink(pidfile);
+		unlink(pid_abs);
 		close(pidfd);
 	}
+	free(conf_abs);
+	free(pid_abs);
 	log_close();
 	return status;
 }

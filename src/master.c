@@ -51,7 +51,9 @@ struct slot {
 	pid_t pid;
 	int chan_fd, err_fd;
 	struct linebuf chan_lb, err_lb;
+	struct outq chan_q;
 	bool registered;
+	bool fence_wait;      /* another live process holds our consumer name */
 	bool paused;
 	bool unclean_prev;
 	pid_t prev_pid;
@@ -108,6 +110,7 @@ struct master {
 	pid_t monitor_pid;
 	int monitor_fd, monitor_err_fd;
 	struct linebuf monitor_lb, monitor_err_lb;
+	struct outq monitor_q;
 	int64_t monitor_respawn_at;
 	bool monitor_stop_sent;
 	int64_t monitor_kill_at;
@@ -195,9 +198,9 @@ static void monitor_send(struct master *m, json_t *op)
 		return;
 	size_t len = strlen(s);
 	s[len] = '\n';
-	/* The monitor reads promptly; a short blocking write is fine. */
-	if (util_write_all(m->monitor_fd, s, len + 1) < 0)
-		log_warn("monitor channel: %s", strerror(errno));
+	int r = outq_write(&m->monitor_q, m->monitor_fd, s, len + 1);
+	if (r < 0)
+		log_warn("monitor channel: %s", strerror(-r));
 	free(s);
 }
 
@@ -271,6 +274,7 @@ static void slot_close_fds(struct slot *s)
 	s->chan_fd = s->err_fd = -1;
 	linebuf_free(&s->chan_lb);
 	linebuf_free(&s->err_lb);
+	outq_free(&s->chan_q);
 }
 
 static void slot_free(struct slot *s)
@@ -427,6 +431,7 @@ static void slot_spawn(struct master *m, struct slot *s)
 	linebuf_init(&s->chan_lb, 4096);
 	linebuf_init(&s->err_lb, CHILD_LINE_MAX);
 	s->registered = false;
+	s->fence_wait = false;
 	s->spawns++;
 	s->started_mono = util_mono_ms();
 	s->started_wall = util_wall_ms();
@@ -523,8 +528,11 @@ static void slot_read_chan(struct master *m, struct slot *s)
 		int pgid;
 		if (r > 0 && sscanf(line, "tool_pgid %d", &pgid) == 1) {
 			s->tool_pgid = pgid;
+		} else if (r > 0 && strcmp(line, "fence_wait") == 0) {
+			s->fence_wait = true;
 		} else if (r > 0 && sscanf(line, "registered %lld", &inc) == 1) {
 			s->registered = true;
+			s->fence_wait = false;
 			log_debug("%s registered incarnation %lld (%lld ms after fork)", s->name, inc,
 				  (long long)(util_mono_ms() - s->started_mono));
 		}
@@ -534,8 +542,9 @@ static void slot_read_chan(struct master *m, struct slot *s)
 
 static void slot_send(struct slot *s, const char *msg)
 {
-	if (s->chan_fd >= 0 && util_write_all(s->chan_fd, msg, strlen(msg)) < 0)
-		log_debug("channel to %s: %s", s->name, strerror(errno));
+	int r = s->chan_fd >= 0 ? outq_write(&s->chan_q, s->chan_fd, msg, strlen(msg)) : 0;
+	if (r < 0)
+		log_debug("channel to %s: %s", s->name, strerror(-r));
 }
 
 /* ---------- exits ---------- */
@@ -609,6 +618,7 @@ static void monitor_closed(struct master *m)
 	m->monitor_fd = m->monitor_err_fd = -1;
 	linebuf_free(&m->monitor_lb);
 	linebuf_free(&m->monitor_err_lb);
+	outq_free(&m->monitor_q);
 }
 
 static void reap_children(struct master *m)
@@ -819,6 +829,10 @@ static int64_t judge_hangs(struct master *m, int64_t now)
 	int64_t next = 0;
 	FOREACH_SLOT(m, s) {
 		if (s->proc.state != PROC_RUNNING && s->proc.state != PROC_STARTING)
+			continue;
+		/* Waiting for another live holder of its name is not a hang
+		 * (duplicate node names, a previous master's worker finishing). */
+		if (s->fence_wait && !s->registered)
 			continue;
 		int64_t base = s->beat_change_mono;
 		if (s->started_mono > base)
@@ -1133,8 +1147,8 @@ static void cmd_scale(struct master *m, struct control_client *c, const char *po
 		control_reply_error(c, "no such pool: %s", pool ? pool : "(none)");
 		return;
 	}
-	if (!count || *end || n < 0 || n > 4096) {
-		control_reply_error(c, "scale needs a count from 0 to 4096");
+	if (!count || *end || n < 0 || n > 1000) {
+		control_reply_error(c, "scale needs a count from 0 to 1000");
 		return;
 	}
 	log_info("scale %s from %lld to %lld workers", p->name, (long long)p->want, n);
@@ -1489,8 +1503,15 @@ static void notify_progress(struct master *m, int64_t now)
 				      registered, total, m->redis_ok ? "reachable" : "unreachable");
 	}
 	if (m->ready_sent && now >= m->next_status_notify) {
-		sdnotify_send("STATUS=%zu/%zu workers running%s", running, total,
-			      m->redis_ok ? "" : ", redis unreachable");
+		json_int_t lag = 0, pending = 0;
+		size_t i;
+		json_t *g;
+		json_array_foreach(m->groups, i, g) {
+			lag += json_integer_value(json_object_get(g, "lag"));
+			pending += json_integer_value(json_object_get(g, "pending"));
+		}
+		sdnotify_send("STATUS=%zu/%zu workers running, lag %lld, pending %lld%s", running, total,
+			      (long long)lag, (long long)pending, m->redis_ok ? "" : ", redis unreachable");
 		m->next_status_notify = now + 5000;
 	}
 	int64_t wd = sdnotify_watchdog_ms();
@@ -1551,7 +1572,8 @@ static void master_loop(struct master *m)
 			break;
 		size_t n = 0;
 		fds[n++] = (struct pollfd){.fd = m->sigfd, .events = POLLIN};
-		fds[n++] = (struct pollfd){.fd = m->monitor_fd, .events = POLLIN};
+		fds[n++] = (struct pollfd){.fd = m->monitor_fd,
+					   .events = POLLIN | (outq_pending(&m->monitor_q) ? POLLOUT : 0)};
 		fds[n++] = (struct pollfd){.fd = m->monitor_err_fd, .events = POLLIN};
 		size_t first_slot = n;
 		FOREACH_SLOT(m, s) {
@@ -1559,7 +1581,8 @@ static void master_loop(struct master *m)
 				break;
 			if (s->chan_fd >= 0) {
 				refs[n] = (struct fdref){s, 0};
-				fds[n++] = (struct pollfd){.fd = s->chan_fd, .events = POLLIN};
+				fds[n++] = (struct pollfd){.fd = s->chan_fd,
+							   .events = POLLIN | (outq_pending(&s->chan_q) ? POLLOUT : 0)};
 			}
 			if (s->err_fd >= 0) {
 				refs[n] = (struct fdref){s, 1};
@@ -1585,6 +1608,8 @@ static void master_loop(struct master *m)
 		for (size_t i = first_slot; i < first_ctl; i++) {
 			if (!fds[i].revents)
 				continue;
+			if (refs[i].kind == 0 && (fds[i].revents & POLLOUT))
+				outq_flush(&refs[i].slot->chan_q, fds[i].fd);
 			if (refs[i].kind == 0)
 				slot_read_chan(m, refs[i].slot);
 			else
@@ -1592,6 +1617,8 @@ static void master_loop(struct master *m)
 		}
 		if (fds[2].revents)
 			monitor_read_stderr(m);
+		if (fds[1].revents & POLLOUT)
+			outq_flush(&m->monitor_q, m->monitor_fd);
 		if (fds[1].revents)
 			monitor_read(m);
 		if (fds[0].revents)

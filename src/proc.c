@@ -178,7 +178,7 @@ enum proc_action proc_exited(struct proc *p, const struct proc_policy *pol, int6
 		return crashed_after_good_start(p, pol, now, rnd);
 	if (from == PROC_STARTING) {
 		p->retries++;
-		if (p->retries > pol->max_retries) {
+		if (p->retries >= pol->max_retries) {
 			p->state = PROC_FATAL;
 			snprintf(p->reason + strlen(p->reason), sizeof(p->reason) - strlen(p->reason),
 				 ", %lld failed starts", (long long)p->retries);

@@ -37,13 +37,14 @@ struct entry {
 	sqlite3_int64 rowid;        /* snapshots row, 0 = none yet */
 	/* transaction state */
 	bool in_txn, dirty, need_rebuild, archived;
+	uint64_t epoch;             /* when it last matched its row */
 	json_t *base;               /* stale cached state: a rebuild checkpoint */
 	struct event_key base_last;
 	int64_t base_count;
 };
 
 enum stmt_id {
-	ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
+	ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_DATA_VERSION,
 	ST_INSERT, ST_UNDO_INSERT,
 	ST_SNAP_META, ST_SNAP_BODY, ST_SNAP_INSERT, ST_SNAP_UPDATE,
 	ST_COUNT_UPTO, ST_REPLAY, ST_GET,
@@ -55,6 +56,8 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
+	/* changes when another connection commits to the file */
+	[ST_DATA_VERSION] = "PRAGMA data_version",
 	[ST_INSERT] =
 		"INSERT INTO events(run, seq, parent_seq, call_id, stream, entry_ms, entry_seq,"
 		" ord_major, ord_minor, type, data, produced_ms, persisted_ms)"
@@ -140,6 +143,13 @@ struct store {
 	/* the open transaction */
 	bool in_txn;
 	int64_t txn_ms;
+	/* PRAGMA data_version when the last transaction began.  A new epoch
+	 * starts whenever it changed (another connection committed) or is
+	 * unknown (after a rollback); an entry validated or written in the
+	 * current epoch needs no new check against its row. */
+	int64_t data_version;
+	bool dv_known;
+	uint64_t epoch;
 	struct entry **touched;
 	size_t ntouched, touched_cap;
 
@@ -696,7 +706,7 @@ int store_open(struct store **out, const char *path, const struct store_opts *op
 	snprintf(pragmas, sizeof(pragmas),
 		 "%s PRAGMA synchronous = %s; PRAGMA foreign_keys = OFF;"
 		 " PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;"
-		 " PRAGMA wal_autocheckpoint = 8192;",
+		 " PRAGMA wal_autocheckpoint = 8192; PRAGMA secure_delete = FAST;",
 		 s->readonly ? "" : "PRAGMA journal_mode = WAL;",
 		 opts->synchronous == SV_SYNC_NORMAL ? "NORMAL" : "FULL");
 	if ((rc = exec_sql(s, pragmas)) < 0 || (rc = migrate(s)) < 0)
@@ -757,6 +767,19 @@ int store_begin(struct store *s)
 	int rc = exec_st(s, ST_BEGIN);
 	if (rc < 0)
 		return rc;
+	sqlite3_stmt *st = s->st[ST_DATA_VERSION];
+	rc = sqlite3_step(st);
+	int64_t dv = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW) {
+		rc = sql_fail(s, rc, stmt_sql[ST_DATA_VERSION]);
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return rc;
+	}
+	if (!s->dv_known || dv != s->data_version)
+		s->epoch++;
+	s->data_version = dv;
+	s->dv_known = true;
 	s->in_txn = true;
 	s->txn_ms = util_wall_ms();
 	s->ntouched = 0;
@@ -776,6 +799,7 @@ static void txn_finish(struct store *s, bool committed)
 			continue;
 		}
 		e->in_txn = e->dirty = false;
+		e->epoch = s->epoch;
 		lru_push(s, e);
 	}
 	s->ntouched = 0;
@@ -796,6 +820,7 @@ void store_rollback(struct store *s)
 			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		}
 	}
+	s->dv_known = false;
 	if (s->in_txn)
 		txn_finish(s, false);
 }
@@ -850,6 +875,16 @@ static int txn_entry(struct store *s, const char *run, struct entry **out)
 		s->stats.cache_misses++;
 	} else {
 		lru_unlink(s, e);
+		if (e->epoch == s->epoch) {
+			/* Validated or written in this epoch, and no other
+			 * connection has committed since: the row is exactly what
+			 * this entry holds. */
+			s->stats.cache_hits++;
+			e->in_txn = true;
+			s->touched[s->ntouched++] = e;
+			*out = e;
+			return 0;
+		}
 	}
 	e->in_txn = true;
 	s->touched[s->ntouched++] = e;

@@ -239,3 +239,66 @@ int linebuf_next(struct linebuf *lb, char **line)
 		return 1;
 	}
 }
+
+#define OUTQ_MAX (16u << 20)
+
+int outq_flush(struct outq *q, int fd)
+{
+	while (q->off < q->len) {
+		ssize_t n = write(fd, q->buf + q->off, q->len - q->off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EAGAIN ? 0 : -errno;
+		}
+		q->off += (size_t)n;
+	}
+	q->off = q->len = 0;
+	return 0;
+}
+
+int outq_write(struct outq *q, int fd, const void *data, size_t len)
+{
+	int r = outq_flush(q, fd);
+	if (r < 0)
+		return r;
+	const char *p = data;
+	if (q->len == 0) {
+		while (len > 0) {
+			ssize_t n = write(fd, p, len);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno != EAGAIN)
+					return -errno;
+				break;
+			}
+			p += n;
+			len -= (size_t)n;
+		}
+		if (len == 0)
+			return 0;
+	}
+	if (q->off > 0) {
+		memmove(q->buf, q->buf + q->off, q->len - q->off);
+		q->len -= q->off;
+		q->off = 0;
+	}
+	if (q->len + len > OUTQ_MAX)
+		return -ENOBUFS;
+	char *nb = realloc(q->buf, q->len + len);
+	if (!nb)
+		return -ENOMEM;
+	q->buf = nb;
+	memcpy(q->buf + q->len, p, len);
+	q->len += len;
+	return 0;
+}
+
+bool outq_pending(const struct outq *q) { return q->off < q->len; }
+
+void outq_free(struct outq *q)
+{
+	free(q->buf);
+	memset(q, 0, sizeof(*q));
+}

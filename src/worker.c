@@ -94,11 +94,10 @@ void worker_wait(struct worker *w, int64_t ms)
 		worker_poll_master(w);
 }
 
-static void notify_master(struct worker *w, const char *fmt, long long v)
+/* One line to the master ("registered N", "fence_wait", "tool_pgid N"). */
+void worker_notify_master(struct worker *w, const char *line)
 {
-	char buf[64];
-	int n = snprintf(buf, sizeof(buf), fmt, v);
-	if (util_write_all(w->args->chan_fd, buf, (size_t)n) < 0)
+	if (util_write_all(w->args->chan_fd, line, strlen(line)) < 0)
 		w->master_gone = true;
 }
 
@@ -127,10 +126,17 @@ static int worker_round(struct worker *w)
 	}
 	if (!w->hb.registered) {
 		int r = heartbeat_register(&w->hb, &w->rc);
-		if (r == 0)
+		if (r == 0) {
+			if (!w->fence_reported)
+				worker_notify_master(w, "fence_wait\n");
+			w->fence_reported = true;
 			worker_wait(w, w->cfg->heartbeat.interval_ms / 2);
-		if (r == 1)
-			notify_master(w, "registered %lld\n", (long long)w->hb.incarnation);
+		}
+		if (r == 1) {
+			char line[48];
+			snprintf(line, sizeof(line), "registered %lld\n", (long long)w->hb.incarnation);
+			worker_notify_master(w, line);
+		}
 		return 0;
 	}
 	if (w->consumer)

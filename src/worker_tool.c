@@ -327,8 +327,8 @@ static void write_in(struct run_state *rs)
 static void tell_master_pgid(struct worker *w, pid_t pgid)
 {
 	char msg[48];
-	int n = snprintf(msg, sizeof(msg), "tool_pgid %d\n", (int)pgid);
-	util_write_all(w->args->chan_fd, msg, (size_t)n);
+	snprintf(msg, sizeof(msg), "tool_pgid %d\n", (int)pgid);
+	worker_notify_master(w, msg);
 	w->hb.tool_pgid = pgid;
 }
 
