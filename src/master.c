@@ -218,7 +218,8 @@ static void slot_announce(struct master *m, struct slot *s)
 		return;
 	s->announced = to;
 	char pid[16], delay[24];
-	snprintf(pid, sizeof(pid), "%d", (int)s->pid);
+	/* An exit is reported with the pid that exited. */
+	snprintf(pid, sizeof(pid), "%d", (int)(s->pid ? s->pid : s->have_exit ? s->prev_pid : 0));
 	snprintf(delay, sizeof(delay), "%lld", (long long)s->proc.last_delay_ms);
 	const char *kv_backoff[] = {"worker", s->name, "from", proc_state_name(from), "to",
 				    proc_state_name(to), "worker_pid", pid, "delay_ms", delay, NULL};

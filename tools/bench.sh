@@ -49,6 +49,10 @@ BUILD=$(cd "${BUILD:?no build dir: set BUILD}" && pwd)
 svd=$BUILD/src/streamvisord ctl=$BUILD/src/streamvisorctl svbench=$BUILD/tools/svbench
 for b in "$svd" "$ctl" "$svbench"; do [ -x "$b" ] || { echo "bench.sh: $b missing" >&2; exit 2; }; done
 
+# NICE=-10 runs redis, the daemon/peer and svbench at that nice level (on a
+# machine shared with other work: the same for both sides of a comparison)
+nice_cmd=()
+[ -n "${NICE:-}" ] && nice_cmd=(nice -n "$NICE")
 dir=$(mktemp -d /tmp/svbench.XXXXXX)
 redis_pid= svd_pid= perf_pid=
 cleanup() {
@@ -68,11 +72,11 @@ trap 'exit 130' INT TERM
 # --- redis
 if [ "$tcp" = 1 ]; then
 	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-	redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+	"${nice_cmd[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
 		--logfile "$dir/redis.log" &
 	redis_url="redis://127.0.0.1:$port/0" rcli=(redis-cli -p "$port")
 else
-	redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save '' \
+	"${nice_cmd[@]}" redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save '' \
 		--appendonly no --dir "$dir" --logfile "$dir/redis.log" &
 	redis_url="unix://$dir/redis.sock" rcli=(redis-cli -s "$dir/redis.sock")
 fi
@@ -101,7 +105,7 @@ pools = (
 $tool_def
 log = { level = "warn"; };
 EOF
-"$svd" -c "$dir/sv.conf" 2>"$dir/streamvisord.log" &
+"${nice_cmd[@]}" "$svd" -c "$dir/sv.conf" 2>"$dir/streamvisord.log" &
 svd_pid=$!
 ok=0
 for _ in $(seq 200); do
@@ -115,27 +119,57 @@ if [ "$ok" != 1 ]; then
 	exit 1
 fi
 
+# CPU seconds (utime+stime) of a list of pids, from /proc/PID/stat
+cpu_of() {
+	local t=0 p f
+	for p in "$@"; do
+		f=$(cut -d')' -f2- "/proc/$p/stat" 2>/dev/null) || continue
+		set -- $f
+		t=$((t + ${12} + ${13}))
+	done
+	echo "$t"
+}
+worker_pids() {
+	"$ctl" -s "$dir/ctl.sock" --json status persist |
+		python3 -c 'import json,sys; print(" ".join(str(w["pid"]) for w in json.load(sys.stdin)["workers"] if w.get("pid")))'
+}
+hz=$(getconf CLK_TCK)
+# ms spent runnable but waiting for a CPU (/proc/PID/schedstat): how much
+# the rest of the machine took from these processes
+wait_of() {
+	local t=0 p a b c
+	for p in "$@"; do
+		read -r a b c <"/proc/$p/schedstat" 2>/dev/null || continue
+		t=$((t + b / 1000000))
+	done
+	echo "$t"
+}
+
 setup="workers=$workers batch=$batch sync=$sync"
 [ "$tcp" = 1 ] && setup="$setup redis=tcp"
 case $mode in
 bench)
 	[ "$rate" != 0 ] && setup="$setup rate=$rate"
 	if [ -n "$perf_out" ]; then
-		pids=$("$ctl" -s "$dir/ctl.sock" --json status persist |
-			python3 -c 'import json,sys; print(",".join(str(w["pid"]) for w in json.load(sys.stdin)["workers"]))')
-		perf record -g -F 999 -o "$perf_out" -p "$pids" >/dev/null 2>"$dir/perf.log" &
+		pids=$(worker_pids | tr ' ' ,)
+		perf record --call-graph dwarf,16384 -F 499 -o "$perf_out" -p "$pids" >/dev/null 2>"$dir/perf.log" &
 		perf_pid=$!
 		sleep 0.5
 	fi
-	out=$("$svbench" --redis "$redis_url" --sqlite "$dir/snapshots.db" --runs "$runs" --rate "$rate" "$@")
+	wp=$(worker_pids)
+	w0=$(cpu_of $wp) r0=$(cpu_of "$redis_pid") q0=$(wait_of $wp)
+	out=$("${nice_cmd[@]}" "$svbench" --redis "$redis_url" --sqlite "$dir/snapshots.db" --runs "$runs" --rate "$rate" "$@")
+	w1=$(cpu_of $wp) r1=$(cpu_of "$redis_pid") q1=$(wait_of $wp)
+	[ "$(worker_pids)" = "$wp" ] || echo "bench.sh: a worker restarted during the run" >&2
+	out="$out $(python3 -c 'import sys,json; w,r,hz=(float(x) for x in sys.argv[1:4]); ev=json.loads(sys.argv[4])["events"]; q=float(sys.argv[5])/1000; print("cpu: workers=%.2fs redis=%.2fs events_per_worker_cpu_s=%.0f workers_runq_wait=%.2fs" % (w/hz, r/hz, ev/(w/hz) if w else 0, q))' $((w1 - w0)) $((r1 - r0)) "$hz" "$out" $((q1 - q0)))"
 	;;
 respawn)
 	# idle: restart.start_ms (1000) passes before each worker is RUNNING again
-	out=$("$svbench" respawn --socket "$dir/ctl.sock" --redis "$redis_url" --namespace sv --count "$count" "$@")
+	out=$("${nice_cmd[@]}" "$svbench" respawn --socket "$dir/ctl.sock" --redis "$redis_url" --namespace sv --count "$count" "$@")
 	;;
 rss)
 	sleep 1 # settle: every worker registered and idle in XREADGROUP
-	out=$("$svbench" rss --socket "$dir/ctl.sock" "$@")
+	out=$("${nice_cmd[@]}" "$svbench" rss --socket "$dir/ctl.sock" "$@")
 	;;
 esac
 echo "$setup $out"

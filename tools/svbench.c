@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -417,9 +418,11 @@ static void *producer_main(void *arg)
 								goto fail;
 							inflight = 0;
 						}
+						/* sleep at least 1 ms: ~rate/1000 events go out together
+						 * instead of one write, read and nanosleep per event */
 						now = util_mono_us();
 						if (due > now)
-							sleep_us(due - now);
+							sleep_us(due - now > 1000 ? due - now : 1000);
 					}
 				}
 				const char *type;
@@ -525,6 +528,13 @@ static long watcher_get(struct watcher *w, const char *run, size_t len, bool *co
 	if (rc == SQLITE_DONE)
 		return 0;
 	return -1;
+}
+
+static double cpu_s(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static int run_workload(struct bench *b)
@@ -641,10 +651,10 @@ next:
 	double prod_secs = (double)(b->t_last_xadd_us - b->t_first_xadd_us) / 1e6;
 	printf("{\"events\":%ld,\"runs\":%ld,\"interleave\":%ld,\"seconds\":%.3f,\"events_per_s\":%.0f,"
 	       "\"latency_ms\":{\"p50\":%.2f,\"p99\":%.2f,\"max\":%.2f,\"samples\":%zu},"
-	       "\"offered_rate\":%.0f,\"produced_per_s\":%.0f}\n",
+	       "\"offered_rate\":%.0f,\"produced_per_s\":%.0f,\"svbench_cpu_s\":%.2f}\n",
 	       events, b->runs, b->interleave, secs, secs > 0 ? (double)events / secs : 0.0,
 	       pct_ms(lat, nlat, 50), pct_ms(lat, nlat, 99), nlat ? (double)lat[nlat - 1] / 1000.0 : 0.0, nlat,
-	       b->rate, prod_secs > 0 ? (double)events / prod_secs : 0.0);
+	       b->rate, prod_secs > 0 ? (double)events / prod_secs : 0.0, cpu_s());
 	fflush(stdout);
 
 	if (w.get)
@@ -1083,6 +1093,7 @@ int main(int argc, char **argv)
 		{ 0, 0, 0, 0 },
 	};
 	int ch;
+	bool poll_set = false;
 	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'r': b.redis_url = optarg; break;
@@ -1107,12 +1118,14 @@ int main(int argc, char **argv)
 		case O_NOTOOL: b.tool_call = false; break;
 		case O_BATCH: b.batch = parse_long("--batch", optarg, 1, 1000000); break;
 		case O_SAMPLE: b.sample = parse_long("--sample", optarg, 1, 1000000); break;
-		case O_POLL: b.poll_us = parse_long("--poll-us", optarg, 100, 1000000); break;
+		case O_POLL: b.poll_us = parse_long("--poll-us", optarg, 100, 1000000); poll_set = true; break;
 		default: usage();
 		}
 	}
 	if (optind != argc || !b.sqlite_path)
 		usage();
+	if (!poll_set && b.rate > 0)
+		b.poll_us = 1000;
 	if (!b.prefix[0])
 		snprintf(b.prefix, sizeof(b.prefix), "b%08" PRIx32, util_rand32());
 	return run_workload(&b);

@@ -1,8 +1,10 @@
 #!/bin/sh
-# Test tool: never finishes.  Starts a child (this script again, in "child"
+# Test tool: never finishes and ignores SIGTERM, so only the SIGKILL to its
+# process group ends it.  Starts a child (this script again, in "child"
 # mode) that also never finishes; both carry MARK in their command line so
-# `pgrep -f MARK` finds them, and both write their pid to MARK.pids.
+# `pgrep -f MARK` finds them, and both append their pid to MARK.pids.
 # Usage: hang.sh MARK [child]
+trap '' TERM
 mark=$1
 echo $$ >>"$mark.pids"
 if [ "${2:-}" = child ]; then
@@ -10,4 +12,5 @@ if [ "${2:-}" = child ]; then
 fi
 "$0" "$mark" child &
 cat >/dev/null
+echo "hanging"
 while :; do sleep 1; done

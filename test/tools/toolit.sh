@@ -5,13 +5,14 @@
 TOOLS_DIR=$SV_SRC_DIR/test/tools
 
 # tool_entry NAME TIMEOUT_MS MAX_OUTPUT CMD [ARG...]: one libconfig entry
-# of `tools` (env LANG=C, cwd /, no rlimits).
+# of `tools` (no rlimits).  TOOL_ENV (libconfig list items, default
+# "LANG=C") and TOOL_CWD (default /) override env and cwd.
 tool_entry() {
 	local name=$1 timeout=$2 maxout=$3 a cmd=""
 	shift 3
 	for a in "$@"; do cmd+="${cmd:+, }\"$a\""; done
-	printf '{ name = "%s"; command = [ %s ]; timeout_ms = %s; max_output = %s; env = [ "LANG=C" ]; cwd = "/"; rlimits = { cpu_s = 0; as_mb = 0; nofile = 0; }; }' \
-		"$name" "$cmd" "$timeout" "$maxout"
+	printf '{ name = "%s"; command = [ %s ]; timeout_ms = %s; max_output = %s; env = [ %s ]; cwd = "%s"; rlimits = { cpu_s = 0; as_mb = 0; nofile = 0; }; }' \
+		"$name" "$cmd" "$timeout" "$maxout" "${TOOL_ENV:-\"LANG=C\"}" "${TOOL_CWD:-/}"
 }
 
 # tools_block ENTRY...: the `tools = ( ... );` setting.
@@ -66,8 +67,10 @@ for e in (json.loads(src) if src else []):
 count_outputs() { tool_outputs "$1" "$2" | wc -l; }
 
 # wait_output TIMEOUT_S RUN CALL_ID: until at least one tool.output exists.
+_WO_RUN= _WO_CID=
 wait_output() {
-	wait_for "$1" '[ "$(count_outputs "$2" "$3")" -ge 1 ]'
+	_WO_RUN=$2 _WO_CID=$3
+	wait_for "$1" '[ "$(count_outputs "$_WO_RUN" "$_WO_CID")" -ge 1 ]'
 }
 
 # out_field RUN CALL_ID EXPR: evaluate EXPR (python, o = the one output
@@ -97,3 +100,16 @@ for k, v in sorted(d.items()):
 
 # Pending count of group "tools" on the events stream.
 tools_pending() { rcli XPENDING events tools | head -n 1; }
+
+# group_info GROUP FIELD: a field of XINFO GROUPS events for GROUP.
+group_info() {
+	rcli --json XINFO GROUPS events 2>/dev/null | "$PY" -c '
+import json, sys
+src = sys.stdin.read().strip()
+for g in (json.loads(src) if src else []):
+    if isinstance(g, list):
+        g = dict(zip(g[0::2], g[1::2]))
+    if g.get("name") == sys.argv[1]:
+        print(g.get(sys.argv[2]))
+' "$1" "$2"
+}

@@ -450,6 +450,60 @@ static void test_two_connections(void **state)
 	store_close(b);
 }
 
+
+/* Three connections (one with a tiny cache) take random batches of
+ * shuffled events; some batches are rolled back and retried later.  Every
+ * run ends equal to the reducer applied in order. */
+static void test_many_connections_random(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *st[3];
+	st[0] = open_store(path, REDUCER_RESPONSE);
+	st[1] = open_store(path, REDUCER_RESPONSE);
+	struct store_opts o = {.synchronous = SV_SYNC_NORMAL, .reducer = REDUCER_RESPONSE,
+			       .cache_entries = 2};
+	assert_int_equal(store_open(&st[2], path, &o), 0);
+	struct sv_event *evs;
+	long n = gen_runs(&evs, 12, 200, true);
+	shuffle(evs, n);
+	long i = 0, retry_from = -1;
+	while (i < n) {
+		struct store *s = st[rnd() % 3];
+		long b = 1 + (long)(rnd() % 30);
+		bool fail = rnd() % 6 == 0;
+		long start = retry_from >= 0 ? retry_from : i;
+		assert_int_equal(store_begin(s), 0);
+		long k;
+		for (k = start; k < start + b && k < n; k++) {
+			int rc = apply1(s, &evs[k]);
+			assert_true(rc == STORE_OK || rc == STORE_DUPLICATE);
+		}
+		if (fail) {
+			store_rollback(s);
+			retry_from = start;
+			continue;
+		}
+		assert_int_equal(store_commit(s), 0);
+		retry_from = -1;
+		if (k > i)
+			i = k;
+	}
+	check_runs(st[0], evs, n, 12, 200);
+	uint64_t stale = 0, rebuilds = 0;
+	for (int c = 0; c < 3; c++) {
+		struct store_stats ss;
+		store_stats(st[c], &ss);
+		stale += ss.cache_stale;
+		rebuilds += ss.rebuilds;
+		store_close(st[c]);
+	}
+	assert_true(stale > 0);
+	assert_true(rebuilds > 0);
+	golden_free(evs, n);
+}
+
 /* ---- failures ---- */
 
 static void test_reducer_error(void **state)
@@ -632,6 +686,9 @@ static int setup(void **state)
 	(void)state;
 	if (!mkdtemp(tmpdir))
 		return -1;
+	const char *seed = getenv("SV_TEST_SEED"); /* to explore other shuffles */
+	if (seed && atoi(seed) > 0)
+		rng = (uint32_t)atoi(seed);
 	return 0;
 }
 
@@ -652,6 +709,7 @@ int main(void)
 		cmocka_unit_test(test_golden_through_store),
 		cmocka_unit_test(test_out_of_order),
 		cmocka_unit_test(test_two_connections),
+		cmocka_unit_test(test_many_connections_random),
 		cmocka_unit_test(test_reducer_error),
 		cmocka_unit_test(test_commit_failure),
 		cmocka_unit_test(test_busy),
