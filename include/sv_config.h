@@ -15,6 +15,7 @@ enum pool_kind { POOL_PERSISTENCE = 0, POOL_TOOL };
 enum reducer_kind { REDUCER_RESPONSE = 0, REDUCER_MERGE };
 enum sqlite_sync { SV_SYNC_FULL = 0, SV_SYNC_NORMAL };
 
+/* v[n] is NULL, so a command list is an argv. */
 struct strlist {
 	char **v;
 	size_t n;

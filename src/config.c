@@ -689,7 +689,7 @@ static void strlist_free(struct strlist *l)
 static void strlist_copy(struct strlist *dst, const struct strlist *src)
 {
 	dst->n = src->n;
-	dst->v = util_xcalloc(src->n, sizeof(char *));
+	dst->v = util_xcalloc(src->n + 1, sizeof(char *)) /* NULL-terminated: argv */;
 	for (size_t i = 0; i < src->n; i++)
 		dst->v[i] = util_xstrdup(src->v[i]);
 }
@@ -721,7 +721,7 @@ static const config_setting_t *get_strlist(struct ld *ld, const config_setting_t
 		return NULL;
 	}
 	int n = config_setting_length(s);
-	out->v = util_xcalloc((size_t)n, sizeof(char *));
+	out->v = util_xcalloc((size_t)n + 1, sizeof(char *)) /* NULL-terminated: argv */;
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
 		if (config_setting_type(e) != CONFIG_TYPE_STRING) {

@@ -794,6 +794,8 @@ static int sweep_claims(struct consumer *c)
 int consumer_step(struct consumer *c)
 {
 	struct worker *w = c->w;
+	/* pause/resume and log level arrive between reads. */
+	worker_poll_master(w);
 	if (!c->groups_ready) {
 		if (ensure_groups(c) < 0) {
 			if (w->rc.c)

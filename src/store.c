@@ -24,6 +24,9 @@
 #define DEFAULT_CACHE 1024
 #define DEFAULT_BUSY_MS 5000
 #define PRUNE_CHUNK 256
+/* A stale entry this few events behind its row catches up by replaying
+ * them rather than parsing the row's body. */
+#define CATCHUP_MAX 8
 
 /* One run's snapshot, in the cache or in the open transaction. */
 struct entry {
@@ -37,7 +40,10 @@ struct entry {
 	sqlite3_int64 rowid;        /* snapshots row, 0 = none yet */
 	/* transaction state */
 	bool in_txn, dirty, need_rebuild, archived;
+	bool late;                  /* an event of this txn sorts before row_last */
 	uint64_t epoch;             /* when it last matched its row */
+	struct event_key row_last;  /* the row's position when the txn began */
+	int64_t row_count;
 	json_t *base;               /* stale cached state: a rebuild checkpoint */
 	struct event_key base_last;
 	int64_t base_count;
@@ -47,7 +53,7 @@ enum stmt_id {
 	ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_DATA_VERSION,
 	ST_INSERT, ST_UNDO_INSERT,
 	ST_SNAP_META, ST_SNAP_BODY, ST_SNAP_INSERT, ST_SNAP_UPDATE,
-	ST_COUNT_UPTO, ST_REPLAY, ST_GET,
+	ST_COUNT_UPTO, ST_REPLAY_SEQ, ST_REPLAY_NOSEQ, ST_GET,
 	ST_PRUNE_LIST, ST_PRUNE_EVENTS, ST_PRUNE_EVENTS_NOSEQ, ST_PRUNE_MARK,
 	ST_N
 };
@@ -76,22 +82,23 @@ static const char *const stmt_sql[ST_N] = {
 		"UPDATE snapshots SET status = ?1, complete = ?2, body = ?3, event_count = ?4,"
 		" last_seq = ?5, updated_ms = ?6, ord_major = ?7, ord_minor = ?8, ord_ms = ?9,"
 		" ord_seq = ?10 WHERE rowid = ?11",
-	/* Each query on a run's events is split in two, one per partial index
-	 * (rows with seq, rows without). */
+	/* Each query on a run's events has one half per partial index (rows
+	 * with seq, rows without).  For rows with seq the order key is
+	 * (seq, 0, id) and seq is unique, so "key <= K" is "seq <= K.major" and
+	 * "key > K" is "seq > K.major" for any K that is an event's key. */
 	[ST_COUNT_UPTO] =
-		"SELECT (SELECT count(*) FROM events WHERE run = ?1 AND seq IS NOT NULL"
-		"  AND seq <= ?2 AND (ord_major, ord_minor, entry_ms, entry_seq) <= (?2, ?3, ?4, ?5))"
+		"SELECT (SELECT count(*) FROM events WHERE run = ?1 AND seq IS NOT NULL AND seq <= ?2)"
 		" + (SELECT count(*) FROM events WHERE run = ?1 AND seq IS NULL"
 		"  AND (ord_major, ord_minor, entry_ms, entry_seq) <= (?2, ?3, ?4, ?5))",
-	[ST_REPLAY] =
+	[ST_REPLAY_SEQ] =
 		"SELECT type, seq, parent_seq, call_id, stream, entry_ms, entry_seq, ord_major,"
 		" ord_minor, data, produced_ms FROM events WHERE run = ?1 AND seq IS NOT NULL"
-		" AND seq >= ?2 AND (ord_major, ord_minor, entry_ms, entry_seq) > (?2, ?3, ?4, ?5)"
-		" UNION ALL "
+		" AND seq > ?2 ORDER BY seq",
+	[ST_REPLAY_NOSEQ] =
 		"SELECT type, seq, parent_seq, call_id, stream, entry_ms, entry_seq, ord_major,"
 		" ord_minor, data, produced_ms FROM events WHERE run = ?1 AND seq IS NULL"
 		" AND (ord_major, ord_minor, entry_ms, entry_seq) > (?2, ?3, ?4, ?5)"
-		" ORDER BY 8, 9, 6, 7",
+		" ORDER BY ord_major, ord_minor, entry_ms, entry_seq",
 	[ST_GET] =
 		"SELECT body, status, complete, archived, event_count, last_seq, updated_ms"
 		" FROM snapshots WHERE run = ?1",
@@ -881,6 +888,9 @@ static int txn_entry(struct store *s, const char *run, struct entry **out)
 			 * this entry holds. */
 			s->stats.cache_hits++;
 			e->in_txn = true;
+			e->late = false;
+			e->row_last = e->last;
+			e->row_count = e->count;
 			s->touched[s->ntouched++] = e;
 			*out = e;
 			return 0;
@@ -938,6 +948,9 @@ static int txn_entry(struct store *s, const char *run, struct entry **out)
 	sqlite3_clear_bindings(st);
 	if (rc != SQLITE_OK)
 		return rc == SQLITE_NOMEM ? -ENOMEM : sql_fail(s, rc, stmt_sql[ST_SNAP_META]);
+	e->late = false;
+	e->row_last = e->last;
+	e->row_count = e->count;
 	*out = e;
 	return 0;
 }
@@ -1036,12 +1049,18 @@ int store_apply(struct store *s, const struct sv_event *ev, char *err, size_t er
 	}
 	s->stats.applied++;
 	e->dirty = true;
-	if (!e->need_rebuild && event_key_cmp(&k, &e->last) > 0) {
-		if ((rc = load_body(s, e)) < 0)
+	if (event_key_cmp(&k, &e->row_last) <= 0)
+		e->late = true;
+	if (!e->need_rebuild && event_key_cmp(&k, &e->last) > 0 && !e->body) {
+		/* Stale entry, event in order: replay the few events another
+		 * process added since our state, or take the row's body. */
+		if (e->base && e->row_count - e->base_count <= CATCHUP_MAX)
+			e->need_rebuild = true;
+		else if ((rc = load_body(s, e)) < 0)
 			return rc;
 	}
 	if (e->need_rebuild || event_key_cmp(&k, &e->last) <= 0) {
-		/* A late event: rebuild from the stored events at commit. */
+		/* Rebuild from the stored events at commit, once. */
 		if (!e->need_rebuild)
 			s->stats.late++;
 		e->need_rebuild = true;
@@ -1068,26 +1087,80 @@ int store_apply(struct store *s, const struct sv_event *ev, char *err, size_t er
 	return STORE_OK;
 }
 
-/* Rebuild e's snapshot from the run's stored events, starting from the
- * stale checkpoint when the events up to it are exactly those it has. */
+/* Count the run's stored events up to key. */
+static int count_upto(struct store *s, const char *run, const struct event_key *key, int64_t *n)
+{
+	sqlite3_stmt *st = s->st[ST_COUNT_UPTO];
+	sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
+	bind_key(st, 2, key);
+	int rc = sqlite3_step(st);
+	*n = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? 0 : sql_fail(s, rc, stmt_sql[ST_COUNT_UPTO]);
+}
+
+/* Apply the stored event in st's current row to snap.  Returns 0, 1 when
+ * the event was skipped (unreadable data or refused: cannot happen for
+ * events this build stored), or a negative errno. */
+static int replay_row(struct store *s, const char *run, sqlite3_stmt *st, json_t *snap)
+{
+	struct sv_event ev = {
+		.run = run,
+		.type = (const char *)sqlite3_column_text(st, 0),
+		.seq = sqlite3_column_int64(st, 1),
+		.parent_seq = sqlite3_column_int64(st, 2),
+		.call_id = (const char *)sqlite3_column_text(st, 3),
+		.stream = (const char *)sqlite3_column_text(st, 4),
+		.origin_ms = (uint64_t)sqlite3_column_int64(st, 5),
+		.origin_seq = (uint64_t)sqlite3_column_int64(st, 6),
+		.has_ts = sqlite3_column_type(st, 10) != SQLITE_NULL,
+		.ts = sqlite3_column_int64(st, 10),
+	};
+	char err[256];
+	int rc;
+	if (!ev.type || !ev.stream)
+		return -ENOMEM;
+	ev.origin_stream = ev.stream;
+	ev.id_ms = ev.origin_ms;
+	ev.id_seq = ev.origin_seq;
+	if (sqlite3_column_type(st, 9) != SQLITE_NULL) {
+		const void *d = sqlite3_column_text(st, 9);
+		ev.data = parse_body(d, (size_t)sqlite3_column_bytes(st, 9));
+		if (!ev.data) {
+			log_kv(LOG_ERROR, KV("run", run), "stored event has unreadable data: skipped");
+			return 1;
+		}
+	}
+	rc = reducer_apply(s->kind, snap, &ev, err, sizeof(err));
+	json_decref(ev.data);
+	if (rc == -EINVAL) {
+		log_kv(LOG_ERROR, KV("run", run), "stored event refused by the reducer: %s", err);
+		return 1;
+	}
+	if (rc == 0)
+		s->stats.rebuild_events++;
+	return rc;
+}
+
+/* Rebuild e's snapshot: the reducer over the run's stored events, in
+ * order, starting from the newest state known to be a valid prefix:
+ *   - the stale cached state (base), if the stored events up to its
+ *     position are exactly those it has seen (same count: events are only
+ *     ever added);
+ *   - else the row's body, unless an event of this transaction sorts
+ *     before the row's position;
+ *   - else nothing (a full replay). */
 static int rebuild(struct store *s, struct entry *e)
 {
 	json_t *snap = NULL;
 	struct event_key from = KEY_NONE;
-	int64_t count = 0;
-	sqlite3_stmt *st;
+	int64_t count = 0, n;
 	int rc;
 
 	s->stats.rebuilds++;
-	if (e->base) {
-		st = s->st[ST_COUNT_UPTO];
-		sqlite3_bind_text(st, 1, e->run, -1, SQLITE_STATIC);
-		bind_key(st, 2, &e->base_last);
-		rc = sqlite3_step(st);
-		int64_t n = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-		sqlite3_reset(st);
-		if (rc != SQLITE_ROW)
-			return sql_fail(s, rc, stmt_sql[ST_COUNT_UPTO]);
+	if (e->base && (e->late || e->row_count - e->base_count <= CATCHUP_MAX)) {
+		if ((rc = count_upto(s, e->run, &e->base_last, &n)) < 0)
+			return rc;
 		if (n == e->base_count) {
 			snap = e->base;
 			e->base = NULL;
@@ -1095,65 +1168,64 @@ static int rebuild(struct store *s, struct entry *e)
 			count = e->base_count;
 		}
 	}
+	if (!snap && !e->late && e->rowid) {
+		json_decref(e->body);
+		e->body = NULL;
+		if ((rc = load_body(s, e)) < 0)
+			return rc;
+		if (e->body) {
+			snap = e->body;
+			e->body = NULL;
+			from = e->row_last;
+			count = e->row_count;
+		}
+	}
 	if (!snap && !(snap = reducer_new(s->kind, e->run)))
 		return -ENOMEM;
 
-	st = s->st[ST_REPLAY];
-	sqlite3_bind_text(st, 1, e->run, -1, SQLITE_STATIC);
-	bind_key(st, 2, &from);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct sv_event ev = {
-			.run = e->run,
-			.type = (const char *)sqlite3_column_text(st, 0),
-			.seq = sqlite3_column_int64(st, 1),
-			.parent_seq = sqlite3_column_int64(st, 2),
-			.call_id = (const char *)sqlite3_column_text(st, 3),
-			.stream = (const char *)sqlite3_column_text(st, 4),
-			.origin_ms = (uint64_t)sqlite3_column_int64(st, 5),
-			.origin_seq = (uint64_t)sqlite3_column_int64(st, 6),
-			.has_ts = sqlite3_column_type(st, 10) != SQLITE_NULL,
-			.ts = sqlite3_column_int64(st, 10),
-		};
-		char err[256];
-		ev.origin_stream = ev.stream;
-		ev.id_ms = ev.origin_ms;
-		ev.id_seq = ev.origin_seq;
-		if (sqlite3_column_type(st, 9) != SQLITE_NULL) {
-			const void *d = sqlite3_column_text(st, 9);
-			ev.data = parse_body(d, (size_t)sqlite3_column_bytes(st, 9));
-			if (!ev.data) {
-				log_kv(LOG_ERROR, KV("run", e->run), "stored event has unreadable data: skipped");
+	/* Merge the two ordered halves: events with seq (ordered by seq, which
+	 * for them is the order key) and the others. */
+	sqlite3_stmt *q[2] = {s->st[ST_REPLAY_SEQ], s->st[ST_REPLAY_NOSEQ]};
+	int qrc[2];
+	sqlite3_bind_text(q[0], 1, e->run, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q[0], 2, from.major);
+	sqlite3_bind_text(q[1], 1, e->run, -1, SQLITE_STATIC);
+	bind_key(q[1], 2, &from);
+	qrc[0] = sqlite3_step(q[0]);
+	qrc[1] = sqlite3_step(q[1]);
+	rc = 0;
+	while (qrc[0] == SQLITE_ROW || qrc[1] == SQLITE_ROW) {
+		struct event_key k[2];
+		for (int i = 0; i < 2; i++) {
+			if (qrc[i] != SQLITE_ROW)
 				continue;
-			}
+			k[i] = (struct event_key){
+				.major = sqlite3_column_int64(q[i], 7),
+				.minor = sqlite3_column_int64(q[i], 8),
+				.ms = (uint64_t)sqlite3_column_int64(q[i], 5),
+				.seq = (uint64_t)sqlite3_column_int64(q[i], 6),
+			};
 		}
-		if (!ev.type)
-			rc = -ENOMEM;
-		else
-			rc = reducer_apply(s->kind, snap, &ev, err, sizeof(err));
-		json_decref(ev.data);
-		if (rc == -EINVAL) {
-			log_kv(LOG_ERROR, KV("run", e->run), "stored event refused by the reducer: %s", err);
-			continue;
+		int w = qrc[0] != SQLITE_ROW ? 1 : qrc[1] != SQLITE_ROW ? 0
+			: event_key_cmp(&k[0], &k[1]) <= 0 ? 0 : 1;
+		if ((rc = replay_row(s, e->run, q[w], snap)) < 0)
+			break;
+		if (rc == 0) {
+			from = k[w];
+			count++;
 		}
-		if (rc < 0) {
-			sqlite3_reset(st);
-			json_decref(snap);
-			set_err(s, "rebuild of %s: %s", e->run, strerror(-rc));
-			return rc;
-		}
-		from = (struct event_key){
-			.major = sqlite3_column_int64(st, 7),
-			.minor = sqlite3_column_int64(st, 8),
-			.ms = ev.origin_ms,
-			.seq = ev.origin_seq,
-		};
-		count++;
-		s->stats.rebuild_events++;
+		qrc[w] = sqlite3_step(q[w]);
 	}
-	sqlite3_reset(st);
-	if (rc != SQLITE_DONE) {
+	sqlite3_reset(q[0]);
+	sqlite3_reset(q[1]);
+	if (rc < 0) {
 		json_decref(snap);
-		return sql_fail(s, rc, stmt_sql[ST_REPLAY]);
+		set_err(s, "rebuild of %s: %s", e->run, strerror(-rc));
+		return rc;
+	}
+	if (qrc[0] != SQLITE_DONE || qrc[1] != SQLITE_DONE) {
+		json_decref(snap);
+		return sql_fail(s, qrc[0] != SQLITE_DONE ? qrc[0] : qrc[1], "replay events");
 	}
 	json_decref(e->body);
 	e->body = snap;

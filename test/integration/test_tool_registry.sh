@@ -8,8 +8,10 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$SV_SRC_DIR/test/tools/toolit.sh"
 
-ALPHA=$(tool_entry alpha 5000 65536 "$TOOLS_DIR/whoami.sh" alpha)
-BETA=$(tool_entry beta 5000 65536 "$TOOLS_DIR/whoami.sh" beta)
+HOLD=$TMPD/hold
+mkdir -p "$HOLD"
+ALPHA=$(TOOL_ENV='"PREFIX=alpha"' tool_entry alpha 40000 65536 "$TOOLS_DIR/whoami.sh" "$HOLD")
+BETA=$(TOOL_ENV='"PREFIX=beta"' tool_entry beta 40000 65536 "$TOOLS_DIR/whoami.sh" "$HOLD")
 start_redis
 write_config persist_count=1 tools_count=2 extra="$(tools_block "$ALPHA")"
 start_daemon
@@ -28,36 +30,43 @@ call() {
 	out_field "reg$N" "c$N" 'd["output"]'
 }
 
-# cover TOOL: call TOOL until every RUNNING tool worker has run it (the tool
-# prints TOOL:PPID = the worker's pid); each output must be the tool's.
-# (streamvisorctl pause would pin a call to one worker, but see the
-# report: pause does not reach a worker blocked in XREADGROUP.)
+# cover TOOL: one call per RUNNING tool worker, each sent once the previous
+# one's tool has started (so it must go to a worker not yet busy), all
+# released together: every worker must run TOOL, and print TOOL:its pid.
+# (streamvisorctl pause would pin calls too, but see the report: pause
+# does not reach a worker blocked in XREADGROUP.)
 cover() {
-	local tool=$1 pids seen="" out pid i
+	local tool=$1 pids n k seen="" out
 	pids=$(tool_pids)
-	for i in $(seq 1 25); do
-		out=$(call "$tool")
-		[[ $out =~ ^$tool:([0-9]+)$ ]] || fail "call of $tool -> '$out', want '$tool:WORKER_PID'"
-		pid=${BASH_REMATCH[1]}
-		grep -qx "$pid" <<<"$pids" || fail "call of $tool ran by pid $pid, not a current tool worker ($(echo $pids))"
-		grep -qx "$pid" <<<"$seen" || seen+="$pid"$'\n'
-		[ "$(grep -c . <<<"$seen")" -lt "$(grep -c . <<<"$pids")" ] || break
-		# A little concurrency spreads the calls over the workers.
-		if [ $((i % 3)) = 0 ]; then
-			xadd_call "spread$i$N" 1 s1 "$tool" '{}' >/dev/null
-			xadd_call "spread$i$N" 2 s2 "$tool" '{}' >/dev/null
-		fi
+	n=$(grep -c . <<<"$pids")
+	rm -f "$HOLD/release"
+	N=$((N + 1))
+	for k in $(seq 1 "$n"); do
+		xadd_call "reg$N" "$k" "c$N-$k" "$tool" '{}' >/dev/null
+		wait_for 20 '[ -e "$HOLD/started.c$N-$k" ] || [ "$(count_outputs "reg$N" "c$N-$k")" != 0 ]' \
+			|| fail "call $k of $tool not started by any of the $n workers ($(echo $pids)): $(tool_heartbeats)"
+		[ -e "$HOLD/started.c$N-$k" ] || fail "call $k of $tool -> $(out_field "reg$N" "c$N-$k" 'd["output"]')"
 	done
-	[ "$(grep -c . <<<"$seen")" -ge "$(grep -c . <<<"$pids")" ] \
-		|| fail "$tool ran only on pids $(echo $seen) of $(echo $pids) after 25 calls"
-	info "$tool ran on every tool worker: $(echo $seen)"
+	: >"$HOLD/release"
+	for k in $(seq 1 "$n"); do
+		wait_output 20 "reg$N" "c$N-$k" || fail "no output for call $k of $tool"
+		out=$(out_field "reg$N" "c$N-$k" 'd["output"]')
+		[[ $out =~ ^$tool:([0-9]+)$ ]] || fail "call of $tool -> '$out', want '$tool:WORKER_PID'"
+		seen+="${BASH_REMATCH[1]}"$'\n'
+	done
+	[ "$(sort -u <<<"$seen" | grep -c .)" = "$n" ] && [ "$(sort -u <<<"$seen" | grep .)" = "$pids" ] \
+		|| fail "$tool ran on pids $(echo $seen), want each of $(echo $pids) once"
+	info "$tool ran on every tool worker: $(echo $pids)"
 }
 
-# unknown TOOL: a few calls, all "unknown tool: TOOL".
+# unknown TOOL: a few calls at once, all "unknown tool: TOOL".
 unknown() {
-	local out i
-	for i in 1 2 3 4 5 6; do
-		out=$(call "$1")
+	local out k
+	N=$((N + 1))
+	for k in 1 2 3 4; do xadd_call "reg$N" "$k" "u$k" "$1" '{}' >/dev/null; done
+	for k in 1 2 3 4; do
+		wait_output 20 "reg$N" "u$k" || fail "no output for call $k of $1"
+		out=$(out_field "reg$N" "u$k" 'd["output"]')
 		[ "$out" = "unknown tool: $1" ] || fail "call of removed/unconfigured tool $1 -> '$out'"
 	done
 }
@@ -83,12 +92,10 @@ every 2 ok ok
 ok "every worker knows beta after the reload"
 
 check "restart tools"
-before=$(worker_table)
+before=$(tool_pids)
 ctl restart tools >/dev/null || fail "restart tools failed"
-after=$(worker_table)
-[ "$(grep tools <<<"$before" | awk '{print $3}')" != "$(grep tools <<<"$after" | awk '{print $3}')" ] \
-	|| wait_for 20 '[ "$(grep tools <<<"$before" | awk "{print \$3}")" != "$(worker_table | grep tools | awk "{print \$3}")" ]' \
-	|| fail "restart did not replace the tool workers: $before / $(worker_table)"
+wait_for 20 '[ -z "$(comm -12 <(echo "$before") <(tool_pids))" ] && all_running 2 tools' \
+	|| fail "restart did not replace the tool workers: $(echo $before) -> $(echo $(tool_pids))"
 every 2 ok ok
 ok "every worker knows alpha and beta after restart"
 

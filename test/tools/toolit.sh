@@ -67,7 +67,7 @@ for e in (json.loads(src) if src else []):
 count_outputs() { tool_outputs "$1" "$2" | wc -l; }
 
 # wait_output TIMEOUT_S RUN CALL_ID: until at least one tool.output exists.
-_WO_RUN= _WO_CID=
+_WO_RUN='' _WO_CID=''
 wait_output() {
 	_WO_RUN=$2 _WO_CID=$3
 	wait_for "$1" '[ "$(count_outputs "$_WO_RUN" "$_WO_CID")" -ge 1 ]'
