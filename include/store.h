@@ -14,14 +14,17 @@
  *   events(run, seq, parent_seq, call_id, stream, entry_ms, entry_seq,
  *          ord_major, ord_minor, type, data, produced_ms, persisted_ms)
  *     rowid table.  stream and entry_ms/entry_seq are the logical stream and
- *     id (origin_stream/origin_id for a re-driven dead letter), see event.h.
- *     Partial UNIQUE indexes carry the dedupe keys:
- *       (run, seq)                    WHERE seq IS NOT NULL
- *       (run, call_id)                WHERE seq IS NULL AND type = 'tool.output'
+ *     id (origin_stream/origin_id for a re-driven dead letter), see event.h;
+ *     (ord_major, ord_minor, entry_ms, entry_seq) is the order key; data is
+ *     the field as written; produced_ms is ts.  Partial indexes:
+ *       UNIQUE (run, seq)             WHERE seq IS NOT NULL: dedupe key of
+ *                                     events with seq, and their order
+ *       (run, ord_major, ord_minor, entry_ms, entry_seq)
+ *                                     WHERE seq IS NULL: order of the others
+ *       UNIQUE (run, call_id)         WHERE seq IS NULL AND type = 'tool.output'
  *                                       AND call_id IS NOT NULL
- *       (stream, entry_ms, entry_seq) for every other event
- *     and (run, ord_major, ord_minor, entry_ms, entry_seq) serves rebuilds
- *     in order.
+ *       UNIQUE (stream, entry_ms, entry_seq) for every other event
+ *     so an event with seq costs two b-tree inserts (table + one index).
  *   snapshots(run PRIMARY KEY, status, complete, body, event_count, last_seq,
  *             updated_ms, ord_major, ord_minor, ord_ms, ord_seq, archived)
  *     body is the snapshot JSON; ord_* is the order key of the last applied
@@ -30,24 +33,38 @@
  * Applying an event: insert it (a duplicate changes nothing); if it sorts
  * after the run's last applied event, the reducer applies it in place (fast
  * path), otherwise (a late event) the run is rebuilt from its stored events
- * at commit, once per batch, starting from the newest in-memory state that
- * is still a valid prefix of the stored events when there is one.
+ * at commit, once per batch, starting from the newest state known to be a
+ * valid prefix of the stored events: a stale cached state whose position
+ * still holds exactly the events it has seen (events are only ever added,
+ * so equal counts prove it), else the row's body when no event of the batch
+ * sorts before the row's position, else the beginning.
  *
  * Snapshot cache: an LRU of snapshots (json + last applied order key +
- * event_count) kept across batches.  The first time a transaction touches a
- * run, the cached entry is checked against the row (event_count and last
- * applied order key); a mismatch (another process changed the run) means the
- * row is used instead.  A touched entry is taken out of the cache for the
- * transaction: the commit puts it back, a rollback frees it, so the cache
- * never holds uncommitted state.
+ * event_count + row id) kept across batches.  Each cached entry is checked
+ * against its row inside the transaction before use: the first time a
+ * transaction touches the run, its event_count and last applied order key
+ * are compared with the row's.  The check is skipped for an entry already
+ * checked or written by this connection while no other connection has
+ * committed since (PRAGMA data_version unchanged since then: the row cannot
+ * differ).  On a mismatch (another process moved the run on) the row wins;
+ * the old state is kept as a rebuild checkpoint, and when the row is at most
+ * CATCHUP_MAX events ahead the few events are replayed instead of parsing
+ * the row's body.  A touched entry is taken out of the cache for the
+ * transaction (changes are made on it alone): the commit puts it back, a
+ * rollback frees it, so the cache never holds uncommitted state.
  *
- * Reducer errors are decided by reducer_check() before the insert, so a
- * refused entry leaves nothing behind and the batch goes on.
+ * Reducer errors: reducer_check() decides them from the event alone before
+ * the insert, so a refused entry leaves nothing behind and the batch goes
+ * on: the effect of rolling back a per-entry SAVEPOINT, without paying for
+ * SAVEPOINT/RELEASE on every entry (about 2 us each, measured).  Should the
+ * reducer still refuse an inserted event, that row is deleted again.
  *
  * Files: the database directory is created 0750 (setgid when a group is
  * given), the database 0640 (SQLite gives -wal/-shm the same mode), all
- * chowned to opts->group when given.  WAL mode, synchronous FULL or NORMAL,
- * a busy handler sleeping 1, 2, 4, 8, then 10 ms up to busy_timeout_ms.
+ * chowned to opts->group when given.  WAL mode (auto-checkpoint every 8192
+ * pages, so hot pages are copied back less often), synchronous FULL or
+ * NORMAL, secure_delete FAST, a busy handler of its own sleeping 1, 2, 4, 8,
+ * then 10 ms up to busy_timeout_ms.
  *
  * Fault seam (fault-injection builds): while fault_active("commit") holds,
  * the VFS fails every write of the COMMIT with SQLITE_FULL, as a full disk
@@ -87,8 +104,9 @@ struct store_opts {
 	bool readonly;             /* existing database, read only (streamvisorctl) */
 };
 
-/* Open (creating the file, its directory and the schema when needed).
- * Returns 0 and *out, or a negative errno (logged). */
+/* Open (creating the file, its directory and the schema when needed;
+ * ":memory:" is a private in-memory database, for tests).  Returns 0 and
+ * *out, or a negative errno (logged). */
 int store_open(struct store **out, const char *path, const struct store_opts *opts);
 /* Rolls back an open transaction. */
 void store_close(struct store *s);

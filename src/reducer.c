@@ -129,7 +129,7 @@ int reducer_apply(enum reducer_kind kind, json_t *snap, const struct sv_event *e
 		return rc;
 	}
 	if (ev->seq > 0) {
-		if (ev->seq != last_seq + 1)
+		if (ev->seq - 1 != last_seq)
 			gapless = false;
 		if (ev->seq > last_seq)
 			last_seq = ev->seq;

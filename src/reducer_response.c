@@ -40,7 +40,8 @@
  * without a string item_id or for an unknown item, item.started with an
  * unknown kind or an id already used, a non-string delta text or content,
  * tool.call without call_id or with a call_id already used, tool.output
- * without its tool.call, a non-integer usage count. */
+ * without its tool.call, a non-integer usage count or one whose sum would
+ * overflow. */
 #include "reducer.h"
 
 #include <errno.h>
@@ -62,6 +63,8 @@ static int anomaly(json_t *snap, const struct sv_event *ev, const char *fmt, con
 {
 	json_t *a = json_object();
 	json_t *msg = json_sprintf(fmt, arg ? arg : "");
+	if (!msg) /* not UTF-8 after all: keep the record, lose the detail */
+		msg = json_string(ev->type);
 	if (!a || !msg ||
 	    json_object_set_new(a, "type", json_string(ev->type)) < 0 ||
 	    json_object_set_new(a, "seq", ev->seq > 0 ? json_integer(ev->seq) : json_null()) < 0 ||
@@ -295,13 +298,16 @@ static int usage(json_t *snap, const struct sv_event *ev)
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		json_t *v = dget(ev, keys[i]);
 		int rc = 0;
+		json_int_t sum;
 		if (!v)
 			continue;
 		if (!json_is_integer(v))
 			rc = anomaly(snap, ev, "usage.%s is not an integer", keys[i]);
+		else if (__builtin_add_overflow(json_integer_value(json_object_get(u, keys[i])),
+						json_integer_value(v), &sum))
+			rc = anomaly(snap, ev, "usage.%s overflows", keys[i]);
 		else
-			rc = reducer_set_int(u, keys[i], json_integer_value(json_object_get(u, keys[i])) +
-						 json_integer_value(v));
+			rc = reducer_set_int(u, keys[i], sum);
 		if (rc < 0)
 			return rc;
 	}

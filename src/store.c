@@ -47,6 +47,12 @@ struct entry {
 	json_t *base;               /* stale cached state: a rebuild checkpoint */
 	struct event_key base_last;
 	int64_t base_count;
+	/* The state right after the last tool.call applied in place: a rebuild
+	 * checkpoint for its tool.output, which sorts right after the call but
+	 * usually arrives after later events. */
+	json_t *ckpt;
+	struct event_key ckpt_last;
+	int64_t ckpt_count;
 };
 
 enum stmt_id {
@@ -500,6 +506,7 @@ static void cache_drop(struct store *s, struct entry *e)
 		lru_unlink(s, e);
 	json_decref(e->body);
 	json_decref(e->base);
+	json_decref(e->ckpt);
 	free(e->run);
 	free(e);
 }
@@ -552,8 +559,8 @@ static int prepare_files(struct store *s, const char *path, const char *group)
 	char *dir = dirname(copy);
 	struct stat st;
 	if (stat(dir, &st) < 0) {
-		if (errno != ENOENT || (rc = mkdir_p(dir, 0750)) < 0) {
-			rc = errno == ENOENT ? rc : -errno;
+		rc = errno == ENOENT ? mkdir_p(dir, 0750) : -errno;
+		if (rc < 0) {
 			set_err(s, "cannot create %s: %s", dir, strerror(-rc));
 			log_error("%s", s->errmsg);
 			free(copy);
@@ -693,7 +700,8 @@ int store_open(struct store **out, const char *path, const struct store_opts *op
 		goto fail;
 	}
 
-	if (!s->readonly && (rc = prepare_files(s, path, opts->group)) < 0)
+	bool in_memory = strcmp(path, ":memory:") == 0 || *path == '\0';
+	if (!s->readonly && !in_memory && (rc = prepare_files(s, path, opts->group)) < 0)
 		goto fail;
 
 	const char *vfs = NULL;
@@ -718,7 +726,7 @@ int store_open(struct store **out, const char *path, const struct store_opts *op
 		 opts->synchronous == SV_SYNC_NORMAL ? "NORMAL" : "FULL");
 	if ((rc = exec_sql(s, pragmas)) < 0 || (rc = migrate(s)) < 0)
 		goto fail;
-	if (!s->readonly)
+	if (!s->readonly && !in_memory)
 		chown_sidecars(path, opts->group, s);
 
 	for (int i = 0; i < ST_N; i++) {
@@ -749,6 +757,7 @@ void store_close(struct store *s)
 			next = e->hnext;
 			json_decref(e->body);
 			json_decref(e->base);
+			json_decref(e->ckpt);
 			free(e->run);
 			free(e);
 		}
@@ -1084,6 +1093,12 @@ int store_apply(struct store *s, const struct sv_event *ev, char *err, size_t er
 	}
 	e->last = k;
 	e->count++;
+	if (ev->seq > 0 && strcmp(ev->type, "tool.call") == 0) {
+		json_decref(e->ckpt);
+		e->ckpt = json_deep_copy(e->body); /* none on ENOMEM: still correct */
+		e->ckpt_last = k;
+		e->ckpt_count = e->count;
+	}
 	return STORE_OK;
 }
 
@@ -1158,15 +1173,32 @@ static int rebuild(struct store *s, struct entry *e)
 	int rc;
 
 	s->stats.rebuilds++;
-	if (e->base && (e->late || e->row_count - e->base_count <= CATCHUP_MAX)) {
-		if ((rc = count_upto(s, e->run, &e->base_last, &n)) < 0)
+	/* Checkpoints, newest first; one is valid when the stored events up
+	 * to its position are exactly the ones it has seen. */
+	struct cand { json_t **j; struct event_key *last; int64_t count; } cand[2];
+	int nc = 0;
+	if (e->base && (e->late || e->row_count - e->base_count <= CATCHUP_MAX))
+		cand[nc++] = (struct cand){&e->base, &e->base_last, e->base_count};
+	if (e->ckpt)
+		cand[nc++] = (struct cand){&e->ckpt, &e->ckpt_last, e->ckpt_count};
+	if (nc == 2 && event_key_cmp(cand[0].last, cand[1].last) < 0) {
+		struct cand t = cand[0];
+		cand[0] = cand[1];
+		cand[1] = t;
+	}
+	for (int i = 0; i < nc && !snap; i++) {
+		if ((rc = count_upto(s, e->run, cand[i].last, &n)) < 0)
 			return rc;
-		if (n == e->base_count) {
-			snap = e->base;
+		if (n != cand[i].count)
+			continue;
+		/* The base is used up; the tool.call checkpoint stays valid. */
+		snap = cand[i].j == &e->base ? e->base : json_deep_copy(*cand[i].j);
+		if (cand[i].j == &e->base)
 			e->base = NULL;
-			from = e->base_last;
-			count = e->base_count;
-		}
+		if (!snap)
+			return -ENOMEM;
+		from = *cand[i].last;
+		count = cand[i].count;
 	}
 	if (!snap && !e->late && e->rowid) {
 		json_decref(e->body);

@@ -144,10 +144,15 @@ static void test_odd_items(void **state)
 	apply_ok(snap, mk("tool.call", 7, 1, "{\"name\":\"t\"}"));
 	apply_ok(snap, mk("tool.call", 8, 1, "{\"call_id\":\"c\",\"name\":\"t\"}"));
 	apply_ok(snap, mk("tool.call", 9, 1, "{\"call_id\":\"c\",\"name\":\"t\"}"));
+	apply_ok(snap, mk("usage", 10, 1, "{\"input_tokens\":9223372036854775807}"));
+	apply_ok(snap, mk("usage", 11, 1, "{\"input_tokens\":1,\"output_tokens\":2}"));
 	assert_int_equal(json_array_size(json_object_get(snap, "output")), 3);
-	assert_int_equal(json_array_size(json_object_get(snap, "anomalies")), 7);
+	assert_int_equal(json_array_size(json_object_get(snap, "anomalies")), 8);
+	json_t *usage = json_object_get(snap, "usage");
+	assert_int_equal(json_integer_value(json_object_get(usage, "input_tokens")), INT64_MAX);
+	assert_int_equal(json_integer_value(json_object_get(usage, "output_tokens")), 2);
 	assert_string_equal(reducer_status(snap), "in_progress");
-	assert_int_equal(reducer_event_count(snap), 9);
+	assert_int_equal(reducer_event_count(snap), 11);
 	json_decref(snap);
 }
 

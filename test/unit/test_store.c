@@ -403,6 +403,38 @@ static void test_out_of_order(void **state)
 	store_close(s);
 }
 
+/* A tool.output sorts right after its call but arrives after later
+ * events: the run is rebuilt from the state kept at the call, not from its
+ * first event, and comes out right. */
+static void test_tool_output_checkpoint(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *s = open_store(path, REDUCER_RESPONSE);
+	struct sv_event *evs;
+	long n = gen_runs(&evs, 1, 0, true); /* 58 events, then the output of seq 14 */
+	for (long i = 0; i < n - 1; i += 10) {
+		assert_int_equal(store_begin(s), 0);
+		for (long k = i; k < i + 10 && k < n - 1; k++)
+			assert_int_equal(apply1(s, &evs[k]), STORE_OK);
+		assert_int_equal(store_commit(s), 0);
+	}
+	struct store_stats before, after;
+	store_stats(s, &before);
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(apply1(s, &evs[n - 1]), STORE_OK);
+	assert_int_equal(store_commit(s), 0);
+	store_stats(s, &after);
+	assert_int_equal(after.late - before.late, 1);
+	assert_int_equal(after.rebuilds - before.rebuilds, 1);
+	/* replayed: seq 15..58 and the output, not seq 1..14 */
+	assert_int_equal(after.rebuild_events - before.rebuild_events, 58 - 14 + 1);
+	check_runs(s, evs, n, 1, 0);
+	golden_free(evs, n);
+	store_close(s);
+}
+
 /* Two connections on one file: a stale cache must never win. */
 static void test_two_connections(void **state)
 {
@@ -450,6 +482,50 @@ static void test_two_connections(void **state)
 	store_close(b);
 }
 
+
+/* Regression: B changes run-1 while A's cache holds it; A's next
+ * transaction touches only run-0; the one after must still notice that
+ * run-1 changed (a per-connection "nobody else committed" flag is not
+ * enough, each cached entry must have been checked since). */
+static void test_stale_untouched_entry(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *a = open_store(path, REDUCER_RESPONSE);
+	struct store *b = open_store(path, REDUCER_RESPONSE);
+	struct sv_event *evs;
+	long n = gen_runs(&evs, 2, 0, true); /* run-0: evs[0..58], run-1: evs[59..117] */
+	/* A: 3 events of each run */
+	assert_int_equal(store_begin(a), 0);
+	for (long i = 0; i < 3; i++) {
+		assert_int_equal(apply1(a, &evs[i]), STORE_OK);
+		assert_int_equal(apply1(a, &evs[59 + i]), STORE_OK);
+	}
+	assert_int_equal(store_commit(a), 0);
+	/* B: run-1 events 3..9 */
+	assert_int_equal(store_begin(b), 0);
+	for (long i = 3; i < 10; i++)
+		assert_int_equal(apply1(b, &evs[59 + i]), STORE_OK);
+	assert_int_equal(store_commit(b), 0);
+	/* A: run-0 only, twice */
+	for (long i = 3; i < 5; i++) {
+		assert_int_equal(store_begin(a), 0);
+		assert_int_equal(apply1(a, &evs[i]), STORE_OK);
+		assert_int_equal(store_commit(a), 0);
+	}
+	/* A: the rest of both runs */
+	assert_int_equal(store_begin(a), 0);
+	for (long i = 5; i < 59; i++)
+		assert_int_equal(apply1(a, &evs[i]), STORE_OK);
+	for (long i = 10; i < 59; i++)
+		assert_int_equal(apply1(a, &evs[59 + i]), STORE_OK);
+	assert_int_equal(store_commit(a), 0);
+	check_runs(a, evs, n, 2, 0);
+	golden_free(evs, n);
+	store_close(a);
+	store_close(b);
+}
 
 /* Three connections (one with a tiny cache) take random batches of
  * shuffled events; some batches are rolled back and retried later.  Every
@@ -551,6 +627,7 @@ static void test_reducer_error(void **state)
 #endif
 }
 
+#if SV_FAULT_INJECTION
 static void set_fault(const char *name, bool on)
 {
 	char p[600];
@@ -563,6 +640,7 @@ static void set_fault(const char *name, bool on)
 		unlink(p);
 	}
 }
+#endif
 
 static void test_commit_failure(void **state)
 {
@@ -708,7 +786,9 @@ int main(void)
 		cmocka_unit_test(test_dedupe),
 		cmocka_unit_test(test_golden_through_store),
 		cmocka_unit_test(test_out_of_order),
+		cmocka_unit_test(test_tool_output_checkpoint),
 		cmocka_unit_test(test_two_connections),
+		cmocka_unit_test(test_stale_untouched_entry),
 		cmocka_unit_test(test_many_connections_random),
 		cmocka_unit_test(test_reducer_error),
 		cmocka_unit_test(test_commit_failure),
