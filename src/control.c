@@ -575,6 +575,9 @@ static void accept_clients(struct control *ctl, int64_t now)
 		c->alive = true;
 		c->peer_pid = cr.pid;
 		c->peer_uid = cr.uid;
+		/* A silent client is an unfinished request too: its 5 s start
+		 * now, so 64 idle connections cannot lock operators out. */
+		c->partial_since = now;
 		linebuf_init(&c->lb, CONTROL_MAX_REQUEST);
 		c->next = ctl->clients;
 		ctl->clients = c;

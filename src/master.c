@@ -1695,9 +1695,11 @@ int master_run(struct sv_config *cfg, const char *config_path)
 			abort();
 		m->pools[m->npools++] = pool_new(&cfg->pools[i]);
 	}
-	monitor_spawn(m);
 	for (size_t i = 0; i < m->npools; i++)
 		pool_resize(m, m->pools[i]);
+	/* After the slots exist: its first job removes this node's stale
+	 * heartbeat fields, keeping the current slots'. */
+	monitor_spawn(m);
 	m->ready_deadline = util_mono_ms() + cfg->restart.start_ms;
 
 	master_loop(m);

@@ -176,6 +176,11 @@ enum proc_action proc_exited(struct proc *p, const struct proc_policy *pol, int6
 	}
 	if (from == PROC_HUNG)
 		return crashed_after_good_start(p, pol, now, rnd);
+	if (from == PROC_STARTING && exit_code == 0) {
+		/* Exit 0 unasked is a recycle (max_rss_mb) or a lost name, not
+		 * a failed start; the burst limit still stops a loop of them. */
+		return crashed_after_good_start(p, pol, now, rnd);
+	}
 	if (from == PROC_STARTING) {
 		p->retries++;
 		if (p->retries >= pol->max_retries) {

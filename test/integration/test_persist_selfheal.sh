@@ -93,5 +93,9 @@ check "all batches: snapshots equal the reference, exactly one row per event"
 check_snapshots --exact || fail "snapshots differ from the reference"
 [ "$(dead_len)" = 0 ] || fail "dead letters: $(rcli XRANGE events:dead - + COUNT 3)"
 wait_for 20 'all_running 2' || fail "workers not RUNNING: $(worker_table 2>&1)"
-info "worker restarts: $(worker_table | tr '\n' ';')"
+info "workers (name state pid incarnation): $(worker_table | tr '\n' ';')"
+# Self-healing means no worker crashes on the way (SPEC §4: never exit for
+# a Redis outage).
+crashes=$(grep -E 'worker t1/persist/[0-9]+ .*(killed by signal|exit status [1-9])' "$DLOG" || true)
+[ -z "$crashes" ] || fail "workers crashed while healing: $(cut -c1-200 <<<"$crashes" | head -n 3)"
 pass

@@ -43,10 +43,11 @@ ok "in-progress run --wait 1 -> 5 after $dt ms: $(cat "$TMPD/snap.err")"
 
 check "snapshot --wait 10 returns 0 promptly when response.completed arrives"
 (sleep 1; rcli XADD events '*' run r-open type response.completed seq 2 data '{}' >/dev/null) &
+BG=$!
 t0=$(now_ms)
 rc=$(snap snapshot r-open --wait 10)
 dt=$(($(now_ms) - t0))
-wait
+wait "$BG" || true
 [ "$rc" = 0 ] || fail "snapshot r-open --wait 10: exit $rc, want 0 ($(cat "$TMPD/snap.err"))"
 pyjson 'd["status"] == "completed" and d["complete"] is True and d["event_count"] == 2' <"$TMPD/snap.out" | grep -qx true ||
 	fail "snapshot after --wait: $(cat "$TMPD/snap.out")"

@@ -407,17 +407,21 @@ static void test_timeout(void **state)
 	int64_t dl = control_timeouts(ctl, util_mono_ms());
 	assert_true(dl > util_mono_ms());
 	assert_true(dl <= util_mono_ms() + CONTROL_CLIENT_TIMEOUT_MS);
-	/* Six seconds later. */
+	/* Six seconds later: the unfinished request and the client that
+	 * never said anything are both dropped. */
 	control_timeouts(ctl, util_mono_ms() + CONTROL_CLIENT_TIMEOUT_MS + 1000);
 	assert_true(wait_eof(ctl, fd, 1000));
-	/* An idle client with nothing unfinished stays. */
-	send_str(idle, "{\"cmd\":\"x\"}\n");
-	json_t *r = read_reply(ctl, idle, 2000, NULL);
+	assert_true(wait_eof(ctl, idle, 1000));
+	/* A client idle after a finished request stays. */
+	int done = connect_client(ctl);
+	send_str(done, "{\"cmd\":\"x\"}\n");
+	json_t *r = read_reply(ctl, done, 2000, NULL);
 	assert_non_null(r);
 	json_decref(r);
 	assert_int_equal(control_timeouts(ctl, util_mono_ms()), -1);
 	close(fd);
 	close(idle);
+	close(done);
 	control_close(ctl);
 }
 

@@ -162,8 +162,29 @@ static void test_backoff_then_fatal(void **state)
 	run_failing_starts(rnd_mixed, 1);
 	/* Killed by a signal before start_ms counts as a failed start too. */
 	run_failing_starts(rnd_mixed, -9);
-	/* Even a clean exit 0 before start_ms is a failed start. */
-	run_failing_starts(rnd_mixed, 0);
+}
+
+/* An unasked clean exit 0 before start_ms (max_rss_mb recycling, a lost
+ * consumer name) restarts at once like a crash, not as a failed start;
+ * the burst limit still turns a loop of them into BACKOFF. */
+static void test_clean_exit_while_starting(void **state)
+{
+	(void)state;
+	struct proc p;
+	proc_init(&p, &POL);
+	int64_t now = 1000;
+	assert_int_equal(proc_start(&p, &POL, now), PROC_ACT_SPAWN);
+	spawn(&p, now);
+	for (int i = 0; i < POL.burst; i++) {
+		now += 50;
+		assert_int_equal(proc_exited(&p, &POL, now, 0, 0), PROC_ACT_SPAWN);
+		assert_int_equal(p.state, PROC_EXITED);
+		assert_int_equal(p.retries, 0);
+		spawn(&p, now);
+	}
+	now += 50;
+	assert_int_equal(proc_exited(&p, &POL, now, 0, 0), PROC_ACT_NONE);
+	assert_int_equal(p.state, PROC_BACKOFF);
 }
 
 /* Delays keep doubling and reach the cap with long enough retries. */
@@ -579,6 +600,7 @@ int main(void)
 		cmocka_unit_test(test_names),
 		cmocka_unit_test(test_start_to_running),
 		cmocka_unit_test(test_backoff_then_fatal),
+		cmocka_unit_test(test_clean_exit_while_starting),
 		cmocka_unit_test(test_backoff_cap),
 		cmocka_unit_test(test_exit78_fatal_at_once),
 		cmocka_unit_test(test_crash_burst),

@@ -17,20 +17,22 @@
       and added as "workers".  Runs until killed.
   ops.py gen --sock S --runs-file F [--rate EV_PER_S] [--duration S]
              [--runs N] [--prefix P] [--deltas D] [--ids-file F] [--data-bytes N]
+             [--xlen-file F]
              [--password P]
       Produce complete LLM runs (response.created, item.started, D deltas,
       item.completed, usage, response.completed; seq and ts set) at about
       RATE events/s for DURATION s (or N runs).  Appends "RUN EVENT_COUNT"
-      lines to the runs file and every entry id to the ids file.
+      lines to the runs file and every entry id to the ids file; every
+      0.5 s "SECONDS PRODUCED XLEN" to the xlen file.
   ops.py checkdb --db DB --runs-file F [--exact]
       Every run of F has a snapshot: status completed, complete=1, the
       expected event_count, and exactly that many events rows; --exact: the
       events table holds nothing else.
   ops.py http HOST PORT METHOD PATH      print "STATUS" then the body.
-  ops.py slow SOCK OUT [--n N] [--hold S]
+  ops.py slow SOCK OUT [--n N] [--hold S] [--kinds half,silent,drip]
       Open slow/silent control clients (half a line; nothing; 1 byte per
       second) and record when the daemon closes each: one JSON line per
-      client in OUT {"kind","closed_after"}.
+      client in OUT {"kind","closed_after"}; N of each kind.
   ops.py probe SOCK --count N --interval S
       Send {"cmd":"status"} on fresh connections N times; print the max
       latency and exit 1 if any took more than 1.5 s or failed.
@@ -406,6 +408,8 @@ def cmd_gen(o):
     n = 0
     runs_f = open(o.runs_file, "a")
     ids_f = open(o.ids_file, "a") if o.ids_file else None
+    xlen_f = open(o.xlen_file, "a") if o.xlen_file else None
+    next_xlen = 0.0
     while True:
         if o.runs and n >= o.runs:
             break
@@ -434,6 +438,10 @@ def cmd_gen(o):
             ids_f.flush()
         n += k
         produced += len(batch)
+        if xlen_f and time.monotonic() >= next_xlen:
+            next_xlen = time.monotonic() + 0.5
+            xlen_f.write("%.3f %d %d\n" % (time.monotonic() - t0, produced, r.cmd("XLEN", o.stream)))
+            xlen_f.flush()
         if o.rate:
             due = t0 + produced / o.rate
             d = due - time.monotonic()
@@ -539,7 +547,7 @@ def cmd_slow(o):
     clients = []
     t0 = time.monotonic()
     for i in range(o.n):
-        for kind in ("half", "silent", "drip"):
+        for kind in o.kinds.split(","):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(o.sock)
             s.setblocking(False)
@@ -604,6 +612,7 @@ def main():
     p.add_argument("--stream", default="events")
     p.add_argument("--runs-file", required=True)
     p.add_argument("--ids-file")
+    p.add_argument("--xlen-file")
     p.add_argument("--rate", type=float, default=0)
     p.add_argument("--duration", type=float, default=0)
     p.add_argument("--runs", type=int, default=0)
@@ -624,6 +633,7 @@ def main():
     p.add_argument("out")
     p.add_argument("--n", type=int, default=2)
     p.add_argument("--hold", type=float, default=12)
+    p.add_argument("--kinds", default="half,silent,drip")
     p = sub.add_parser("probe")
     p.add_argument("sock")
     p.add_argument("--count", type=int, default=10)

@@ -234,7 +234,7 @@ def cmd_xadd(o):
         else:
             args.append(a)
     r = Redis(o.sock)
-    print(r.cmd("XADD", o.stream, *args))
+    print(r.cmd("XADD", o.stream, "*", *args))
 
 
 # ---------------------------------------------------------------- reference reducer (SPEC §5)
