@@ -24,7 +24,8 @@ int64_t util_wall_ms(void);
 int util_set_nonblock(int fd);
 int util_set_cloexec(int fd);
 
-/* Write all of buf, retrying on EINTR; returns 0 or -errno. */
+/* Write all of buf, retrying on EINTR and waiting (up to ~30 s) while a
+ * non-blocking fd is full; returns 0 or -errno. */
 int util_write_all(int fd, const void *buf, size_t len);
 
 /* strdup that aborts on OOM (start-up and config paths only). */

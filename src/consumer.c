@@ -35,6 +35,7 @@ struct consumer {
 	size_t nstreams;
 	char **dead_keys;        /* STREAM:dead per stream */
 	struct idlist *acks;     /* queued XACKs per stream */
+	long long *shortfall;    /* per stream: acks Redis did not count */
 	char **history_cursor;   /* per stream; NULL once that stream is done */
 	char **claim_cursor;     /* XAUTOCLAIM cursor per stream */
 	bool groups_ready;
@@ -88,6 +89,7 @@ struct consumer *consumer_new(struct worker *w, const struct consumer_kind *kind
 	c->nstreams = w->pool->streams.n;
 	c->dead_keys = util_xcalloc(c->nstreams, sizeof(char *));
 	c->acks = util_xcalloc(c->nstreams, sizeof(struct idlist));
+	c->shortfall = util_xcalloc(c->nstreams, sizeof(long long));
 	c->history_cursor = util_xcalloc(c->nstreams, sizeof(char *));
 	c->claim_cursor = util_xcalloc(c->nstreams, sizeof(char *));
 	for (size_t i = 0; i < c->nstreams; i++) {
@@ -118,6 +120,7 @@ void consumer_free(struct consumer *c)
 	}
 	free(c->dead_keys);
 	free(c->acks);
+	free(c->shortfall);
 	free(c->history_cursor);
 	free(c->claim_cursor);
 	free(c);
@@ -238,20 +241,9 @@ static int append_acks(struct consumer *c, size_t *sent)
 	return n;
 }
 
-/* XACK acknowledged fewer than sent: another consumer took an entry, or
- * the group is gone; XPENDING tells which. */
-static void ack_shortfall(struct consumer *c, size_t i, long long acked, size_t sent)
-{
-	redisReply *r = rconn_command(conn(c), "XPENDING %s %s", c->pool->streams.v[i], c->pool->group);
-	if (r && rconn_is_error(r, "NOGROUP"))
-		group_lost(c, "XACK shortfall and XPENDING says NOGROUP");
-	else
-		log_debug("XACK %s: %lld of %zu acknowledged (taken over by another consumer)",
-			  c->pool->streams.v[i], acked, sent);
-	if (r)
-		freeReplyObject(r);
-}
-
+/* Read the XACK replies of a pipeline.  Shortfalls are only noted here:
+ * checking them takes commands of their own, which must wait until every
+ * reply of the pipeline has been read (check_shortfalls). */
 static int read_ack_replies(struct consumer *c, const size_t *sent)
 {
 	for (size_t i = 0; i < c->nstreams; i++) {
@@ -266,7 +258,7 @@ static int read_ack_replies(struct consumer *c, const size_t *sent)
 		if (nogroup)
 			group_lost(c, "NOGROUP on XACK");
 		else if (acked >= 0 && (size_t)acked < sent[i])
-			ack_shortfall(c, i, acked, sent[i]);
+			c->shortfall[i] = (long long)sent[i] - acked;
 		/* Only what was sent leaves the queue. */
 		struct idlist *l = &c->acks[i];
 		for (size_t j = 0; j < sent[i]; j++)
@@ -277,6 +269,28 @@ static int read_ack_replies(struct consumer *c, const size_t *sent)
 	return 0;
 }
 
+/* XACK acknowledged fewer than sent: another consumer took an entry, or
+ * the group is gone; XPENDING tells which.  Runs with no reply pending. */
+static void check_shortfalls(struct consumer *c)
+{
+	for (size_t i = 0; i < c->nstreams; i++) {
+		if (!c->shortfall[i])
+			continue;
+		long long missing = c->shortfall[i];
+		c->shortfall[i] = 0;
+		if (!conn(c)->c)
+			continue;
+		redisReply *r = rconn_command(conn(c), "XPENDING %s %s", c->pool->streams.v[i], c->pool->group);
+		if (r && rconn_is_error(r, "NOGROUP"))
+			group_lost(c, "XACK shortfall and XPENDING says NOGROUP");
+		else if (r)
+			log_debug("XACK %s: %lld entries were no longer ours (taken over by another consumer)",
+				  c->pool->streams.v[i], missing);
+		if (r)
+			freeReplyObject(r);
+	}
+}
+
 static int flush_acks(struct consumer *c)
 {
 	size_t sent[c->nstreams ? c->nstreams : 1];
@@ -284,7 +298,9 @@ static int flush_acks(struct consumer *c)
 		return -1;
 	if (append_acks(c, sent) == 0)
 		return 0;
-	return read_ack_replies(c, sent);
+	int r = read_ack_replies(c, sent);
+	check_shortfalls(c);
+	return r;
 }
 
 void consumer_finish(struct consumer *c)
@@ -688,7 +704,10 @@ static redisReply *round_trip(struct consumer *c, bool history)
 			worker_stop = 1; /* someone else owns our name: stop cleanly */
 		w->hb.redis_rtt_us = util_mono_us() - t0;
 	}
-	return rconn_get_reply(&w->rc);
+	redisReply *r = rconn_get_reply(&w->rc);
+	if (r)
+		check_shortfalls(c);
+	return r;
 }
 
 static int read_history(struct consumer *c)

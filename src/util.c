@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,11 +48,19 @@ int util_set_cloexec(int fd)
 int util_write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
+	int stalls = 0;
 	while (len > 0) {
 		ssize_t n = write(fd, p, len);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
+			/* A non-blocking peer that is slow to read: wait for room
+			 * (bounded), never leave half a line behind. */
+			if (errno == EAGAIN && stalls++ < 30) {
+				struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+				poll(&pfd, 1, 1000);
+				continue;
+			}
 			return -errno;
 		}
 		p += n;
