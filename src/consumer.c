@@ -23,8 +23,11 @@ static const char renew_script[] =
 	"end "
 	"return owned";
 
+/* Entry ids kept inline: no allocation per id on the hot path.  The
+ * longest id is two 20-digit numbers and a dash. */
+#define ID_MAX 48
 struct idlist {
-	char **v;
+	char (*v)[ID_MAX];
 	size_t n, cap;
 };
 
@@ -47,6 +50,12 @@ struct consumer {
 	unsigned heal_streak;
 	struct backoff heal_backoff;
 	bool warned_redis;
+	const char **argv;       /* reused XACK argument vector */
+	size_t argv_cap;
+	struct consumer_entry *entries; /* reused per batch */
+	size_t entries_cap;
+	struct sv_field *fields;
+	size_t fields_cap;
 };
 
 /* ---------- small helpers ---------- */
@@ -59,13 +68,11 @@ static void idlist_push(struct idlist *l, const char *id)
 		if (!l->v)
 			abort();
 	}
-	l->v[l->n++] = util_xstrdup(id);
+	snprintf(l->v[l->n++], ID_MAX, "%s", id);
 }
 
 static void idlist_clear(struct idlist *l)
 {
-	for (size_t i = 0; i < l->n; i++)
-		free(l->v[i]);
 	l->n = 0;
 }
 
@@ -120,6 +127,9 @@ void consumer_free(struct consumer *c)
 	}
 	free(c->dead_keys);
 	free(c->acks);
+	free(c->argv);
+	free(c->entries);
+	free(c->fields);
 	free(c->shortfall);
 	free(c->history_cursor);
 	free(c->claim_cursor);
@@ -226,16 +236,19 @@ static int append_acks(struct consumer *c, size_t *sent)
 		if (!l->n)
 			continue;
 		size_t argc = l->n + 3;
-		const char **argv = malloc(argc * sizeof(*argv));
-		if (!argv)
-			abort();
+		if (argc > c->argv_cap) {
+			c->argv_cap = argc * 2;
+			c->argv = realloc(c->argv, c->argv_cap * sizeof(*c->argv));
+			if (!c->argv)
+				abort();
+		}
+		const char **argv = c->argv;
 		argv[0] = "XACK";
 		argv[1] = c->pool->streams.v[i];
 		argv[2] = c->pool->group;
 		for (size_t j = 0; j < l->n; j++)
 			argv[3 + j] = l->v[j];
 		redisAppendCommandArgv(conn(c)->c, (int)argc, argv, NULL);
-		free(argv);
 		n++;
 	}
 	return n;
@@ -261,8 +274,6 @@ static int read_ack_replies(struct consumer *c, const size_t *sent)
 			c->shortfall[i] = (long long)sent[i] - acked;
 		/* Only what was sent leaves the queue. */
 		struct idlist *l = &c->acks[i];
-		for (size_t j = 0; j < sent[i]; j++)
-			free(l->v[j]);
 		memmove(l->v, l->v + sent[i], (l->n - sent[i]) * sizeof(*l->v));
 		l->n -= sent[i];
 	}
@@ -371,7 +382,15 @@ static void build_batch(struct consumer *c, redisReply *entries, const char *str
 	size_t si = stream_index(c, stream);
 	b->stream = stream;
 	b->n = 0;
-	b->v = util_xcalloc(entries->elements, sizeof(*b->v));
+	/* The buffers are reused batch after batch (one batch is in hand
+	 * at a time): no allocation per entry on the hot path. */
+	if (entries->elements > c->entries_cap) {
+		c->entries_cap = entries->elements * 2;
+		free(c->entries);
+		c->entries = util_xcalloc(c->entries_cap, sizeof(*c->entries));
+	}
+	b->v = c->entries;
+	memset(b->v, 0, entries->elements * sizeof(*b->v));
 	*fieldbufs = NULL;
 	size_t total_fields = 0;
 	for (size_t i = 0; i < entries->elements; i++) {
@@ -379,7 +398,12 @@ static void build_batch(struct consumer *c, redisReply *entries, const char *str
 		if (en->type == REDIS_REPLY_ARRAY && en->elements == 2 && en->element[1]->type == REDIS_REPLY_ARRAY)
 			total_fields += en->element[1]->elements / 2;
 	}
-	struct sv_field *fb = util_xcalloc(total_fields ? total_fields : 1, sizeof(*fb));
+	if (total_fields > c->fields_cap) {
+		c->fields_cap = total_fields * 2;
+		free(c->fields);
+		c->fields = util_xcalloc(c->fields_cap, sizeof(*c->fields));
+	}
+	struct sv_field *fb = c->fields;
 	*fieldbufs = fb;
 	for (size_t i = 0; i < entries->elements; i++) {
 		redisReply *en = entries->element[i];
@@ -620,8 +644,7 @@ static int process_read_reply(struct consumer *c, redisReply *r, bool history, s
 		build_batch(c, entries, stream, &b, &fields);
 		if (b.n)
 			ret = process_batch(c, &b);
-		free(b.v);
-		free(fields);
+		(void)fields;
 	}
 	return ret;
 }
@@ -800,8 +823,7 @@ static int sweep_claims(struct consumer *c)
 		build_batch(c, entries, c->pool->streams.v[i], &b, &fields);
 		if (b.n)
 			ret = process_batch(c, &b);
-		free(b.v);
-		free(fields);
+		(void)fields;
 	}
 	for (size_t i = 0; i < c->nstreams; i++)
 		if (replies[i])

@@ -932,9 +932,13 @@ static int cmd_respawn(int argc, char **argv)
 		json_decref(st);
 		if (master <= 1)
 			die("respawn: cannot find the master of pid %d", (int)victim);
-		char *field = hb_field_for_pid(c, key, victim);
-		if (!field)
-			die("respawn: no field of %s holds pid %d", key, (int)victim);
+		/* the victim's heartbeat field (it may not have registered yet) */
+		char *field = NULL;
+		for (int tries = 0; !(field = hb_field_for_pid(c, key, victim)); tries++) {
+			if (tries == 500)
+				die("respawn: no field of %s holds pid %d", key, (int)victim);
+			sleep_us(10000);
+		}
 		size_t nkids = proc_children(master, kids, ARRAY_SIZE(kids));
 
 		int64_t t0 = util_mono_us();

@@ -118,11 +118,29 @@ static void rm_dbs(void)
 			}
 }
 
+/* SVFUZZ_STATS=1: print the stores' counters at exit (does the corpus
+ * reach late events, rebuilds, stale cache entries?). */
+static struct store_stats total;
+
 static void close_pool(void)
 {
 	for (int k = 0; k < 2; k++)
 		for (int c = 0; c < NCLASS; c++) {
 			for (int i = 0; i < 2; i++) {
+				if (pool[k][c][i]) {
+					struct store_stats st;
+					store_stats(pool[k][c][i], &st);
+					total.applied += st.applied;
+					total.duplicates += st.duplicates;
+					total.refused += st.refused;
+					total.late += st.late;
+					total.rebuilds += st.rebuilds;
+					total.rebuild_events += st.rebuild_events;
+					total.cache_hits += st.cache_hits;
+					total.cache_stale += st.cache_stale;
+					total.cache_misses += st.cache_misses;
+					total.commits += st.commits;
+				}
 				store_close(pool[k][c][i]);
 				pool[k][c][i] = NULL;
 			}
@@ -138,6 +156,15 @@ static void cleanup(void)
 		return;
 	close_pool();
 	rmdir(tmpdir);
+	if (getenv("SVFUZZ_STATS"))
+		fprintf(stderr,
+			"store stats: applied %llu duplicates %llu refused %llu late %llu rebuilds %llu "
+			"rebuild_events %llu cache hits %llu stale %llu misses %llu commits %llu\n",
+			(unsigned long long)total.applied, (unsigned long long)total.duplicates,
+			(unsigned long long)total.refused, (unsigned long long)total.late,
+			(unsigned long long)total.rebuilds, (unsigned long long)total.rebuild_events,
+			(unsigned long long)total.cache_hits, (unsigned long long)total.cache_stale,
+			(unsigned long long)total.cache_misses, (unsigned long long)total.commits);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

@@ -11,6 +11,9 @@ set -euo pipefail
 
 start_redis
 pconfig persist_count=2
+# The sv.test.crash seam raises SIGSEGV on purpose: in sanitizer builds let
+# it kill the worker like in production instead of producing a report.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}handle_segv=0"
 start_daemon
 wait_for 20 'all_running 2' || fail "expected 2 RUNNING workers: $(worker_table 2>&1)"
 LAST_SUP=$(sup_last_id)
