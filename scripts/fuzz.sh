@@ -36,7 +36,9 @@ if [ ! -f "$B/config.h" ]; then
 	meson setup "$B" -Dfault_injection=false -Dtests=false >/dev/null
 fi
 
-SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+# pointer-overflow is recoverable only so test/fuzz/ubsan.supp can silence
+# known findings while fuzzing; halt_on_error=1 still stops on all others.
+SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fsanitize-recover=pointer-overflow -fno-omit-frame-pointer"
 CFLAGS="-g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wno-unused-parameter $SAN -I$ROOT/include -I$B"
 DEPS=$(pkg-config --cflags --libs hiredis libconfig sqlite3 jansson)
 
@@ -58,15 +60,22 @@ OBJS=$(for f in src/*.c; do
 	echo "$OUT/obj/$(basename "$f" .c).o"
 done)
 
+# An archive, so a harness that compiles a module in itself (fuzz_linebuf
+# includes src/control.c) does not also pull that module's object.
+rm -f "$OUT/libsvcore.a"
+# shellcheck disable=SC2086
+ar rcs "$OUT/libsvcore.a" $OBJS
+
 for h in $HARNESSES; do
 	[ -f "test/fuzz/fuzz_$h.c" ] || { echo "fuzz.sh: no harness test/fuzz/fuzz_$h.c" >&2; exit 2; }
 	# shellcheck disable=SC2086
-	$CC $CFLAGS -fsanitize=fuzzer "test/fuzz/fuzz_$h.c" $OBJS $DEPS -lm -o "$OUT/fuzz_$h"
+	$CC $CFLAGS -fsanitize=fuzzer "test/fuzz/fuzz_$h.c" "$OUT/libsvcore.a" $DEPS -lm -o "$OUT/fuzz_$h"
 done
 
 status=0
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:allocator_may_return_null=0}"
-export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+UBSAN_BASE="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+export UBSAN_OPTIONS="$UBSAN_BASE:suppressions=$ROOT/test/fuzz/ubsan.supp"
 export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$ROOT/test/fuzz/lsan.supp:print_suppressions=0}"
 
 for h in $HARNESSES; do
@@ -78,16 +87,26 @@ for h in $HARNESSES; do
 	opts="-timeout=10 -rss_limit_mb=2048 -print_final_stats=1"
 	[ -f "test/fuzz/$h.dict" ] && opts="$opts -dict=$ROOT/test/fuzz/$h.dict"
 	case $h in
-	control|linebuf) opts="$opts -max_len=140000" ;;
+	control) opts="$opts -max_len=140000" ;;
+	linebuf) opts="$opts -max_len=8192" ;;
 	config|event) opts="$opts -max_len=16384" ;;
 	esac
+	# Per-input leak detection costs a full LSan scan whenever an input
+	# ends with more mallocs than frees: for config, libconfig 1.5 leaks on
+	# many syntax errors (test/fuzz/lsan.supp); for event, the long-lived
+	# stores keep cache entries across inputs.  Both run at a few hundred
+	# instead of thousands of exec/s with it, so they fuzz without it and
+	# the corpus replay below checks for leaks at exit instead.
+	fopts=
+	case $h in config|event) fopts="-detect_leaks=0" ;; esac
 
 	# 1. Regression inputs (crashes found earlier) must pass.
 	regress=0
 	files=$(find "test/fuzz/regress/$h" -type f ! -name '.*' 2>/dev/null | sort)
 	if [ -n "$files" ]; then
 		# shellcheck disable=SC2086
-		if ! "$bin" $opts $files >"$OUT/regress_$h.log" 2>&1 </dev/null; then
+		# (without the UBSan suppressions: a known finding fails here until fixed)
+		if ! UBSAN_OPTIONS=$UBSAN_BASE "$bin" $opts $files >"$OUT/regress_$h.log" 2>&1 </dev/null; then
 			regress=1
 			echo "fuzz_$h: a regression input fails (log: $OUT/regress_$h.log)"
 			grep -m3 -E 'Running:|^==[0-9]+==ERROR|FINDING|runtime error' "$OUT/regress_$h.log" |
@@ -106,8 +125,17 @@ for h in $HARNESSES; do
 	fi
 	rc=0
 	# shellcheck disable=SC2086
-	"$bin" $opts -max_total_time="$SECS" -artifact_prefix="$art/" "$corpus" \
+	SVFUZZ_SKIP_KNOWN=1 "$bin" $opts $fopts -max_total_time="$SECS" -artifact_prefix="$art/" "$corpus" \
 		>"$log" 2>&1 </dev/null || rc=$?
+	if [ "$rc" -eq 0 ] && [ -n "$fopts" ]; then
+		# Replay the grown corpus once with leak detection (LSan at exit).
+		# shellcheck disable=SC2086
+		SVFUZZ_SKIP_KNOWN=1 "$bin" $opts -runs=0 -artifact_prefix="$art/" "$corpus" >"$OUT/replay_$h.log" 2>&1 </dev/null || {
+			rc=$?
+			echo "fuzz_$h: corpus replay with leak detection failed (log: $OUT/replay_$h.log)"
+			grep -m5 -E '^==[0-9]+==ERROR|SUMMARY|#[0-9]+ 0x' "$OUT/replay_$h.log" | sed 's/^/    /' || true
+		}
+	fi
 	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
 	execs=${execs:-0}
 	rate=$(grep -E '^#[0-9]+' "$log" | sed -n 's/.*exec\/s: *\([0-9]*\).*/\1/p' | tail -n1)

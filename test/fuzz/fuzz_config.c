@@ -16,6 +16,9 @@
  * an exit as a crash: -error_exitcode, "deadly signal" for abort). */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,8 +167,45 @@ static void check_errors(const struct config_errors *e, int rc)
 	}
 }
 
+/* Known finding (reported; reproducer in test/fuzz/regress/config/): an
+ * @include of a directory (@include "", "." or "sub/") makes libconfig
+ * 1.5's flex scanner call exit(2) ("input in flex scanner failed").  With
+ * SVFUZZ_SKIP_KNOWN=1 (set by scripts/fuzz.sh while fuzzing, not for the
+ * regression replay) inputs whose @include names something that is not a
+ * regular file are skipped, so fuzzing goes on past it.  Delete once
+ * config.c refuses such includes itself. */
+static bool includes_non_file(const uint8_t *data, size_t size)
+{
+	static const char kw[] = "@include";
+	for (size_t i = 0; i + sizeof(kw) - 1 < size; i++) {
+		if (memcmp(data + i, kw, sizeof(kw) - 1) != 0)
+			continue;
+		size_t j = i + sizeof(kw) - 1;
+		while (j < size && (data[j] == ' ' || data[j] == '\t'))
+			j++;
+		if (j >= size || data[j] != '"')
+			continue;
+		size_t k = ++j;
+		while (k < size && data[k] != '"' && data[k] != '\n')
+			k++;
+		char p[PATH_MAX];
+		int n = snprintf(p, sizeof(p), "%s/%.*s", dir, (int)(k - j), (const char *)data + j);
+		struct stat st;
+		if (n < 0 || (size_t)n >= sizeof(p) || memchr(data + j, '\\', k - j) ||
+		    (stat(p, &st) == 0 && !S_ISREG(st.st_mode)))
+			return true;
+	}
+	return false;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	static int skip_known = -1;
+	if (skip_known < 0)
+		skip_known = getenv("SVFUZZ_SKIP_KNOWN") && strcmp(getenv("SVFUZZ_SKIP_KNOWN"), "1") == 0;
+	if (skip_known && includes_non_file(data, size))
+		return 0;
+
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		abort();
