@@ -45,6 +45,14 @@ redisReply *rconn_commandv(struct rconn *rc, int argc, const char **argv, const 
 /* Read one pipelined reply (after redisAppendCommand*); NULL = dropped. */
 redisReply *rconn_get_reply(struct rconn *rc);
 
+/* MULTI; the argv command; the printf-formatted second command; EXEC,
+ * pipelined in one round trip: an atomic "write and acknowledge" (dead
+ * letters: XADD + XACK; re-drives: XADD + XDEL).  Returns the EXEC reply
+ * (an array of both results when the transaction ran), or NULL after
+ * dropping the connection. */
+redisReply *rconn_pair_atomic(struct rconn *rc, int argc, const char **argv, const size_t *lens,
+			      const char *second_fmt, ...);
+
 /* Error reply whose message starts with prefix ("NOGROUP", "BUSYGROUP"). */
 bool rconn_is_error(const redisReply *r, const char *prefix);
 

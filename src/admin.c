@@ -234,25 +234,19 @@ static int dead_redrive(struct rconn *rc, const char *dead_key, redisReply *en, 
 	}
 	for (size_t i = meta_end; i < f->elements; i++)
 		argv[n] = f->element[i]->str, lens[n++] = f->element[i]->len;
-	redisAppendCommand(rc->c, "MULTI");
-	redisAppendCommandArgv(rc->c, (int)n, argv, lens);
-	redisAppendCommand(rc->c, "XDEL %s %s", dead_key, en->element[0]->str);
-	redisAppendCommand(rc->c, "EXEC");
+	redisReply *r = rconn_pair_atomic(rc, (int)n, argv, lens, "XDEL %s %s", dead_key, en->element[0]->str);
 	free(argv);
 	free(lens);
+	if (!r)
+		return -EIO;
 	int ret = 0;
-	for (int i = 0; i < 4; i++) {
-		redisReply *r = rconn_get_reply(rc);
-		if (!r)
-			return -EIO;
-		if (i == 3 && (r->type != REDIS_REPLY_ARRAY || r->elements != 2))
-			ret = -EIO;
-		if (i == 3 && ret == 0)
-			json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "id", en->element[0]->str,
-								 "stream", origin_stream, "new_id",
-								 r->element[0]->str ? r->element[0]->str : ""));
-		freeReplyObject(r);
-	}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+		ret = -EIO;
+	else
+		json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "id", en->element[0]->str, "stream",
+							 origin_stream, "new_id",
+							 r->element[0]->str ? r->element[0]->str : ""));
+	freeReplyObject(r);
 	return ret;
 }
 

@@ -345,25 +345,19 @@ static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
 		argv[n] = e->fields[f].value;
 		lens[n++] = e->fields[f].value_len;
 	}
-	struct rconn *rc = conn(c);
-	redisAppendCommand(rc->c, "MULTI");
-	redisAppendCommandArgv(rc->c, (int)n, argv, lens);
-	redisAppendCommand(rc->c, "XACK %s %s %s", e->stream, c->pool->group, e->id);
-	redisAppendCommand(rc->c, "EXEC");
+	redisReply *r = rconn_pair_atomic(conn(c), (int)n, argv, lens, "XACK %s %s %s", e->stream,
+					  c->pool->group, e->id);
 	free(argv);
 	free(lens);
+	if (!r)
+		return -1;
 	int ret = 0;
-	for (int i = 0; i < 4; i++) {
-		redisReply *r = rconn_get_reply(rc);
-		if (!r)
-			return -1;
-		if (i == 3 && r->type != REDIS_REPLY_ARRAY) {
-			log_error("dead-lettering %s %s failed: %s", e->stream, e->id,
-				  r->type == REDIS_REPLY_ERROR ? r->str : "transaction aborted");
-			ret = -1;
-		}
-		freeReplyObject(r);
+	if (r->type != REDIS_REPLY_ARRAY) {
+		log_error("dead-lettering %s %s failed: %s", e->stream, e->id,
+			  r->type == REDIS_REPLY_ERROR ? r->str : "transaction aborted");
+		ret = -1;
 	}
+	freeReplyObject(r);
 	if (ret == 0) {
 		c->w->hb.dead_lettered++;
 		log_kv(LOG_WARN, KV("stream", e->stream, "id", e->id, "reason", ce->reason ? ce->reason : ""),

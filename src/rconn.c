@@ -174,3 +174,25 @@ bool rconn_is_error(const redisReply *r, const char *prefix)
 	return r && r->type == REDIS_REPLY_ERROR && r->str &&
 	       strncmp(r->str, prefix, strlen(prefix)) == 0;
 }
+
+redisReply *rconn_pair_atomic(struct rconn *rc, int argc, const char **argv, const size_t *lens,
+			      const char *second_fmt, ...)
+{
+	if (!rc->c)
+		return NULL;
+	redisAppendCommand(rc->c, "MULTI");
+	redisAppendCommandArgv(rc->c, argc, argv, lens);
+	va_list ap;
+	va_start(ap, second_fmt);
+	redisvAppendCommand(rc->c, second_fmt, ap);
+	va_end(ap);
+	redisAppendCommand(rc->c, "EXEC");
+	/* MULTI, and the two QUEUED replies, say nothing EXEC does not. */
+	for (int i = 0; i < 3; i++) {
+		redisReply *r = rconn_get_reply(rc);
+		if (!r)
+			return NULL;
+		freeReplyObject(r);
+	}
+	return rconn_get_reply(rc);
+}
