@@ -1,25 +1,47 @@
 #!/bin/sh
-# Set up and run the whole test suite: unit and integration tests in a
-# normal build, then again under AddressSanitizer + UBSan.  Ends with one
-# line "N passed, N failed" summed over both builds.
+# Set up and run the whole test suite:
+#   1. unit + integration tests in build/ (fault-injection seams on);
+#   2. the same under AddressSanitizer + UBSan (leaks included) in build-asan/;
+#   3. every libFuzzer harness for FUZZ_SECONDS (default 30) each.
+# Ends with one line "N passed, N failed" summed over all three.
 set -u
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh || exit 1
 status=0
+extra_pass=0
+extra_fail=0
 setup() { # dir, extra options
 	dir=$1; shift
 	if [ ! -f "$dir/build.ninja" ]; then
 		meson setup "$dir" -Dfault_injection=true -Dtests=true "$@" >/dev/null || return 1
+	else
+		meson setup --reconfigure "$dir" >/dev/null || return 1
 	fi
 	meson compile -C "$dir" >/dev/null || meson compile -C "$dir"
 }
-run_suite() { # dir
-	meson test -C "$1" --num-processes 2 --print-errorlogs || status=1
-}
-setup build && run_suite build || status=1
+echo "== normal build"
+if setup build; then
+	meson test -C build --num-processes 2 --print-errorlogs || status=1
+else
+	status=1
+fi
+echo "== AddressSanitizer + UBSan build"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
-export SV_SANITIZED=1
-setup build-asan -Db_sanitize=address,undefined -Db_lundef=false && run_suite build-asan || status=1
-python3 scripts/count-tests.py build/meson-logs/testlog.json build-asan/meson-logs/testlog.json
+if setup build-asan -Db_sanitize=address,undefined -Db_lundef=false; then
+	meson test -C build-asan --num-processes 2 --print-errorlogs --no-suite nosan || status=1
+else
+	status=1
+fi
+unset ASAN_OPTIONS UBSAN_OPTIONS
+echo "== fuzzing (${FUZZ_SECONDS:-30} s per harness)"
+if ./scripts/fuzz.sh "${FUZZ_SECONDS:-30}" > build/fuzz.log 2>&1; then
+	extra_pass=$(grep -c '^fuzz_.*findings: 0' build/fuzz.log)
+else
+	status=1
+	extra_fail=1
+fi
+grep '^fuzz_' build/fuzz.log || tail -20 build/fuzz.log
+python3 scripts/count-tests.py --extra "$extra_pass" "$extra_fail" \
+	build/meson-logs/testlog.json build-asan/meson-logs/testlog.json
 exit $status

@@ -1296,6 +1296,69 @@ static void ld_free(struct ld *ld)
 	config_destroy(&ld->lc);
 }
 
+/* libconfig 1.5 calls exit() when an @include names a directory (its
+ * flex scanner fails), so every include is checked first: each must be
+ * a readable regular file, relative to the main file's directory (the
+ * one include directory 1.5 has).  Returns 0, or -EINVAL with the
+ * problems in errs as FILE:LINE: message. */
+static int check_includes(struct ld *ld, const char *file, const char *dir, int depth)
+{
+	FILE *fp = fopen(file, "re");
+	if (!fp)
+		return 0; /* reported by the caller or by libconfig */
+	/* A NUL byte makes it binary, not a configuration (and would cut the
+	 * names checked below short of what libconfig opens). */
+	int ch, lineno = 1, ret = 0;
+	while ((ch = getc(fp)) != EOF) {
+		if (ch == '\n')
+			lineno++;
+		if (ch == '\0') {
+			errs_push(ld->errs, xasprintf("%s:%d: NUL byte in the configuration", file, lineno));
+			fclose(fp);
+			return -EINVAL;
+		}
+	}
+	rewind(fp);
+	char line[4096];
+	lineno = 0;
+	while (ret == 0 && fgets(line, sizeof(line), fp)) {
+		lineno++;
+		const char *p = line + strspn(line, " \t");
+		if (strncmp(p, "@include", 8) != 0)
+			continue;
+		p += 8;
+		p += strspn(p, " \t");
+		const char *q = *p == '"' ? strchr(p + 1, '"') : NULL;
+		if (!q)
+			continue; /* malformed: libconfig reports the syntax error */
+		char *name = xasprintf("%.*s", (int)(q - p - 1), p + 1);
+		char *target = name[0] == '/' ? xasprintf("%s", name) : xasprintf("%s/%s", dir, name);
+		struct stat st;
+		const char *why = NULL;
+		if (strlen(name) != (size_t)(q - p - 1) || strchr(name, '\\'))
+			why = "unsupported characters in the file name";
+		else if (stat(target, &st) < 0)
+			why = strerror(errno);
+		else if (!S_ISREG(st.st_mode))
+			why = "not a regular file";
+		else if (access(target, R_OK) < 0)
+			why = strerror(errno);
+		if (why) {
+			errs_push(ld->errs, xasprintf("%s:%d: cannot include \"%s\": %s", file, lineno, name, why));
+			ret = -EINVAL;
+		} else if (depth >= 10) {
+			errs_push(ld->errs, xasprintf("%s:%d: @include nested too deeply", file, lineno));
+			ret = -EINVAL;
+		} else if (check_includes(ld, target, dir, depth + 1) < 0) {
+			ret = -EINVAL;
+		}
+		free(name);
+		free(target);
+	}
+	fclose(fp);
+	return ret;
+}
+
 static int load(struct ld *ld)
 {
 	struct sv_config *cfg = ld->cfg;
@@ -1333,6 +1396,8 @@ static int load(struct ld *ld)
 	ld->dir_given = d;
 
 	config_set_include_dir(&ld->lc, cfg->dir);
+	if (check_includes(ld, path, cfg->dir, 0) < 0)
+		return -EINVAL;
 	if (!config_read_file(&ld->lc, path)) {
 		const char *ef = config_error_file(&ld->lc);
 		const char *et = config_error_text(&ld->lc);

@@ -190,10 +190,14 @@ static int item_delta(json_t *snap, const struct sv_event *ev)
 		return -ENOMEM;
 	memcpy(buf, json_string_value(content), a);
 	memcpy(buf + a, json_string_value(text), b);
-	/* Both parts are valid UTF-8, so is their concatenation. */
-	rc = json_string_setn_nocheck(content, buf, a + b);
+	/* Both parts are valid UTF-8, so is their concatenation.  A new
+	 * string, not an edit in place: the old one may be shared with an
+	 * event's data (item.completed content), which must not change. */
+	json_t *joined = json_stringn_nocheck(buf, a + b);
 	free(buf);
-	return rc < 0 ? -ENOMEM : 0;
+	if (!joined || json_object_set_new(item, "content", joined) < 0)
+		return -ENOMEM;
+	return 0;
 }
 
 static int item_completed(json_t *snap, const struct sv_event *ev)

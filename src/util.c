@@ -219,6 +219,8 @@ ssize_t linebuf_fill(struct linebuf *lb, int fd)
 
 int linebuf_next(struct linebuf *lb, char **line)
 {
+	if (!lb->buf)
+		return 0; /* nothing read yet (and no NULL + 0 arithmetic) */
 	for (;;) {
 		char *start = lb->buf + lb->off;
 		size_t avail = lb->len - lb->off;

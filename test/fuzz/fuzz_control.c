@@ -36,6 +36,7 @@
 #include <jansson.h>
 
 #include "control.h"
+#include "fuzz_tmp.h"
 #include "log.h"
 #include "util.h"
 
@@ -112,11 +113,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	snprintf(dir, sizeof(dir), "/tmp/svfuzz-control.XXXXXX");
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
-		exit(1);
-	}
+	fuzz_tmp_dir(dir, sizeof(dir), "control", false);
 	snprintf(sock, sizeof(sock), "%s/ctl.sock", dir);
 	log_set_level(LOG_ERROR);
 	if (control_open(&ctl, sock, 0600, NULL, handler, NULL) != 0) {

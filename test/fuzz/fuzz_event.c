@@ -49,6 +49,7 @@
 
 #include "config.h"
 #include "event.h"
+#include "fuzz_tmp.h"
 #include "log.h"
 #include "reducer.h"
 #include "store.h"
@@ -120,7 +121,7 @@ static void rm_dbs(void)
 
 /* SVFUZZ_STATS=1: print the stores' counters at exit (does the corpus
  * reach late events, rebuilds, stale cache entries?). */
-static struct store_stats total;
+static struct store_stats stats_total;
 
 static void close_pool(void)
 {
@@ -130,16 +131,16 @@ static void close_pool(void)
 				if (pool[k][c][i]) {
 					struct store_stats st;
 					store_stats(pool[k][c][i], &st);
-					total.applied += st.applied;
-					total.duplicates += st.duplicates;
-					total.refused += st.refused;
-					total.late += st.late;
-					total.rebuilds += st.rebuilds;
-					total.rebuild_events += st.rebuild_events;
-					total.cache_hits += st.cache_hits;
-					total.cache_stale += st.cache_stale;
-					total.cache_misses += st.cache_misses;
-					total.commits += st.commits;
+					stats_total.applied += st.applied;
+					stats_total.duplicates += st.duplicates;
+					stats_total.refused += st.refused;
+					stats_total.late += st.late;
+					stats_total.rebuilds += st.rebuilds;
+					stats_total.rebuild_events += st.rebuild_events;
+					stats_total.cache_hits += st.cache_hits;
+					stats_total.cache_stale += st.cache_stale;
+					stats_total.cache_misses += st.cache_misses;
+					stats_total.commits += st.commits;
 				}
 				store_close(pool[k][c][i]);
 				pool[k][c][i] = NULL;
@@ -160,23 +161,18 @@ static void cleanup(void)
 		fprintf(stderr,
 			"store stats: applied %llu duplicates %llu refused %llu late %llu rebuilds %llu "
 			"rebuild_events %llu cache hits %llu stale %llu misses %llu commits %llu\n",
-			(unsigned long long)total.applied, (unsigned long long)total.duplicates,
-			(unsigned long long)total.refused, (unsigned long long)total.late,
-			(unsigned long long)total.rebuilds, (unsigned long long)total.rebuild_events,
-			(unsigned long long)total.cache_hits, (unsigned long long)total.cache_stale,
-			(unsigned long long)total.cache_misses, (unsigned long long)total.commits);
+			(unsigned long long)stats_total.applied, (unsigned long long)stats_total.duplicates,
+			(unsigned long long)stats_total.refused, (unsigned long long)stats_total.late,
+			(unsigned long long)stats_total.rebuilds, (unsigned long long)stats_total.rebuild_events,
+			(unsigned long long)stats_total.cache_hits, (unsigned long long)stats_total.cache_stale,
+			(unsigned long long)stats_total.cache_misses, (unsigned long long)stats_total.commits);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc;
 	(void)argv;
-	snprintf(tmpdir, sizeof(tmpdir), "%s/svfuzz-event.XXXXXX",
-		 access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
-	if (!mkdtemp(tmpdir)) {
-		perror("mkdtemp");
-		exit(1);
-	}
+	fuzz_tmp_dir(tmpdir, sizeof(tmpdir), "event", true);
 	atexit(cleanup);
 	log_set_level(LOG_ERROR);
 	return 0;
