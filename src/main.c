@@ -159,8 +159,10 @@ int main(int argc, char **argv)
 
 	if (log_open("master", cfg->log.level, cfg->log.format, cfg->log.file) < 0)
 		fatal(SV_EX_CONFIG, "cannot open log file %s", cfg->log.file);
-	char *conf_abs = absolute(conf);
-	char *pid_abs = pidfile ? absolute(pidfile) : NULL;
+	/* Static: still reachable when a start-up fatal() exits. */
+	static char *conf_abs, *pid_abs;
+	conf_abs = absolute(conf);
+	pid_abs = pidfile ? absolute(pidfile) : NULL;
 	int pidfd = pid_abs ? pidfile_lock(pid_abs) : -1;
 	refuse_second_instance(cfg);
 	if (detach) {

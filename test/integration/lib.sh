@@ -146,9 +146,9 @@ _sv_cleanup() {
 	fi
 	# Sanitizer builds: any report by the daemon, a worker or a tool
 	# (their stderr reaches the daemon log) fails the test.
-	if [ -s "$DLOG" ] && grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$DLOG"; then
+	if [ -s "$DLOG" ] && grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:|ERROR SUMMARY: [1-9]' "$DLOG"; then
 		echo "FAIL [$TEST_NAME]: sanitizer report in the daemon log:" >&2
-		grep -E -A12 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$DLOG" | head -60 >&2
+		grep -E -B30 -A12 'ERROR: (Address|Leak)Sanitizer|runtime error:|ERROR SUMMARY: [1-9]' "$DLOG" | head -80 >&2
 		[ "$rc" -eq 0 ] && rc=1
 	fi
 	if [ "${SV_KEEP_TMP:-0}" = 1 ]; then
