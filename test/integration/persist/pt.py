@@ -33,72 +33,8 @@ import time
 
 # ---------------------------------------------------------------- RESP client
 
-class RespError(Exception):
-    pass
-
-
-class Redis:
-    def __init__(self, path, timeout=30.0):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(timeout)
-        self.s.connect(path)
-        self.f = self.s.makefile("rb", buffering=1 << 16)
-
-    def close(self):
-        try:
-            self.f.close()
-            self.s.close()
-        except OSError:
-            pass
-
-    @staticmethod
-    def encode(args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            if isinstance(a, str):
-                a = a.encode()
-            elif isinstance(a, int):
-                a = str(a).encode()
-            out.append(b"$%d\r\n" % len(a))
-            out.append(a)
-            out.append(b"\r\n")
-        return b"".join(out)
-
-    def read(self):
-        line = self.f.readline()
-        if not line:
-            raise ConnectionError("connection closed")
-        t, rest = line[:1], line[1:-2]
-        if t == b"+":
-            return rest.decode()
-        if t == b"-":
-            return RespError(rest.decode())
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = self.f.read(n + 2)
-            if len(data) != n + 2:
-                raise ConnectionError("short read")
-            return data[:-2].decode("utf-8", "replace")
-        if t == b"*":
-            n = int(rest)
-            if n < 0:
-                return None
-            return [self.read() for _ in range(n)]
-        raise ConnectionError("bad reply type %r" % line)
-
-    def pipeline(self, cmds):
-        self.s.sendall(b"".join(self.encode(c) for c in cmds))
-        return [self.read() for _ in cmds]
-
-    def cmd(self, *args):
-        r = self.pipeline([args])[0]
-        if isinstance(r, RespError):
-            raise r
-        return r
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from resp import Redis, RespError  # noqa: E402  (shared RESP client)
 
 
 def connect_retry(path, deadline):
