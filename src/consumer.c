@@ -581,8 +581,11 @@ static int process_batch(struct consumer *c, struct consumer_batch *b)
 	int r = c->kind.batch(c->kind.ctx, c, b);
 	if (r == 0)
 		heartbeat_observe_batch(&c->w->hb, util_mono_us() - t0);
-	if (r == -EAGAIN && retry_degraded(c, b) != 0)
-		return 1;
+	if (r == -EAGAIN && retry_degraded(c, b) != 0) {
+		/* Nothing of the batch is acked.  Asked to stop: a clean exit
+		 * (status 0) leaves it pending for the next incarnation. */
+		return worker_stop ? 0 : 1;
+	}
 	for (size_t i = 0; i < b->n; i++) {
 		struct consumer_entry *ce = &b->v[i];
 		switch (ce->verdict) {
