@@ -208,10 +208,6 @@ static void warn_redis_config(struct consumer *c)
 		log_warn("redis maxmemory-policy %.*s can evict keys: streams and groups may vanish",
 			 (int)strcspn(p + 17, "\r\n"), p + 17);
 	const char *aof = strstr(r->str, "aof_enabled:");
-	const char *rdb = strstr(r->str, "rdb_last_save_time:");
-	const char *saves = strstr(r->str, "rdb_saves:");
-	(void)rdb;
-	(void)saves;
 	if (aof && aof[12] == '0') {
 		redisReply *cfg = rconn_command(conn(c), "CONFIG GET save");
 		bool no_rdb = cfg && cfg->type == REDIS_REPLY_ARRAY && cfg->elements == 2 &&
@@ -371,7 +367,7 @@ static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
 /* Turn one stream's entries of a reply into a batch.  Deleted entries
  * ([id, nil]) are acked and counted as lost right here. */
 static void build_batch(struct consumer *c, redisReply *entries, const char *stream,
-			struct consumer_batch *b, struct sv_field **fieldbufs)
+			struct consumer_batch *b)
 {
 	size_t si = stream_index(c, stream);
 	b->stream = stream;
@@ -385,7 +381,6 @@ static void build_batch(struct consumer *c, redisReply *entries, const char *str
 	}
 	b->v = c->entries;
 	memset(b->v, 0, entries->elements * sizeof(*b->v));
-	*fieldbufs = NULL;
 	size_t total_fields = 0;
 	for (size_t i = 0; i < entries->elements; i++) {
 		redisReply *en = entries->element[i];
@@ -398,7 +393,6 @@ static void build_batch(struct consumer *c, redisReply *entries, const char *str
 		c->fields = util_xcalloc(c->fields_cap, sizeof(*c->fields));
 	}
 	struct sv_field *fb = c->fields;
-	*fieldbufs = fb;
 	for (size_t i = 0; i < entries->elements; i++) {
 		redisReply *en = entries->element[i];
 		if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 || en->element[0]->type != REDIS_REPLY_STRING)
@@ -637,11 +631,9 @@ static int process_read_reply(struct consumer *c, redisReply *r, bool history, s
 		}
 		*got += entries->elements;
 		struct consumer_batch b = {.history = history};
-		struct sv_field *fields;
-		build_batch(c, entries, stream, &b, &fields);
+		build_batch(c, entries, stream, &b);
 		if (b.n)
 			ret = process_batch(c, &b);
-		(void)fields;
 	}
 	return ret;
 }
@@ -670,15 +662,12 @@ static void append_read(struct consumer *c, bool history)
 		argv[n++] = block;
 	}
 	argv[n++] = "STREAMS";
-	size_t first = n;
 	for (size_t i = 0; i < c->nstreams; i++)
 		if (!history || c->history_cursor[i])
 			argv[n++] = p->streams.v[i];
-	size_t ns = n - first;
 	for (size_t i = 0; i < c->nstreams; i++)
 		if (!history || c->history_cursor[i])
 			argv[n++] = history ? c->history_cursor[i] : ">";
-	(void)ns;
 	redisAppendCommandArgv(conn(c)->c, (int)n, argv, NULL);
 	free(argv);
 }
@@ -816,11 +805,9 @@ static int sweep_claims(struct consumer *c)
 			continue;
 		log_info("claimed %zu idle entries of %s", entries->elements, c->pool->streams.v[i]);
 		struct consumer_batch b = {.history = true};
-		struct sv_field *fields;
-		build_batch(c, entries, c->pool->streams.v[i], &b, &fields);
+		build_batch(c, entries, c->pool->streams.v[i], &b);
 		if (b.n)
 			ret = process_batch(c, &b);
-		(void)fields;
 	}
 	for (size_t i = 0; i < c->nstreams; i++)
 		if (replies[i])

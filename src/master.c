@@ -462,10 +462,8 @@ static void slot_act(struct master *m, struct slot *s, enum proc_action act)
 			slot_spawn(m, s);
 		break;
 	case PROC_ACT_TERM:
-		slot_signal(s, SIGCONT);
-		slot_signal(s, SIGTERM);
-		break;
 	case PROC_ACT_CONT_TERM:
+		/* SIGCONT first: a stopped process cannot act on SIGTERM. */
 		slot_signal(s, SIGCONT);
 		slot_signal(s, SIGTERM);
 		break;
