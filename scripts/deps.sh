@@ -4,7 +4,7 @@
 set -e
 PKGS="meson ninja-build pkg-config gcc clang libhiredis-dev libconfig-dev libsqlite3-dev
       libjansson-dev libcmocka-dev redis-server redis-tools sqlite3 python3 procps
-      util-linux mandoc"
+      util-linux mandoc valgrind"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,9 +1,12 @@
 #!/bin/sh
 # Set up and run the whole test suite:
 #   1. unit + integration tests in build/ (fault-injection seams on);
-#   2. the same under AddressSanitizer + UBSan (leaks included) in build-asan/;
-#   3. every libFuzzer harness for FUZZ_SECONDS (default 30) each.
-# Ends with one line "N passed, N failed" summed over all three.
+#   2. the supervisor tests again with the daemon under valgrind memcheck
+#      (meson test setup "valgrind", times stretched by SV_TIME_SCALE);
+#   3. the same suite under AddressSanitizer + UBSan (leaks included) in
+#      build-asan/;
+#   4. every libFuzzer harness for FUZZ_SECONDS (default 30) each.
+# Ends with one line "N passed, N failed" summed over all four.
 set -u
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh || exit 1
@@ -22,6 +25,9 @@ setup() { # dir, extra options
 echo "== normal build"
 if setup build; then
 	meson test -C build --num-processes 2 --print-errorlogs || status=1
+	echo "== valgrind memcheck (supervisor tests)"
+	meson test -C build --setup valgrind --suite supervisor --num-processes 2 \
+		--print-errorlogs || status=1
 else
 	status=1
 fi
@@ -43,5 +49,6 @@ else
 fi
 grep '^fuzz_' build/fuzz.log || tail -20 build/fuzz.log
 python3 scripts/count-tests.py --extra "$extra_pass" "$extra_fail" \
-	build/meson-logs/testlog.json build-asan/meson-logs/testlog.json
+	build/meson-logs/testlog.json build/meson-logs/testlog-valgrind.json \
+	build-asan/meson-logs/testlog.json
 exit $status

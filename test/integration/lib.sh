@@ -22,6 +22,21 @@
 : "${REDIS_SERVER:=$(command -v redis-server)}"
 : "${REDIS_CLI:=$(command -v redis-cli)}"
 
+# SV_VALGRIND=1 runs the daemon (and its forked monitor and workers) under
+# valgrind memcheck through test/valgrind-streamvisord.sh.  Everything then
+# runs ~20x slower, so SV_TIME_SCALE (default 5 under valgrind, else 1)
+# multiplies every interval and timeout the tests configure or wait for:
+# the behaviour under test is the same, only the clock is slower.
+if [ "${SV_VALGRIND:-0}" = 1 ]; then
+	export STREAMVISORD_REAL=$STREAMVISORD
+	STREAMVISORD=$SV_SRC_DIR/test/valgrind-streamvisord.sh
+	: "${SV_TIME_SCALE:=5}"
+fi
+: "${SV_TIME_SCALE:=1}"
+
+# scaled N: N (ms or s) stretched by SV_TIME_SCALE.
+scaled() { echo $(($1 * SV_TIME_SCALE)); }
+
 # The system python starts fast; a pyenv shim costs ~1 s per call.
 if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=$(command -v python3); fi
 
@@ -146,9 +161,9 @@ _sv_cleanup() {
 	fi
 	# Sanitizer builds: any report by the daemon, a worker or a tool
 	# (their stderr reaches the daemon log) fails the test.
-	if [ -s "$DLOG" ] && grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:|ERROR SUMMARY: [1-9]' "$DLOG"; then
+	if [ -s "$DLOG" ] && grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:|ERROR SUMMARY: [1-9]|==[0-9]+== +at 0x' "$DLOG"; then
 		echo "FAIL [$TEST_NAME]: sanitizer report in the daemon log:" >&2
-		grep -E -B30 -A12 'ERROR: (Address|Leak)Sanitizer|runtime error:|ERROR SUMMARY: [1-9]' "$DLOG" | head -80 >&2
+		grep -E -B30 -A12 'ERROR: (Address|Leak)Sanitizer|runtime error:|ERROR SUMMARY: [1-9]|==[0-9]+== +at 0x' "$DLOG" | head -80 >&2
 		[ "$rc" -eq 0 ] && rc=1
 	fi
 	if [ "${SV_KEEP_TMP:-0}" = 1 ]; then
@@ -166,7 +181,7 @@ trap 'exit 143' TERM
 
 # wait_for TIMEOUT_S 'shell condition': poll every 100 ms.
 wait_for() {
-	local timeout=$1 cond=$2 deadline
+	local timeout=$(($1 * SV_TIME_SCALE)) cond=$2 deadline
 	deadline=$(($(date +%s%N) + timeout * 1000000000))
 	while :; do
 		if eval "$cond"; then return 0; fi
@@ -238,7 +253,8 @@ else:
 # Keys: node persist_count tools_count hb_interval hb_timeout block_ms
 # claim_idle max_deliveries max_retries start_ms backoff_initial backoff_max
 # burst burst_window stop_timeout command_timeout sock_mode log_level
-# log_file extra (raw text appended).
+# log_file extra (raw text appended).  Times are multiplied by
+# SV_TIME_SCALE.
 write_config() {
 	local out=$CONF node=$SV_NODE persist_count=2 tools_count=2 hb_interval=200 hb_timeout=1000 \
 		block_ms=200 claim_idle=1000 max_deliveries=3 max_retries=5 start_ms=300 \
@@ -254,12 +270,16 @@ write_config() {
 		*) fail "write_config: unknown override '$kv'" ;;
 		esac
 	done
+	for k in hb_interval hb_timeout block_ms claim_idle start_ms backoff_initial backoff_max \
+		burst_window stop_timeout command_timeout; do
+		printf -v "$k" '%s' $((${!k} * SV_TIME_SCALE))
+	done
 	local logfile_line=""
 	[ -n "$log_file" ] && logfile_line="file = \"$log_file\"; "
 	cat >"$out.tmp" <<EOF
 node = "$node";
 namespace = "$SV_NS";
-redis = { url = "unix://$RSOCK"; connect_timeout_ms = 1000; command_timeout_ms = $command_timeout; };
+redis = { url = "unix://$RSOCK"; connect_timeout_ms = $((1000 * SV_TIME_SCALE)); command_timeout_ms = $command_timeout; };
 sqlite = { path = "$TMPD/snap.db"; };
 control = { socket = "$SOCK"; mode = "$sock_mode"; };
 heartbeat = { interval_ms = $hb_interval; timeout_ms = $hb_timeout; };
@@ -368,8 +388,8 @@ beat_fresh() {
 	t=$(now_ms)
 	b=$(hbfield "$1" beat_ms 2>/dev/null) || return 1
 	[[ $b =~ ^[0-9]+$ ]] || return 1
-	local age=$((t - b))
-	[ "$age" -le "$2" ] && [ "$age" -ge -"$2" ]
+	local age=$((t - b)) max=$(($2 * SV_TIME_SCALE))
+	[ "$age" -le "$max" ] && [ "$age" -ge -"$max" ]
 }
 
 # sup_entries [START_ID]: NS:supervisor entries after START_ID (exclusive),

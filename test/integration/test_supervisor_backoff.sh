@@ -8,6 +8,7 @@ set -euo pipefail
 MAX_RETRIES=5 BINIT=100 BMAX=1000
 start_redis
 write_config persist_count=2 tools_count=2 max_retries=$MAX_RETRIES start_ms=300 backoff_initial=$BINIT backoff_max=$BMAX
+BINIT=$(scaled $BINIT) BMAX=$(scaled $BMAX)   # as write_config wrote them
 echo 1 >"$FAULT_DIR/exit.tools"
 start_daemon
 
@@ -73,7 +74,7 @@ check "FATAL stays until an operator acts"
 last=$(sup_last_id)
 rm -f "$FAULT_DIR/exit.tools"
 # nothing must revive it by itself: watch for 2 s (> several backoff steps)
-end=$(($(now_ms) + 2000))
+end=$(($(now_ms) + $(scaled 2000)))
 while [ "$(now_ms)" -lt "$end" ]; do
 	state_is t1/tools/0 FATAL || fail "t1/tools/0 left FATAL without an operator: $(worker_json t1/tools/0)"
 	sleep 0.1

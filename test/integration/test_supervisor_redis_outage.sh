@@ -8,6 +8,9 @@ set -euo pipefail
 INTERVAL=200 TIMEOUT=1000 OUTAGE_S=5
 start_redis
 write_config persist_count=2 tools_count=2 hb_interval=$INTERVAL hb_timeout=$TIMEOUT
+INTERVAL=$(scaled $INTERVAL) TIMEOUT=$(scaled $TIMEOUT)
+# The outage must outlast the (stretched) heartbeat timeout.
+[ "$OUTAGE_S" -gt $((TIMEOUT / 1000)) ] || OUTAGE_S=$((2 * TIMEOUT / 1000))
 start_daemon
 wait_for 20 'all_running 4' || fail "expected 4 RUNNING workers, got: $(worker_table 2>&1)"
 before=$(snapshot_pids)
@@ -62,7 +65,7 @@ info "all beats fresh $(($(now_ms) - t_up)) ms after Redis returned"
 ok "heartbeats resumed from the same pids"
 
 check "no HUNG/FATAL after Redis returned (watch timeout_ms + slack)"
-end=$(($(now_ms) + TIMEOUT + 3000))
+end=$(($(now_ms) + TIMEOUT + $(scaled 3000)))
 while [ "$(now_ms)" -lt "$end" ]; do sample; sleep 0.1; done
 [ ! -s "$BAD" ] || fail "workers changed after the outage (before: $(tr '\n' ';' <<<"$before")): $(awk -F' [(]at ' '!seen[$1]++' "$BAD" | tr '\n' ';')"
 after=$(worker_table)
