@@ -11,14 +11,20 @@
 #include "util.h"
 
 /* Renew only what is still ours: a bare XCLAIM would steal an entry back
- * from a peer that claimed it meanwhile.  Returns the ids still owned. */
-static const char renew_script[] =
+ * from a peer that claimed it meanwhile.  Returns [id, delivery count, ...]
+ * of the ids still owned.  The XCLAIM also makes the count durable: Redis
+ * does not write the increment of an XREADGROUP history read (id 0) to
+ * the AOF or to replicas, so after a Redis restart a poison entry would
+ * get max_deliveries fresh crashes; XCLAIM is propagated with the count
+ * as RETRYCOUNT. */
+static const char claim_own_script[] =
 	"local owned = {} "
 	"for i = 3, #ARGV do "
 	"  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1) "
 	"  if p[1] and p[1][2] == ARGV[2] then "
 	"    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID') "
 	"    owned[#owned + 1] = ARGV[i] "
+	"    owned[#owned + 1] = p[1][4] "
 	"  end "
 	"end "
 	"return owned";
@@ -426,30 +432,35 @@ static void build_batch(struct consumer *c, redisReply *entries, const char *str
 	}
 }
 
-/* Delivery counts of entries read again or claimed (XPENDING extended
- * form over the batch's id range, this consumer only). */
+static int claim_own(struct consumer *c, const char *stream, const char *const *ids, size_t n,
+		     bool *owned, long long *deliveries);
+
+/* Entries read again (history) or claimed: renew them through the Lua
+ * script, which gives their delivery counts and makes those durable.
+ * Entries no longer ours (a peer claimed them since) are dropped. */
 static int fetch_deliveries(struct consumer *c, struct consumer_batch *b)
 {
 	if (b->n == 0)
 		return 0;
-	char count[24];
-	snprintf(count, sizeof(count), "%zu", b->n);
-	redisReply *r = rconn_command(conn(c), "XPENDING %s %s %s %s %s %s", b->stream, c->pool->group,
-				      b->v[0].e.id, b->v[b->n - 1].e.id, count, consumer_name(c));
-	if (!r)
-		return -1;
-	if (r->type == REDIS_REPLY_ARRAY) {
-		for (size_t i = 0; i < r->elements; i++) {
-			redisReply *p = r->element[i];
-			if (p->type != REDIS_REPLY_ARRAY || p->elements < 4)
-				continue;
-			for (size_t j = 0; j < b->n; j++)
-				if (strcmp(b->v[j].e.id, p->element[0]->str) == 0)
-					b->v[j].deliveries = p->element[3]->integer;
+	const char **ids = util_xcalloc(b->n, sizeof(*ids));
+	bool *owned = util_xcalloc(b->n, sizeof(*owned));
+	long long *deliveries = util_xcalloc(b->n, sizeof(*deliveries));
+	for (size_t i = 0; i < b->n; i++)
+		ids[i] = b->v[i].e.id;
+	int r = claim_own(c, b->stream, ids, b->n, owned, deliveries);
+	for (size_t i = 0; r >= 0 && i < b->n; i++) {
+		if (owned[i]) {
+			b->v[i].deliveries = deliveries[i];
+		} else if (b->v[i].verdict == CE_UNDECIDED) {
+			b->v[i].verdict = CE_DROP;
+			log_kv(LOG_WARN, KV("stream", b->stream, "id", b->v[i].e.id),
+			       "entry read again was claimed by another consumer: dropped");
 		}
 	}
-	freeReplyObject(r);
-	return 0;
+	free(ids);
+	free(owned);
+	free(deliveries);
+	return r < 0 ? -1 : 0;
 }
 
 /* Verdicts the consumer can give before the kind sees the entry. */
@@ -457,6 +468,8 @@ static void prejudge(struct consumer *c, struct consumer_batch *b)
 {
 	for (size_t i = 0; i < b->n; i++) {
 		struct consumer_entry *ce = &b->v[i];
+		if (ce->verdict != CE_UNDECIDED)
+			continue;
 		if (ce->deliveries > c->pool->max_deliveries) {
 			ce->verdict = CE_DEAD;
 			snprintf(ce->reason_buf, sizeof(ce->reason_buf),
@@ -853,50 +866,61 @@ int consumer_step(struct consumer *c)
 	return read_new(c);
 }
 
-int consumer_renew(struct consumer *c, const char *stream, const char *const *ids, size_t n,
-		   bool *owned)
+/* Run claim_own_script over ids: marks owned[i] and, when deliveries is
+ * not NULL, stores the delivery count of each owned id.  Returns how many
+ * are still owned, or -1 when the connection dropped.  A script error
+ * (old Redis, scripting disabled) keeps everything as owned. */
+static int claim_own(struct consumer *c, const char *stream, const char *const *ids, size_t n,
+		     bool *owned, long long *deliveries)
 {
-	size_t argc = 5 + n;
-	const char **argv = malloc(argc * sizeof(*argv));
-	if (!argv)
-		abort();
+	size_t argc = 6 + n;
+	const char **argv = util_xcalloc(argc, sizeof(*argv));
 	argv[0] = "EVAL";
-	argv[1] = renew_script;
+	argv[1] = claim_own_script;
 	argv[2] = "1";
 	argv[3] = stream;
-	argv[4] = c->pool->group;
-	/* ARGV[1] = group, ARGV[2] = consumer, ARGV[3..] = ids */
-	const char **full = malloc((argc + 1) * sizeof(*full));
-	if (!full)
-		abort();
-	memcpy(full, argv, 5 * sizeof(*argv));
-	full[5] = consumer_name(c);
+	argv[4] = c->pool->group; /* ARGV[1] = group, ARGV[2] = consumer, ARGV[3..] = ids */
+	argv[5] = consumer_name(c);
 	for (size_t i = 0; i < n; i++)
-		full[6 + i] = ids[i];
+		argv[6 + i] = ids[i];
+	redisReply *r = rconn_commandv(conn(c), (int)argc, argv, NULL);
 	free(argv);
-	redisReply *r = rconn_commandv(conn(c), (int)(argc + 1), full, NULL);
-	free(full);
 	if (!r)
 		return -1;
 	int kept = 0;
 	for (size_t i = 0; i < n; i++)
 		owned[i] = false;
 	if (r->type == REDIS_REPLY_ARRAY) {
-		for (size_t j = 0; j < r->elements; j++)
+		for (size_t j = 0; j + 1 < r->elements; j += 2) {
+			const redisReply *id = r->element[j], *count = r->element[j + 1];
+			if (id->type != REDIS_REPLY_STRING)
+				continue;
 			for (size_t i = 0; i < n; i++)
-				if (!owned[i] && strcmp(r->element[j]->str, ids[i]) == 0) {
+				if (!owned[i] && strcmp(id->str, ids[i]) == 0) {
 					owned[i] = true;
+					if (deliveries)
+						deliveries[i] = count->type == REDIS_REPLY_INTEGER ? count->integer : 1;
 					kept++;
 					break;
 				}
+		}
 	} else if (r->type == REDIS_REPLY_ERROR) {
 		log_warn("renewing entries of %s: %s", stream, r->str);
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
 			owned[i] = true; /* unknown: keep them rather than drop */
+			if (deliveries)
+				deliveries[i] = 1;
+		}
 		kept = (int)n;
 	}
 	freeReplyObject(r);
 	return kept;
+}
+
+int consumer_renew(struct consumer *c, const char *stream, const char *const *ids, size_t n,
+		   bool *owned)
+{
+	return claim_own(c, stream, ids, n, owned, NULL);
 }
 
 redisReply *consumer_list(struct consumer *c, const char *stream)

@@ -62,6 +62,7 @@ round() {
 	pyjson 'd["reason"]' <<<"$dl" | grep -qi deliver || fail "round $n: reason does not mention deliveries: $(pyjson 'd["reason"]' <<<"$dl")"
 	[ "$(pyjson 'int(d["deliveries"]) > 3' <<<"$dl")" = true ] || fail "round $n: deliveries $(pyjson 'd["deliveries"]' <<<"$dl"), want > max_deliveries 3"
 	[ "$crashes" -ge 1 ] || fail "round $n: the poison never crashed a worker (fault injection build?)"
+	[ "$crashes" -le 3 ] || fail "round $n: $crashes crashes for one poison entry, at most max_deliveries 3"
 	wait_for 20 'all_running 2' || fail "round $n: workers not RUNNING after the poison: $(worker_table 2>&1)"
 	snapshot_pids >/dev/null
 	no_fatal
