@@ -186,7 +186,10 @@ static void child_exec(const struct tool_config *t, const struct call *call, int
 		signal(s, SIG_DFL);
 	struct rlimit rl;
 	if (t->rlimit_cpu_s > 0) {
-		rl.rlim_cur = rl.rlim_max = (rlim_t)t->rlimit_cpu_s;
+		/* SIGXCPU at the limit (a tool may catch it and stop
+		 * cleanly), SIGKILL one second later. */
+		rl.rlim_cur = (rlim_t)t->rlimit_cpu_s;
+		rl.rlim_max = rl.rlim_cur + 1;
 		setrlimit(RLIMIT_CPU, &rl);
 	}
 	if (t->rlimit_as_mb > 0) {
@@ -495,6 +498,24 @@ static void run_loop(struct run_state *rs, struct outcome *oc)
 	rs->pidfd = -1;
 }
 
+/* Killed by a signal (an rlimit's SIGXCPU or SIGKILL, a crash): an error
+ * with no exit code.  A tool that printed nothing gets the reason as its
+ * output, like a timeout, so the caller sees more than an empty string. */
+static void note_signal_death(const struct run_state *rs, struct outcome *oc)
+{
+	int sig = WIFSIGNALED(rs->status) ? WTERMSIG(rs->status) : 0;
+	const char *what = sig == SIGXCPU ? ": rlimits.cpu_s" : "";
+	oc->is_error = 1;
+	log_kv(LOG_WARN, KV("tool", rs->tool->name, "call_id", rs->call->call_id), "tool killed by signal %d (%s%s)",
+	       sig, strsignal(sig), what);
+	if (oc->output && oc->output[0] == '\0') {
+		char msg[96];
+		snprintf(msg, sizeof(msg), "killed by signal %d (%s%s)", sig, strsignal(sig), what);
+		free(oc->output);
+		oc->output = util_xstrdup(msg);
+	}
+}
+
 static void run_tool(struct worker *w, struct consumer *c, struct consumer_batch *b, size_t index,
 		     const struct tool_config *t, const struct call *call, struct outcome *oc)
 {
@@ -545,7 +566,7 @@ static void run_tool(struct worker *w, struct consumer *c, struct consumer_batch
 			oc->exit_code = WEXITSTATUS(rs.status);
 			oc->is_error = oc->exit_code != 0;
 		} else {
-			oc->is_error = 1;
+			note_signal_death(&rs, oc);
 		}
 	}
 	free(rs.outbuf);

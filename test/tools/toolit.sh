@@ -5,14 +5,16 @@
 TOOLS_DIR=$SV_SRC_DIR/test/tools
 
 # tool_entry NAME TIMEOUT_MS MAX_OUTPUT CMD [ARG...]: one libconfig entry
-# of `tools` (no rlimits).  TOOL_ENV (libconfig list items, default
-# "LANG=C") and TOOL_CWD (default /) override env and cwd.
+# of `tools`.  TOOL_ENV (libconfig list items, default "LANG=C"), TOOL_CWD
+# (default /) and TOOL_RLIMITS (default none: "cpu_s = 0; as_mb = 0;
+# nofile = 0;") override env, cwd and rlimits.
 tool_entry() {
 	local name=$1 timeout=$2 maxout=$3 a cmd=""
 	shift 3
 	for a in "$@"; do cmd+="${cmd:+, }\"$a\""; done
-	printf '{ name = "%s"; command = [ %s ]; timeout_ms = %s; max_output = %s; env = [ %s ]; cwd = "%s"; rlimits = { cpu_s = 0; as_mb = 0; nofile = 0; }; }' \
-		"$name" "$cmd" "$timeout" "$maxout" "${TOOL_ENV:-\"LANG=C\"}" "${TOOL_CWD:-/}"
+	printf '{ name = "%s"; command = [ %s ]; timeout_ms = %s; max_output = %s; env = [ %s ]; cwd = "%s"; rlimits = { %s }; }' \
+		"$name" "$cmd" "$timeout" "$maxout" "${TOOL_ENV:-\"LANG=C\"}" "${TOOL_CWD:-/}" \
+		"${TOOL_RLIMITS:-cpu_s = 0; as_mb = 0; nofile = 0;}"
 }
 
 # tools_block ENTRY...: the `tools = ( ... );` setting.
