@@ -1,0 +1,159 @@
+/* master_int: master internals shared by master.c, master_cmd.c and
+ * master_monitor.c: the supervisor's state and what each part calls in
+ * the others. */
+#ifndef SV_MASTER_INT_H
+#define SV_MASTER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "control.h"
+#include "heartbeat.h"
+#include "proc.h"
+#include "sv_config.h"
+#include "util.h"
+
+#define CHILD_LINE_MAX 8192
+
+struct pool;
+
+/* Counters of processes gone, so totals never go backwards. */
+struct counters {
+	uint64_t processed, failed, dead_lettered, lost;
+	uint64_t batch_hist[HB_HIST_N];
+	uint64_t batch_sum_us;
+};
+
+/* One worker slot: NODE/POOL/SLOT, whichever process currently runs it. */
+struct slot {
+	struct pool *pool;
+	int index;
+	char name[256];       /* NODE/POOL/SLOT: the consumer name */
+	char proc_name[256];  /* POOL/SLOT: the log's proc= */
+	struct proc proc;
+	enum proc_state announced;
+	pid_t pid;
+	int chan_fd, err_fd;
+	struct linebuf chan_lb, err_lb;
+	struct outq chan_q;
+	bool registered;
+	bool fence_wait;      /* another live process holds our consumer name */
+	bool paused;
+	bool unclean_prev;
+	pid_t prev_pid;
+	int64_t restarts;     /* restarts after a crash or hang */
+	uint64_t spawns;
+	int64_t started_mono, started_wall;
+	int64_t beat_ms, beat_change_mono;
+	json_t *hb;           /* the last heartbeat seen from this pid */
+	struct counters carry;
+	int64_t pending;
+	pid_t tool_pgid;      /* the tool process group the worker runs now */
+	int last_code;        /* last exit: status, or -signal */
+	bool have_exit;
+	char last_exit[64];
+};
+
+struct pool {
+	const struct pool_config *cfg;
+	char name[128];
+	enum pool_kind kind;
+	struct slot **slots;
+	size_t nslots;
+	int64_t want;         /* desired size: config count, or `scale` */
+	bool removed;         /* gone from the config: retire, then free */
+	struct counters carry; /* of slots retired */
+};
+
+/* A control request waiting for workers to settle (start/stop/restart). */
+struct pending_op {
+	struct pending_op *next;
+	struct control_client *client;
+	enum { OP_START, OP_STOP } want;
+	json_t *names;
+	int64_t deadline;
+};
+
+/* A control request forwarded to the monitor (pending, dead, drain). */
+struct monitor_call {
+	struct monitor_call *next;
+	struct control_client *client;
+	json_int_t id;
+};
+
+struct master {
+	struct sv_config *cfg;
+	char *config_path;
+	struct proc_policy policy;
+	struct pool **pools;
+	size_t npools;
+	int sigfd;
+	struct control *ctl;
+	pid_t self;
+
+	pid_t monitor_pid;
+	int monitor_fd, monitor_err_fd;
+	struct linebuf monitor_lb, monitor_err_lb;
+	struct outq monitor_q;
+	int64_t monitor_respawn_at;
+	bool monitor_stop_sent;
+	int64_t monitor_kill_at;
+
+	bool redis_ok;
+	int64_t redis_back_mono;
+	int64_t last_report_mono;
+	json_t *remote;
+
+	bool shutting_down;
+	bool ready_sent;
+	int64_t ready_deadline;
+	int64_t next_watchdog;
+	int64_t next_status_notify;
+	struct pending_op *ops;
+	struct monitor_call *calls;
+	json_int_t next_call_id;
+	json_t *groups;       /* stream/group figures from the monitor */
+	struct metrics_http *http;
+};
+
+extern struct master *master_instance; /* for the children: keep memory reachable */
+
+#define FOREACH_SLOT(m, s)                                                        \
+	for (size_t _pi = 0; _pi < (m)->npools; _pi++)                            \
+		for (size_t _si = 0; _si < (m)->pools[_pi]->nslots; _si++)        \
+			for (struct slot *s = (m)->pools[_pi]->slots[_si]; s; s = NULL)
+
+/* master.c: helpers, slot and pool lifecycle, reload, shutdown. */
+int64_t master_min_deadline(int64_t a, int64_t b);
+void master_counters_add_hb(struct counters *c, const json_t *hb);
+void master_counters_add(struct counters *c, const struct counters *o);
+struct pool *master_find_pool(struct master *m, const char *name);
+pid_t master_fork_child(struct master *m, int *chan_out, int *err_out,
+			int (*body)(void *arg, int chan), void *arg);
+void master_slot_act(struct master *m, struct slot *s, enum proc_action act);
+void master_slot_send(struct slot *s, const char *msg);
+void master_pool_resize(struct master *m, struct pool *p);
+json_t *master_reload(struct master *m);
+void master_begin_shutdown(struct master *m, const char *why);
+
+/* master_monitor.c: the link to the monitor child. */
+void master_monitor_send(struct master *m, json_t *op);
+void master_monitor_hdel(struct master *m, const char *name);
+void master_monitor_read_stderr(struct master *m);
+void master_monitor_closed(struct master *m);
+void master_monitor_spawn(struct master *m);
+void master_monitor_restart(struct master *m);
+void master_monitor_redis_health(struct master *m, bool ok, const char *why);
+void master_monitor_calls_answer(struct master *m, json_int_t id, json_t *reply);
+void master_monitor_read(struct master *m);
+
+/* master_cmd.c: the control-socket commands. */
+void master_cmd_ops_check(struct master *m, int64_t now);
+int64_t master_cmd_ops_deadline(struct master *m);
+char *master_cmd_render_metrics(void *ctx);
+void master_cmd_on_request(void *ctx, struct control_client *c, json_t *req);
+
+#endif

@@ -1,0 +1,395 @@
+/* master_cmd: the master's answers to control-socket commands (status,
+ * start/stop/restart, pause, scale, reload, config, metrics, shutdown, and
+ * the calls forwarded to the monitor) and the metrics state. */
+#include "master_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "control.h"
+#include "heartbeat.h"
+#include "log.h"
+#include "metrics.h"
+#include "proc.h"
+#include "util.h"
+
+/* ---------- deferred control replies ---------- */
+
+static struct slot *find_slot_by_name(struct master *m, const char *name)
+{
+	FOREACH_SLOT(m, s)
+	if (strcmp(s->name, name) == 0 || strcmp(s->proc_name, name) == 0)
+		return s;
+	return NULL;
+}
+
+static bool slot_settled(const struct slot *s, int want)
+{
+	enum proc_state st = s->proc.state;
+	if (want == OP_STOP)
+		return st == PROC_STOPPED || st == PROC_FATAL || st == PROC_BACKOFF || st == PROC_EXITED;
+	return st == PROC_RUNNING || st == PROC_FATAL || st == PROC_BACKOFF || st == PROC_STOPPED;
+}
+
+static json_t *op_results(struct master *m, struct pending_op *op, bool *all_ok)
+{
+	json_t *res = json_array();
+	size_t i;
+	json_t *v;
+	*all_ok = true;
+	json_array_foreach(op->names, i, v) {
+		struct slot *s = find_slot_by_name(m, json_string_value(v));
+		enum proc_state st = s ? s->proc.state : PROC_STOPPED;
+		bool ok = op->want == OP_STOP ? st == PROC_STOPPED : st == PROC_RUNNING;
+		*all_ok &= ok;
+		json_t *r = json_pack("{s:o, s:s}", "name", json_incref(v), "state", proc_state_name(st));
+		if (s && s->pid > 0)
+			json_object_set_new(r, "pid", json_integer(s->pid));
+		if (!ok)
+			json_object_set_new(r, "error", json_string(s ? s->proc.reason : "retired"));
+		json_array_append_new(res, r);
+	}
+	return res;
+}
+
+void master_cmd_ops_check(struct master *m, int64_t now)
+{
+	struct pending_op **pp = &m->ops;
+	while (*pp) {
+		struct pending_op *op = *pp;
+		bool settled = true;
+		size_t i;
+		json_t *v;
+		json_array_foreach(op->names, i, v) {
+			struct slot *s = find_slot_by_name(m, json_string_value(v));
+			if (s && !slot_settled(s, (int)op->want))
+				settled = false;
+		}
+		bool expired = now >= op->deadline;
+		if (!settled && !expired && control_client_alive(op->client)) {
+			pp = &op->next;
+			continue;
+		}
+		bool ok;
+		json_t *res = op_results(m, op, &ok);
+		json_t *reply = json_pack("{s:b, s:o}", "ok", ok, "results", res);
+		if (!ok)
+			json_object_set_new(reply, "error", json_string(expired && !settled
+										? "timed out waiting for the workers"
+										: "not every worker reached the wanted state"));
+		control_reply(op->client, reply);
+		control_client_unref(op->client);
+		*pp = op->next;
+		json_decref(op->names);
+		free(op);
+	}
+}
+
+int64_t master_cmd_ops_deadline(struct master *m)
+{
+	int64_t d = 0;
+	for (struct pending_op *op = m->ops; op; op = op->next)
+		d = master_min_deadline(d, op->deadline);
+	return d;
+}
+
+/* ---------- status ---------- */
+
+static const char *slot_health(struct master *m, const struct slot *s, int64_t now)
+{
+	if (!proc_state_has_pid(s->proc.state))
+		return "-";
+	if (s->proc.state == PROC_HUNG)
+		return "hung";
+	if (!m->redis_ok)
+		return "unknown";
+	if (!s->hb)
+		return s->proc.state == PROC_STARTING ? "starting" : "unknown";
+	int64_t base = s->beat_change_mono > s->started_mono ? s->beat_change_mono : s->started_mono;
+	return now - base > 2 * m->cfg->heartbeat.interval_ms ? "stale" : "ok";
+}
+
+static json_t *slot_status(struct master *m, const struct slot *s, int64_t now, int64_t wall)
+{
+	bool alive = s->pid > 0;
+	json_t *hb = alive ? s->hb : NULL;
+	json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s}", "name", s->name, "pool", s->pool->name,
+			      "slot", s->index, "kind", config_pool_kind_name(s->pool->cfg->kind),
+			      "state", proc_state_name(s->proc.state));
+	json_object_set_new(o, "pid", alive ? json_integer(s->pid) : json_null());
+	json_t *inc = hb ? json_object_get(hb, "incarnation") : NULL;
+	json_object_set_new(o, "incarnation", inc ? json_incref(inc) : json_null());
+	json_object_set_new(o, "uptime_ms", alive ? json_integer(now - s->started_mono) : json_null());
+	json_object_set_new(o, "beat_age_ms", hb && s->beat_ms ? json_integer(wall - s->beat_ms) : json_null());
+	json_t *st = hb ? json_object_get(hb, "status") : NULL;
+	json_object_set_new(o, "status", st ? json_incref(st) : json_null());
+	json_object_set_new(o, "health", json_string(slot_health(m, s, now)));
+	json_object_set_new(o, "processed", json_integer(json_integer_value(json_object_get(hb, "processed"))));
+	json_object_set_new(o, "failed", json_integer(json_integer_value(json_object_get(hb, "failed"))));
+	json_object_set_new(o, "dead_lettered",
+			    json_integer(json_integer_value(json_object_get(hb, "dead_lettered"))));
+	json_object_set_new(o, "restarts", json_integer(s->restarts));
+	json_object_set_new(o, "pending", json_integer(s->pending));
+	json_object_set_new(o, "paused", json_boolean(s->paused));
+	json_t *cur = hb ? json_object_get(hb, "current") : NULL;
+	json_object_set_new(o, "current", cur ? json_incref(cur) : json_null());
+	json_object_set_new(o, "last_exit", s->last_exit[0] ? json_string(s->last_exit) : json_null());
+	json_t *le = hb ? json_object_get(hb, "last_error") : NULL;
+	if (!json_is_string(le) && (s->proc.state == PROC_FATAL || s->proc.state == PROC_BACKOFF))
+		json_object_set_new(o, "last_error", json_string(s->proc.reason));
+	else
+		json_object_set_new(o, "last_error", le ? json_incref(le) : json_null());
+	return o;
+}
+
+/* Resolve NAME | POOL | "all" into slot names; NULL if nothing matched. */
+static json_t *resolve_targets(struct master *m, const char *target)
+{
+	json_t *names = json_array();
+	bool all = !target || strcmp(target, "all") == 0;
+	FOREACH_SLOT(m, s) {
+		if (all || strcmp(s->pool->name, target) == 0 || strcmp(s->name, target) == 0 ||
+		    strcmp(s->proc_name, target) == 0)
+			json_array_append_new(names, json_string(s->name));
+	}
+	if (!all && json_array_size(names) == 0) {
+		json_decref(names);
+		return NULL;
+	}
+	return names;
+}
+
+static void cmd_status(struct master *m, struct control_client *c, const char *target)
+{
+	json_t *names = resolve_targets(m, target);
+	if (!names) {
+		control_reply_error(c, "no such worker or pool: %s", target);
+		return;
+	}
+	int64_t now = util_mono_ms(), wall = util_wall_ms();
+	json_t *workers = json_array();
+	size_t i;
+	json_t *v;
+	json_array_foreach(names, i, v)
+		json_array_append_new(workers, slot_status(m, find_slot_by_name(m, json_string_value(v)), now, wall));
+	json_decref(names);
+	json_t *reply = json_pack("{s:b, s:s, s:o, s:s}", "ok", 1, "node", m->cfg->node, "workers", workers,
+				  "redis", m->redis_ok ? "ok" : "unknown");
+	json_object_set_new(reply, "remote", m->remote ? json_incref(m->remote) : json_array());
+	control_reply(c, reply);
+}
+
+static void defer_reply(struct master *m, struct control_client *c, json_t *names, int want)
+{
+	struct pending_op *op = util_xcalloc(1, sizeof(*op));
+	op->client = control_client_ref(c);
+	op->names = names;
+	op->want = want;
+	op->deadline = util_mono_ms() + m->cfg->restart.stop_timeout_ms + m->cfg->restart.start_ms +
+		       m->cfg->restart.backoff_max_ms + 5000;
+	op->next = m->ops;
+	m->ops = op;
+	master_cmd_ops_check(m, util_mono_ms());
+}
+
+static void cmd_startstop(struct master *m, struct control_client *c, const char *cmd, const char *target)
+{
+	if (m->shutting_down) {
+		control_reply_error(c, "shutting down");
+		return;
+	}
+	json_t *names = target ? resolve_targets(m, target) : NULL;
+	if (!names) {
+		control_reply_error(c, target ? "no such worker or pool: %s" : "%s needs NAME, POOL or all",
+				    target ? target : cmd);
+		return;
+	}
+	int64_t now = util_mono_ms();
+	bool stop = strcmp(cmd, "stop") == 0, restart = strcmp(cmd, "restart") == 0;
+	size_t i;
+	json_t *v;
+	json_array_foreach(names, i, v) {
+		struct slot *s = find_slot_by_name(m, json_string_value(v));
+		if (stop) {
+			master_slot_act(m, s, proc_stop(&s->proc, &m->policy, now, false));
+		} else if (restart && proc_state_has_pid(s->proc.state)) {
+			master_slot_act(m, s, proc_stop(&s->proc, &m->policy, now, false));
+			master_slot_act(m, s, proc_start(&s->proc, &m->policy, now));
+		} else {
+			master_slot_act(m, s, proc_start(&s->proc, &m->policy, now));
+		}
+	}
+	defer_reply(m, c, names, stop ? OP_STOP : OP_START);
+}
+
+static void cmd_pause(struct master *m, struct control_client *c, bool pause, const char *target)
+{
+	json_t *names = target ? resolve_targets(m, target) : NULL;
+	if (!names) {
+		control_reply_error(c, target ? "no such worker or pool: %s" : "needs NAME, POOL or all",
+				    target);
+		return;
+	}
+	json_t *res = json_array();
+	size_t i;
+	json_t *v;
+	json_array_foreach(names, i, v) {
+		struct slot *s = find_slot_by_name(m, json_string_value(v));
+		s->paused = pause;
+		master_slot_send(s, pause ? "pause\n" : "resume\n");
+		json_array_append_new(res, json_pack("{s:O, s:b}", "name", v, "paused", pause));
+	}
+	json_decref(names);
+	control_reply(c, json_pack("{s:b, s:o}", "ok", 1, "results", res));
+}
+
+static void cmd_scale(struct master *m, struct control_client *c, const char *pool, const char *count)
+{
+	struct pool *p = pool ? master_find_pool(m, pool) : NULL;
+	char *end = NULL;
+	long long n = count ? strtoll(count, &end, 10) : -1;
+	if (!p) {
+		control_reply_error(c, "no such pool: %s", pool ? pool : "(none)");
+		return;
+	}
+	if (!count || *end || n < 0 || n > 1000) {
+		control_reply_error(c, "scale needs a count from 0 to 1000");
+		return;
+	}
+	log_info("scale %s from %lld to %lld workers", p->name, (long long)p->want, n);
+	p->want = n;
+	master_pool_resize(m, p);
+	control_reply(c, json_pack("{s:b, s:s, s:I}", "ok", 1, "pool", p->name, "count", (json_int_t)n));
+}
+
+static void cmd_config(struct master *m, struct control_client *c)
+{
+	json_t *streams = json_array();
+	for (size_t i = 0; i < m->cfg->streams.n; i++)
+		json_array_append_new(streams, json_string(m->cfg->streams.v[i]));
+	control_reply(c, json_pack("{s:b, s:s, s:s, s:s, s:o, s:s, s:s}", "ok", 1, "sqlite_path",
+				   m->cfg->sqlite.path, "namespace", m->cfg->namespace, "node", m->cfg->node,
+				   "streams", streams, "redis", m->cfg->redis.url_redacted, "socket",
+				   m->cfg->control.socket));
+}
+
+/* ---------- metrics ---------- */
+
+static json_t *counters_json(const char *pool, const struct counters *c)
+{
+	json_t *hist = json_array();
+	for (size_t i = 0; i < HB_HIST_N; i++)
+		json_array_append_new(hist, json_integer((json_int_t)c->batch_hist[i]));
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:I}", "name", pool, "processed", (json_int_t)c->processed,
+			 "failed", (json_int_t)c->failed, "dead_lettered", (json_int_t)c->dead_lettered, "lost",
+			 (json_int_t)c->lost, "batch_hist", hist, "batch_sum_us", (json_int_t)c->batch_sum_us);
+}
+
+static json_t *metrics_state(struct master *m)
+{
+	int64_t now = util_mono_ms(), wall = util_wall_ms();
+	json_t *workers = json_array(), *pools = json_array();
+	for (size_t i = 0; i < m->npools; i++) {
+		struct pool *p = m->pools[i];
+		struct counters total = p->carry;
+		for (size_t j = 0; j < p->nslots; j++) {
+			struct slot *s = p->slots[j];
+			master_counters_add(&total, &s->carry);
+			master_counters_add_hb(&total, s->pid > 0 ? s->hb : NULL);
+			json_array_append_new(workers, slot_status(m, s, now, wall));
+		}
+		json_array_append_new(pools, counters_json(p->name, &total));
+	}
+	return json_pack("{s:s, s:b, s:o, s:o, s:O}", "node", m->cfg->node, "redis_up", m->redis_ok, "workers",
+			 workers, "pools", pools, "groups", m->groups ? m->groups : json_null());
+}
+
+char *master_cmd_render_metrics(void *ctx)
+{
+	json_t *state = metrics_state(ctx);
+	char *text = metrics_render(state);
+	json_decref(state);
+	return text;
+}
+
+static void cmd_metrics(struct master *m, struct control_client *c)
+{
+	char *text = master_cmd_render_metrics(m);
+	if (!text) {
+		control_reply_error(c, "out of memory");
+		return;
+	}
+	control_reply(c, json_pack("{s:b, s:s}", "ok", 1, "text", text));
+	free(text);
+}
+
+/* ---------- control requests ---------- */
+
+/* pending, dead ..., drain: the monitor owns the Redis connection. */
+static void cmd_forward(struct master *m, struct control_client *c, const char *cmd, json_t *req)
+{
+	if (m->monitor_pid <= 0 || m->monitor_fd < 0 || m->monitor_stop_sent) {
+		control_reply_error(c, "monitor not running (restarting); try again");
+		return;
+	}
+	json_t *args = json_object_get(req, "args");
+	if (strcmp(cmd, "drain") == 0) {
+		bool yes = false;
+		size_t i;
+		json_t *v;
+		json_array_foreach(args, i, v) yes |= json_is_string(v) && strcmp(json_string_value(v), "--yes") == 0;
+		if (!yes) {
+			control_reply_error(c, "drain destroys every consumer group and stream: confirm with --yes");
+			return;
+		}
+	}
+	struct monitor_call *call = util_xcalloc(1, sizeof(*call));
+	call->client = control_client_ref(c);
+	call->id = ++m->next_call_id;
+	call->next = m->calls;
+	m->calls = call;
+	master_monitor_send(m, json_pack("{s:s, s:I, s:s, s:O?}", "op", "call", "id", call->id, "cmd", cmd,
+					 "args", args));
+}
+
+static const char *req_arg(json_t *req, size_t i)
+{
+	return json_string_value(json_array_get(json_object_get(req, "args"), i));
+}
+
+void master_cmd_on_request(void *ctx, struct control_client *c, json_t *req)
+{
+	struct master *m = ctx;
+	const char *cmd = json_string_value(json_object_get(req, "cmd"));
+	const char *a0 = req_arg(req, 0), *a1 = req_arg(req, 1);
+	if (!cmd) {
+		control_reply_error(c, "bad request: no cmd");
+	} else if (strcmp(cmd, "status") == 0) {
+		cmd_status(m, c, a0);
+	} else if (!strcmp(cmd, "start") || !strcmp(cmd, "stop") || !strcmp(cmd, "restart")) {
+		cmd_startstop(m, c, cmd, a0);
+	} else if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume")) {
+		cmd_pause(m, c, !strcmp(cmd, "pause"), a0);
+	} else if (strcmp(cmd, "scale") == 0) {
+		cmd_scale(m, c, a0, a1);
+	} else if (strcmp(cmd, "reload") == 0) {
+		if (m->shutting_down)
+			control_reply_error(c, "shutting down");
+		else
+			control_reply(c, master_reload(m));
+	} else if (strcmp(cmd, "config") == 0) {
+		cmd_config(m, c);
+	} else if (strcmp(cmd, "metrics") == 0) {
+		cmd_metrics(m, c);
+	} else if (!strcmp(cmd, "pending") || !strcmp(cmd, "dead") || !strcmp(cmd, "drain")) {
+		cmd_forward(m, c, cmd, req);
+	} else if (strcmp(cmd, "shutdown") == 0) {
+		control_reply(c, json_pack("{s:b}", "ok", 1));
+		master_begin_shutdown(m, "streamvisorctl shutdown");
+	} else {
+		control_reply_error(c, "unknown command: %s", cmd);
+	}
+}
+
