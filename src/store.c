@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 
 #include "fault.h"
+#include "jsonenc.h"
 #include "log.h"
 #include "reducer.h"
 #include "util.h"
@@ -166,8 +167,7 @@ struct store {
 	struct entry **touched;
 	size_t ntouched, touched_cap;
 
-	char *buf;          /* serialization buffer */
-	size_t bufcap;
+	struct jsonenc enc; /* serialization buffer */
 	struct store_stats stats;
 	char errmsg[256];
 };
@@ -767,7 +767,7 @@ void store_close(struct store *s)
 	sqlite3_close(s->db);
 	free(s->buckets);
 	free(s->touched);
-	free(s->buf);
+	jsonenc_free(&s->enc);
 	free(s->path);
 	free(s);
 }
@@ -1270,24 +1270,14 @@ static int rebuild(struct store *s, struct entry *e)
 /* Serialize e->body once and write its row. */
 static int write_snapshot(struct store *s, struct entry *e, int64_t now)
 {
-	size_t n;
-	for (;;) {
-		n = json_dumpb(e->body, s->buf, s->bufcap, JSON_COMPACT);
-		if (n == 0)
-			return -ENOMEM;
-		if (n <= s->bufcap)
-			break;
-		char *b = realloc(s->buf, n * 2);
-		if (!b)
-			return -ENOMEM;
-		s->buf = b;
-		s->bufcap = n * 2;
-	}
+	if (jsonenc_encode(&s->enc, e->body) < 0)
+		return -ENOMEM;
+	size_t n = s->enc.len;
 	const char *status = reducer_status(e->body);
 	sqlite3_stmt *st = s->st[e->rowid ? ST_SNAP_UPDATE : ST_SNAP_INSERT];
 	bind_text_or_null(st, 1, status, status ? strlen(status) : 0);
 	sqlite3_bind_int(st, 2, reducer_complete(e->body));
-	sqlite3_bind_text(st, 3, s->buf, (int)n, SQLITE_STATIC);
+	sqlite3_bind_text(st, 3, s->enc.buf, (int)n, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 4, e->count);
 	sqlite3_bind_int64(st, 5, reducer_last_seq(e->body));
 	sqlite3_bind_int64(st, 6, now);
