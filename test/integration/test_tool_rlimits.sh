@@ -42,20 +42,23 @@ pyjson 'd["is_error"] is True and d["exit_code"] is None and "signal 24" in d["o
 grep -q 'tool killed by signal 24' "$DLOG" || fail "no log line for the SIGXCPU death"
 ok "SIGXCPU -> $(pyjson 'd["output"]' <<<"$d")"
 
+# failed_call CALL PYTHON_COND LOG_PATTERN: CALL's output meets COND and
+# the tool's stderr (in the daemon log) matches LOG_PATTERN.
+failed_call() {
+	local d
+	wait_output 30 L "$1" || fail "no tool.output for $1"
+	d=$(out_field L "$1" 'd')
+	echo "$d"
+	pyjson "$2" <<<"$d" | grep -qx true || fail "$1 output: $d"
+	grep -q "$3" "$DLOG" || fail "'$3' (the tool's stderr) did not reach the log"
+}
+
 check "as_mb: a 300 MiB allocation fails under a 100 MiB address space"
-wait_output 30 L hog || fail "no tool.output for hog"
-d=$(out_field L hog 'd')
-echo "$d"
-pyjson 'd["is_error"] is True and d["exit_code"] == 1 and d["output"] == ""' <<<"$d" | grep -qx true || fail "hog output: $d"
-grep -q 'MemoryError' "$DLOG" || fail "the MemoryError did not reach the log (tool stderr)"
+failed_call hog 'd["is_error"] is True and d["exit_code"] == 1 and d["output"] == ""' MemoryError
 ok "MemoryError, exit 1"
 
 check "nofile: opening 100 files fails with 16 descriptors"
-wait_output 30 L fds || fail "no tool.output for fds"
-d=$(out_field L fds 'd')
-echo "$d"
-pyjson 'd["is_error"] is True and d["exit_code"] == 1' <<<"$d" | grep -qx true || fail "fds output: $d"
-grep -q 'Too many open files' "$DLOG" || fail "EMFILE did not reach the log (tool stderr)"
+failed_call fds 'd["is_error"] is True and d["exit_code"] == 1' 'Too many open files'
 ok "EMFILE, exit 1"
 
 check "one output per call, all acked, no dead letter, the tool worker unharmed"
