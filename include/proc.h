@@ -78,6 +78,12 @@ enum proc_action proc_exited(struct proc *p, const struct proc_policy *pol, int6
 			     int exit_code, uint32_t rnd);
 /* The heartbeat judge says the process is hung. */
 enum proc_action proc_hung(struct proc *p, const struct proc_policy *pol, int64_t now);
+/* The worker made progress (finished a batch: entries stored, acked or
+ * dead-lettered): STARTING→RUNNING before start_ms.  A worker that works
+ * has started, so the failed-start streak ends; otherwise a poison entry
+ * right after another (each crashing up to max_deliveries fresh starts)
+ * would add up to max_retries and make the pool FATAL. */
+enum proc_action proc_progress(struct proc *p, const struct proc_policy *pol, int64_t now);
 /* Time passed: STARTING→RUNNING after start_ms, BACKOFF→SPAWN, STOPPING/HUNG
  * → KILL after its grace. */
 enum proc_action proc_timer(struct proc *p, const struct proc_policy *pol, int64_t now);

@@ -50,6 +50,7 @@ struct consumer {
 	bool groups_ready;
 	bool started;
 	bool takeover_done;
+	bool progress_sent;      /* "progress" told to the master */
 	bool one_at_a_time;      /* predecessor exited uncleanly */
 	int64_t next_claim_ms;
 	bool idle;               /* the last read found nothing: the next one blocks */
@@ -575,6 +576,16 @@ static void check_rss(struct consumer *c)
 	}
 }
 
+/* The first batch handled tells the master this incarnation works (see
+ * proc_progress): once per process. */
+static void report_progress(struct consumer *c)
+{
+	if (c->progress_sent)
+		return;
+	c->progress_sent = true;
+	worker_notify_master(c->w, "progress\n");
+}
+
 /* Hand a batch to the kind, then dead-letter and queue acks. */
 static int process_batch(struct consumer *c, struct consumer_batch *b)
 {
@@ -614,6 +625,7 @@ static int process_batch(struct consumer *c, struct consumer_batch *b)
 	}
 	c->w->hb.current[0] = '\0';
 	c->w->hb.status = HB_IDLE;
+	report_progress(c);
 	check_rss(c);
 	return 0;
 }

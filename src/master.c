@@ -399,6 +399,8 @@ static void slot_read_chan(struct master *m, struct slot *s)
 			s->tool_pgid = pgid;
 		} else if (r > 0 && strcmp(line, "fence_wait") == 0) {
 			s->fence_wait = true;
+		} else if (r > 0 && strcmp(line, "progress") == 0) {
+			master_slot_act(m, s, proc_progress(&s->proc, &m->policy, util_mono_ms()));
 		} else if (r > 0 && sscanf(line, "registered %lld", &inc) == 1) {
 			s->registered = true;
 			s->fence_wait = false;
@@ -406,7 +408,6 @@ static void slot_read_chan(struct master *m, struct slot *s)
 				  (long long)(util_mono_ms() - s->started_mono));
 		}
 	}
-	(void)m;
 }
 
 void master_slot_send(struct slot *s, const char *msg)

@@ -214,18 +214,31 @@ enum proc_action proc_hung(struct proc *p, const struct proc_policy *pol, int64_
 	return PROC_ACT_CONT_TERM;
 }
 
+/* A good start: the failed-start streak ends. */
+static void enter_running(struct proc *p, const struct proc_policy *pol, int64_t now, const char *why)
+{
+	p->state = PROC_RUNNING;
+	p->deadline_ms = 0;
+	p->retries = 0;
+	if (recent_crashes(p, pol, now) == 0)
+		backoff_reset(&p->backoff);
+	snprintf(p->reason, sizeof(p->reason), "%s", why);
+}
+
+enum proc_action proc_progress(struct proc *p, const struct proc_policy *pol, int64_t now)
+{
+	if (p->state == PROC_STARTING)
+		enter_running(p, pol, now, "started: made progress");
+	return PROC_ACT_NONE;
+}
+
 enum proc_action proc_timer(struct proc *p, const struct proc_policy *pol, int64_t now)
 {
 	if (!p->deadline_ms || now < p->deadline_ms)
 		return PROC_ACT_NONE;
 	switch (p->state) {
 	case PROC_STARTING:
-		p->state = PROC_RUNNING;
-		p->deadline_ms = 0;
-		p->retries = 0;
-		if (recent_crashes(p, pol, now) == 0)
-			backoff_reset(&p->backoff);
-		snprintf(p->reason, sizeof(p->reason), "started");
+		enter_running(p, pol, now, "started");
 		return PROC_ACT_NONE;
 	case PROC_BACKOFF:
 		p->deadline_ms = 0;

@@ -94,7 +94,8 @@ void worker_wait(struct worker *w, int64_t ms)
 		worker_poll_master(w);
 }
 
-/* One line to the master ("registered N", "fence_wait", "tool_pgid N"). */
+/* One line to the master ("registered N", "fence_wait", "tool_pgid N",
+ * "progress"). */
 void worker_notify_master(struct worker *w, const char *line)
 {
 	if (util_write_all(w->args->chan_fd, line, strlen(line)) < 0)

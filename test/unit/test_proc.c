@@ -594,6 +594,47 @@ static void test_reasons(void **state)
 	assert_non_null(strstr(p.reason, "78"));
 }
 
+/* Two poison entries back to back: each crashes up to 3 fresh starts, but
+ * the worker that dead-letters the first reports progress, which ends the
+ * failed-start streak: 3 + 3 crashes never reach max_retries (5). */
+static void test_progress_ends_failed_starts(void **state)
+{
+	(void)state;
+	struct proc p;
+	proc_init(&p, &POL);
+	int64_t now = 1000;
+	assert_int_equal(proc_start(&p, &POL, now), PROC_ACT_SPAWN);
+	spawn(&p, now);
+	for (int poison = 0; poison < 2; poison++) {
+		for (int crash = 0; crash < 3; crash++) {
+			now += 50;
+			assert_int_equal(proc_exited(&p, &POL, now, -11, 0), PROC_ACT_NONE);
+			assert_int_equal(p.state, PROC_BACKOFF);
+			now = p.deadline_ms;
+			assert_int_equal(proc_timer(&p, &POL, now), PROC_ACT_SPAWN);
+			spawn(&p, now);
+		}
+		assert_int_equal(p.retries, 3);
+		/* dead-letters the poison entry: progress, before start_ms */
+		assert_int_equal(proc_progress(&p, &POL, now + 10), PROC_ACT_NONE);
+		assert_int_equal(p.state, PROC_RUNNING);
+		assert_int_equal(p.retries, 0);
+		assert_int_equal(p.deadline_ms, 0);
+		assert_string_equal(p.reason, "started: made progress");
+		/* the next poison entry crashes it from RUNNING: an immediate
+		 * restart, not a failed start */
+		now += 20;
+		assert_int_equal(proc_exited(&p, &POL, now, -11, 0), PROC_ACT_SPAWN);
+		spawn(&p, now);
+	}
+	assert_int_not_equal(p.state, PROC_FATAL);
+	/* progress outside STARTING changes nothing */
+	assert_int_equal(proc_timer(&p, &POL, now + POL.start_ms), PROC_ACT_NONE);
+	assert_int_equal(p.state, PROC_RUNNING);
+	assert_int_equal(proc_progress(&p, &POL, now + POL.start_ms + 1), PROC_ACT_NONE);
+	assert_string_equal(p.reason, "started");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -616,6 +657,7 @@ int main(void)
 		cmocka_unit_test(test_start_from_fatal_resets),
 		cmocka_unit_test(test_good_start_resets_retries),
 		cmocka_unit_test(test_reasons),
+		cmocka_unit_test(test_progress_ends_failed_starts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
