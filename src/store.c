@@ -258,6 +258,23 @@ static int exec_sql(struct store *s, const char *sql)
 	return 0;
 }
 
+/* exec_sql for idempotent statements that may meet SQLITE_BUSY without
+ * SQLite calling the busy handler: two workers opening a new file at
+ * once both switch it to WAL, and the loser is refused at once.  Retried
+ * quietly for up to busy_timeout_ms. */
+static int exec_sql_retry(struct store *s, const char *sql)
+{
+	int64_t until = util_mono_ms() + s->busy_timeout_ms;
+	for (int n = 0;; n++) {
+		int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+		if (rc == SQLITE_OK)
+			return 0;
+		if (errno_of(rc) != -EBUSY || util_mono_ms() >= until)
+			return exec_sql(s, sql); /* once more, reporting the error */
+		util_sleep_ms(n < 4 ? 1 << n : 10, NULL);
+	}
+}
+
 /* ---- fault seam: a VFS whose writes fail while armed ---- */
 
 #if SV_FAULT_INJECTION
@@ -729,7 +746,7 @@ int store_open(struct store **out, const char *path, const struct store_opts *op
 		 " PRAGMA wal_autocheckpoint = 1024; PRAGMA secure_delete = FAST;",
 		 s->readonly ? "" : "PRAGMA journal_mode = WAL;",
 		 opts->synchronous == SV_SYNC_NORMAL ? "NORMAL" : "FULL");
-	if ((rc = exec_sql(s, pragmas)) < 0 || (rc = migrate(s)) < 0)
+	if ((rc = exec_sql_retry(s, pragmas)) < 0 || (rc = migrate(s)) < 0)
 		goto fail;
 	if (!s->readonly && !in_memory)
 		chown_sidecars(path, opts->group, s);

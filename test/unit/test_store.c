@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -778,6 +779,46 @@ static int teardown(void **state)
 	return system(cmd) == 0 ? 0 : -1;
 }
 
+/* Workers of a pool open a new file at the same moment: every one must
+ * succeed (switching to WAL could refuse the loser at once, without the
+ * busy handler).  Children wait on a pipe so they open together. */
+static void test_concurrent_first_open(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 30; round++) {
+		char path[512];
+		db_path(path, sizeof(path));
+		int gate[2];
+		assert_int_equal(pipe(gate), 0);
+		pid_t kids[8];
+		for (int k = 0; k < 8; k++) {
+			kids[k] = fork();
+			assert_true(kids[k] >= 0);
+			if (kids[k] == 0) {
+				char c;
+				close(gate[1]);
+				if (read(gate[0], &c, 1) != 0)
+					_exit(3);
+				struct store_opts o = {.synchronous = SV_SYNC_NORMAL, .busy_timeout_ms = 5000,
+						       .reducer = REDUCER_RESPONSE};
+				struct store *st;
+				int rc = store_open(&st, path, &o);
+				if (rc == 0)
+					store_close(st);
+				_exit(rc == 0 ? 0 : 1);
+			}
+		}
+		close(gate[0]);
+		close(gate[1]); /* EOF: all go */
+		for (int k = 0; k < 8; k++) {
+			int status;
+			assert_int_equal(waitpid(kids[k], &status, 0), kids[k]);
+			if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+				fail_msg("round %d: child %d could not open the new file (status %d)", round, k, status);
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -793,6 +834,7 @@ int main(void)
 		cmocka_unit_test(test_reducer_error),
 		cmocka_unit_test(test_commit_failure),
 		cmocka_unit_test(test_busy),
+		cmocka_unit_test(test_concurrent_first_open),
 		cmocka_unit_test(test_prune),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
