@@ -42,6 +42,21 @@ static int64_t bring_up(struct proc *p, int64_t now)
 	return now;
 }
 
+/* n failed starts in a row (exit_code before start_ms), each followed by
+ * its backoff and a respawn; returns the time of the last spawn. */
+static int64_t failed_starts(struct proc *p, int64_t now, int n, int exit_code)
+{
+	for (int i = 0; i < n; i++) {
+		now += 10;
+		assert_int_equal(proc_exited(p, &POL, now, exit_code, 0), PROC_ACT_NONE);
+		assert_int_equal(p->state, PROC_BACKOFF);
+		now = p->deadline_ms;
+		assert_int_equal(proc_timer(p, &POL, now), PROC_ACT_SPAWN);
+		spawn(p, now);
+	}
+	return now;
+}
+
 static void test_names(void **state)
 {
 	(void)state;
@@ -559,14 +574,7 @@ static void test_good_start_resets_retries(void **state)
 	assert_int_equal(proc_start(&p, &POL, now), PROC_ACT_SPAWN);
 	spawn(&p, now);
 	for (int round = 0; round < 5; round++) {
-		for (int i = 0; i < POL.max_retries - 1; i++) {
-			now += 10;
-			proc_exited(&p, &POL, now, 1, 0);
-			assert_int_equal(p.state, PROC_BACKOFF);
-			now = p.deadline_ms;
-			assert_int_equal(proc_timer(&p, &POL, now), PROC_ACT_SPAWN);
-			spawn(&p, now);
-		}
+		now = failed_starts(&p, now, (int)POL.max_retries - 1, 1);
 		now += POL.start_ms;
 		proc_timer(&p, &POL, now);
 		assert_int_equal(p.state, PROC_RUNNING);
@@ -606,14 +614,7 @@ static void test_progress_ends_failed_starts(void **state)
 	assert_int_equal(proc_start(&p, &POL, now), PROC_ACT_SPAWN);
 	spawn(&p, now);
 	for (int poison = 0; poison < 2; poison++) {
-		for (int crash = 0; crash < 3; crash++) {
-			now += 50;
-			assert_int_equal(proc_exited(&p, &POL, now, -11, 0), PROC_ACT_NONE);
-			assert_int_equal(p.state, PROC_BACKOFF);
-			now = p.deadline_ms;
-			assert_int_equal(proc_timer(&p, &POL, now), PROC_ACT_SPAWN);
-			spawn(&p, now);
-		}
+		now = failed_starts(&p, now, 3, -11);
 		assert_int_equal(p.retries, 3);
 		/* dead-letters the poison entry: progress, before start_ms */
 		assert_int_equal(proc_progress(&p, &POL, now + 10), PROC_ACT_NONE);
