@@ -258,6 +258,12 @@ static int exec_sql(struct store *s, const char *sql)
 	return 0;
 }
 
+/* One wait of a busy loop: 1, 2, 4, 8 ms, then 10 ms each. */
+static void busy_sleep(int n)
+{
+	util_sleep_ms(n < 4 ? 1 << n : 10, NULL);
+}
+
 /* exec_sql for idempotent statements that may meet SQLITE_BUSY without
  * SQLite calling the busy handler: two workers opening a new file at
  * once both switch it to WAL, and the loser is refused at once.  Retried
@@ -271,7 +277,7 @@ static int exec_sql_retry(struct store *s, const char *sql)
 			return 0;
 		if (errno_of(rc) != -EBUSY || util_mono_ms() >= until)
 			return exec_sql(s, sql); /* once more, reporting the error */
-		util_sleep_ms(n < 4 ? 1 << n : 10, NULL);
+		busy_sleep(n);
 	}
 }
 
@@ -646,7 +652,7 @@ static int busy_handler(void *arg, int n)
 		s->busy_start_ms = now;
 	if (now - s->busy_start_ms >= s->busy_timeout_ms)
 		return 0;
-	util_sleep_ms(n < 4 ? 1 << n : 10, NULL);
+	busy_sleep(n);
 	return 1;
 }
 
