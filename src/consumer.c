@@ -439,7 +439,7 @@ static int claim_own(struct consumer *c, const char *stream, const char *const *
 /* Entries read again (history) or claimed: renew them through the Lua
  * script, which gives their delivery counts and makes those durable.
  * Entries no longer ours (a peer claimed them since) are dropped. */
-static int fetch_deliveries(struct consumer *c, struct consumer_batch *b)
+static int claim_reread(struct consumer *c, struct consumer_batch *b)
 {
 	if (b->n == 0)
 		return 0;
@@ -590,7 +590,7 @@ static void report_progress(struct consumer *c)
 static int process_batch(struct consumer *c, struct consumer_batch *b)
 {
 	size_t si = stream_index(c, b->stream);
-	if (b->history && fetch_deliveries(c, b) < 0)
+	if (b->history && claim_reread(c, b) < 0)
 		return -1;
 	prejudge(c, b);
 	c->w->hb.status = HB_BUSY;

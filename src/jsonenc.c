@@ -37,29 +37,28 @@ static int put(struct jsonenc *e, const char *s, size_t n)
 
 /* Which bytes jansson escapes without JSON_ENSURE_ASCII or
  * JSON_ESCAPE_SLASH: '"', '\\' and the C0 controls; everything else,
- * UTF-8 included, is copied. */
-static int escape_byte(struct jsonenc *e, unsigned char c)
+ * UTF-8 included, is copied.  The caller reserved room for 6 bytes. */
+static void escape_byte(struct jsonenc *e, unsigned char c)
 {
 	static const char hex[] = "0123456789ABCDEF";
-	char seq[6] = {'\\', 0, 0, 0, 0, 0};
-	size_t n = 2;
+	char *p = e->buf + e->len;
+	p[0] = '\\';
 	switch (c) {
-	case '"': seq[1] = '"'; break;
-	case '\\': seq[1] = '\\'; break;
-	case '\b': seq[1] = 'b'; break;
-	case '\f': seq[1] = 'f'; break;
-	case '\n': seq[1] = 'n'; break;
-	case '\r': seq[1] = 'r'; break;
-	case '\t': seq[1] = 't'; break;
+	case '"': p[1] = '"'; break;
+	case '\\': p[1] = '\\'; break;
+	case '\b': p[1] = 'b'; break;
+	case '\f': p[1] = 'f'; break;
+	case '\n': p[1] = 'n'; break;
+	case '\r': p[1] = 'r'; break;
+	case '\t': p[1] = 't'; break;
 	default:
-		seq[1] = 'u';
-		seq[2] = '0';
-		seq[3] = '0';
-		seq[4] = hex[c >> 4];
-		seq[5] = hex[c & 15];
-		n = 6;
+		memcpy(p + 1, "u00", 3);
+		p[4] = hex[c >> 4];
+		p[5] = hex[c & 15];
+		e->len += 6;
+		return;
 	}
-	return put(e, seq, n);
+	e->len += 2;
 }
 
 static int put_string(struct jsonenc *e, const char *s, size_t n)

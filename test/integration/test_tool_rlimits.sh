@@ -26,39 +26,25 @@ rcli XADD events '*' run L type response.created seq 1 data '{}' >/dev/null
 for c in limits spin hog fds; do xadd_call L "" "$c" "$c" '{}' >/dev/null; done
 
 check "the limits reach the tool: ulimit -t 7 (hard 8), -v 102400 KiB, -n 16"
-wait_output 30 L limits || fail "no tool.output for limits"
-d=$(out_field L limits 'd')
-echo "$d"
-pyjson 'd["output"] == "7\n8\n102400\n16\n" and d["is_error"] is False and d["exit_code"] == 0' <<<"$d" | grep -qx true \
-	|| fail "limits tool output: $d"
+expect_output L limits 'd["output"] == "7\n8\n102400\n16\n" and d["is_error"] is False and d["exit_code"] == 0'
 ok "rlimits applied"
 
 check "cpu_s: a busy loop is killed by SIGXCPU well before its timeout"
-wait_output 30 L spin || fail "no tool.output for spin"
-d=$(out_field L spin 'd')
-echo "$d"
-pyjson 'd["is_error"] is True and d["exit_code"] is None and "signal 24" in d["output"] and d["duration_ms"] < 25000' <<<"$d" \
-	| grep -qx true || fail "spin output: $d"
+expect_output L spin 'd["is_error"] is True and d["exit_code"] is None and "signal 24" in d["output"] and d["duration_ms"] < 25000'
 grep -q 'tool killed by signal 24' "$DLOG" || fail "no log line for the SIGXCPU death"
-ok "SIGXCPU -> $(pyjson 'd["output"]' <<<"$d")"
+ok "SIGXCPU -> $(pyjson 'd["output"]' <<<"$OUT_DATA")"
 
-# failed_call CALL PYTHON_COND LOG_PATTERN: CALL's output meets COND and
-# the tool's stderr (in the daemon log) matches LOG_PATTERN.
-failed_call() {
-	local d
-	wait_output 30 L "$1" || fail "no tool.output for $1"
-	d=$(out_field L "$1" 'd')
-	echo "$d"
-	pyjson "$2" <<<"$d" | grep -qx true || fail "$1 output: $d"
-	grep -q "$3" "$DLOG" || fail "'$3' (the tool's stderr) did not reach the log"
-}
+# The tool's stderr (in the daemon log) says why it failed.
+stderr_logged() { grep -q "$1" "$DLOG" || fail "'$1' (the tool's stderr) did not reach the log"; }
 
 check "as_mb: a 300 MiB allocation fails under a 100 MiB address space"
-failed_call hog 'd["is_error"] is True and d["exit_code"] == 1 and d["output"] == ""' MemoryError
+expect_output L hog 'd["is_error"] is True and d["exit_code"] == 1 and d["output"] == ""'
+stderr_logged MemoryError
 ok "MemoryError, exit 1"
 
 check "nofile: opening 100 files fails with 16 descriptors"
-failed_call fds 'd["is_error"] is True and d["exit_code"] == 1' 'Too many open files'
+expect_output L fds 'd["is_error"] is True and d["exit_code"] == 1'
+stderr_logged 'Too many open files'
 ok "EMFILE, exit 1"
 
 check "one output per call, all acked, no dead letter, the tool worker unharmed"

@@ -115,3 +115,14 @@ for g in (json.loads(src) if src else []):
         print(g.get(sys.argv[2]))
 ' "$1" "$2"
 }
+
+# expect_output RUN CALL_ID 'PYTHON CONDITION on d': wait for the call's
+# tool.output, print its data and fail unless the condition holds; the
+# data stays in OUT_DATA.
+OUT_DATA=''
+expect_output() {
+	wait_output 30 "$1" "$2" || fail "no tool.output for $1/$2"
+	OUT_DATA=$(out_field "$1" "$2" 'd')
+	echo "$OUT_DATA"
+	pyjson "$3" <<<"$OUT_DATA" | grep -qx true || fail "$2 output: $OUT_DATA"
+}
