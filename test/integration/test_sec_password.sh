@@ -165,7 +165,7 @@ start_daemon
 wait_for 20 "tail -n +$((mark + 1)) \"\$DLOG\" | grep -qiE 'WRONGPASS|invalid.*password|AUTH'" ||
 	fail "no AUTH error logged with a wrong password"
 sleep 1
-tail -n +$((mark + 1)) "$DLOG" | grep -iE 'WRONGPASS|invalid.*password|AUTH' | head -n 3 | sed 's/^/#   /'
+tail -n +$((mark + 1)) "$DLOG" | grep -m 3 -iE 'WRONGPASS|invalid.*password|AUTH' | sed 's/^/#   /'
 c status-wrong --json status
 no_secret "the daemon log (wrong password)" "$DLOG"
 no_secret "status (wrong password)" "$OUT/status-wrong"
