@@ -43,6 +43,7 @@
 
 struct control;
 struct control_client;
+struct dispatch;
 
 /* Called for each well-formed request.  The handler answers now with
  * control_reply(), or keeps the client to answer later (deferred replies
@@ -56,11 +57,15 @@ typedef void (*control_handler)(void *ctx, struct control_client *c, json_t *req
 int control_open(struct control **out, const char *path, mode_t mode, const char *group,
 		 control_handler handler, void *ctx);
 void control_close(struct control *ctl);
-/* fds the master should poll (listening socket plus clients), returning
- * their count; events are POLLIN, plus POLLOUT for clients with output. */
-size_t control_pollfds(struct control *ctl, struct pollfd *fds, size_t max);
-/* Service whatever poll reported. */
-void control_dispatch(struct control *ctl, const struct pollfd *fds, size_t n, int64_t now_ms);
+/* Watch the socket and every client from the master's loop (one
+ * dispatch file each).  Returns 0 or -errno. */
+int control_attach(struct control *ctl, struct dispatch *d);
+/* Before each wait of the loop: serve requests held behind a reply that
+ * was sent meanwhile, release dropped clients, and say what each client
+ * waits for. */
+void control_tick(struct control *ctl, int64_t now_ms);
+/* Connected clients not yet released. */
+size_t control_client_count(const struct control *ctl);
 /* Drop clients that have not finished a line within 5 s; returns the
  * next deadline in ms (or -1). */
 int64_t control_timeouts(struct control *ctl, int64_t now_ms);

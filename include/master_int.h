@@ -6,17 +6,28 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 
 #include <jansson.h>
 
+#include "chan.h"
+#include "children.h"
 #include "control.h"
+#include "dispatch.h"
 #include "heartbeat.h"
 #include "proc.h"
 #include "sv_config.h"
 #include "util.h"
 
-#define CHILD_LINE_MAX 8192
+/* Bytes the master lets wait towards one child before it judges the
+ * child stuck: workers get a few small messages; the monitor gets control
+ * calls and heartbeat field removals for a whole fleet. */
+#define WORKER_OUTQ_MAX (1u << 20)
+#define MONITOR_OUTQ_MAX (64u << 20)
+/* File descriptors the master keeps besides its children's: the control
+ * socket and its clients, the signalfd, epoll, the log, metrics. */
+#define MASTER_FD_RESERVE 128
 
 struct pool;
 
@@ -27,18 +38,20 @@ struct counters {
 	uint64_t batch_sum_us;
 };
 
-/* One worker slot: NODE/POOL/SLOT, whichever process currently runs it. */
+/* One worker slot: NODE/POOL/SLOT, whichever process currently runs it.
+ * It keeps its own copy of everything status, metrics and the state
+ * machine need, so it outlives its pool's configuration (a removed pool's
+ * busy worker finishing its call). */
 struct slot {
 	struct pool *pool;
 	int index;
 	char name[256];       /* NODE/POOL/SLOT: the consumer name */
 	char proc_name[256];  /* POOL/SLOT: the log's proc= */
+	enum pool_kind kind;
 	struct proc proc;
 	enum proc_state announced;
 	pid_t pid;
-	int chan_fd, err_fd;
-	struct linebuf chan_lb, err_lb;
-	struct outq chan_q;
+	struct child *child;  /* the running process, or NULL */
 	bool registered;
 	bool fence_wait;      /* another live process holds our consumer name */
 	bool paused;
@@ -51,20 +64,21 @@ struct slot {
 	json_t *hb;           /* the last heartbeat seen from this pid */
 	struct counters carry;
 	int64_t pending;
-	pid_t tool_pgid;      /* the tool process group the worker runs now */
+	pid_t tool_pid;       /* the worker's tool, as the master verified it */
 	int last_code;        /* last exit: status, or -signal */
 	bool have_exit;
 	char last_exit[64];
 };
 
 struct pool {
-	const struct pool_config *cfg;
+	const struct pool_config *cfg; /* NULL once removed: never read it then */
 	char name[128];
 	enum pool_kind kind;
 	struct slot **slots;
 	size_t nslots;
 	int64_t want;         /* desired size: config count, or `scale` */
-	bool removed;         /* gone from the config: retire, then free */
+	bool removed;         /* gone from the config: retire, then free (or revived
+			       * when a reload adds it back first) */
 	struct counters carry; /* of slots retired */
 };
 
@@ -90,14 +104,18 @@ struct master {
 	struct proc_policy policy;
 	struct pool **pools;
 	size_t npools;
+	struct dispatch *d;
+	struct children *children;
 	int sigfd;
+	struct dispatch_file sig_file;
 	struct control *ctl;
 	pid_t self;
+	struct rlimit nofile_orig;  /* what children get back */
+	rlim_t nofile;              /* the master's own (raised) soft limit */
+	int64_t next_orphan_scan;
 
 	pid_t monitor_pid;
-	int monitor_fd, monitor_err_fd;
-	struct linebuf monitor_lb, monitor_err_lb;
-	struct outq monitor_q;
+	struct child *monitor;
 	int64_t monitor_respawn_at;
 	bool monitor_stop_sent;
 	int64_t monitor_kill_at;
@@ -116,6 +134,7 @@ struct master {
 	struct monitor_call *calls;
 	json_int_t next_call_id;
 	json_t *groups;       /* stream/group figures from the monitor */
+	json_t *warned_fields; /* NS:workers fields already logged as bad */
 	struct metrics_http *http;
 };
 
@@ -131,10 +150,12 @@ int64_t master_min_deadline(int64_t a, int64_t b);
 void master_counters_add_hb(struct counters *c, const json_t *hb);
 void master_counters_add(struct counters *c, const struct counters *o);
 struct pool *master_find_pool(struct master *m, const char *name);
-pid_t master_fork_child(struct master *m, int *chan_out, int *err_out,
-			int (*body)(void *arg, int chan), void *arg);
 void master_slot_act(struct master *m, struct slot *s, enum proc_action act);
-void master_slot_send(struct slot *s, const char *msg);
+void master_slot_send(struct slot *s, enum chan_type type, const void *payload, size_t len);
+/* Does a fleet of nworkers fit in the master's RLIMIT_NOFILE?  0, or
+ * -EMFILE with the reason in why. */
+int master_fds_check(const struct master *m, int64_t nworkers, char *why, size_t whylen);
+int64_t master_workers_wanted(const struct master *m, const struct pool *except, int64_t except_count);
 void master_pool_resize(struct master *m, struct pool *p);
 json_t *master_reload(struct master *m);
 void master_begin_shutdown(struct master *m, const char *why);
@@ -142,13 +163,14 @@ void master_begin_shutdown(struct master *m, const char *why);
 /* master_monitor.c: the link to the monitor child. */
 void master_monitor_send(struct master *m, json_t *op);
 void master_monitor_hdel(struct master *m, const char *name);
-void master_monitor_read_stderr(struct master *m);
-void master_monitor_closed(struct master *m);
 void master_monitor_spawn(struct master *m);
 void master_monitor_restart(struct master *m);
 void master_monitor_redis_health(struct master *m, bool ok, const char *why);
 void master_monitor_calls_answer(struct master *m, json_int_t id, json_t *reply);
-void master_monitor_read(struct master *m);
+/* Check one heartbeat relayed from Redis (any client can write NS:workers):
+ * returns a clean copy with only well-typed known fields, or NULL with the
+ * reason in why. */
+json_t *master_monitor_check_beat(const json_t *hb, char *why, size_t whylen);
 
 /* master_cmd.c: the control-socket commands. */
 void master_cmd_ops_check(struct master *m, int64_t now);

@@ -22,12 +22,14 @@
 char *metrics_render(const json_t *state);
 
 struct metrics_http;
-/* Listen on "HOST:PORT".  Returns 0 or -errno (logged). */
-int metrics_http_open(struct metrics_http **out, const char *listen);
+struct dispatch;
+/* Listen on "HOST:PORT"; render() is called for each GET /metrics.
+ * Returns 0 or -errno (logged). */
+int metrics_http_open(struct metrics_http **out, const char *listen, char *(*render)(void *ctx), void *ctx);
+/* Serve from the master's loop (a dispatch file per connection). */
+int metrics_http_attach(struct metrics_http *h, struct dispatch *d);
+/* Drop connections older than their 5 s. */
+void metrics_http_tick(struct metrics_http *h, int64_t now);
 void metrics_http_close(struct metrics_http *h);
-size_t metrics_http_pollfds(struct metrics_http *h, struct pollfd *fds, size_t max);
-/* Serve what poll reported; render() is called for each GET /metrics. */
-void metrics_http_dispatch(struct metrics_http *h, const struct pollfd *fds, size_t n, int64_t now,
-			   char *(*render)(void *ctx), void *ctx);
 
 #endif

@@ -72,9 +72,11 @@ int linebuf_next(struct linebuf *lb, char **line);
 struct outq {
 	char *buf;
 	size_t len, off;
+	size_t max;           /* bytes that may wait; 0: 16 MiB */
 };
-/* Write or queue data; returns 0, or -errno when the peer is gone or the
- * queue would pass 16 MiB (then nothing is queued). */
+/* Write or queue data; returns 0, or -errno when the peer is gone, or
+ * -ENOBUFS when the queue would pass its max (then nothing of data is
+ * written or queued). */
 int outq_write(struct outq *q, int fd, const void *data, size_t len);
 /* Write what is queued (on POLLOUT); returns 0 or -errno. */
 int outq_flush(struct outq *q, int fd);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "chan.h"
 #include "heartbeat.h"
 #include "rconn.h"
 #include "sv_config.h"
@@ -49,7 +50,7 @@ struct worker {
 	const struct pool_config *pool;
 	struct rconn rc;
 	struct heartbeat hb;
-	struct linebuf chan;
+	struct chan_reader chan;
 	bool paused;
 	bool master_gone;
 	bool fence_reported;
@@ -64,8 +65,8 @@ extern volatile sig_atomic_t worker_stop;
  * (0 asked to stop, 1 transient, 78 configuration). */
 int worker_main(const struct worker_args *args);
 
-/* Send one line to the master over the channel. */
-void worker_notify_master(struct worker *w, const char *line);
+/* Send one message to the master over the channel (chan.h). */
+void worker_tell_master(struct worker *w, enum chan_type type, const void *payload, size_t len);
 /* Read and apply what the master sent (non-blocking). */
 void worker_poll_master(struct worker *w);
 /* Wait up to ms for the master's channel or a signal; applies messages. */

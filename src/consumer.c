@@ -583,7 +583,7 @@ static void report_progress(struct consumer *c)
 	if (c->progress_sent)
 		return;
 	c->progress_sent = true;
-	worker_notify_master(c->w, "progress\n");
+	worker_tell_master(c->w, CHAN_W_PROGRESS, NULL, 0);
 }
 
 /* Hand a batch to the kind, then dead-letter and queue acks. */

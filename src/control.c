@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "control.h"
+#include "dispatch.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -53,6 +54,7 @@ struct control_client {
 	struct control *ctl;     /* NULL once the server is closed */
 	struct control_client *next;
 	int fd;
+	struct dispatch_file file;
 	int refs;
 	bool alive;              /* connected and usable */
 	bool awaiting;           /* a request is being answered (maybe later) */
@@ -70,6 +72,8 @@ struct control_client {
 
 struct control {
 	int lfd;
+	struct dispatch *d;      /* the master's loop, once attached */
+	struct dispatch_file lfile;
 	char *path;
 	dev_t dev;
 	ino_t ino;
@@ -159,6 +163,7 @@ static int fill_addr(struct sockaddr_un *sa, const char *path)
 
 static void client_free(struct control_client *c)
 {
+	dispatch_file_deinit(&c->file);
 	if (c->fd >= 0)
 		close(c->fd);
 	linebuf_free(&c->lb);
@@ -211,6 +216,7 @@ static void sweep(struct control *ctl)
 		}
 		*pp = c->next;
 		ctl->nclients--;
+		dispatch_file_deinit(&c->file);
 		if (c->fd >= 0) {
 			close(c->fd);
 			c->fd = -1;
@@ -488,6 +494,8 @@ static void maybe_finish(struct control_client *c)
 
 /* ---- accepting ------------------------------------------------------ */
 
+static void on_client(struct dispatch_file *f, uint32_t events);
+
 static bool peer_allowed(struct control *ctl, const struct ucred *cr)
 {
 	if (cr->uid == 0 || cr->uid == ctl->euid)
@@ -582,6 +590,8 @@ static void accept_clients(struct control *ctl, int64_t now)
 		c->next = ctl->clients;
 		ctl->clients = c;
 		ctl->nclients++;
+		if (ctl->d && dispatch_file_init(&c->file, ctl->d, fd, EPOLLIN, on_client, c) < 0)
+			client_drop(c, "cannot watch it");
 	}
 }
 
@@ -763,6 +773,7 @@ void control_close(struct control *ctl)
 		c->alive = false;
 	}
 	sweep(ctl);
+	dispatch_file_deinit(&ctl->lfile);
 	if (ctl->lfd >= 0)
 		close(ctl->lfd);
 	/* Remove the socket only if it is still the one we made. */
@@ -774,78 +785,70 @@ void control_close(struct control *ctl)
 	free(ctl);
 }
 
-size_t control_pollfds(struct control *ctl, struct pollfd *fds, size_t max)
+/* One client's events, as the loop reported them. */
+static void on_client(struct dispatch_file *f, uint32_t events)
 {
-	if (!ctl)
-		return 0;
-	sweep(ctl);
-	size_t n = 0;
-	if (n < max && (!ctl->accept_paused_until || util_mono_ms() >= ctl->accept_paused_until)) {
-		ctl->accept_paused_until = 0;
-		fds[n++] = (struct pollfd){.fd = ctl->lfd, .events = POLLIN};
+	struct control_client *c = f->data;
+	struct control *ctl = c->ctl;
+	if (!c->alive || !ctl)
+		return;
+	int64_t now_ms = ctl->now_ms ? ctl->now_ms : util_mono_ms();
+	control_client_ref(c);
+	if (events & EPOLLOUT)
+		flush_out(c);
+	if (events & EPOLLERR)
+		client_drop(c, "socket error");
+	/* A reply that was sent lets held requests go on. */
+	process_lines(c);
+	if (events & (EPOLLIN | EPOLLHUP))
+		read_client(c, now_ms);
+	if ((events & EPOLLHUP) && c->alive) {
+		/* The peer closed both directions: nobody reads replies. */
+		if (c->awaiting)
+			log_debug("control client (pid %ld) left before its reply", (long)c->peer_pid);
+		client_drop(c, "hangup");
 	}
-	for (struct control_client *c = ctl->clients; c && n < max; c = c->next) {
-		short ev = 0;
-		if (!c->awaiting && !c->closing && !c->eof)
-			ev |= POLLIN;
-		if (has_output(c))
-			ev |= POLLOUT;
-		/* Even with no events asked, POLLHUP reports a vanished peer. */
-		fds[n++] = (struct pollfd){.fd = c->fd, .events = ev};
-	}
-	return n;
+	if (c->alive && has_output(c))
+		flush_out(c);
+	maybe_finish(c);
+	control_client_unref(c);
 }
 
-static struct control_client *find_client(struct control *ctl, int fd)
+static void on_listen(struct dispatch_file *f, uint32_t events)
 {
-	for (struct control_client *c = ctl->clients; c; c = c->next)
-		if (c->alive && c->fd == fd)
-			return c;
-	return NULL;
+	(void)events;
+	struct control *ctl = f->data;
+	accept_clients(ctl, ctl->now_ms ? ctl->now_ms : util_mono_ms());
 }
 
-void control_dispatch(struct control *ctl, const struct pollfd *fds, size_t n, int64_t now_ms)
+size_t control_client_count(const struct control *ctl)
+{
+	return ctl ? ctl->nclients : 0;
+}
+
+int control_attach(struct control *ctl, struct dispatch *d)
+{
+	ctl->d = d;
+	return dispatch_file_init(&ctl->lfile, d, ctl->lfd, EPOLLIN, on_listen, ctl);
+}
+
+/* What each client waits for now: requests while it may send one, room
+ * for its reply while one is queued (hang-ups are always reported). */
+static void watch_client(struct control_client *c)
+{
+	uint32_t ev = 0;
+	if (!c->awaiting && !c->closing && !c->eof)
+		ev |= EPOLLIN;
+	if (has_output(c))
+		ev |= EPOLLOUT;
+	dispatch_file_select(&c->file, ev);
+}
+
+void control_tick(struct control *ctl, int64_t now_ms)
 {
 	if (!ctl)
 		return;
 	ctl->now_ms = now_ms;
-	bool do_accept = false;
-	for (size_t i = 0; i < n; i++) {
-		if (fds[i].fd < 0)
-			continue;
-		if (fds[i].fd == ctl->lfd) {
-			do_accept |= (fds[i].revents & POLLIN) != 0;
-			continue;
-		}
-		struct control_client *c = find_client(ctl, fds[i].fd);
-		if (!c)
-			continue;
-		short rev = fds[i].revents;
-		if (rev & POLLNVAL) {
-			client_drop(c, "invalid fd");
-			continue;
-		}
-		control_client_ref(c);
-		if (rev & POLLOUT)
-			flush_out(c);
-		if (rev & POLLERR)
-			client_drop(c, "socket error");
-		/* A reply that was sent lets held requests go on. */
-		process_lines(c);
-		if (rev & (POLLIN | POLLHUP))
-			read_client(c, now_ms);
-		if ((rev & POLLHUP) && c->alive) {
-			/* The peer closed both directions: nobody reads replies. */
-			if (c->awaiting)
-				log_debug("control client (pid %ld) left before its reply",
-					  (long)c->peer_pid);
-			client_drop(c, "hangup");
-		}
-		if (c->alive && has_output(c))
-			flush_out(c);
-		maybe_finish(c);
-		control_client_unref(c);
-	}
 	/* Clients that got a reply outside dispatch and have held requests. */
 	for (struct control_client *c = ctl->clients; c; c = c->next) {
 		if (c->alive && !c->awaiting && !c->closing && c->lb.off < c->lb.len) {
@@ -858,8 +861,12 @@ void control_dispatch(struct control *ctl, const struct pollfd *fds, size_t n, i
 		}
 	}
 	sweep(ctl);
-	if (do_accept)
-		accept_clients(ctl, now_ms);
+	for (struct control_client *c = ctl->clients; c; c = c->next)
+		watch_client(c);
+	bool paused = ctl->accept_paused_until && now_ms < ctl->accept_paused_until;
+	if (!paused)
+		ctl->accept_paused_until = 0;
+	dispatch_file_select(&ctl->lfile, paused ? 0 : EPOLLIN);
 }
 
 int64_t control_timeouts(struct control *ctl, int64_t now_ms)

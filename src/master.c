@@ -4,22 +4,22 @@
 #include "master_int.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <grp.h>
-#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
 
+#include "chan.h"
+#include "children.h"
 #include "control.h"
+#include "dispatch.h"
 #include "heartbeat.h"
 #include "log.h"
 #include "metrics.h"
@@ -28,7 +28,10 @@
 #include "util.h"
 #include "worker.h"
 
-#define MAX_POLLFDS 1024
+/* How often the master looks for orphans nobody signalled it about (a
+ * process re-parented to it while its old parent lives on: a tool's own
+ * background process). */
+#define ORPHAN_SCAN_MS 1000
 
 struct master *master_instance; /* for the children: keep memory reachable */
 
@@ -135,27 +138,15 @@ static struct slot *slot_new(struct master *m, struct pool *p, int index)
 	s->index = index;
 	snprintf(s->name, sizeof(s->name), "%s/%s/%d", m->cfg->node, p->name, index);
 	snprintf(s->proc_name, sizeof(s->proc_name), "%s/%d", p->name, index);
+	s->kind = p->kind;
 	proc_init(&s->proc, &m->policy);
 	s->announced = PROC_STOPPED;
-	s->chan_fd = s->err_fd = -1;
 	return s;
 }
 
-static void slot_close_fds(struct slot *s)
-{
-	if (s->chan_fd >= 0)
-		close(s->chan_fd);
-	if (s->err_fd >= 0)
-		close(s->err_fd);
-	s->chan_fd = s->err_fd = -1;
-	linebuf_free(&s->chan_lb);
-	linebuf_free(&s->err_lb);
-	outq_free(&s->chan_q);
-}
-
+/* Only for slots without a process (retired and reaped, or at exit). */
 static void slot_free(struct slot *s)
 {
-	slot_close_fds(s);
 	json_decref(s->hb);
 	free(s);
 }
@@ -186,18 +177,12 @@ struct pool *master_find_pool(struct master *m, const char *name)
 	return NULL;
 }
 
-static struct slot *find_slot_by_pid(struct master *m, pid_t pid)
-{
-	FOREACH_SLOT(m, s)
-	if (s->pid == pid)
-		return s;
-	return NULL;
-}
-
 /* ---------- forking ---------- */
 
-static int drop_privileges(const struct sv_config *cfg)
+/* In every child, before its body: drop to run_as. */
+static int drop_privileges(void *ctx)
 {
+	const struct sv_config *cfg = ((struct master *)ctx)->cfg;
 	if (geteuid() != 0 || !cfg->run_as.user[0])
 		return 0;
 	struct passwd *pw = getpwnam(cfg->run_as.user);
@@ -215,8 +200,9 @@ static int drop_privileges(const struct sv_config *cfg)
 		gid = gr->gr_gid;
 	}
 	if (initgroups(pw->pw_name, gid) < 0 || setgid(gid) < 0 || setuid(pw->pw_uid) < 0) {
-		log_error("cannot switch to user %s: %s", pw->pw_name, strerror(errno));
-		return -errno;
+		int e = errno;
+		log_error("cannot switch to user %s: %s", pw->pw_name, strerror(e));
+		return -e;
 	}
 	/* Refuse to run with root left behind. */
 	if (setuid(0) == 0 || geteuid() != pw->pw_uid || getegid() != gid) {
@@ -224,46 +210,6 @@ static int drop_privileges(const struct sv_config *cfg)
 		return -EPERM;
 	}
 	return 0;
-}
-
-/* Fork a child with a channel (socketpair) and a stderr pipe.  In the
- * child, run body(arg, chan) and exit with its status. */
-pid_t master_fork_child(struct master *m, int *chan_out, int *err_out,
-			int (*body)(void *arg, int chan), void *arg)
-{
-	int sv[2], ep[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		return -errno;
-	if (pipe2(ep, O_CLOEXEC) < 0) {
-		int e = errno;
-		close(sv[0]);
-		close(sv[1]);
-		return -e;
-	}
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		close(sv[0]), close(sv[1]), close(ep[0]), close(ep[1]);
-		return -e;
-	}
-	if (pid == 0) {
-		dup2(ep[1], 2);
-		dup2(ep[1], 1);
-		util_devnull(0);
-		int keep[] = {sv[1]};
-		util_close_fds_from(3, keep, 1);
-		if (drop_privileges(m->cfg) < 0)
-			_exit(SV_EX_CONFIG);
-		exit(body(arg, sv[1]));
-	}
-	close(sv[1]);
-	close(ep[1]);
-	util_set_nonblock(sv[0]);
-	util_set_nonblock(ep[0]);
-	*chan_out = sv[0];
-	*err_out = ep[0];
-	return pid;
 }
 
 static int slot_body(void *arg, int chan)
@@ -284,25 +230,87 @@ static int slot_body(void *arg, int chan)
 	return worker_main(&a);
 }
 
-static void slot_exited(struct master *m, struct slot *s, int code);
+static void slot_exited(struct master *m, struct slot *s, int code, bool violated);
+
+/* What a worker may tell the master, checked against what the master
+ * knows; anything else makes it a violator. */
+static int slot_message(void *owner, const struct chan_msg *msg, char *why, size_t whylen)
+{
+	struct slot *s = owner;
+	struct master *m = master_instance;
+	switch (msg->type) {
+	case CHAN_W_REGISTERED: {
+		int64_t inc = chan_get_i64(msg);
+		if (inc <= 0) {
+			snprintf(why, whylen, "registered with incarnation %lld", (long long)inc);
+			return -EPROTO;
+		}
+		s->registered = true;
+		s->fence_wait = false;
+		log_debug("%s registered incarnation %lld (%lld ms after fork)", s->name, (long long)inc,
+			  (long long)(util_mono_ms() - s->started_mono));
+		return 0;
+	}
+	case CHAN_W_FENCE_WAIT:
+		s->fence_wait = true;
+		return 0;
+	case CHAN_W_PROGRESS:
+		master_slot_act(m, s, proc_progress(&s->proc, &m->policy, util_mono_ms()));
+		return 0;
+	case CHAN_W_TOOL: {
+		pid_t pid = chan_get_i32(msg);
+		int r = pid == 0 ? 0 : child_owns_process(s->child, pid);
+		if (r == -EPERM) {
+			log_error("worker %s: refused tool claim: pid %d is not a child of pid %d leading its own "
+				  "process group", s->name, (int)pid, (int)s->pid);
+			snprintf(why, whylen, "refused tool claim for pid %d", (int)pid);
+			return -EPROTO;
+		}
+		/* A tool that is gone already cannot be checked; it is only shown. */
+		s->tool_pid = r == 0 ? pid : 0;
+		return 0;
+	}
+	}
+	snprintf(why, whylen, "%s is not for the master", chan_type_name(msg->type));
+	return -EPROTO;
+}
+
+static void slot_child_exited(void *owner, int code, bool violated)
+{
+	slot_exited(master_instance, owner, code, violated);
+}
+
+static const struct child_ops slot_ops = {
+	.message = slot_message,
+	.exited = slot_child_exited,
+};
 
 static void slot_spawn(struct master *m, struct slot *s)
 {
-	int chan, err;
-	pid_t pid = master_fork_child(m, &chan, &err, slot_body, s);
+	char name[300];
+	snprintf(name, sizeof(name), "worker %s", s->name);
+	struct child_spec spec = {
+		.name = name,
+		.log_proc = s->proc_name,
+		.peer = CHAN_FROM_WORKER,
+		.outq_max = WORKER_OUTQ_MAX,
+		.body = slot_body,
+		.arg = s,
+		.ops = &slot_ops,
+		.owner = s,
+	};
+	struct child *c;
+	pid_t pid = child_spawn(m->children, &spec, &c);
 	if (pid < 0) {
-		log_error("fork for %s: %s", s->name, strerror((int)-pid));
 		proc_spawned(&s->proc, &m->policy, util_mono_ms());
-		slot_exited(m, s, SV_EX_TRANSIENT);
+		slot_exited(m, s, SV_EX_TRANSIENT, false);
 		return;
 	}
 	s->pid = pid;
-	s->chan_fd = chan;
-	s->err_fd = err;
-	linebuf_init(&s->chan_lb, 4096);
-	linebuf_init(&s->err_lb, CHILD_LINE_MAX);
+	s->child = c;
 	s->registered = false;
 	s->fence_wait = false;
+	s->tool_pid = 0;
 	s->spawns++;
 	s->started_mono = util_mono_ms();
 	s->started_wall = util_wall_ms();
@@ -313,12 +321,6 @@ static void slot_spawn(struct master *m, struct slot *s)
 	s->have_exit = false;
 	proc_spawned(&s->proc, &m->policy, s->started_mono);
 	slot_announce(m, s);
-}
-
-static void slot_signal(struct slot *s, int sig)
-{
-	if (s->pid > 0 && kill(s->pid, sig) < 0 && errno != ESRCH)
-		log_warn("kill %d %s: %s", (int)s->pid, strsignal(sig), strerror(errno));
 }
 
 /* Carry out what the state machine asked for. */
@@ -334,104 +336,33 @@ void master_slot_act(struct master *m, struct slot *s, enum proc_action act)
 	case PROC_ACT_TERM:
 	case PROC_ACT_CONT_TERM:
 		/* SIGCONT first: a stopped process cannot act on SIGTERM. */
-		slot_signal(s, SIGCONT);
-		slot_signal(s, SIGTERM);
+		child_signal(s->child, SIGCONT);
+		child_signal(s->child, SIGTERM);
 		break;
 	case PROC_ACT_KILL:
 		log_warn("worker %s (pid %d) did not stop in time: SIGKILL", s->name, (int)s->pid);
-		slot_signal(s, SIGKILL);
+		child_signal(s->child, SIGKILL);
 		break;
 	}
 	slot_announce(m, s);
 }
 
-/* ---------- child output ---------- */
-
-static void slot_read_stderr(struct slot *s, bool final)
+void master_slot_send(struct slot *s, enum chan_type type, const void *payload, size_t len)
 {
-	if (s->err_fd < 0)
-		return;
-	for (;;) {
-		ssize_t n = linebuf_fill(&s->err_lb, s->err_fd);
-		char *line;
-		int r;
-		while ((r = linebuf_next(&s->err_lb, &line)) != 0)
-			if (r > 0 && line[0])
-				log_relay(line, s->proc_name, (int)s->pid);
-		if (n <= 0) {
-			if (n == 0 || final) {
-				/* A partial last line still deserves the log. */
-				if (s->err_lb.len > s->err_lb.off) {
-					s->err_lb.buf[s->err_lb.len] = '\0';
-					log_relay(s->err_lb.buf + s->err_lb.off, s->proc_name, (int)s->pid);
-					s->err_lb.off = s->err_lb.len;
-				}
-			}
-			if (n == 0) {
-				close(s->err_fd);
-				s->err_fd = -1;
-			}
-			return;
-		}
-	}
-}
-
-static void slot_read_chan(struct master *m, struct slot *s)
-{
-	if (s->chan_fd < 0)
-		return;
-	for (;;) {
-		ssize_t n = linebuf_fill(&s->chan_lb, s->chan_fd);
-		if (n == 0) {
-			close(s->chan_fd);
-			s->chan_fd = -1;
-			break;
-		}
-		if (n < 0)
-			break;
-	}
-	char *line;
-	int r;
-	while ((r = linebuf_next(&s->chan_lb, &line)) > 0 || r == -E2BIG) {
-		long long inc;
-		int pgid;
-		if (r > 0 && sscanf(line, "tool_pgid %d", &pgid) == 1) {
-			s->tool_pgid = pgid;
-		} else if (r > 0 && strcmp(line, "fence_wait") == 0) {
-			s->fence_wait = true;
-		} else if (r > 0 && strcmp(line, "progress") == 0) {
-			master_slot_act(m, s, proc_progress(&s->proc, &m->policy, util_mono_ms()));
-		} else if (r > 0 && sscanf(line, "registered %lld", &inc) == 1) {
-			s->registered = true;
-			s->fence_wait = false;
-			log_debug("%s registered incarnation %lld (%lld ms after fork)", s->name, inc,
-				  (long long)(util_mono_ms() - s->started_mono));
-		}
-	}
-}
-
-void master_slot_send(struct slot *s, const char *msg)
-{
-	int r = s->chan_fd >= 0 ? outq_write(&s->chan_q, s->chan_fd, msg, strlen(msg)) : 0;
-	if (r < 0)
-		log_debug("channel to %s: %s", s->name, strerror(-r));
+	if (s->child)
+		child_send(s->child, type, payload, len);
 }
 
 /* ---------- exits ---------- */
 
 static void pool_reap_retired(struct master *m, struct pool *p);
 
-static void slot_exited(struct master *m, struct slot *s, int code)
+/* The worker's process is gone (its tools, now orphans, are the
+ * children module's to kill). */
+static void slot_exited(struct master *m, struct slot *s, int code, bool violated)
 {
-	slot_read_chan(m, s);
-	slot_read_stderr(s, true);
-	slot_close_fds(s);
-	if (s->tool_pgid > 0) {
-		/* The worker died with a tool running: no orphan survives it. */
-		if (kill(-s->tool_pgid, SIGKILL) == 0)
-			log_warn("killed the tool process group %d left by %s", (int)s->tool_pgid, s->name);
-		s->tool_pgid = 0;
-	}
+	s->child = NULL;
+	s->tool_pid = 0;
 	master_counters_add_hb(&s->carry, s->hb);
 	json_decref(s->hb);
 	s->hb = NULL;
@@ -441,7 +372,9 @@ static void slot_exited(struct master *m, struct slot *s, int code)
 	s->registered = false;
 	s->last_code = code;
 	s->have_exit = true;
-	if (code < 0)
+	if (violated)
+		snprintf(s->last_exit, sizeof(s->last_exit), "killed: bad channel message");
+	else if (code < 0)
 		snprintf(s->last_exit, sizeof(s->last_exit), "signal %d (%s)", -code, strsignal(-code));
 	else
 		snprintf(s->last_exit, sizeof(s->last_exit), "exit %d", code);
@@ -456,31 +389,6 @@ static void slot_exited(struct master *m, struct slot *s, int code)
 	master_slot_act(m, s, act);
 	s->have_exit = false;
 	pool_reap_retired(m, s->pool);
-}
-
-static void reap_children(struct master *m)
-{
-	int status;
-	pid_t pid;
-	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		int code = WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
-		if (pid == m->monitor_pid) {
-			m->monitor_pid = 0;
-			master_monitor_closed(m);
-			master_monitor_calls_answer(m, 0, NULL);
-			m->redis_ok = false;
-			if (!m->shutting_down) {
-				if (!m->monitor_stop_sent)
-					log_warn("monitor exited (%d); restarting it", code);
-				m->monitor_respawn_at = util_mono_ms() + (m->monitor_stop_sent ? 0 : 1000);
-			}
-			m->monitor_stop_sent = false;
-			continue;
-		}
-		struct slot *s = find_slot_by_pid(m, pid);
-		if (s)
-			slot_exited(m, s, code);
-	}
 }
 
 /* ---------- hang judgement ---------- */
@@ -563,6 +471,30 @@ static void pool_reap_retired(struct master *m, struct pool *p)
 	}
 }
 
+int64_t master_workers_wanted(const struct master *m, const struct pool *except, int64_t except_count)
+{
+	int64_t n = 0;
+	for (size_t i = 0; i < m->npools; i++) {
+		const struct pool *p = m->pools[i];
+		if (!p->removed)
+			n += p == except ? except_count : p->want;
+	}
+	return n;
+}
+
+int master_fds_check(const struct master *m, int64_t nworkers, char *why, size_t whylen)
+{
+	/* The monitor counts as one more child. */
+	int64_t need = (nworkers + 1) * CHILD_FDS + MASTER_FD_RESERVE;
+	if (need <= (int64_t)m->nofile)
+		return 0;
+	snprintf(why, whylen,
+		 "%lld workers need about %lld file descriptors in the master, but its RLIMIT_NOFILE "
+		 "hard limit is %llu: raise it (LimitNOFILE= in the unit, ulimit -Hn) or lower the counts",
+		 (long long)nworkers, (long long)need, (unsigned long long)m->nofile);
+	return -EMFILE;
+}
+
 static void remove_dead_pools(struct master *m)
 {
 	size_t kept = 0;
@@ -582,6 +514,27 @@ static void errors_to_json(const struct config_errors *errs, json_t *out)
 {
 	for (size_t i = 0; i < errs->n; i++)
 		json_array_append_new(out, json_string(errs->v[i]));
+}
+
+static struct pool *find_removed_pool(struct master *m, const char *name)
+{
+	for (size_t i = 0; i < m->npools; i++)
+		if (m->pools[i]->removed && strcmp(m->pools[i]->name, name) == 0)
+			return m->pools[i];
+	return NULL;
+}
+
+/* A pool added back before the workers of its removal were reaped: the
+ * same slots (one consumer name, one heartbeat field each) take the new
+ * settings, and each starts again once its old process has exited. */
+static void pool_revive(struct pool *p, const struct pool_config *pc)
+{
+	p->removed = false;
+	p->cfg = pc;
+	p->kind = pc->kind;
+	p->want = pc->count;
+	for (size_t j = 0; j < p->nslots; j++)
+		p->slots[j]->kind = pc->kind;
 }
 
 /* Apply the pools of ncfg (already the current configuration). */
@@ -626,6 +579,13 @@ static void reload_pools(struct master *m, const struct sv_config *old, json_t *
 		const struct pool_config *pc = &m->cfg->pools[i];
 		if (master_find_pool(m, pc->name))
 			continue;
+		struct pool *gone = find_removed_pool(m, pc->name);
+		if (gone) {
+			pool_revive(gone, pc);
+			json_array_append_new(changes, json_sprintf("added pool %s (its previous workers "
+								    "finish first)", pc->name));
+			continue;
+		}
 		m->pools = realloc(m->pools, (m->npools + 1) * sizeof(*m->pools));
 		if (!m->pools)
 			abort();
@@ -638,10 +598,17 @@ static void reload_pools(struct master *m, const struct sv_config *old, json_t *
 
 static void broadcast_level(struct master *m)
 {
-	char msg[32];
-	snprintf(msg, sizeof(msg), "level %s\n", log_level_name(m->cfg->log.level));
+	uint32_t level = (uint32_t)m->cfg->log.level;
 	FOREACH_SLOT(m, s)
-	master_slot_send(s, msg);
+	master_slot_send(s, CHAN_M_LEVEL, &level, sizeof(level));
+}
+
+static int64_t config_workers(const struct sv_config *cfg)
+{
+	int64_t n = 0;
+	for (size_t i = 0; i < cfg->npools; i++)
+		n += cfg->pools[i].count;
+	return n;
 }
 
 /* Returns a reply object. */
@@ -666,6 +633,14 @@ json_t *master_reload(struct master *m)
 		config_free(ncfg);
 		json_t *r = json_pack("{s:b, s:[]}", "ok", 0, "errors");
 		json_object_set_new(r, "error", json_sprintf("%s changed: needs a restart of streamvisord; nothing changed", key));
+		return r;
+	}
+	char why[300];
+	if (master_fds_check(m, config_workers(ncfg), why, sizeof(why)) < 0) {
+		log_error("reload refused: %s", why);
+		config_free(ncfg);
+		json_t *r = json_pack("{s:b, s:[]}", "ok", 0, "errors");
+		json_object_set_new(r, "error", json_sprintf("%s; nothing changed", why));
 		return r;
 	}
 	sdnotify_send("RELOADING=1");
@@ -722,7 +697,7 @@ static bool shutdown_progress(struct master *m, int64_t now)
 	}
 	if (m->monitor_pid > 0 && m->monitor_kill_at && now >= m->monitor_kill_at) {
 		log_warn("monitor did not finish in time: SIGKILL");
-		kill(m->monitor_pid, SIGKILL);
+		child_signal(m->monitor, SIGKILL);
 		m->monitor_kill_at = 0;
 	}
 	return m->monitor_pid <= 0;
@@ -746,8 +721,10 @@ static int signals_setup(void)
 	return fd < 0 ? -errno : fd;
 }
 
-static void signals_handle(struct master *m)
+static void signals_handle(struct dispatch_file *f, uint32_t events)
 {
+	(void)events;
+	struct master *m = f->data;
 	struct signalfd_siginfo si;
 	while (read(m->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 		switch (si.ssi_signo) {
@@ -770,7 +747,7 @@ static void signals_handle(struct master *m)
 		}
 	}
 	/* SIGCHLDs coalesce: always reap everything that has exited. */
-	reap_children(m);
+	children_reap(m->children);
 }
 
 /* ---------- systemd readiness ---------- */
@@ -814,11 +791,6 @@ static void notify_progress(struct master *m, int64_t now)
 
 /* ---------- the loop ---------- */
 
-struct fdref {
-	struct slot *slot;
-	int kind; /* 0 chan, 1 stderr */
-};
-
 static int64_t next_deadline(struct master *m, int64_t now)
 {
 	int64_t d = 0;
@@ -834,6 +806,7 @@ static int64_t next_deadline(struct master *m, int64_t now)
 	d = master_min_deadline(d, control_timeouts(m->ctl, now));
 	if (m->redis_ok)
 		d = master_min_deadline(d, m->last_report_mono + 3 * m->cfg->heartbeat.interval_ms + 1);
+	d = master_min_deadline(d, m->next_orphan_scan);
 	return d;
 }
 
@@ -846,8 +819,12 @@ static void run_timers(struct master *m, int64_t now)
 		master_monitor_spawn(m);
 	if (!m->shutting_down && m->monitor_stop_sent && m->monitor_pid > 0 && m->monitor_kill_at &&
 	    now >= m->monitor_kill_at) {
-		kill(m->monitor_pid, SIGKILL);
+		child_signal(m->monitor, SIGKILL);
 		m->monitor_kill_at = 0;
+	}
+	if (now >= m->next_orphan_scan) {
+		children_kill_orphans(m->children);
+		m->next_orphan_scan = now + ORPHAN_SCAN_MS;
 	}
 	notify_progress(m, now);
 	master_cmd_ops_check(m, now);
@@ -855,68 +832,22 @@ static void run_timers(struct master *m, int64_t now)
 
 static void master_loop(struct master *m)
 {
-	static struct pollfd fds[MAX_POLLFDS];
-	static struct fdref refs[MAX_POLLFDS];
 	for (;;) {
 		int64_t now = util_mono_ms();
 		if (m->shutting_down && shutdown_progress(m, now))
 			break;
-		size_t n = 0;
-		fds[n++] = (struct pollfd){.fd = m->sigfd, .events = POLLIN};
-		fds[n++] = (struct pollfd){.fd = m->monitor_fd,
-					   .events = POLLIN | (outq_pending(&m->monitor_q) ? POLLOUT : 0)};
-		fds[n++] = (struct pollfd){.fd = m->monitor_err_fd, .events = POLLIN};
-		size_t first_slot = n;
-		FOREACH_SLOT(m, s) {
-			if (n + 2 >= MAX_POLLFDS - 70)
-				break;
-			if (s->chan_fd >= 0) {
-				refs[n] = (struct fdref){s, 0};
-				fds[n++] = (struct pollfd){.fd = s->chan_fd,
-							   .events = POLLIN | (outq_pending(&s->chan_q) ? POLLOUT : 0)};
-			}
-			if (s->err_fd >= 0) {
-				refs[n] = (struct fdref){s, 1};
-				fds[n++] = (struct pollfd){.fd = s->err_fd, .events = POLLIN};
-			}
-		}
-		size_t first_ctl = n;
-		n += control_pollfds(m->ctl, fds + n, MAX_POLLFDS - n - 20);
-		size_t first_http = n;
-		n += metrics_http_pollfds(m->http, fds + n, MAX_POLLFDS - n);
-
+		control_tick(m->ctl, now);
+		metrics_http_tick(m->http, now);
 		int64_t d = next_deadline(m, now);
 		int timeout = -1;
 		if (d > 0)
 			timeout = d <= now ? 0 : (int)(d - now > 60000 ? 60000 : d - now);
-		if (poll(fds, n, timeout) < 0 && errno != EINTR) {
-			log_error("poll: %s", strerror(errno));
+		int r = dispatch_run(m->d, timeout);
+		if (r < 0) {
+			log_error("%s: epoll_wait: %s", __func__, strerror(-r));
 			util_sleep_ms(10, NULL);
 			continue;
 		}
-		/* Children's output first: a crash message belongs before the
-		 * exit it explains.  Slots may be freed once exits are handled. */
-		for (size_t i = first_slot; i < first_ctl; i++) {
-			if (!fds[i].revents)
-				continue;
-			if (refs[i].kind == 0 && (fds[i].revents & POLLOUT))
-				outq_flush(&refs[i].slot->chan_q, fds[i].fd);
-			if (refs[i].kind == 0)
-				slot_read_chan(m, refs[i].slot);
-			else
-				slot_read_stderr(refs[i].slot, false);
-		}
-		if (fds[2].revents)
-			master_monitor_read_stderr(m);
-		if (fds[1].revents & POLLOUT)
-			outq_flush(&m->monitor_q, m->monitor_fd);
-		if (fds[1].revents)
-			master_monitor_read(m);
-		if (fds[0].revents)
-			signals_handle(m);
-		control_dispatch(m->ctl, fds + first_ctl, first_http - first_ctl, util_mono_ms());
-		metrics_http_dispatch(m->http, fds + first_http, n - first_http, util_mono_ms(),
-				      master_cmd_render_metrics, m);
 		run_timers(m, util_mono_ms());
 		if (!m->shutting_down)
 			remove_dead_pools(m);
@@ -938,16 +869,72 @@ static void master_free(struct master *m)
 	free(m->pools);
 	if (m->ctl)
 		control_close(m->ctl);
-	master_monitor_closed(m);
+	children_free(m->children);
 	json_decref(m->remote);
 	json_decref(m->groups);
+	json_decref(m->warned_fields);
 	metrics_http_close(m->http);
-	if (m->sigfd >= 0)
+	if (m->sigfd >= 0) {
+		dispatch_file_deinit(&m->sig_file);
 		close(m->sigfd);
+	}
+	dispatch_free(m->d);
 	config_free(m->cfg);
 	free(m->config_path);
 	free(m);
 	master_instance = NULL;
+}
+
+/* The master holds two fds per worker: raise its soft RLIMIT_NOFILE to
+ * the hard limit, and remember the original for the children. */
+static void raise_nofile(struct master *m)
+{
+	getrlimit(RLIMIT_NOFILE, &m->nofile_orig);
+	struct rlimit raised = m->nofile_orig;
+	/* An unlimited hard limit is not a valid soft one for files. */
+	if (raised.rlim_max == RLIM_INFINITY)
+		raised.rlim_max = 1u << 20;
+	raised.rlim_cur = raised.rlim_max;
+	if (raised.rlim_cur > m->nofile_orig.rlim_cur && setrlimit(RLIMIT_NOFILE, &raised) < 0)
+		log_warn("%s: cannot raise RLIMIT_NOFILE to %llu: %s", __func__,
+			 (unsigned long long)raised.rlim_cur, strerror(errno));
+	struct rlimit now;
+	getrlimit(RLIMIT_NOFILE, &now);
+	m->nofile = now.rlim_cur;
+}
+
+/* Start-up before any child: the loop, the proc layer, the limits. */
+static int master_setup(struct master *m)
+{
+	raise_nofile(m);
+	char why[300];
+	if (master_fds_check(m, config_workers(m->cfg), why, sizeof(why)) < 0) {
+		log_error("%s", why);
+		return SV_EX_CONFIG;
+	}
+	if (dispatch_new(&m->d) < 0 ||
+	    children_new(&m->children, m->d, &m->nofile_orig, drop_privileges, m) < 0)
+		return SV_EX_TRANSIENT;
+	m->sigfd = signals_setup();
+	if (m->sigfd < 0) {
+		log_error("%s: signalfd: %s", __func__, strerror(-m->sigfd));
+		return SV_EX_TRANSIENT;
+	}
+	if (dispatch_file_init(&m->sig_file, m->d, m->sigfd, EPOLLIN, signals_handle, m) < 0)
+		return SV_EX_TRANSIENT;
+	const struct sv_config *cfg = m->cfg;
+	if (control_open(&m->ctl, cfg->control.socket, cfg->control.mode, cfg->control.group,
+			 master_cmd_on_request, m) < 0) {
+		m->ctl = NULL;
+		return SV_EX_TRANSIENT;
+	}
+	if (control_attach(m->ctl, m->d) < 0)
+		return SV_EX_TRANSIENT;
+	if (cfg->metrics.listen[0] &&
+	    (metrics_http_open(&m->http, cfg->metrics.listen, master_cmd_render_metrics, m) < 0 ||
+	     metrics_http_attach(m->http, m->d) < 0))
+		return SV_EX_TRANSIENT;
+	return SV_EX_OK;
 }
 
 int master_run(struct sv_config *cfg, const char *config_path)
@@ -957,26 +944,13 @@ int master_run(struct sv_config *cfg, const char *config_path)
 	m->cfg = cfg;
 	m->config_path = util_xstrdup(config_path);
 	m->self = getpid();
-	m->monitor_fd = m->monitor_err_fd = -1;
+	m->sigfd = -1;
 	policy_from_config(&m->policy, cfg);
 	sdnotify_init();
-
-	m->sigfd = signals_setup();
-	if (m->sigfd < 0) {
-		log_error("signalfd: %s", strerror(-m->sigfd));
+	int r = master_setup(m);
+	if (r != SV_EX_OK) {
 		master_free(m);
-		return SV_EX_TRANSIENT;
-	}
-	int r = control_open(&m->ctl, cfg->control.socket, cfg->control.mode, cfg->control.group,
-			     master_cmd_on_request, m);
-	if (r < 0) {
-		m->ctl = NULL;
-		master_free(m);
-		return SV_EX_TRANSIENT;
-	}
-	if (cfg->metrics.listen[0] && metrics_http_open(&m->http, cfg->metrics.listen) < 0) {
-		master_free(m);
-		return SV_EX_TRANSIENT;
+		return r;
 	}
 	log_info("streamvisord %s starting: node=%s redis=%s pools=%zu", PACKAGE_VERSION, cfg->node,
 		 cfg->redis.url_redacted, cfg->npools);

@@ -116,7 +116,7 @@ static json_t *slot_status(struct master *m, const struct slot *s, int64_t now, 
 	bool alive = s->pid > 0;
 	json_t *hb = alive ? s->hb : NULL;
 	json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s}", "name", s->name, "pool", s->pool->name,
-			      "slot", s->index, "kind", config_pool_kind_name(s->pool->cfg->kind),
+			      "slot", s->index, "kind", config_pool_kind_name(s->kind),
 			      "state", proc_state_name(s->proc.state));
 	json_object_set_new(o, "pid", alive ? json_integer(s->pid) : json_null());
 	json_t *inc = hb ? json_object_get(hb, "incarnation") : NULL;
@@ -144,17 +144,29 @@ static json_t *slot_status(struct master *m, const struct slot *s, int64_t now, 
 	return o;
 }
 
+/* A slot of a removed pool whose process is gone is waiting to be freed:
+ * it is no longer shown or acted on. */
+static bool slot_gone(const struct slot *s)
+{
+	return s->pool->removed && s->pid <= 0;
+}
+
+static bool slot_matches(const struct slot *s, const char *target)
+{
+	if (slot_gone(s))
+		return false;
+	return !target || strcmp(target, "all") == 0 || strcmp(s->pool->name, target) == 0 ||
+	       strcmp(s->name, target) == 0 || strcmp(s->proc_name, target) == 0;
+}
+
 /* Resolve NAME | POOL | "all" into slot names; NULL if nothing matched. */
 static json_t *resolve_targets(struct master *m, const char *target)
 {
 	json_t *names = json_array();
-	bool all = !target || strcmp(target, "all") == 0;
-	FOREACH_SLOT(m, s) {
-		if (all || strcmp(s->pool->name, target) == 0 || strcmp(s->name, target) == 0 ||
-		    strcmp(s->proc_name, target) == 0)
-			json_array_append_new(names, json_string(s->name));
-	}
-	if (!all && json_array_size(names) == 0) {
+	FOREACH_SLOT(m, s)
+	if (slot_matches(s, target))
+		json_array_append_new(names, json_string(s->name));
+	if (target && strcmp(target, "all") != 0 && json_array_size(names) == 0) {
 		json_decref(names);
 		return NULL;
 	}
@@ -163,18 +175,16 @@ static json_t *resolve_targets(struct master *m, const char *target)
 
 static void cmd_status(struct master *m, struct control_client *c, const char *target)
 {
-	json_t *names = resolve_targets(m, target);
-	if (!names) {
+	int64_t now = util_mono_ms(), wall = util_wall_ms();
+	json_t *workers = json_array();
+	FOREACH_SLOT(m, s)
+	if (slot_matches(s, target))
+		json_array_append_new(workers, slot_status(m, s, now, wall));
+	if (target && strcmp(target, "all") != 0 && json_array_size(workers) == 0) {
+		json_decref(workers);
 		control_reply_error(c, "no such worker or pool: %s", target);
 		return;
 	}
-	int64_t now = util_mono_ms(), wall = util_wall_ms();
-	json_t *workers = json_array();
-	size_t i;
-	json_t *v;
-	json_array_foreach(names, i, v)
-		json_array_append_new(workers, slot_status(m, find_slot_by_name(m, json_string_value(v)), now, wall));
-	json_decref(names);
 	json_t *reply = json_pack("{s:b, s:s, s:o, s:s}", "ok", 1, "node", m->cfg->node, "workers", workers,
 				  "redis", m->redis_ok ? "ok" : "unknown");
 	json_object_set_new(reply, "remote", m->remote ? json_incref(m->remote) : json_array());
@@ -238,7 +248,7 @@ static void cmd_pause(struct master *m, struct control_client *c, bool pause, co
 	json_array_foreach(names, i, v) {
 		struct slot *s = find_slot_by_name(m, json_string_value(v));
 		s->paused = pause;
-		master_slot_send(s, pause ? "pause\n" : "resume\n");
+		master_slot_send(s, pause ? CHAN_M_PAUSE : CHAN_M_RESUME, NULL, 0);
 		json_array_append_new(res, json_pack("{s:O, s:b}", "name", v, "paused", pause));
 	}
 	json_decref(names);
@@ -256,6 +266,12 @@ static void cmd_scale(struct master *m, struct control_client *c, const char *po
 	}
 	if (!count || *end || n < 0 || n > 1000) {
 		control_reply_error(c, "scale needs a count from 0 to 1000");
+		return;
+	}
+	char why[300];
+	if (master_fds_check(m, master_workers_wanted(m, p, n), why, sizeof(why)) < 0) {
+		log_error("scale %s to %lld refused: %s", p->name, n, why);
+		control_reply_error(c, "%s", why);
 		return;
 	}
 	log_info("scale %s from %lld to %lld workers", p->name, (long long)p->want, n);
@@ -298,7 +314,8 @@ static json_t *metrics_state(struct master *m)
 			struct slot *s = p->slots[j];
 			master_counters_add(&total, &s->carry);
 			master_counters_add_hb(&total, s->pid > 0 ? s->hb : NULL);
-			json_array_append_new(workers, slot_status(m, s, now, wall));
+			if (!slot_gone(s))
+				json_array_append_new(workers, slot_status(m, s, now, wall));
 		}
 		json_array_append_new(pools, counters_json(p->name, &total));
 	}
@@ -330,7 +347,7 @@ static void cmd_metrics(struct master *m, struct control_client *c)
 /* pending, dead ..., drain: the monitor owns the Redis connection. */
 static void cmd_forward(struct master *m, struct control_client *c, const char *cmd, json_t *req)
 {
-	if (m->monitor_pid <= 0 || m->monitor_fd < 0 || m->monitor_stop_sent) {
+	if (!m->monitor || m->monitor_stop_sent) {
 		control_reply_error(c, "monitor not running (restarting); try again");
 		return;
 	}

@@ -3,6 +3,8 @@
  * forwarded control calls. */
 #include "master_int.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -18,7 +20,7 @@
 
 void master_monitor_send(struct master *m, json_t *op)
 {
-	if (m->monitor_fd < 0 || m->monitor_stop_sent) {
+	if (!m->monitor || m->monitor_stop_sent) {
 		json_decref(op);
 		return;
 	}
@@ -26,10 +28,8 @@ void master_monitor_send(struct master *m, json_t *op)
 	json_decref(op);
 	if (!s)
 		return;
-	size_t len = strlen(s);
-	s[len] = '\n';
-	int r = outq_write(&m->monitor_q, m->monitor_fd, s, len + 1);
-	if (r < 0)
+	int r = child_send(m->monitor, CHAN_MON_OP, s, strlen(s));
+	if (r < 0 && r != -ENOBUFS)
 		log_warn("monitor channel: %s", strerror(-r));
 	free(s);
 }
@@ -37,38 +37,6 @@ void master_monitor_send(struct master *m, json_t *op)
 void master_monitor_hdel(struct master *m, const char *name)
 {
 	master_monitor_send(m, json_pack("{s:s, s:[s]}", "op", "hdel", "names", name));
-}
-
-void master_monitor_read_stderr(struct master *m)
-{
-	if (m->monitor_err_fd < 0)
-		return;
-	ssize_t n;
-	do {
-		n = linebuf_fill(&m->monitor_err_lb, m->monitor_err_fd);
-		char *line;
-		int r;
-		while ((r = linebuf_next(&m->monitor_err_lb, &line)) != 0)
-			if (r > 0 && line[0])
-				log_relay(line, "monitor", (int)m->monitor_pid);
-	} while (n > 0);
-	if (n == 0) {
-		close(m->monitor_err_fd);
-		m->monitor_err_fd = -1;
-	}
-}
-
-void master_monitor_closed(struct master *m)
-{
-	master_monitor_read_stderr(m);
-	if (m->monitor_fd >= 0)
-		close(m->monitor_fd);
-	if (m->monitor_err_fd >= 0)
-		close(m->monitor_err_fd);
-	m->monitor_fd = m->monitor_err_fd = -1;
-	linebuf_free(&m->monitor_lb);
-	linebuf_free(&m->monitor_err_lb);
-	outq_free(&m->monitor_q);
 }
 
 static int monitor_body(void *arg, int chan)
@@ -87,22 +55,51 @@ static void monitor_prune(struct master *m)
 	master_monitor_send(m, json_pack("{s:s, s:o}", "op", "prune", "keep", keep));
 }
 
+static int monitor_message(void *owner, const struct chan_msg *msg, char *why, size_t whylen);
+
+static void monitor_exited(void *owner, int code, bool violated)
+{
+	struct master *m = owner;
+	m->monitor = NULL;
+	m->monitor_pid = 0;
+	master_monitor_calls_answer(m, 0, NULL);
+	m->redis_ok = false;
+	if (!m->shutting_down) {
+		if (!m->monitor_stop_sent)
+			log_warn("monitor exited (%s %d); restarting it", code < 0 ? "signal" : "status",
+				 code < 0 ? -code : code);
+		/* A violator waits like a crash: it may do it again at once. */
+		m->monitor_respawn_at = util_mono_ms() + (m->monitor_stop_sent && !violated ? 0 : 1000);
+	}
+	m->monitor_stop_sent = false;
+}
+
+static const struct child_ops monitor_ops = {
+	.message = monitor_message,
+	.exited = monitor_exited,
+};
+
 void master_monitor_spawn(struct master *m)
 {
-	int chan, err;
-	pid_t pid = master_fork_child(m, &chan, &err, monitor_body, NULL);
+	struct child_spec spec = {
+		.name = "monitor",
+		.log_proc = "monitor",
+		.peer = CHAN_FROM_MONITOR,
+		.outq_max = MONITOR_OUTQ_MAX,
+		.body = monitor_body,
+		.ops = &monitor_ops,
+		.owner = m,
+	};
+	struct child *c;
+	pid_t pid = child_spawn(m->children, &spec, &c);
 	m->monitor_respawn_at = 0;
 	if (pid < 0) {
-		log_error("fork monitor: %s", strerror((int)-pid));
 		m->monitor_respawn_at = util_mono_ms() + 1000;
 		return;
 	}
 	m->monitor_pid = pid;
-	m->monitor_fd = chan;
-	m->monitor_err_fd = err;
+	m->monitor = c;
 	m->monitor_stop_sent = false;
-	linebuf_init(&m->monitor_lb, 64 << 20);
-	linebuf_init(&m->monitor_err_lb, CHILD_LINE_MAX);
 	m->last_report_mono = util_mono_ms();
 	monitor_prune(m);
 }
@@ -151,35 +148,115 @@ static void slot_take_beat(struct master *m, struct slot *s, json_t *hb, int64_t
 	s->hb = json_incref(hb);
 }
 
-static void on_beats(struct master *m, json_t *msg)
+/* ---------- checking what Redis relayed ---------- */
+
+#define HB_TEXT_MAX 256
+#define HB_ERROR_MAX 4096
+
+static const char *const hb_counts[] = {"incarnation", "started_ms", "processed", "failed", "dead_lettered",
+					"lost", "restarts", "redis_rtt_us", "batch_sum_us", "slot"};
+static const char *const hb_texts[] = {"pool", "kind", "status"};
+static const char *const hb_optional_texts[] = {"current", "last_error"};
+
+static bool is_count(const json_t *v)
 {
-	int64_t now = util_mono_ms();
-	m->last_report_mono = now;
-	if (!json_is_true(json_object_get(msg, "ok"))) {
-		master_monitor_redis_health(m, false, json_string_value(json_object_get(msg, "error")));
+	return json_is_integer(v) && json_integer_value(v) >= 0;
+}
+
+static bool is_text(const json_t *v, size_t max)
+{
+	return json_is_string(v) && json_string_length(v) <= max;
+}
+
+static bool is_hist(const json_t *v)
+{
+	if (!json_is_array(v) || json_array_size(v) > HB_HIST_N)
+		return false;
+	size_t i;
+	json_t *e;
+	json_array_foreach(v, i, e) if (!is_count(e)) return false;
+	return true;
+}
+
+/* Copy key when ok(value); a known key with a bad value is dropped. */
+static void take_if(json_t *out, const json_t *hb, const char *key, bool ok)
+{
+	json_t *v = json_object_get(hb, key);
+	if (v && ok)
+		json_object_set(out, key, v);
+}
+
+json_t *master_monitor_check_beat(const json_t *hb, char *why, size_t whylen)
+{
+	if (!json_is_object(hb)) {
+		snprintf(why, whylen, "not a JSON object");
+		return NULL;
+	}
+	const json_t *pid = json_object_get(hb, "pid"), *beat = json_object_get(hb, "beat_ms"),
+		     *node = json_object_get(hb, "node");
+	if (!json_is_integer(pid) || json_integer_value(pid) <= 0 || !is_count(beat) ||
+	    !is_text(node, HB_TEXT_MAX)) {
+		snprintf(why, whylen, "pid, beat_ms or node missing or of the wrong type");
+		return NULL;
+	}
+	json_t *out = json_pack("{s:O, s:O, s:O}", "pid", pid, "beat_ms", beat, "node", node);
+	for (size_t i = 0; i < ARRAY_SIZE(hb_counts); i++)
+		take_if(out, hb, hb_counts[i], is_count(json_object_get(hb, hb_counts[i])));
+	for (size_t i = 0; i < ARRAY_SIZE(hb_texts); i++)
+		take_if(out, hb, hb_texts[i], is_text(json_object_get(hb, hb_texts[i]), HB_TEXT_MAX));
+	for (size_t i = 0; i < ARRAY_SIZE(hb_optional_texts); i++) {
+		const json_t *v = json_object_get(hb, hb_optional_texts[i]);
+		take_if(out, hb, hb_optional_texts[i], json_is_null(v) || is_text(v, HB_ERROR_MAX));
+	}
+	take_if(out, hb, "batch_hist", is_hist(json_object_get(hb, "batch_hist")));
+	const json_t *tp = json_object_get(hb, "tool_pgid");
+	take_if(out, hb, "tool_pgid", json_is_null(tp) || is_count(tp));
+	return out;
+}
+
+/* A bad field is logged once per name (bounded), not once per report. */
+static void warn_bad_field(struct master *m, const char *name, const char *why)
+{
+	if (!m->warned_fields)
+		m->warned_fields = json_object();
+	if (json_object_get(m->warned_fields, name))
 		return;
+	if (json_object_size(m->warned_fields) >= 1000)
+		json_object_clear(m->warned_fields);
+	json_object_set_new(m->warned_fields, name, json_true());
+	log_warn("%s:workers field %s ignored: %s", m->cfg->namespace, name, why);
+}
+
+/* Keep the well-formed heartbeats of the report, field by field. */
+static json_t *checked_workers(struct master *m, const json_t *workers)
+{
+	json_t *out = json_object();
+	const char *name;
+	json_t *hb;
+	json_object_foreach((json_t *)workers, name, hb) {
+		char why[160];
+		json_t *clean = master_monitor_check_beat(hb, why, sizeof(why));
+		if (clean)
+			json_object_set_new(out, name, clean);
+		else
+			warn_bad_field(m, name, why);
 	}
-	master_monitor_redis_health(m, true, NULL);
-	int64_t wall = json_integer_value(json_object_get(msg, "wall_ms"));
-	json_t *workers = json_object_get(msg, "workers");
-	json_t *pending = json_object_get(msg, "pending");
-	json_decref(m->groups);
-	m->groups = json_incref(json_object_get(msg, "groups"));
-	FOREACH_SLOT(m, s) {
-		slot_take_beat(m, s, json_object_get(workers, s->name), wall, now);
-		s->pending = json_integer_value(json_object_get(pending, s->name));
-	}
+	return out;
+}
+
+static void show_remote(struct master *m, const json_t *workers, int64_t wall)
+{
 	json_t *remote = json_array();
 	const char *name;
 	json_t *hb;
-	json_object_foreach(workers, name, hb) {
+	json_object_foreach((json_t *)workers, name, hb) {
 		const char *node = json_string_value(json_object_get(hb, "node"));
-		if (node && strcmp(node, m->cfg->node) == 0)
+		if (strcmp(node, m->cfg->node) == 0)
 			continue;
 		int64_t age = wall - json_integer_value(json_object_get(hb, "beat_ms"));
 		/* Another node's worker: judged by its own master; only
 		 * shown, and marked stale after 3 x timeout. */
-		json_array_append_new(remote, json_pack("{s:s, s:O?, s:O?, s:O?, s:I, s:b}", "name", name,
+		json_array_append_new(remote, json_pack("{s:s, s:O, s:O?, s:O?, s:I, s:b}", "name", name,
 							"node", json_object_get(hb, "node"), "pool",
 							json_object_get(hb, "pool"), "status",
 							json_object_get(hb, "status"), "beat_age_ms",
@@ -188,6 +265,45 @@ static void on_beats(struct master *m, json_t *msg)
 	}
 	json_decref(m->remote);
 	m->remote = remote;
+}
+
+/* The monitor's own report: its shape is the monitor's to get right (a
+ * violation otherwise); the heartbeats inside are Redis's and only dropped
+ * one by one. */
+static int on_beats(struct master *m, json_t *msg, char *why, size_t whylen)
+{
+	int64_t now = util_mono_ms();
+	json_t *ok = json_object_get(msg, "ok");
+	if (!json_is_boolean(ok)) {
+		snprintf(why, whylen, "beats without ok");
+		return -EPROTO;
+	}
+	m->last_report_mono = now;
+	if (!json_is_true(ok)) {
+		const char *err = json_string_value(json_object_get(msg, "error"));
+		master_monitor_redis_health(m, false, err ? err : "redis error");
+		return 0;
+	}
+	json_t *wall_j = json_object_get(msg, "wall_ms"), *workers = json_object_get(msg, "workers"),
+	       *pending = json_object_get(msg, "pending"), *groups = json_object_get(msg, "groups");
+	if (!json_is_integer(wall_j) || !json_is_object(workers) || !json_is_object(pending) ||
+	    !json_is_array(groups)) {
+		snprintf(why, whylen, "beats without wall_ms, workers, pending or groups");
+		return -EPROTO;
+	}
+	master_monitor_redis_health(m, true, NULL);
+	int64_t wall = json_integer_value(wall_j);
+	json_t *clean = checked_workers(m, workers);
+	json_decref(m->groups);
+	m->groups = json_incref(groups);
+	FOREACH_SLOT(m, s) {
+		slot_take_beat(m, s, json_object_get(clean, s->name), wall, now);
+		json_int_t n = json_integer_value(json_object_get(pending, s->name));
+		s->pending = n > 0 ? n : 0;
+	}
+	show_remote(m, clean, wall);
+	json_decref(clean);
+	return 0;
 }
 
 /* Answer one forwarded call (id 0: all of them, the monitor is gone). */
@@ -213,28 +329,31 @@ void master_monitor_calls_answer(struct master *m, json_int_t id, json_t *reply)
 	json_decref(reply);
 }
 
-void master_monitor_read(struct master *m)
+static int monitor_message(void *owner, const struct chan_msg *msg, char *why, size_t whylen)
 {
-	if (m->monitor_fd < 0)
-		return;
-	for (;;) {
-		ssize_t n = linebuf_fill(&m->monitor_lb, m->monitor_fd);
-		if (n <= 0)
-			break;
+	struct master *m = owner;
+	json_error_t err;
+	json_t *j = json_loadb((const char *)msg->data, msg->len, 0, &err);
+	if (!json_is_object(j)) {
+		snprintf(why, whylen, "%s: not a JSON object: %s", chan_type_name(msg->type), err.text);
+		json_decref(j);
+		return -EPROTO;
 	}
-	char *line;
-	int r;
-	while ((r = linebuf_next(&m->monitor_lb, &line)) != 0) {
-		if (r < 0)
-			continue;
-		json_t *msg = json_loads(line, 0, NULL);
-		const char *op = json_string_value(json_object_get(msg, "op"));
-		if (op && strcmp(op, "beats") == 0)
-			on_beats(m, msg);
-		else if (op && strcmp(op, "reply") == 0)
-			master_monitor_calls_answer(m, json_integer_value(json_object_get(msg, "id")),
-						    json_incref(json_object_get(msg, "reply")));
-		json_decref(msg);
+	int r = 0;
+	if (msg->type == CHAN_MON_BEATS) {
+		r = on_beats(m, j, why, whylen);
+	} else if (msg->type == CHAN_MON_REPLY) {
+		json_t *id = json_object_get(j, "id"), *reply = json_object_get(j, "reply");
+		if (!json_is_integer(id) || json_integer_value(id) <= 0 || !json_is_object(reply)) {
+			snprintf(why, whylen, "reply without id or reply object");
+			r = -EPROTO;
+		} else {
+			master_monitor_calls_answer(m, json_integer_value(id), json_incref(reply));
+		}
+	} else {
+		snprintf(why, whylen, "%s is not for the master", chan_type_name(msg->type));
+		r = -EPROTO;
 	}
+	json_decref(j);
+	return r;
 }
-

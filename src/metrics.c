@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "dispatch.h"
 #include "heartbeat.h"
 #include "log.h"
 #include "util.h"
@@ -212,12 +213,18 @@ char *metrics_render(const json_t *state)
 
 /* ---------- HTTP ---------- */
 
+/* A deliberately small HTTP/1.0 server for GET /metrics, inside the
+ * master's loop: 16 clients, 4 KiB requests, 5 s each. */
 #define HTTP_CLIENTS 16
 #define HTTP_REQ_MAX 4096
 #define HTTP_TIMEOUT_MS 5000
 
+struct metrics_http;
+
 struct http_client {
+	struct metrics_http *h;
 	int fd;
+	struct dispatch_file file;
 	char req[HTTP_REQ_MAX];
 	size_t reqlen;
 	char *resp;
@@ -227,10 +234,15 @@ struct http_client {
 
 struct metrics_http {
 	int fd;
+	struct dispatch *d;
+	struct dispatch_file lfile;
+	char *(*render)(void *ctx);
+	void *ctx;
 	struct http_client c[HTTP_CLIENTS];
 };
 
-int metrics_http_open(struct metrics_http **out, const char *listen_addr)
+int metrics_http_open(struct metrics_http **out, const char *listen_addr, char *(*render)(void *ctx),
+		      void *ctx)
 {
 	char host[256];
 	const char *colon = strrchr(listen_addr, ':');
@@ -266,6 +278,8 @@ int metrics_http_open(struct metrics_http **out, const char *listen_addr)
 	freeaddrinfo(ai);
 	struct metrics_http *h = util_xcalloc(1, sizeof(*h));
 	h->fd = fd;
+	h->render = render;
+	h->ctx = ctx;
 	for (int i = 0; i < HTTP_CLIENTS; i++)
 		h->c[i].fd = -1;
 	*out = h;
@@ -275,10 +289,13 @@ int metrics_http_open(struct metrics_http **out, const char *listen_addr)
 
 static void client_close(struct http_client *c)
 {
+	dispatch_file_deinit(&c->file);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c->resp);
+	struct metrics_http *h = c->h;
 	memset(c, 0, sizeof(*c));
+	c->h = h;
 	c->fd = -1;
 }
 
@@ -288,93 +305,101 @@ void metrics_http_close(struct metrics_http *h)
 		return;
 	for (int i = 0; i < HTTP_CLIENTS; i++)
 		client_close(&h->c[i]);
+	dispatch_file_deinit(&h->lfile);
 	close(h->fd);
 	free(h);
 }
 
-size_t metrics_http_pollfds(struct metrics_http *h, struct pollfd *fds, size_t max)
+static void respond(struct http_client *c)
 {
-	size_t n = 0;
-	if (!h || max == 0)
-		return 0;
-	fds[n++] = (struct pollfd){.fd = h->fd, .events = POLLIN};
-	for (int i = 0; i < HTTP_CLIENTS && n < max; i++)
-		if (h->c[i].fd >= 0)
-			fds[n++] = (struct pollfd){.fd = h->c[i].fd, .events = h->c[i].resp ? POLLOUT : POLLIN};
-	return n;
-}
-
-static void respond(struct http_client *c, char *(*render)(void *), void *ctx)
-{
+	struct metrics_http *h = c->h;
 	bool get = strncmp(c->req, "GET /metrics", 12) == 0 && (c->req[12] == ' ' || c->req[12] == '?');
-	char *body = get ? render(ctx) : NULL;
+	char *body = get ? h->render(h->ctx) : NULL;
 	const char *status = get ? (body ? "200 OK" : "500 Internal Server Error") : "404 Not Found";
 	const char *text = body ? body : (get ? "render failed\n" : "try GET /metrics\n");
 	size_t blen = strlen(text);
 	size_t cap = blen + 256;
 	c->resp = malloc(cap);
 	if (c->resp) {
-		int h = snprintf(c->resp, cap,
+		int n = snprintf(c->resp, cap,
 				 "HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
 				 "Content-Length: %zu\r\nConnection: close\r\n\r\n",
 				 status, blen);
-		memcpy(c->resp + h, text, blen);
-		c->resplen = (size_t)h + blen;
+		memcpy(c->resp + n, text, blen);
+		c->resplen = (size_t)n + blen;
 	}
 	free(body);
 }
 
-void metrics_http_dispatch(struct metrics_http *h, const struct pollfd *fds, size_t n, int64_t now,
-			   char *(*render)(void *ctx), void *ctx)
+static void read_request(struct http_client *c)
+{
+	ssize_t r = read(c->fd, c->req + c->reqlen, HTTP_REQ_MAX - 1 - c->reqlen);
+	if (r <= 0) {
+		if (r == 0 || errno != EAGAIN)
+			client_close(c);
+		return;
+	}
+	c->reqlen += (size_t)r;
+	c->req[c->reqlen] = '\0';
+	if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n") || c->reqlen >= HTTP_REQ_MAX - 1)
+		respond(c);
+	if (!c->resp && c->reqlen >= HTTP_REQ_MAX - 1) {
+		client_close(c);
+		return;
+	}
+	if (c->resp)
+		dispatch_file_select(&c->file, EPOLLOUT);
+}
+
+static void on_client(struct dispatch_file *f, uint32_t events)
+{
+	(void)events;
+	struct http_client *c = f->data;
+	if (!c->resp) {
+		read_request(c);
+		return;
+	}
+	ssize_t w = write(c->fd, c->resp + c->respoff, c->resplen - c->respoff);
+	if (w < 0 && errno == EAGAIN)
+		return;
+	if (w <= 0 || (c->respoff += (size_t)w) >= c->resplen)
+		client_close(c);
+}
+
+static void on_listen(struct dispatch_file *f, uint32_t events)
+{
+	(void)events;
+	struct metrics_http *h = f->data;
+	int64_t now = util_mono_ms();
+	int fd;
+	while ((fd = accept4(h->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+		struct http_client *c = NULL;
+		for (int k = 0; k < HTTP_CLIENTS && !c; k++)
+			if (h->c[k].fd < 0)
+				c = &h->c[k];
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->h = h;
+		c->fd = fd;
+		c->deadline = now + HTTP_TIMEOUT_MS;
+		if (dispatch_file_init(&c->file, h->d, fd, EPOLLIN, on_client, c) < 0)
+			client_close(c);
+	}
+}
+
+int metrics_http_attach(struct metrics_http *h, struct dispatch *d)
+{
+	h->d = d;
+	return dispatch_file_init(&h->lfile, d, h->fd, EPOLLIN, on_listen, h);
+}
+
+void metrics_http_tick(struct metrics_http *h, int64_t now)
 {
 	if (!h)
 		return;
-	for (size_t i = 1; i < n; i++) {
-		if (!fds[i].revents)
-			continue;
-		struct http_client *c = NULL;
-		for (int k = 0; k < HTTP_CLIENTS; k++)
-			if (h->c[k].fd == fds[i].fd)
-				c = &h->c[k];
-		if (!c)
-			continue;
-		if (!c->resp) {
-			ssize_t r = read(c->fd, c->req + c->reqlen, HTTP_REQ_MAX - 1 - c->reqlen);
-			if (r <= 0) {
-				if (r == 0 || errno != EAGAIN)
-					client_close(c);
-				continue;
-			}
-			c->reqlen += (size_t)r;
-			c->req[c->reqlen] = '\0';
-			if (strstr(c->req, "\r\n\r\n") || strstr(c->req, "\n\n") || c->reqlen >= HTTP_REQ_MAX - 1)
-				respond(c, render, ctx);
-			if (!c->resp && c->reqlen >= HTTP_REQ_MAX - 1)
-				client_close(c);
-			continue;
-		}
-		ssize_t w = write(c->fd, c->resp + c->respoff, c->resplen - c->respoff);
-		if (w < 0 && errno == EAGAIN)
-			continue;
-		if (w <= 0 || (c->respoff += (size_t)w) >= c->resplen)
-			client_close(c);
-	}
 	for (int k = 0; k < HTTP_CLIENTS; k++)
 		if (h->c[k].fd >= 0 && now > h->c[k].deadline)
 			client_close(&h->c[k]);
-	if (n > 0 && fds[0].revents) {
-		int fd;
-		while ((fd = accept4(h->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
-			struct http_client *c = NULL;
-			for (int k = 0; k < HTTP_CLIENTS && !c; k++)
-				if (h->c[k].fd < 0)
-					c = &h->c[k];
-			if (!c) {
-				close(fd);
-				continue;
-			}
-			c->fd = fd;
-			c->deadline = now + HTTP_TIMEOUT_MS;
-		}
-	}
 }

@@ -13,18 +13,21 @@
 #include <jansson.h>
 
 #include "admin.h"
+#include "chan.h"
 #include "log.h"
 #include "rconn.h"
 #include "retention.h"
 #include "util.h"
 
 #define MONITOR_QUEUE_MAX 10000
+/* A heartbeat is well under 2 KiB; a larger field is not one. */
+#define HB_FIELD_MAX (64u * 1024)
 
 struct monitor {
 	const struct monitor_args *a;
 	const struct sv_config *cfg;
 	struct rconn rc;
-	struct linebuf in;
+	struct chan_reader in;
 	json_t *queue;          /* array of pending write ops */
 	bool stopping;
 	bool master_gone;
@@ -33,17 +36,20 @@ struct monitor {
 	char workers_key[128];
 	char supervisor_key[128];
 	unsigned dropped;
+	unsigned bad_fields;
 };
 
-static void send_to_master(struct monitor *m, json_t *msg)
+static void send_to_master(struct monitor *m, enum chan_type type, json_t *msg)
 {
 	char *s = json_dumps(msg, JSON_COMPACT);
 	json_decref(msg);
 	if (!s)
 		return;
-	size_t len = strlen(s);
-	s[len] = '\n';
-	if (util_write_all(m->a->fd, s, len + 1) < 0)
+	int r = chan_send(m->a->fd, type, s, strlen(s));
+	if (r == -EINVAL)
+		log_error("%s: a %s message of %zu bytes is over the channel's limit; not sent", __func__,
+			  chan_type_name(type), strlen(s));
+	else if (r < 0)
 		m->master_gone = true;
 	free(s);
 }
@@ -170,6 +176,27 @@ static json_t *collect_groups(struct monitor *m, json_t *pending)
 	return groups ? groups : json_array();
 }
 
+/* Any Redis client can write NS:workers.  Fields too large for a
+ * heartbeat, with a NUL in the name (it would alias another name once
+ * cut), or not a JSON object are left out here; the master checks the
+ * fields of the rest one by one. */
+static void relay_field(struct monitor *m, json_t *workers, const redisReply *k, const redisReply *v)
+{
+	if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || !k->str || !v->str)
+		return;
+	if (strlen(k->str) != (size_t)k->len || v->len > HB_FIELD_MAX) {
+		if (m->bad_fields++ == 0)
+			log_warn("%s: a field over %u bytes or with a NUL in its name; left out (logged once)",
+				 m->workers_key, HB_FIELD_MAX);
+		return;
+	}
+	json_t *hb = json_loadb(v->str, (size_t)v->len, 0, NULL);
+	if (json_is_object(hb))
+		json_object_set_new(workers, k->str, hb); /* refuses a non-UTF-8 name */
+	else
+		json_decref(hb);
+}
+
 static void report_beats(struct monitor *m)
 {
 	json_t *msg = json_object();
@@ -177,7 +204,7 @@ static void report_beats(struct monitor *m)
 	if (!rconn_ready(&m->rc, util_mono_ms())) {
 		json_object_set_new(msg, "ok", json_false());
 		json_object_set_new(msg, "error", json_string(m->rc.err));
-		send_to_master(m, msg);
+		send_to_master(m, CHAN_MON_BEATS, msg);
 		return;
 	}
 	flush_queue(m);
@@ -185,13 +212,8 @@ static void report_beats(struct monitor *m)
 	json_t *workers = json_object();
 	json_t *pending = json_object();
 	bool ok = r && r->type == REDIS_REPLY_ARRAY;
-	for (size_t i = 0; ok && i + 1 < r->elements; i += 2) {
-		json_t *hb = json_loads(r->element[i + 1]->str ? r->element[i + 1]->str : "", 0, NULL);
-		if (json_is_object(hb))
-			json_object_set_new(workers, r->element[i]->str, hb);
-		else
-			json_decref(hb);
-	}
+	for (size_t i = 0; ok && i + 1 < r->elements; i += 2)
+		relay_field(m, workers, r->element[i], r->element[i + 1]);
 	if (r)
 		freeReplyObject(r);
 	json_t *groups = ok ? collect_groups(m, pending) : NULL;
@@ -208,12 +230,12 @@ static void report_beats(struct monitor *m)
 		json_decref(groups);
 		json_object_set_new(msg, "error", json_string(m->rc.err[0] ? m->rc.err : "bad reply"));
 	}
-	send_to_master(m, msg);
+	send_to_master(m, CHAN_MON_BEATS, msg);
 }
 
-static void handle_line(struct monitor *m, const char *line)
+static void handle_op(struct monitor *m, const struct chan_msg *msg)
 {
-	json_t *op = json_loads(line, 0, NULL);
+	json_t *op = json_loadb((const char *)msg->data, msg->len, 0, NULL);
 	const char *kind = json_string_value(json_object_get(op, "op"));
 	if (!kind) {
 		log_warn("bad request from master");
@@ -223,8 +245,8 @@ static void handle_line(struct monitor *m, const char *line)
 		/* streamvisorctl pending/dead/drain: answer now. */
 		json_t *reply = admin_call(&m->rc, m->cfg, json_string_value(json_object_get(op, "cmd")),
 					   json_object_get(op, "args"));
-		send_to_master(m, json_pack("{s:s, s:O, s:o}", "op", "reply", "id", json_object_get(op, "id"),
-					    "reply", reply));
+		send_to_master(m, CHAN_MON_REPLY,
+			       json_pack("{s:O, s:o}", "id", json_object_get(op, "id"), "reply", reply));
 	} else {
 		queue_op(m, op);
 	}
@@ -233,20 +255,19 @@ static void handle_line(struct monitor *m, const char *line)
 
 static void read_master(struct monitor *m)
 {
-	for (;;) {
-		ssize_t n = linebuf_fill(&m->in, m->a->fd);
-		if (n == 0) {
-			m->master_gone = true;
-			break;
-		}
-		if (n < 0)
-			break;
-	}
-	char *line;
+	ssize_t n;
+	while ((n = chan_reader_fill(&m->in, m->a->fd)) > 0)
+		;
+	struct chan_msg msg;
 	int r;
-	while ((r = linebuf_next(&m->in, &line)) != 0)
-		if (r > 0)
-			handle_line(m, line);
+	while ((r = chan_next(&m->in, &msg)) > 0)
+		handle_op(m, &msg);
+	if (r < 0) {
+		log_error("%s: bad message from the master: %s", __func__, m->in.why);
+		m->master_gone = true;
+	}
+	if (n == 0)
+		m->master_gone = true;
 }
 
 /* Last words: one connection attempt, then write what is queued. */
@@ -289,7 +310,7 @@ int monitor_main(const struct monitor_args *a)
 	m.queue = json_array();
 	snprintf(m.workers_key, sizeof(m.workers_key), "%s:workers", a->cfg->namespace);
 	snprintf(m.supervisor_key, sizeof(m.supervisor_key), "%s:supervisor", a->cfg->namespace);
-	linebuf_init(&m.in, 1 << 20);
+	chan_reader_init(&m.in, CHAN_FROM_MASTER_TO_MONITOR);
 	util_set_nonblock(a->fd);
 	int64_t interval = a->cfg->heartbeat.interval_ms;
 	rconn_init(&m.rc, a->cfg, interval < 5000 ? interval : 5000);
@@ -323,6 +344,6 @@ int monitor_main(const struct monitor_args *a)
 	final_flush(&m);
 	json_decref(m.queue);
 	rconn_close(&m.rc);
-	linebuf_free(&m.in);
+	chan_reader_free(&m.in);
 	return 0;
 }

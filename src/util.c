@@ -270,6 +270,10 @@ int outq_flush(struct outq *q, int fd)
 
 int outq_write(struct outq *q, int fd, const void *data, size_t len)
 {
+	/* Refuse before writing anything: a message is never cut in half. */
+	size_t max = q->max ? q->max : OUTQ_MAX;
+	if (q->len - q->off + len > max)
+		return -ENOBUFS;
 	int r = outq_flush(q, fd);
 	if (r < 0)
 		return r;
@@ -295,8 +299,6 @@ int outq_write(struct outq *q, int fd, const void *data, size_t len)
 		q->len -= q->off;
 		q->off = 0;
 	}
-	if (q->len + len > OUTQ_MAX)
-		return -ENOBUFS;
 	char *nb = realloc(q->buf, q->len + len);
 	if (!nb)
 		return -ENOMEM;
@@ -310,6 +312,8 @@ bool outq_pending(const struct outq *q) { return q->off < q->len; }
 
 void outq_free(struct outq *q)
 {
+	size_t max = q->max;
 	free(q->buf);
 	memset(q, 0, sizeof(*q));
+	q->max = max;
 }

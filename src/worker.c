@@ -9,6 +9,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "chan.h"
 #include "consumer.h"
 #include "fault.h"
 #include "worker_persist.h"
@@ -44,44 +45,50 @@ static void worker_signals(void)
 	sigprocmask(SIG_SETMASK, &all, NULL);
 }
 
-static void apply_master_line(struct worker *w, const char *line)
+static void apply_master_message(struct worker *w, const struct chan_msg *m)
 {
-	enum log_level lvl;
-	if (strcmp(line, "pause") == 0) {
+	switch (m->type) {
+	case CHAN_M_PAUSE:
 		if (!w->paused)
 			log_info("paused");
 		w->paused = true;
-	} else if (strcmp(line, "resume") == 0) {
+		break;
+	case CHAN_M_RESUME:
 		if (w->paused)
 			log_info("resumed");
 		w->paused = false;
-	} else if (strncmp(line, "level ", 6) == 0 && log_level_parse(line + 6, &lvl) == 0) {
-		log_set_level(lvl);
-	} else {
-		log_warn("unknown message from master: %.64s", line);
+		break;
+	case CHAN_M_LEVEL: {
+		int32_t lvl = chan_get_i32(m);
+		if (lvl >= LOG_DEBUG && lvl <= LOG_ERROR)
+			log_set_level((enum log_level)lvl);
+		break;
 	}
+	}
+}
+
+static void master_went_away(struct worker *w, const char *why)
+{
+	if (!w->master_gone)
+		log_warn("master went away (%s); finishing up", why);
+	w->master_gone = true;
+	worker_stop = 1;
 }
 
 void worker_poll_master(struct worker *w)
 {
-	for (;;) {
-		ssize_t n = linebuf_fill(&w->chan, w->args->chan_fd);
-		if (n == 0) {
-			/* The master is gone (PDEATHSIG may lag behind). */
-			if (!w->master_gone)
-				log_warn("master went away; finishing up");
-			w->master_gone = true;
-			worker_stop = 1;
-			return;
-		}
-		if (n < 0)
-			break;
-	}
-	char *line;
+	ssize_t n;
+	while ((n = chan_reader_fill(&w->chan, w->args->chan_fd)) > 0)
+		;
+	struct chan_msg m;
 	int r;
-	while ((r = linebuf_next(&w->chan, &line)) != 0)
-		if (r > 0)
-			apply_master_line(w, line);
+	while ((r = chan_next(&w->chan, &m)) > 0)
+		apply_master_message(w, &m);
+	if (r < 0)
+		master_went_away(w, w->chan.why);
+	else if (n == 0)
+		/* EOF: the master is gone (PDEATHSIG may lag behind). */
+		master_went_away(w, "channel closed");
 }
 
 void worker_wait(struct worker *w, int64_t ms)
@@ -94,13 +101,42 @@ void worker_wait(struct worker *w, int64_t ms)
 		worker_poll_master(w);
 }
 
-/* One line to the master ("registered N", "fence_wait", "tool_pgid N",
- * "progress"). */
-void worker_notify_master(struct worker *w, const char *line)
+void worker_tell_master(struct worker *w, enum chan_type type, const void *payload, size_t len)
 {
-	if (util_write_all(w->args->chan_fd, line, strlen(line)) < 0)
+	if (chan_send(w->args->chan_fd, type, payload, len) < 0)
 		w->master_gone = true;
 }
+
+#if SV_FAULT_INJECTION
+/* Test seam chan.POOL: send the master one bad message after
+ * registering (see fault.h). */
+static void send_fault_message(struct worker *w)
+{
+	char name[300], what[64];
+	snprintf(name, sizeof(name), "chan.%s", w->pool->name);
+	if (!fault_active(name, what, sizeof(what)))
+		return;
+	log_warn("fault injection: sending the master a bad channel message (%s)", what);
+	int fd = w->args->chan_fd;
+	if (strncmp(what, "tool ", 5) == 0) {
+		int32_t pid = (int32_t)atoi(what + 5);
+		chan_send(fd, CHAN_W_TOOL, &pid, sizeof(pid));
+	} else if (strcmp(what, "garbage") == 0) {
+		util_write_all(fd, "tool_pgid 1\n", 12);
+	} else if (strcmp(what, "oversize") == 0) {
+		struct chan_hdr h = {.type = CHAN_W_REGISTERED, .len = CHAN_FRAME_MAX + 1};
+		util_write_all(fd, &h, sizeof(h));
+	} else if (strcmp(what, "unknown") == 0) {
+		struct chan_hdr h = {.type = 999, .len = 0};
+		util_write_all(fd, &h, sizeof(h));
+	}
+}
+#else
+static void send_fault_message(struct worker *w)
+{
+	(void)w;
+}
+#endif
 
 int worker_beat_if_due(struct worker *w)
 {
@@ -129,14 +165,14 @@ static int worker_round(struct worker *w)
 		int r = heartbeat_register(&w->hb, &w->rc);
 		if (r == 0) {
 			if (!w->fence_reported)
-				worker_notify_master(w, "fence_wait\n");
+				worker_tell_master(w, CHAN_W_FENCE_WAIT, NULL, 0);
 			w->fence_reported = true;
 			worker_wait(w, w->cfg->heartbeat.interval_ms / 2);
 		}
 		if (r == 1) {
-			char line[48];
-			snprintf(line, sizeof(line), "registered %lld\n", (long long)w->hb.incarnation);
-			worker_notify_master(w, line);
+			int64_t inc = w->hb.incarnation;
+			worker_tell_master(w, CHAN_W_REGISTERED, &inc, sizeof(inc));
+			send_fault_message(w);
 		}
 		return 0;
 	}
@@ -181,7 +217,7 @@ static int worker_setup(struct worker *w, const struct worker_args *a)
 	w->cfg = a->cfg;
 	w->pool = a->pool;
 	w->paused = a->paused;
-	linebuf_init(&w->chan, 4096);
+	chan_reader_init(&w->chan, CHAN_FROM_MASTER_TO_WORKER);
 	util_set_nonblock(a->chan_fd);
 	rconn_init(&w->rc, a->cfg, a->cfg->heartbeat.interval_ms < 5000 ? a->cfg->heartbeat.interval_ms : 5000);
 	heartbeat_init(&w->hb, a->cfg, a->pool->name, config_pool_kind_name(a->pool->kind),
@@ -223,7 +259,7 @@ int worker_main(const struct worker_args *a)
 	worker_kind_free(&w);
 	heartbeat_release(&w.hb, &w.rc);
 	rconn_close(&w.rc);
-	linebuf_free(&w.chan);
+	chan_reader_free(&w.chan);
 	log_info("worker exiting with status %d", status);
 	return status;
 }

@@ -327,11 +327,13 @@ static void write_in(struct run_state *rs)
 	rs->in = -1;
 }
 
+/* For status only: the master checks the claim against /proc and never
+ * signals anything because of it (orphans are found by the kernel's
+ * word, children.h). */
 static void tell_master_pgid(struct worker *w, pid_t pgid)
 {
-	char msg[48];
-	snprintf(msg, sizeof(msg), "tool_pgid %d\n", (int)pgid);
-	worker_notify_master(w, msg);
+	int32_t pid = (int32_t)pgid;
+	worker_tell_master(w, CHAN_W_TOOL, &pid, sizeof(pid));
 	w->hb.tool_pgid = pgid;
 }
 

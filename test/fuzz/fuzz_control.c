@@ -11,7 +11,7 @@
  * Per input: control_connect(), write the input (plus a newline, unless the
  * input ends with byte 0x04, which is then dropped: the last line stays
  * unterminated), shut down the sending side, then run bounded rounds of
- * control_pollfds / poll(0) / control_dispatch while reading the replies
+ * control_tick / dispatch_run(0) while reading the replies
  * (non-blocking); finally close the client and dispatch until the server
  * has released it.
  *
@@ -36,6 +36,7 @@
 #include <jansson.h>
 
 #include "control.h"
+#include "dispatch.h"
 #include "fuzz_tmp.h"
 #include "log.h"
 #include "util.h"
@@ -53,6 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static char dir[64];
 static char sock[128];
 static struct control *ctl;
+static struct dispatch *loop;
 
 #define MAX_DEFERRED 64
 static struct control_client *deferred[MAX_DEFERRED];
@@ -105,6 +107,8 @@ static void cleanup(void)
 	answer_deferred(true);
 	control_close(ctl);
 	ctl = NULL;
+	dispatch_free(loop);
+	loop = NULL;
 	unlink(sock);
 	rmdir(dir);
 }
@@ -116,7 +120,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	fuzz_tmp_dir(dir, sizeof(dir), "control", false);
 	snprintf(sock, sizeof(sock), "%s/ctl.sock", dir);
 	log_set_level(LOG_ERROR);
-	if (control_open(&ctl, sock, 0600, NULL, handler, NULL) != 0) {
+	if (dispatch_new(&loop) != 0 || control_open(&ctl, sock, 0600, NULL, handler, NULL) != 0 ||
+	    control_attach(ctl, loop) != 0) {
 		fprintf(stderr, "control_open failed\n");
 		exit(1);
 	}
@@ -127,12 +132,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 /* One dispatch round; returns the number of fds with events. */
 static int round_once(int64_t now)
 {
-	struct pollfd fds[80];
-	size_t n = control_pollfds(ctl, fds, 80);
-	int r = poll(fds, n, 0);
-	if (r < 0 && errno != EINTR)
+	control_tick(ctl, now);
+	int r = dispatch_run(loop, 0);
+	if (r < 0)
 		abort();
-	control_dispatch(ctl, fds, n, now);
 	control_timeouts(ctl, now);
 	return r;
 }
@@ -285,10 +288,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	close(fd);
 	for (int i = 0; i < 8; i++)
 		round_once(now);
-	struct pollfd fds[80];
-	size_t n = control_pollfds(ctl, fds, 80);
-	if (n != 1)
-		FINDING("%zu clients still held after the peer closed", n - 1);
+	control_tick(ctl, now);
+	size_t n = control_client_count(ctl);
+	if (n != 0)
+		FINDING("%zu clients still held after the peer closed", n);
 	free(rp.buf);
 	free(msg);
 	return 0;

@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "control.h"
+#include "dispatch.h"
 #include "log.h"
 #include "util.h"
 
@@ -55,6 +56,9 @@ static void handler(void *ctx, struct control_client *c, json_t *req)
 	}
 }
 
+/* The master's loop (each test's server is attached to it). */
+static struct dispatch *loop;
+
 static int setup(void **state)
 {
 	(void)state;
@@ -77,18 +81,19 @@ static int teardown(void **state)
 	snprintf(p, sizeof(p), "%s/run", tmpdir);
 	rmdir(p);
 	rmdir(tmpdir);
+	dispatch_free(loop);
+	loop = NULL;
 	log_close();
 	return 0;
 }
 
+
 /* One turn of the master's loop, waiting at most wait_ms. */
 static void pump_once(struct control *ctl, int wait_ms)
 {
-	struct pollfd fds[80];
-	size_t n = control_pollfds(ctl, fds, 80);
-	int r = poll(fds, n, wait_ms);
-	assert_true(r >= 0 || errno == EINTR);
-	control_dispatch(ctl, fds, n, util_mono_ms());
+	control_tick(ctl, util_mono_ms());
+	int r = dispatch_run(loop, wait_ms);
+	assert_true(r >= 0);
 	control_timeouts(ctl, util_mono_ms());
 }
 
@@ -105,6 +110,9 @@ static struct control *open_server(struct hctx *h)
 	memset(h, 0, sizeof(*h));
 	assert_int_equal(control_open(&ctl, sockpath, 0660, NULL, handler, h), 0);
 	assert_non_null(ctl);
+	if (!loop)
+		assert_int_equal(dispatch_new(&loop), 0);
+	assert_int_equal(control_attach(ctl, loop), 0);
 	return ctl;
 }
 
