@@ -1,0 +1,227 @@
+/* Unit tests for src/chan.c (the typed channel) and the master's check of
+ * heartbeats relayed from Redis (master_monitor_check_beat). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "chan.h"
+#include "master_int.h"
+
+static void feed_msg(struct chan_reader *r, uint16_t type, const void *p, size_t len)
+{
+	uint8_t *buf;
+	size_t n;
+	assert_int_equal(chan_encode(type, p, len, &buf, &n), 0);
+	assert_int_equal(chan_reader_feed(r, buf, n), 0);
+	free(buf);
+}
+
+static void feed_hdr(struct chan_reader *r, uint16_t type, uint16_t flags, uint32_t len)
+{
+	struct chan_hdr h = {.type = type, .flags = flags, .len = len};
+	assert_int_equal(chan_reader_feed(r, &h, sizeof(h)), 0);
+}
+
+static void test_fixed_messages(void **state)
+{
+	(void)state;
+	struct chan_reader r;
+	chan_reader_init(&r, CHAN_FROM_WORKER);
+	int64_t inc = 42;
+	int32_t pid = 1234;
+	feed_msg(&r, CHAN_W_REGISTERED, &inc, sizeof(inc));
+	feed_msg(&r, CHAN_W_PROGRESS, NULL, 0);
+	feed_msg(&r, CHAN_W_TOOL, &pid, sizeof(pid));
+	struct chan_msg m;
+	assert_int_equal(chan_next(&r, &m), 1);
+	assert_int_equal(m.type, CHAN_W_REGISTERED);
+	assert_int_equal(chan_get_i64(&m), 42);
+	assert_int_equal(chan_next(&r, &m), 1);
+	assert_int_equal(m.type, CHAN_W_PROGRESS);
+	assert_int_equal(m.len, 0);
+	assert_int_equal(chan_next(&r, &m), 1);
+	assert_int_equal(chan_get_i32(&m), 1234);
+	assert_int_equal(chan_next(&r, &m), 0);
+	chan_reader_free(&r);
+}
+
+/* A message byte by byte: nothing until it is whole. */
+static void test_partial_frames(void **state)
+{
+	(void)state;
+	struct chan_reader r;
+	chan_reader_init(&r, CHAN_FROM_WORKER);
+	int64_t inc = 7;
+	uint8_t *buf;
+	size_t n;
+	assert_int_equal(chan_encode(CHAN_W_REGISTERED, &inc, sizeof(inc), &buf, &n), 0);
+	struct chan_msg m;
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(chan_next(&r, &m), 0);
+		assert_int_equal(chan_reader_feed(&r, buf + i, 1), 0);
+	}
+	assert_int_equal(chan_next(&r, &m), 1);
+	assert_int_equal(chan_get_i64(&m), 7);
+	free(buf);
+	chan_reader_free(&r);
+}
+
+/* A 1 MiB JSON payload crosses in 64 KiB frames and arrives whole. */
+static void test_multi_frame(void **state)
+{
+	(void)state;
+	size_t len = (1u << 20) + 17;
+	char *p = malloc(len);
+	memset(p, 'x', len);
+	p[0] = '{';
+	p[len - 1] = '}';
+	uint8_t *buf;
+	size_t n;
+	assert_int_equal(chan_encode(CHAN_MON_BEATS, p, len, &buf, &n), 0);
+	assert_int_equal(n, len + 17 * sizeof(struct chan_hdr));
+	struct chan_reader r;
+	chan_reader_init(&r, CHAN_FROM_MONITOR);
+	assert_int_equal(chan_reader_feed(&r, buf, n), 0);
+	struct chan_msg m;
+	assert_int_equal(chan_next(&r, &m), 1);
+	assert_int_equal(m.type, CHAN_MON_BEATS);
+	assert_int_equal(m.len, len);
+	assert_memory_equal(m.data, p, len);
+	assert_int_equal(chan_next(&r, &m), 0);
+	free(buf);
+	free(p);
+	chan_reader_free(&r);
+}
+
+static void expect_violation(enum chan_peer from, void (*feed)(struct chan_reader *), const char *why)
+{
+	struct chan_reader r;
+	chan_reader_init(&r, from);
+	feed(&r);
+	struct chan_msg m;
+	int got;
+	while ((got = chan_next(&r, &m)) > 0)
+		;
+	assert_int_equal(got, -EPROTO);
+	assert_non_null(strstr(r.why, why));
+	/* Unusable from then on. */
+	assert_int_equal(chan_next(&r, &m), -EPROTO);
+	chan_reader_free(&r);
+}
+
+static void feed_unknown(struct chan_reader *r) { feed_hdr(r, 999, 0, 0); }
+static void feed_text(struct chan_reader *r) { chan_reader_feed(r, "tool_pgid 1\n", 12); }
+static void feed_oversize_frame(struct chan_reader *r) { feed_hdr(r, CHAN_W_REGISTERED, 0, CHAN_FRAME_MAX + 1); }
+static void feed_wrong_size(struct chan_reader *r)
+{
+	int32_t v = 1;
+	feed_hdr(r, CHAN_W_REGISTERED, 0, sizeof(v));
+	chan_reader_feed(r, &v, sizeof(v));
+}
+static void feed_wrong_peer(struct chan_reader *r) { feed_hdr(r, CHAN_M_PAUSE, 0, 0); }
+static void feed_bad_flags(struct chan_reader *r) { feed_hdr(r, CHAN_W_PROGRESS, 0x80, 0); }
+static void feed_interleaved(struct chan_reader *r)
+{
+	char part[16] = "{";
+	feed_hdr(r, CHAN_MON_BEATS, CHAN_F_MORE, sizeof(part));
+	chan_reader_feed(r, part, sizeof(part));
+	feed_hdr(r, CHAN_MON_REPLY, 0, 2);
+	chan_reader_feed(r, "{}", 2);
+}
+/* A fixed-size message cannot be stretched over frames. */
+static void feed_split_fixed(struct chan_reader *r)
+{
+	feed_hdr(r, CHAN_W_TOOL, CHAN_F_MORE, 4);
+	chan_reader_feed(r, "abcd", 4);
+	feed_hdr(r, CHAN_W_TOOL, 0, 4);
+}
+/* Frames that add up past the type's maximum are refused before the
+ * reader buffers them. */
+static void feed_endless(struct chan_reader *r)
+{
+	static char chunk[CHAN_FRAME_MAX];
+	for (uint32_t sent = 0; sent <= CHAN_MON_MSG_MAX; sent += CHAN_FRAME_MAX) {
+		feed_hdr(r, CHAN_MON_REPLY, CHAN_F_MORE, CHAN_FRAME_MAX);
+		chan_reader_feed(r, chunk, sizeof(chunk));
+		struct chan_msg m;
+		if (chan_next(r, &m) < 0)
+			return;
+	}
+}
+
+static void test_violations(void **state)
+{
+	(void)state;
+	expect_violation(CHAN_FROM_WORKER, feed_unknown, "unknown message type");
+	expect_violation(CHAN_FROM_WORKER, feed_text, "unknown message type");
+	expect_violation(CHAN_FROM_WORKER, feed_oversize_frame, "larger");
+	expect_violation(CHAN_FROM_WORKER, feed_wrong_size, "shorter");
+	expect_violation(CHAN_FROM_WORKER, feed_wrong_peer, "not allowed from this peer");
+	expect_violation(CHAN_FROM_WORKER, feed_bad_flags, "flags");
+	expect_violation(CHAN_FROM_MONITOR, feed_interleaved, "another type");
+	expect_violation(CHAN_FROM_WORKER, feed_split_fixed, "larger");
+	expect_violation(CHAN_FROM_MONITOR, feed_endless, "larger");
+}
+
+static void test_encode_refuses(void **state)
+{
+	(void)state;
+	uint8_t *buf;
+	size_t n;
+	int32_t v = 0;
+	assert_int_equal(chan_encode(999, NULL, 0, &buf, &n), -EINVAL);
+	assert_int_equal(chan_encode(CHAN_W_REGISTERED, &v, sizeof(v), &buf, &n), -EINVAL);
+	assert_int_equal(chan_encode(CHAN_MON_OP, "{}", CHAN_MON_OP_MAX + 1, &buf, &n), -EINVAL);
+}
+
+static json_t *check(const char *text)
+{
+	json_t *hb = json_loads(text, 0, NULL);
+	char why[160];
+	json_t *out = master_monitor_check_beat(hb, why, sizeof(why));
+	json_decref(hb);
+	return out;
+}
+
+static void test_check_beat(void **state)
+{
+	(void)state;
+	json_t *ok = check("{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"status\":\"idle\",\"processed\":3,"
+			   "\"current\":null,\"batch_hist\":[1,2],\"extra\":\"dropped\"}");
+	assert_non_null(ok);
+	assert_int_equal(json_integer_value(json_object_get(ok, "processed")), 3);
+	assert_null(json_object_get(ok, "extra"));
+	assert_true(json_is_null(json_object_get(ok, "current")));
+	json_decref(ok);
+	/* The fields a judgement rests on must be right, or the whole field goes. */
+	assert_null(check("{\"pid\":\"x\",\"beat_ms\":[1],\"node\":7}"));
+	assert_null(check("{\"pid\":0,\"beat_ms\":1,\"node\":\"n\"}"));
+	assert_null(check("{\"pid\":1,\"beat_ms\":-1,\"node\":\"n\"}"));
+	assert_null(check("[1,2]"));
+	/* A bad optional field is dropped alone. */
+	json_t *part = check("{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"processed\":-4,\"status\":{},"
+			     "\"batch_hist\":[1,2,3,4,5,6,7,8,9,10,11,12,13]}");
+	assert_non_null(part);
+	assert_null(json_object_get(part, "processed"));
+	assert_null(json_object_get(part, "status"));
+	assert_null(json_object_get(part, "batch_hist"));
+	json_decref(part);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_fixed_messages), cmocka_unit_test(test_partial_frames),
+		cmocka_unit_test(test_multi_frame),    cmocka_unit_test(test_violations),
+		cmocka_unit_test(test_encode_refuses), cmocka_unit_test(test_check_beat),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
