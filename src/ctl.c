@@ -831,10 +831,12 @@ static int cmd_snapshot(const struct opts *o, const char *run, bool wait, double
 
 /* ---- main ----------------------------------------------------------- */
 
+/* The client load: the socket and SQLite paths without the daemon's
+ * secrets, so any control.group member can run us. */
 static int load_config(struct opts *o, const char *path)
 {
 	struct config_errors errs = {0};
-	int r = config_load(path, &o->cfg, &errs);
+	int r = config_load_client(path, &o->cfg, &errs);
 	if (r < 0) {
 		for (size_t i = 0; i < errs.n; i++)
 			fprintf(stderr, "%s\n", errs.v[i]);
@@ -842,7 +844,7 @@ static int load_config(struct opts *o, const char *path)
 			fprintf(stderr, "%s: cannot load %s: %s\n", prog, path, strerror(-r));
 		config_errors_free(&errs);
 		o->cfg = NULL;
-		return -1;
+		return r;
 	}
 	config_errors_free(&errs);
 	return 0;
