@@ -32,6 +32,11 @@
  *   file's directory made absolute (cfg->dir), and are normalized
  *   lexically ("a/./b/../c" -> "a/c").
  *
+ * - One grammar, two loads: config_load (the daemon, -t) and
+ *   config_load_client (streamvisorctl) run the same code; the client's
+ *   skips only what checks_machine() guards, the checks that read outside
+ *   the configuration files (password file, tool executables, NSS).
+ *
  * Ranges (all integers are read as 64-bit):
  *   durations (timeouts, intervals)    1 ms .. 30 days, except
  *     sqlite.busy_timeout_ms, restart.start_ms, restart.stop_timeout_ms

@@ -888,9 +888,12 @@ static void snap_reducer(const struct snap_db *s, char *buf, size_t len)
 		while (sqlite3_step(st) == SQLITE_ROW) {
 			const char *k = (const char *)sqlite3_column_text(st, 0);
 			const char *v = (const char *)sqlite3_column_text(st, 1);
-			if (k && v)
-				snprintf(!strcmp(k, STORE_META_REDUCER) ? name : version,
-					 !strcmp(k, STORE_META_REDUCER) ? sizeof(name) : sizeof(version), "%s", v);
+			if (!k || !v)
+				continue;
+			if (!strcmp(k, STORE_META_REDUCER))
+				snprintf(name, sizeof(name), "%s", v);
+			else
+				snprintf(version, sizeof(version), "%s", v);
 		}
 	}
 	sqlite3_finalize(st);
