@@ -69,6 +69,10 @@ int64_t reducer_event_count(const json_t *snap);
 int64_t reducer_last_seq(const json_t *snap);
 
 const char *reducer_kind_name(enum reducer_kind kind);
+/* The kind's version: it changes whenever the same events would reduce to
+ * a different snapshot, so a stored snapshot says which code made it
+ * (the store records name and version per file). */
+int reducer_version(enum reducer_kind kind);
 
 /* ---- for the reducer implementations ---- */
 struct reducer_ops {
@@ -78,6 +82,8 @@ struct reducer_ops {
 	int (*init)(json_t *snap);
 	/* The kind's own effect of one event. */
 	int (*apply)(json_t *snap, const struct sv_event *ev);
+	/* See reducer_version: bump it with any change of output. */
+	int version;
 };
 extern const struct reducer_ops reducer_response_ops;
 extern const struct reducer_ops reducer_merge_ops;

@@ -10,7 +10,8 @@
  *   (or store_rollback on any negative return)
  * then XACK (and dead-letter the entries store_apply refused).
  *
- * Schema (version 1, PRAGMA user_version; migrations only go forward):
+ * Schema (version 2, PRAGMA user_version; migrations only go forward; a
+ * read-only open takes any older version as it is):
  *   events(run, seq, parent_seq, call_id, stream, entry_ms, entry_seq,
  *          ord_major, ord_minor, type, data, produced_ms, persisted_ms)
  *     rowid table.  stream and entry_ms/entry_seq are the logical stream and
@@ -29,6 +30,7 @@
  *             updated_ms, ord_major, ord_minor, ord_ms, ord_seq, archived)
  *     body is the snapshot JSON; ord_* is the order key of the last applied
  *     event; updated_ms is the wall clock of the commit that wrote it.
+ *   meta(key PRIMARY KEY, value)  (version 2) STORE_META_* below.
  *
  * Applying an event: insert it (a duplicate changes nothing); if it sorts
  * after the run's last applied event, the reducer applies it in place (fast
@@ -84,7 +86,15 @@
 #include "event.h"
 #include "sv_config.h"
 
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
+
+/* Rows of the meta table (schema 2): every writer's store_open records
+ * its reducer's name (reducer_kind_name) and version (reducer_version), so
+ * a reader knows how the file's snapshots were made.  A file written
+ * before schema 2, or not yet opened by a writer, has no such rows: the
+ * reducer is unknown. */
+#define STORE_META_REDUCER "reducer"
+#define STORE_META_REDUCER_VERSION "reducer_version"
 
 enum {
 	STORE_OK = 0,

@@ -118,6 +118,14 @@ struct config_errors {
  * config_free).  On failure returns -EINVAL (syntax or semantic errors,
  * all listed in errs) or -errno (file unreadable, also listed in errs). */
 int config_load(const char *path, struct sv_config **out, struct config_errors *errs);
+/* The same parse for streamvisorctl, which must work for a control.group
+ * member who cannot read the daemon's secrets: the same grammar, keys,
+ * ranges, cross-checks and FILE:LINE errors, but nothing outside the
+ * configuration files is opened or looked up.  redis.password_file is
+ * resolved and never opened (redis.password holds only the URL's, if
+ * any); tool executables, run_as.user and the groups are not checked.
+ * Returns as config_load. */
+int config_load_client(const char *path, struct sv_config **out, struct config_errors *errs);
 void config_free(struct sv_config *cfg);
 void config_errors_free(struct config_errors *errs);
 

@@ -32,6 +32,11 @@
  *   file's directory made absolute (cfg->dir), and are normalized
  *   lexically ("a/./b/../c" -> "a/c").
  *
+ * - One grammar, two loads: config_load (the daemon, -t) and
+ *   config_load_client (streamvisorctl) run the same code; the client's
+ *   skips only what checks_machine() guards, the checks that read outside
+ *   the configuration files (password file, tool executables, NSS).
+ *
  * Ranges (all integers are read as 64-bit):
  *   durations (timeouts, intervals)    1 ms .. 30 days, except
  *     sqlite.busy_timeout_ms, restart.start_ms, restart.stop_timeout_ms
@@ -121,7 +126,19 @@ struct ld {
 	size_t nseen;
 	struct pending *pend;
 	size_t npend;
+	/* config_load_client: check the file, never read a secret or probe
+	 * the machine (see checks_machine). */
+	bool client;
 };
+
+/* Whether this load checks the machine as well as the file: the password
+ * file's contents, tool executables, users and groups.  The daemon needs
+ * all of that; streamvisorctl needs none of it and must work for a
+ * control.group member who may not read the daemon's secrets. */
+static bool checks_machine(const struct ld *ld)
+{
+	return !ld->client;
+}
 
 /* ---- errors ---------------------------------------------------------- */
 
@@ -809,7 +826,7 @@ static void load_redis(struct ld *ld, const config_setting_t *root)
 	s = get_str(ld, g, "redis", "password_file", "", &pwfile);
 	cfg->redis.password_file = resolve_path(ld, pwfile);
 	free(pwfile);
-	if (cfg->redis.password_file[0]) {
+	if (cfg->redis.password_file[0] && checks_machine(ld)) {
 		FILE *fp = fopen(cfg->redis.password_file, "r");
 		char *line = NULL;
 		size_t cap = 0;
@@ -880,7 +897,7 @@ static void load_sqlite(struct ld *ld, const config_setting_t *root)
 
 static void check_group_exists(struct ld *ld, const config_setting_t *s, const char *kp, const char *name)
 {
-	if (name[0] && !getgrnam(name))
+	if (name[0] && checks_machine(ld) && !getgrnam(name))
 		errf(ld, s, "%s: no such group \"%s\"", kp, name);
 }
 
@@ -933,7 +950,7 @@ static void load_run_as(struct ld *ld, const config_setting_t *root)
 	struct sv_config *cfg = ld->cfg;
 	const config_setting_t *g = get_group(ld, root, "", "run_as", keys);
 	const config_setting_t *s = get_str(ld, g, "run_as", "user", "", &cfg->run_as.user);
-	if (cfg->run_as.user[0] && !getpwnam(cfg->run_as.user))
+	if (cfg->run_as.user[0] && checks_machine(ld) && !getpwnam(cfg->run_as.user))
 		errf(ld, s, "run_as.user: no such user \"%s\"", cfg->run_as.user);
 	s = get_str(ld, g, "run_as", "group", "", &cfg->run_as.group);
 	check_group_exists(ld, s, "run_as.group", cfg->run_as.group);
@@ -1082,7 +1099,7 @@ static void load_tools(struct ld *ld, const config_setting_t *root)
 			errf(ld, e, "%s: missing required key \"command\"", where);
 		} else if (s && tc->command.n == 0) {
 			errf(ld, s, "%s.command must not be empty", where);
-		} else if (s) {
+		} else if (s && checks_machine(ld)) {
 			const char *c0 = tc->command.v[0];
 			struct stat st;
 			if (c0[0] != '/')
@@ -1470,10 +1487,10 @@ static int load(struct ld *ld)
 	return r;
 }
 
-int config_load(const char *path, struct sv_config **out, struct config_errors *errs)
+static int load_as(const char *path, bool client, struct sv_config **out, struct config_errors *errs)
 {
 	struct config_errors local = {0};
-	struct ld ld = {0};
+	struct ld ld = {.client = client};
 	*out = NULL;
 	if (!errs)
 		errs = &local;
@@ -1494,6 +1511,16 @@ int config_load(const char *path, struct sv_config **out, struct config_errors *
 	}
 	*out = ld.cfg;
 	return 0;
+}
+
+int config_load(const char *path, struct sv_config **out, struct config_errors *errs)
+{
+	return load_as(path, false, out, errs);
+}
+
+int config_load_client(const char *path, struct sv_config **out, struct config_errors *errs)
+{
+	return load_as(path, true, out, errs);
 }
 
 void config_free(struct sv_config *cfg)

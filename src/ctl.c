@@ -20,6 +20,7 @@
 
 #include "control.h"
 #include "log.h"
+#include "store.h"
 #include "sv_config.h"
 #include "util.h"
 
@@ -72,7 +73,8 @@ static void usage(FILE *f)
 		"  dead list [STREAM] [N]          show dead letters\n"
 		"  dead retry ID|all               re-drive dead letters\n"
 		"  dead purge [--older-than MS]    delete dead letters\n"
-		"  snapshot RUN [--wait SECONDS]   print a run's snapshot (reads SQLite)\n"
+		"  snapshot RUN [--pool POOL] [--wait SECONDS]\n"
+		"                                  print a run's snapshot (reads SQLite)\n"
 		"  drain --yes                     destroy the consumer groups and delete the streams\n"
 		"  metrics                         Prometheus text exposition\n"
 		"  shutdown                        stop the daemon gracefully\n"
@@ -676,40 +678,151 @@ static int show_scale(const struct opts *o, json_t *reply)
 
 /* ---- snapshot ------------------------------------------------------- */
 
+/* One SQLite file a run may be in: a persistence pool's own (its
+ * sqlite_path, by default sqlite.path), or sqlite.path when no pool is
+ * known.  Opened lazily: the file may not exist yet (snapshot --wait). */
 struct snap_db {
-	const char *path;
+	char *pool; /* NULL: sqlite.path, no pool */
+	char *path;
 	int busy_ms;
 	sqlite3 *db;
 	sqlite3_stmt *st;
+	char *body; /* the run's row, after snap_read found it */
+	bool complete;
 };
 
-static void snap_db_close(struct snap_db *s)
+struct snap_dbs {
+	struct snap_db *v;
+	size_t n;
+};
+
+static void snap_dbs_add(struct snap_dbs *l, const char *pool, const char *path, int busy_ms)
 {
-	sqlite3_finalize(s->st);
-	s->st = NULL;
-	sqlite3_close(s->db);
-	s->db = NULL;
+	struct snap_db *v = realloc(l->v, (l->n + 1) * sizeof(*v));
+	if (!v) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		exit(EXIT_REFUSED);
+	}
+	l->v = v;
+	l->v[l->n++] = (struct snap_db){.pool = pool ? xstrdup(pool) : NULL, .path = xstrdup(path),
+					.busy_ms = busy_ms};
 }
 
-/* Look run up: 1 found (*body malloc'd, *complete), 0 nothing (yet),
- * -1 error (message printed when fatal). */
-static int snap_read(struct snap_db *s, const char *run, char **body, bool *complete, char *err,
-		     size_t errlen)
+static void snap_db_free(struct snap_db *s)
 {
-	*body = NULL;
-	*complete = false;
-	err[0] = '\0';
+	sqlite3_finalize(s->st);
+	sqlite3_close(s->db);
+	free(s->body);
+	free(s->pool);
+	free(s->path);
+	memset(s, 0, sizeof(*s));
+}
+
+static void snap_dbs_free(struct snap_dbs *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		snap_db_free(&l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+static const char *snap_db_name(const struct snap_db *s) { return s->pool ? s->pool : "sqlite.path"; }
+
+/* With a configuration: every persistence pool's file. */
+static void snap_sources_from_config(const struct sv_config *cfg, struct snap_dbs *l)
+{
+	int busy_ms = 5000;
+	if (cfg->sqlite.busy_timeout_ms > 0 && cfg->sqlite.busy_timeout_ms < busy_ms)
+		busy_ms = (int)cfg->sqlite.busy_timeout_ms;
+	for (size_t i = 0; i < cfg->npools; i++) {
+		const struct pool_config *p = &cfg->pools[i];
+		if (p->kind == POOL_PERSISTENCE && p->sqlite_path)
+			snap_dbs_add(l, p->name, p->sqlite_path, busy_ms);
+	}
+	if (l->n == 0)
+		snap_dbs_add(l, NULL, cfg->sqlite.path, busy_ms);
+}
+
+/* With only a socket: the daemon names the files ("pools" of its config
+ * reply; a daemon without it names sqlite_path alone). */
+static int snap_sources_from_daemon(const struct opts *o, struct snap_dbs *l)
+{
+	json_t *reply = call_daemon(o, make_request("config", NULL, 0), DEFAULT_TIMEOUT_MS);
+	if (!reply_ok(reply)) {
+		print_reply_error(reply);
+		json_decref(reply);
+		return -EPROTO;
+	}
+	size_t i;
+	json_t *p;
+	json_array_foreach(json_object_get(reply, "pools"), i, p) {
+		const char *name = json_string_value(json_object_get(p, "name"));
+		const char *path = json_string_value(json_object_get(p, "sqlite_path"));
+		if (name && path && *path)
+			snap_dbs_add(l, name, path, 5000);
+	}
+	const char *global = json_string_value(json_object_get(reply, "sqlite_path"));
+	if (l->n == 0 && global && *global)
+		snap_dbs_add(l, NULL, global, 5000);
+	json_decref(reply);
+	if (l->n == 0) {
+		fprintf(stderr, "%s: the daemon did not name its SQLite database\n", prog);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+/* --pool NAME: keep that pool's file alone. */
+static int snap_select_pool(struct snap_dbs *l, const char *pool)
+{
+	size_t keep = l->n;
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].pool && !strcmp(l->v[i].pool, pool))
+			keep = i;
+	if (keep == l->n) {
+		fprintf(stderr, "%s: snapshot: no persistence pool \"%s\"; the pools are:", prog, pool);
+		for (size_t i = 0; i < l->n; i++)
+			fprintf(stderr, " %s", snap_db_name(&l->v[i]));
+		fputc('\n', stderr);
+		return -ENOENT;
+	}
+	struct snap_db kept = l->v[keep];
+	l->v[keep] = (struct snap_db){0};
+	snap_dbs_free(l);
+	snap_dbs_add(l, kept.pool, kept.path, kept.busy_ms);
+	snap_db_free(&kept);
+	return 0;
+}
+
+static int snap_open(struct snap_db *s, char *err, size_t errlen)
+{
+	int rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READONLY, NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open %s: %s", s->path,
+			 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+		sqlite3_close(s->db);
+		s->db = NULL;
+		return -EIO;
+	}
+	sqlite3_busy_timeout(s->db, s->busy_ms);
+	return 0;
+}
+
+/* Look run up in one file: 1 found (s->body, s->complete), 0 nothing
+ * (yet), -EBUSY busy past the timeout (transient), -EIO or -ENOMEM (err
+ * says why). */
+static int snap_read(struct snap_db *s, const char *run, char *err, size_t errlen)
+{
+	free(s->body);
+	s->body = NULL;
+	s->complete = false;
 	if (!s->db) {
 		if (access(s->path, F_OK) < 0 && errno == ENOENT)
 			return 0; /* no database yet: nothing persisted */
-		int rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READONLY, NULL);
-		if (rc != SQLITE_OK) {
-			snprintf(err, errlen, "cannot open %s: %s", s->path,
-				 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-			snap_db_close(s);
-			return -1;
-		}
-		sqlite3_busy_timeout(s->db, s->busy_ms);
+		int r = snap_open(s, err, errlen);
+		if (r < 0)
+			return r;
 	}
 	if (!s->st) {
 		int rc = sqlite3_prepare_v2(s->db, "SELECT body, complete FROM snapshots WHERE run = ?",
@@ -719,29 +832,90 @@ static int snap_read(struct snap_db *s, const char *run, char **body, bool *comp
 			if (strstr(m, "no such table"))
 				return 0; /* the schema is not there yet: nothing persisted */
 			snprintf(err, errlen, "%s: %s", s->path, m);
-			return -1;
+			return -EIO;
 		}
 	}
-	sqlite3_reset(s->st);
 	sqlite3_bind_text(s->st, 1, run, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s->st);
 	int ret = 0;
 	if (rc == SQLITE_ROW) {
 		const unsigned char *b = sqlite3_column_text(s->st, 0);
-		*body = strdup(b ? (const char *)b : "null");
-		*complete = sqlite3_column_int64(s->st, 1) != 0;
-		ret = *body ? 1 : -1;
-		if (!*body)
+		s->body = strdup(b ? (const char *)b : "null");
+		s->complete = sqlite3_column_int64(s->st, 1) != 0;
+		ret = s->body ? 1 : -ENOMEM;
+		if (!s->body)
 			snprintf(err, errlen, "out of memory");
 	} else if (rc != SQLITE_DONE) {
 		snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
-		ret = -1;
-		if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
-			ret = -2; /* transient */
+		ret = rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? -EBUSY : -EIO;
 	}
 	sqlite3_reset(s->st);
 	sqlite3_clear_bindings(s->st);
 	return ret;
+}
+
+/* Look run up in every file: returns how many hold it (*hit: one of
+ * them), or a negative errno other than -EBUSY.  *unsure: some file was
+ * busy, so the count may be short. */
+static int snap_find(struct snap_dbs *l, const char *run, struct snap_db **hit, bool *unsure, char *err,
+		     size_t errlen)
+{
+	int found = 0;
+	*hit = NULL;
+	*unsure = false;
+	for (size_t i = 0; i < l->n; i++) {
+		int r = snap_read(&l->v[i], run, err, errlen);
+		if (r == -EBUSY)
+			*unsure = true;
+		else if (r < 0)
+			return r;
+		else if (r == 1 && found++ == 0)
+			*hit = &l->v[i];
+	}
+	return found;
+}
+
+/* "reducer NAME version V" as the file records it (store.h STORE_META_*),
+ * "reducer unknown" for a file written before the record existed. */
+static void snap_reducer(const struct snap_db *s, char *buf, size_t len)
+{
+	char name[64] = "", version[32] = "";
+	sqlite3_stmt *st = NULL;
+	if (s->db && sqlite3_prepare_v2(s->db, "SELECT key, value FROM meta WHERE key IN (?1, ?2)", -1, &st,
+					NULL) == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, STORE_META_REDUCER, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, STORE_META_REDUCER_VERSION, -1, SQLITE_STATIC);
+		while (sqlite3_step(st) == SQLITE_ROW) {
+			const char *k = (const char *)sqlite3_column_text(st, 0);
+			const char *v = (const char *)sqlite3_column_text(st, 1);
+			if (!k || !v)
+				continue;
+			if (!strcmp(k, STORE_META_REDUCER))
+				snprintf(name, sizeof(name), "%s", v);
+			else
+				snprintf(version, sizeof(version), "%s", v);
+		}
+	}
+	sqlite3_finalize(st);
+	if (name[0])
+		snprintf(buf, len, "reducer %s version %s", name, version[0] ? version : "?");
+	else
+		snprintf(buf, len, "reducer unknown");
+}
+
+/* Several files hold the run: which one is meant is the user's call. */
+static int snap_ambiguous(const struct snap_dbs *l, const char *run)
+{
+	fflush(stdout);
+	fprintf(stderr, "%s: run %s is stored by several pools; choose one with --pool:\n", prog, run);
+	for (size_t i = 0; i < l->n; i++) {
+		if (!l->v[i].body)
+			continue;
+		char red[128];
+		snap_reducer(&l->v[i], red, sizeof(red));
+		fprintf(stderr, "  %s\t%s (%s)\n", snap_db_name(&l->v[i]), l->v[i].path, red);
+	}
+	return EXIT_USAGE;
 }
 
 static void print_snapshot(const struct opts *o, const char *body)
@@ -753,88 +927,87 @@ static void print_snapshot(const struct opts *o, const char *body)
 	json_decref(j);
 }
 
-static int cmd_snapshot(const struct opts *o, const char *run, bool wait, double wait_s)
+/* The deadline passed: what there is, and why it is not enough. */
+static int snap_timed_out(const struct opts *o, const char *run, const struct snap_db *hit, double wait_s)
 {
-	char *path = NULL;
-	int busy_ms = 5000;
-	if (o->cfg) {
-		path = xstrdup(o->cfg->sqlite.path);
-		if (o->cfg->sqlite.busy_timeout_ms > 0 && o->cfg->sqlite.busy_timeout_ms < busy_ms)
-			busy_ms = (int)o->cfg->sqlite.busy_timeout_ms;
-	} else {
-		json_t *reply = call_daemon(o, make_request("config", NULL, 0), DEFAULT_TIMEOUT_MS);
-		const char *p = json_string_value(json_object_get(reply, "sqlite_path"));
-		if (!reply_ok(reply) || !p || !*p) {
-			if (!reply_ok(reply))
-				print_reply_error(reply);
-			else
-				fprintf(stderr, "%s: the daemon did not name its SQLite database\n", prog);
-			json_decref(reply);
+	if (!hit) {
+		fprintf(stderr, "%s: never arrived: nothing of run %s was persisted within %g s\n", prog, run,
+			wait_s);
+		return EXIT_NO_SNAPSHOT;
+	}
+	print_snapshot(o, hit->body);
+	fflush(stdout);
+	json_t *j = json_loads(hit->body, JSON_ALLOW_NUL, NULL);
+	const char *st = json_string_value(json_object_get(j, "status"));
+	fprintf(stderr, "%s: not yet: the snapshot of run %s is not complete (status %s) after %g s\n", prog,
+		run, st ? st : "unknown", wait_s);
+	json_decref(j);
+	return EXIT_INCOMPLETE;
+}
+
+struct snap_args {
+	const char *run;
+	const char *pool; /* --pool, or NULL */
+	bool wait;
+	double wait_s;
+};
+
+static int snap_lookup(const struct opts *o, struct snap_dbs *l, const struct snap_args *a)
+{
+	int64_t deadline = util_mono_ms() + (int64_t)llround(a->wait_s * 1000.0);
+	char err[512] = "";
+	for (;;) {
+		struct snap_db *hit;
+		bool unsure;
+		int n = snap_find(l, a->run, &hit, &unsure, err, sizeof(err));
+		if (n < 0 || (unsure && !a->wait)) {
+			fprintf(stderr, "%s: %s\n", prog, err);
 			return EXIT_REFUSED;
 		}
-		path = xstrdup(p);
-		json_decref(reply);
-	}
-	struct snap_db s = {.path = path, .busy_ms = busy_ms};
-	int64_t deadline = util_mono_ms() + (int64_t)llround(wait_s * 1000.0);
-	char err[512];
-	char *body = NULL;
-	bool complete = false;
-	int code;
-	for (;;) {
-		free(body);
-		int r = snap_read(&s, run, &body, &complete, err, sizeof(err));
-		if (r == -1 || (r == -2 && !wait)) {
-			fprintf(stderr, "%s: %s\n", prog, err);
-			code = EXIT_REFUSED;
-			break;
+		if (n > 1)
+			return snap_ambiguous(l, a->run);
+		bool late = util_mono_ms() >= deadline;
+		/* A busy file may hold the run too: wait for it to answer. */
+		if (n == 1 && (!a->wait || hit->complete) && (!unsure || late)) {
+			print_snapshot(o, hit->body);
+			return EXIT_OK;
 		}
-		if (r == 1 && (!wait || complete)) {
-			print_snapshot(o, body);
-			code = EXIT_OK;
-			break;
+		if (!a->wait) {
+			fprintf(stderr, "%s: nothing of run %s was persisted\n", prog, a->run);
+			return EXIT_NO_SNAPSHOT;
 		}
-		if (!wait) {
-			fprintf(stderr, "%s: nothing of run %s was persisted\n", prog, run);
-			code = EXIT_NO_SNAPSHOT;
-			break;
-		}
-		if (util_mono_ms() >= deadline) {
-			if (r == 1) {
-				print_snapshot(o, body);
-				fflush(stdout);
-				json_t *j = json_loads(body, JSON_ALLOW_NUL, NULL);
-				const char *st = json_string_value(json_object_get(j, "status"));
-				fprintf(stderr,
-					"%s: not yet: the snapshot of run %s is not complete (status %s) "
-					"after %g s\n",
-					prog, run, st ? st : "unknown", wait_s);
-				json_decref(j);
-				code = EXIT_INCOMPLETE;
-			} else {
-				fprintf(stderr,
-					"%s: never arrived: nothing of run %s was persisted within %g s\n",
-					prog, run, wait_s);
-				code = EXIT_NO_SNAPSHOT;
-			}
-			break;
-		}
+		if (late)
+			return snap_timed_out(o, a->run, hit, a->wait_s);
 		int64_t left = deadline - util_mono_ms();
-		util_sleep_ms(left < SNAPSHOT_POLL_MS ? (left > 0 ? left : 0) : SNAPSHOT_POLL_MS,
-			      NULL);
+		util_sleep_ms(left < SNAPSHOT_POLL_MS ? (left > 0 ? left : 0) : SNAPSHOT_POLL_MS, NULL);
 	}
-	free(body);
-	snap_db_close(&s);
-	free(path);
+}
+
+static int cmd_snapshot(const struct opts *o, const struct snap_args *a)
+{
+	struct snap_dbs l = {0};
+	int code = EXIT_REFUSED;
+	if (o->cfg)
+		snap_sources_from_config(o->cfg, &l);
+	else if (snap_sources_from_daemon(o, &l) < 0)
+		goto out;
+	code = EXIT_USAGE;
+	if (a->pool && snap_select_pool(&l, a->pool) < 0)
+		goto out;
+	code = snap_lookup(o, &l, a);
+out:
+	snap_dbs_free(&l);
 	return code;
 }
 
 /* ---- main ----------------------------------------------------------- */
 
+/* The client load: the socket and SQLite paths without the daemon's
+ * secrets, so any control.group member can run us. */
 static int load_config(struct opts *o, const char *path)
 {
 	struct config_errors errs = {0};
-	int r = config_load(path, &o->cfg, &errs);
+	int r = config_load_client(path, &o->cfg, &errs);
 	if (r < 0) {
 		for (size_t i = 0; i < errs.n; i++)
 			fprintf(stderr, "%s\n", errs.v[i]);
@@ -842,7 +1015,7 @@ static int load_config(struct opts *o, const char *path)
 			fprintf(stderr, "%s: cannot load %s: %s\n", prog, path, strerror(-r));
 		config_errors_free(&errs);
 		o->cfg = NULL;
-		return -1;
+		return r;
 	}
 	config_errors_free(&errs);
 	return 0;
@@ -854,6 +1027,62 @@ static bool is_cmd(const char *c, const char *const *names)
 		if (!strcmp(c, *names))
 			return true;
 	return false;
+}
+
+#define SNAPSHOT_USAGE "usage: snapshot RUN [--pool POOL] [--wait SECONDS]"
+
+/* OPT VALUE or OPT=VALUE at argv[*i]: the value (advancing *i past a
+ * separate one), NULL when argv[*i] is not OPT; *missing when OPT has no
+ * value. */
+static const char *option_value(int argc, char **argv, int *i, const char *opt, bool *missing)
+{
+	size_t n = strlen(opt);
+	*missing = false;
+	if (strncmp(argv[*i], opt, n) != 0)
+		return NULL;
+	if (argv[*i][n] == '=')
+		return argv[*i] + n + 1;
+	if (argv[*i][n] != '\0')
+		return NULL;
+	if (*i + 1 >= argc) {
+		*missing = true;
+		return NULL;
+	}
+	return argv[++*i];
+}
+
+static int snapshot_usage(const char *why)
+{
+	usage_error("%s", why);
+	return -EINVAL;
+}
+
+/* snapshot's arguments: RUN, --wait SECONDS, --pool POOL in any order.
+ * Returns 0, or -EINVAL after telling why. */
+static int parse_snapshot_args(int argc, char **argv, struct snap_args *a)
+{
+	for (int i = 0; i < argc; i++) {
+		bool missing;
+		const char *v;
+		if ((v = option_value(argc, argv, &i, "--wait", &missing)) || missing) {
+			if (!v || !parse_seconds(v, &a->wait_s))
+				return snapshot_usage("snapshot: --wait needs SECONDS");
+			a->wait = true;
+		} else if ((v = option_value(argc, argv, &i, "--pool", &missing)) || missing) {
+			if (!v || !*v)
+				return snapshot_usage("snapshot: --pool needs the name of a persistence pool");
+			a->pool = v;
+		} else if (!a->run && (argv[i][0] != '-' || !argv[i][1])) {
+			a->run = argv[i];
+		} else if (!a->run && !strcmp(argv[i], "--") && i + 1 < argc) {
+			a->run = argv[++i];
+		} else {
+			return snapshot_usage(SNAPSHOT_USAGE);
+		}
+	}
+	if (!a->run || !*a->run)
+		return snapshot_usage(SNAPSHOT_USAGE);
+	return 0;
 }
 
 static int run(struct opts *o, const char *cmd, int argc, char **argv)
@@ -913,30 +1142,10 @@ static int run(struct opts *o, const char *cmd, int argc, char **argv)
 					   "streams (pending entries are lost); confirm with "
 					   "\"drain --yes\"");
 	} else if (!strcmp(cmd, "snapshot")) {
-		bool wait = false;
-		double wait_s = 0;
-		const char *runid = NULL;
-		for (int i = 0; i < argc; i++) {
-			if (!strcmp(argv[i], "--wait")) {
-				if (i + 1 >= argc || !parse_seconds(argv[i + 1], &wait_s))
-					return usage_error("snapshot: --wait needs SECONDS");
-				wait = true;
-				i++;
-			} else if (!strncmp(argv[i], "--wait=", 7)) {
-				if (!parse_seconds(argv[i] + 7, &wait_s))
-					return usage_error("snapshot: --wait needs SECONDS");
-				wait = true;
-			} else if (!runid && (argv[i][0] != '-' || !argv[i][1])) {
-				runid = argv[i];
-			} else if (!runid && !strcmp(argv[i], "--") && i + 1 < argc) {
-				runid = argv[++i];
-			} else {
-				return usage_error("usage: snapshot RUN [--wait SECONDS]");
-			}
-		}
-		if (!runid || !*runid)
-			return usage_error("usage: snapshot RUN [--wait SECONDS]");
-		return cmd_snapshot(o, runid, wait, wait_s);
+		struct snap_args sa = {0};
+		if (parse_snapshot_args(argc, argv, &sa) < 0)
+			return EXIT_USAGE;
+		return cmd_snapshot(o, &sa);
 	} else {
 		return usage_error("unknown command \"%s\"", cmd);
 	}

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "proc.h"
+#include "reducer.h"
 #include "util.h"
 
 /* ---------- deferred control replies ---------- */
@@ -280,15 +281,30 @@ static void cmd_scale(struct master *m, struct control_client *c, const char *po
 	control_reply(c, json_pack("{s:b, s:s, s:I}", "ok", 1, "pool", p->name, "count", (json_int_t)n));
 }
 
+/* Each persistence pool's SQLite file: where `streamvisorctl -s SOCKET
+ * snapshot` looks for a run. */
+static json_t *persistence_files(const struct sv_config *cfg)
+{
+	json_t *pools = json_array();
+	for (size_t i = 0; pools && i < cfg->npools; i++) {
+		const struct pool_config *p = &cfg->pools[i];
+		if (p->kind == POOL_PERSISTENCE && p->sqlite_path)
+			json_array_append_new(pools, json_pack("{s:s, s:s, s:s}", "name", p->name, "sqlite_path",
+							       p->sqlite_path, "reducer",
+							       reducer_kind_name(p->reducer)));
+	}
+	return pools;
+}
+
 static void cmd_config(struct master *m, struct control_client *c)
 {
 	json_t *streams = json_array();
 	for (size_t i = 0; i < m->cfg->streams.n; i++)
 		json_array_append_new(streams, json_string(m->cfg->streams.v[i]));
-	control_reply(c, json_pack("{s:b, s:s, s:s, s:s, s:o, s:s, s:s}", "ok", 1, "sqlite_path",
-				   m->cfg->sqlite.path, "namespace", m->cfg->namespace, "node", m->cfg->node,
-				   "streams", streams, "redis", m->cfg->redis.url_redacted, "socket",
-				   m->cfg->control.socket));
+	control_reply(c, json_pack("{s:b, s:s, s:o, s:s, s:s, s:o, s:s, s:s}", "ok", 1, "sqlite_path",
+				   m->cfg->sqlite.path, "pools", persistence_files(m->cfg), "namespace",
+				   m->cfg->namespace, "node", m->cfg->node, "streams", streams, "redis",
+				   m->cfg->redis.url_redacted, "socket", m->cfg->control.socket));
 }
 
 /* ---------- metrics ---------- */

@@ -30,6 +30,12 @@ const char *reducer_kind_name(enum reducer_kind kind)
 	return "unknown";
 }
 
+int reducer_version(enum reducer_kind kind)
+{
+	const struct reducer_ops *ops = ops_of(kind);
+	return ops ? ops->version : -EINVAL;
+}
+
 int reducer_set_int(json_t *obj, const char *key, int64_t v)
 {
 	json_t *cur = json_object_get(obj, key);

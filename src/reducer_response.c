@@ -364,4 +364,5 @@ static int apply(json_t *snap, const struct sv_event *ev)
 const struct reducer_ops reducer_response_ops = {
 	.init = init,
 	.apply = apply,
+	.version = 1,
 };

@@ -139,6 +139,9 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
 	"  updated_ms INTEGER NOT NULL, ord_major INTEGER NOT NULL, ord_minor INTEGER NOT NULL,"
 	"  ord_ms INTEGER NOT NULL, ord_seq INTEGER NOT NULL,"
 	"  archived INTEGER NOT NULL DEFAULT 0);",
+	/* 2: which reducer writes the file (STORE_META_*), so a reader can
+	 * reduce stored events the way the writer did. */
+	"CREATE TABLE meta(key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID;",
 };
 
 struct store {
@@ -677,6 +680,10 @@ static int migrate(struct store *s)
 	int rc = query_int(s, "PRAGMA user_version", &v);
 	if (rc < 0 || v == STORE_SCHEMA_VERSION)
 		return rc;
+	/* A reader takes an older schema as it is: every version has the
+	 * snapshots table, and a missing meta table means "unknown". */
+	if (s->readonly && v >= 1 && v < STORE_SCHEMA_VERSION)
+		return 0;
 	if (v > STORE_SCHEMA_VERSION || v < 0 || s->readonly) {
 		set_err(s, "%s: schema version %lld, this build knows %d", s->path, (long long)v,
 			STORE_SCHEMA_VERSION);
@@ -700,6 +707,66 @@ static int migrate(struct store *s)
 fail:
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	return rc;
+}
+
+/* meta[key], or "" when there is no such row. */
+static int meta_get(struct store *s, const char *key, char *val, size_t len)
+{
+	sqlite3_stmt *st;
+	const char *sql = "SELECT value FROM meta WHERE key = ?1";
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return sql_fail(s, rc, sql);
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	const unsigned char *t = rc == SQLITE_ROW ? sqlite3_column_text(st, 0) : NULL;
+	snprintf(val, len, "%s", t ? (const char *)t : "");
+	sqlite3_finalize(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sql_fail(s, rc, sql);
+	return 0;
+}
+
+static int meta_set(struct store *s, const char *key, const char *val)
+{
+	sqlite3_stmt *st;
+	const char *sql = "INSERT INTO meta(key, value) VALUES (?1, ?2)"
+			  " ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return sql_fail(s, rc, sql);
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, val, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : sql_fail(s, rc, sql);
+}
+
+/* Record this writer's reducer in the file (STORE_META_*).  Read first:
+ * every worker opens the file, and only a change needs the write lock. */
+static int record_reducer(struct store *s)
+{
+	char name[64], version[32], want_version[32];
+	const char *want = reducer_kind_name(s->kind);
+	snprintf(want_version, sizeof(want_version), "%d", reducer_version(s->kind));
+	int rc = meta_get(s, STORE_META_REDUCER, name, sizeof(name));
+	if (rc == 0)
+		rc = meta_get(s, STORE_META_REDUCER_VERSION, version, sizeof(version));
+	if (rc < 0 || (strcmp(name, want) == 0 && strcmp(version, want_version) == 0))
+		return rc;
+	if ((rc = exec_sql(s, "BEGIN IMMEDIATE")) < 0)
+		return rc;
+	if ((rc = meta_set(s, STORE_META_REDUCER, want)) < 0 ||
+	    (rc = meta_set(s, STORE_META_REDUCER_VERSION, want_version)) < 0 ||
+	    (rc = exec_sql(s, "COMMIT")) < 0) {
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return rc;
+	}
+	/* Snapshots already stored keep the shape the old reducer gave them. */
+	if (name[0])
+		log_warn("%s: was written by reducer %s version %s, now by %s version %s", s->path, name,
+			 version[0] ? version : "?", want, want_version);
+	return 0;
 }
 
 int store_open(struct store **out, const char *path, const struct store_opts *opts)
@@ -753,6 +820,8 @@ int store_open(struct store **out, const char *path, const struct store_opts *op
 		 s->readonly ? "" : "PRAGMA journal_mode = WAL;",
 		 opts->synchronous == SV_SYNC_NORMAL ? "NORMAL" : "FULL");
 	if ((rc = exec_sql_retry(s, pragmas)) < 0 || (rc = migrate(s)) < 0)
+		goto fail;
+	if (!s->readonly && (rc = record_reducer(s)) < 0)
 		goto fail;
 	if (!s->readonly && !in_memory)
 		chown_sidecars(path, opts->group, s);

@@ -35,14 +35,18 @@ static void write_file(const char *name, const char *text)
 	fclose(f);
 }
 
-/* Load text as tmpdir/NAME; returns config_load's result. */
+/* The loader every helper below uses: the daemon's, or the client's for
+ * the tests of config_load_client. */
+static int (*loader)(const char *, struct sv_config **, struct config_errors *) = config_load;
+
+/* Load text as tmpdir/NAME; returns the loader's result. */
 static int load_named(const char *name, const char *text, struct sv_config **cfg, struct config_errors *errs)
 {
 	char path[512];
 	write_file(name, text);
 	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
 	memset(errs, 0, sizeof(*errs));
-	return config_load(path, cfg, errs);
+	return loader(path, cfg, errs);
 }
 
 static int load_text(const char *text, struct sv_config **cfg, struct config_errors *errs)
@@ -636,6 +640,89 @@ static void test_redis_url_and_password(void **state)
 	}
 }
 
+/* ---- the client's load (streamvisorctl) ------------------------------- */
+
+/* What the client needs from a file whose secrets and machine checks would
+ * all fail the daemon's load. */
+static const char client_conf[] =
+	"streams = [\"e\"];\n"
+	"redis = { password_file = \"%s\"; };\n"
+	"control = { socket = \"ctl.sock\"; group = \"no-such-group-sv\"; };\n"
+	"sqlite = { path = \"global.db\"; };\n"
+	"run_as = { user = \"no-such-user-sv\"; };\n"
+	"tools = ( { name = \"x\"; command = [\"/no/such/tool\"]; } );\n"
+	"pools = ( { name = \"a\"; kind = \"persistence\"; },\n"
+	"          { name = \"b\"; kind = \"persistence\"; sqlite_path = \"b/own.db\"; },\n"
+	"          { name = \"t\"; kind = \"tool\"; } );\n";
+
+static struct sv_config *expect_client_ok(const char *pwfile)
+{
+	char text[sizeof(client_conf) + 256];
+	snprintf(text, sizeof(text), client_conf, pwfile);
+	struct sv_config *cfg = NULL;
+	struct config_errors errs;
+	/* The daemon's load refuses it (group, user, tool; the missing
+	 * password file) ... */
+	loader = config_load;
+	assert_int_equal(load_text(text, &cfg, &errs), -EINVAL);
+	assert_true(errs.n >= 3);
+	config_errors_free(&errs);
+	/* ... the client's takes it. */
+	loader = config_load_client;
+	cfg = expect_ok(text);
+	loader = config_load;
+	return cfg;
+}
+
+static void test_client_never_reads_secrets(void **state)
+{
+	(void)state;
+	char want[600];
+	/* A password file that does not exist, and one that does: neither is
+	 * opened, so the password stays unknown. */
+	write_file("client-secret", "topsecret\n");
+	const char *pwfiles[] = {"no-such-secret", "client-secret"};
+	for (size_t i = 0; i < ARRAY_SIZE(pwfiles); i++) {
+		struct sv_config *cfg = expect_client_ok(pwfiles[i]);
+		assert_null(cfg->redis.password);
+		assert_null(cfg->redis.parsed.password);
+		snprintf(want, sizeof(want), "%s/%s", cfg->dir, pwfiles[i]);
+		assert_string_equal(cfg->redis.password_file, want);
+		/* What the client needs is all there, resolved. */
+		snprintf(want, sizeof(want), "%s/ctl.sock", cfg->dir);
+		assert_string_equal(cfg->control.socket, want);
+		snprintf(want, sizeof(want), "%s/global.db", cfg->dir);
+		assert_string_equal(cfg->sqlite.path, want);
+		assert_string_equal(config_find_pool(cfg, "a")->sqlite_path, want);
+		snprintf(want, sizeof(want), "%s/b/own.db", cfg->dir);
+		assert_string_equal(config_find_pool(cfg, "b")->sqlite_path, want);
+		assert_null(config_find_pool(cfg, "t")->sqlite_path);
+		config_free(cfg);
+	}
+}
+
+static void test_client_reports_errors(void **state)
+{
+	(void)state;
+	loader = config_load_client;
+	/* The same syntax errors, with FILE:LINE ... */
+	expect_errors("streams = [\"events\"];\n\npools = ( { name = ; } );\n", 1, 3, "syntax error");
+	/* ... and the same semantic ones, each at its line. */
+	expect_errors("streams = [\"e\"];\nredis = { password_file = 7; };\nbogus = 1;\n"
+		      "pools = ( { name = \"p\"; kind = \"persistence\"; count = -1; } );\n",
+		      3, 2, "redis.password_file must be a string", 3, "unknown key \"bogus\"", 4,
+		      "count must not be negative");
+	/* A file it cannot read, as the daemon's load. */
+	char path[512];
+	snprintf(path, sizeof(path), "%s/missing.conf", tmpdir);
+	struct sv_config *cfg = NULL;
+	struct config_errors errs = {0};
+	assert_int_equal(config_load_client(path, &cfg, &errs), -ENOENT);
+	assert_int_equal(errs.n, 1);
+	config_errors_free(&errs);
+	loader = config_load;
+}
+
 /* ---- reload helpers ---------------------------------------------------- */
 
 static const char base_conf[] =
@@ -809,6 +896,8 @@ int main(void)
 		cmocka_unit_test(test_ranges),
 		cmocka_unit_test(test_cross_checks),
 		cmocka_unit_test(test_redis_url_and_password),
+		cmocka_unit_test(test_client_never_reads_secrets),
+		cmocka_unit_test(test_client_reports_errors),
 		cmocka_unit_test(test_restart_key_changed),
 		cmocka_unit_test(test_pool_changed),
 	};

@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "golden.h"
+#include "reducer.h"
 #include "store.h"
 #include "util.h"
 
@@ -198,6 +199,56 @@ static void test_readonly_and_missing(void **state)
 	assert_int_equal(store_begin(r), -EINVAL);
 	store_close(r);
 	store_close(s);
+}
+
+/* meta[key] read straight from the file, "" when absent. */
+static void meta_of(const char *path, const char *key, char *val, size_t len)
+{
+	sqlite3 *db;
+	sqlite3_stmt *q;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = ?1", -1, &q, NULL), SQLITE_OK);
+	sqlite3_bind_text(q, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(q);
+	snprintf(val, len, "%s", rc == SQLITE_ROW ? (const char *)sqlite3_column_text(q, 0) : "");
+	sqlite3_finalize(q);
+	sqlite3_close(db);
+}
+
+static void expect_reducer_recorded(const char *path, enum reducer_kind kind)
+{
+	char val[64], want[16];
+	meta_of(path, STORE_META_REDUCER, val, sizeof(val));
+	assert_string_equal(val, reducer_kind_name(kind));
+	meta_of(path, STORE_META_REDUCER_VERSION, val, sizeof(val));
+	snprintf(want, sizeof(want), "%d", reducer_version(kind));
+	assert_string_equal(val, want);
+}
+
+/* Each file records the reducer of its writer; a file of schema 1 (no meta
+ * table) is still read, and a writer moves it on and records itself. */
+static void test_reducer_recorded(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	store_close(open_store(path, REDUCER_MERGE));
+	expect_reducer_recorded(path, REDUCER_MERGE);
+	store_close(open_store(path, REDUCER_RESPONSE));
+	expect_reducer_recorded(path, REDUCER_RESPONSE);
+
+	/* Back to schema 1, as a file written before the meta table. */
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "DROP TABLE meta; PRAGMA user_version = 1", NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	struct store_opts ro = {.readonly = true};
+	struct store *r;
+	assert_int_equal(store_open(&r, path, &ro), 0);
+	store_close(r);
+	store_close(open_store(path, REDUCER_MERGE));
+	expect_reducer_recorded(path, REDUCER_MERGE);
 }
 
 /* ---- dedupe ---- */
@@ -824,6 +875,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_open_files_and_modes),
 		cmocka_unit_test(test_readonly_and_missing),
+		cmocka_unit_test(test_reducer_recorded),
 		cmocka_unit_test(test_dedupe),
 		cmocka_unit_test(test_golden_through_store),
 		cmocka_unit_test(test_out_of_order),
