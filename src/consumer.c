@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fault.h"
 #include "log.h"
 #include "util.h"
 
@@ -158,6 +159,8 @@ static size_t stream_index(struct consumer *c, const char *stream)
 static int ensure_groups(struct consumer *c)
 {
 	struct rconn *rc = conn(c);
+	if (!rc->c)
+		return -1;
 	for (size_t i = 0; i < c->nstreams; i++)
 		redisAppendCommand(rc->c, "XGROUP CREATE %s %s 0 MKSTREAM", c->pool->streams.v[i],
 				   c->pool->group);
@@ -205,6 +208,8 @@ static void warn_redis_config(struct consumer *c)
 		return;
 	c->warned_redis = true;
 	redisReply *r = rconn_command(conn(c), "INFO");
+	if (r && fault_active("redis_drop.info", NULL, 0))
+		rconn_drop(conn(c), "fault injection: dropped after INFO");
 	if (!r || r->type != REDIS_REPLY_STRING) {
 		if (r)
 			freeReplyObject(r);
@@ -724,6 +729,8 @@ static redisReply *round_trip(struct consumer *c, bool history)
 {
 	struct worker *w = c->w;
 	size_t sent[c->nstreams ? c->nstreams : 1];
+	if (!w->rc.c)
+		return NULL; /* dropped by an earlier command of this round */
 	int64_t t0 = util_mono_us();
 	int nacks = append_acks(c, sent);
 	int nbeat = beat_now(c, !history) ? heartbeat_append(&w->hb, &w->rc) : 0;
@@ -796,6 +803,8 @@ static int read_new(struct consumer *c)
 static int sweep_claims(struct consumer *c)
 {
 	struct rconn *rc = conn(c);
+	if (!rc->c)
+		return 0;
 	char idle[24], count[24];
 	snprintf(idle, sizeof(idle), "%lld", (long long)c->pool->claim_idle_ms);
 	snprintf(count, sizeof(count), "%lld", (long long)c->pool->batch);
@@ -855,6 +864,10 @@ int consumer_step(struct consumer *c)
 	}
 	if (!c->started) {
 		warn_redis_config(c);
+		/* Its INFO or CONFIG GET may have dropped the connection: the
+		 * next round reconnects before anything is appended to it. */
+		if (!w->rc.c)
+			return 0;
 		if (c->kind.start) {
 			int r = c->kind.start(c->kind.ctx, c);
 			if (r < 0)
