@@ -367,26 +367,73 @@ static bool renew_claim(struct run_state *rs)
 	return mine;
 }
 
-static int spawn_tool(struct run_state *rs, struct outcome *oc)
+/* The tool's pipes, read (R) and write (W) ends: its stdin, stdout,
+ * stderr, and the exec report (errno of a failed chdir/exec; EOF at a
+ * successful exec thanks to O_CLOEXEC). */
+enum { P_IN_R, P_IN_W, P_OUT_R, P_OUT_W, P_ERR_R, P_ERR_W, P_REP_R, P_REP_W, P_N };
+
+static void close_fds(int *fds, size_t n)
 {
-	int pin[2], pout[2], perr[2], prep[2];
-	if (pipe2(pin, O_CLOEXEC) < 0)
-		return -errno;
-	if (pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0 || pipe2(prep, O_CLOEXEC) < 0)
-		return -errno; /* fds leak only on EMFILE at start-up; acceptable */
-	pid_t pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0)
-		child_exec(rs->tool, rs->call, pin[0], pout[1], perr[1], prep[1]);
-	setpgid(pid, pid); /* also in the parent, against the race */
-	close(pin[0]);
-	close(pout[1]);
-	close(perr[1]);
-	close(prep[1]);
+	for (size_t i = 0; i < n; i++)
+		if (fds[i] >= 0) {
+			close(fds[i]);
+			fds[i] = -1;
+		}
+}
+
+/* All four pipes or none: on failure every end opened so far is closed. */
+static int open_pipes(int fd[P_N])
+{
+	for (int i = 0; i < P_N; i++)
+		fd[i] = -1;
+	for (int i = 0; i < P_N; i += 2)
+		if (pipe2(fd + i, O_CLOEXEC) < 0) {
+			int e = -errno;
+			close_fds(fd, P_N);
+			return e;
+		}
+	return 0;
+}
+
+/* The child's errno when it could not chdir or exec, or 0 (EOF: exec'd). */
+static int exec_report(int fd)
+{
 	int e = 0;
-	ssize_t n = read(prep[0], &e, sizeof(e)); /* EOF at exec, or errno */
-	close(prep[0]);
+	ssize_t n;
+	do
+		n = read(fd, &e, sizeof(e));
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)sizeof(e) ? e : 0;
+}
+
+/* Fork and exec the tool.  Returns 0 with rs->pid, rs->pidfd and the
+ * parent's pipe ends set, or a negative errno with nothing left open and
+ * no child left unreaped. */
+static int spawn_tool(struct run_state *rs)
+{
+	int fd[P_N];
+	int r = open_pipes(fd);
+	if (r < 0)
+		return r;
+	pid_t pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		close_fds(fd, P_N);
+		return r;
+	}
+	if (pid == 0)
+		child_exec(rs->tool, rs->call, fd[P_IN_R], fd[P_OUT_W], fd[P_ERR_W], fd[P_REP_W]);
+	setpgid(pid, pid); /* also in the parent, against the race */
+	int child_ends[] = {fd[P_IN_R], fd[P_OUT_W], fd[P_ERR_W], fd[P_REP_W]};
+	close_fds(child_ends, ARRAY_SIZE(child_ends));
+	int e = exec_report(fd[P_REP_R]);
+	close(fd[P_REP_R]);
+	if (e) {
+		int ours[] = {fd[P_IN_W], fd[P_OUT_R], fd[P_ERR_R]};
+		close_fds(ours, ARRAY_SIZE(ours));
+		waitpid(pid, NULL, 0);
+		return -e;
+	}
 	rs->pid = pid;
 #ifdef SYS_pidfd_open
 	rs->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -395,16 +442,12 @@ static int spawn_tool(struct run_state *rs, struct outcome *oc)
 #else
 	rs->pidfd = -1;
 #endif
-	rs->in = pin[1];
-	rs->out = pout[0];
-	rs->err = perr[0];
+	rs->in = fd[P_IN_W];
+	rs->out = fd[P_OUT_R];
+	rs->err = fd[P_ERR_R];
 	util_set_nonblock(rs->in);
 	util_set_nonblock(rs->out);
 	util_set_nonblock(rs->err);
-	if (n == (ssize_t)sizeof(e)) {
-		oc->output = NULL;
-		return -e;
-	}
 	return 0;
 }
 
@@ -526,21 +569,13 @@ static void run_tool(struct worker *w, struct consumer *c, struct consumer_batch
 	rs.start = util_mono_ms();
 	rs.deadline = rs.start + t->timeout_ms;
 	oc->exit_code = -1;
-	int r = spawn_tool(&rs, oc);
+	int r = spawn_tool(&rs);
 	if (r < 0) {
+		/* spawn_tool left no fd open and no child behind. */
 		oc->is_error = 1;
-		oc->output = NULL;
 		char msg[256];
 		snprintf(msg, sizeof(msg), "cannot start %s: %s", t->command.v[0], strerror(-r));
 		oc->output = util_xstrdup(msg);
-		if (rs.pid > 0)
-			waitpid(rs.pid, NULL, 0);
-		if (rs.in >= 0)
-			close(rs.in);
-		if (rs.out >= 0)
-			close(rs.out);
-		if (rs.err >= 0)
-			close(rs.err);
 		linebuf_free(&rs.errlb);
 		oc->duration_ms = util_mono_ms() - rs.start;
 		return;
