@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +41,15 @@ struct call {
 	const char *run, *call_id, *name;
 	int64_t seq;
 	char *arguments;       /* JSON text for stdin */
-	char done_key[512];
+	char *done_key;        /* worker_tool_done_key() */
 };
+
+static void call_free(struct call *call)
+{
+	free(call->arguments);
+	free(call->done_key);
+	call->arguments = call->done_key = NULL;
+}
 
 /* What running the tool produced. */
 struct outcome {
@@ -110,6 +118,34 @@ char *worker_tool_sanitize(const char *buf, size_t len, size_t max, int *truncat
 
 /* ---------- decoding the call ---------- */
 
+/* Longest key of the short form: what the 512-byte buffer of earlier
+ * versions held untruncated, so their done keys stay valid. */
+#define DONE_KEY_SHORT_MAX 511
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = NULL;
+	int n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		abort();
+	return s;
+}
+
+char *worker_tool_done_key(const char *ns, const char *run, const char *call_id)
+{
+	char *key = xasprintf("%s:tool:%s:%s", ns, run, call_id);
+	if (strlen(key) <= DONE_KEY_SHORT_MAX)
+		return key;
+	/* Longer than any short-form key, so the two forms never meet; the
+	 * run's length says where the run ends and the call id begins. */
+	free(key);
+	return xasprintf("%s:tool:%zu:%s:%s", ns, strlen(run), run, call_id);
+}
+
 static const char *field(const struct sv_entry *e, const char *name, size_t *len)
 {
 	const char *v = NULL;
@@ -163,7 +199,7 @@ static const char *call_decode(const struct worker *w, const struct consumer_ent
 	call->arguments = json_is_string(args) ? util_xstrdup(json_string_value(args))
 			  : args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY)
 				 : util_xstrdup("{}");
-	snprintf(call->done_key, sizeof(call->done_key), "%s:tool:%s:%s", w->cfg->namespace, run, call_id);
+	call->done_key = worker_tool_done_key(w->cfg->namespace, run, call_id);
 	return NULL;
 }
 
@@ -208,9 +244,9 @@ static void child_exec(const struct tool_config *t, const struct call *call, int
 		envp[i] = t->env.v[i];
 		have_path |= strncmp(t->env.v[i], "PATH=", 5) == 0;
 	}
-	char runv[512], callv[512];
-	snprintf(runv, sizeof(runv), "STREAMVISOR_RUN=%s", call->run);
-	snprintf(callv, sizeof(callv), "STREAMVISOR_CALL_ID=%s", call->call_id);
+	/* Whole ids, however long (a cut one would name another call). */
+	char *runv = xasprintf("STREAMVISOR_RUN=%s", call->run);
+	char *callv = xasprintf("STREAMVISOR_CALL_ID=%s", call->call_id);
 	if (envp) {
 		if (!have_path)
 			envp[n++] = "PATH=/usr/local/bin:/usr/bin:/bin";
@@ -681,7 +717,7 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 		ce->verdict = CE_DEAD;
 		ce->reason = reason;
 		json_decref(data);
-		free(call.arguments);
+		call_free(&call);
 		return;
 	}
 	int err;
@@ -691,7 +727,7 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 		if (consumer_renew(c, ce->e.stream, ids, 1, &owned) >= 0 && !owned) {
 			ce->verdict = CE_DROP;
 			json_decref(data);
-			free(call.arguments);
+			call_free(&call);
 			return;
 		}
 	}
@@ -726,7 +762,7 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 	}
 	w->hb.current[0] = '\0';
 	json_decref(data);
-	free(call.arguments);
+	call_free(&call);
 }
 
 static int tool_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
