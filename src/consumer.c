@@ -12,8 +12,8 @@
 #include "util.h"
 
 /* Renew only what is still ours: a bare XCLAIM would steal an entry back
- * from a peer that claimed it meanwhile.  Returns [id, delivery count, ...]
- * of the ids still owned.  The XCLAIM also makes the count durable: Redis
+ * from a peer that claimed it meanwhile.  Returns [position, delivery
+ * count, ...] of the ids still owned.  The XCLAIM also makes the count durable: Redis
  * does not write the increment of an XREADGROUP history read (id 0) to
  * the AOF or to replicas, so after a Redis restart a poison entry would
  * get max_deliveries fresh crashes; XCLAIM is propagated with the count
@@ -163,7 +163,7 @@ static int ensure_groups(struct consumer *c)
 {
 	struct rconn *rc = conn(c);
 	if (!rc->c)
-		return -1;
+		return -ENOTCONN;
 	for (size_t i = 0; i < c->nstreams; i++)
 		redisAppendCommand(rc->c, "XGROUP CREATE %s %s 0 MKSTREAM", c->pool->streams.v[i],
 				   c->pool->group);
@@ -171,11 +171,11 @@ static int ensure_groups(struct consumer *c)
 	for (size_t i = 0; i < c->nstreams; i++) {
 		redisReply *r = rconn_get_reply(rc);
 		if (!r)
-			return -1;
+			return -ENOTCONN;
 		if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP")) {
 			log_error("XGROUP CREATE %s %s: %s", c->pool->streams.v[i], c->pool->group, r->str);
 			set_error(c, "XGROUP CREATE: %s", r->str);
-			ret = -1;
+			ret = -EPROTO;
 		} else if (r->type != REDIS_REPLY_ERROR && c->started) {
 			log_warn("consumer group %s on %s was missing: re-created at 0", c->pool->group,
 				 c->pool->streams.v[i]);
@@ -275,7 +275,7 @@ static int read_ack_replies(struct consumer *c, const size_t *sent)
 			continue;
 		redisReply *r = rconn_get_reply(conn(c));
 		if (!r)
-			return -1; /* the acks stay queued and are sent again */
+			return -ENOTCONN; /* the acks stay queued and are sent again */
 		long long acked = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
 		bool nogroup = rconn_is_error(r, "NOGROUP");
 		freeReplyObject(r);
@@ -317,7 +317,7 @@ static int flush_acks(struct consumer *c)
 {
 	size_t sent[c->nstreams ? c->nstreams : 1];
 	if (!conn(c)->c)
-		return -1;
+		return -ENOTCONN;
 	if (append_acks(c, sent) == 0)
 		return 0;
 	int r = read_ack_replies(c, sent);
@@ -361,12 +361,12 @@ static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
 	free(argv);
 	free(lens);
 	if (!r)
-		return -1;
+		return -ENOTCONN;
 	int ret = 0;
 	if (r->type != REDIS_REPLY_ARRAY) {
 		log_error("dead-lettering %s %s failed: %s", e->stream, e->id,
 			  r->type == REDIS_REPLY_ERROR ? r->str : "transaction aborted");
-		ret = -1;
+		ret = -EPROTO;
 	}
 	freeReplyObject(r);
 	if (ret == 0) {
@@ -472,7 +472,7 @@ static int claim_reread(struct consumer *c, struct consumer_batch *b)
 	free(ids);
 	free(owned);
 	free(deliveries);
-	return r < 0 ? -1 : 0;
+	return r < 0 ? r : 0;
 }
 
 /* Verdicts the consumer can give before the kind sees the entry. */
@@ -601,8 +601,9 @@ static void report_progress(struct consumer *c)
 static int process_batch(struct consumer *c, struct consumer_batch *b)
 {
 	size_t si = stream_index(c, b->stream);
-	if (b->history && claim_reread(c, b) < 0)
-		return -1;
+	int err;
+	if (b->history && (err = claim_reread(c, b)) < 0)
+		return err;
 	prejudge(c, b);
 	c->w->hb.status = HB_BUSY;
 	snprintf(c->w->hb.current, sizeof(c->w->hb.current), "%s", b->n ? b->v[0].e.id : "");
@@ -619,8 +620,8 @@ static int process_batch(struct consumer *c, struct consumer_batch *b)
 		struct consumer_entry *ce = &b->v[i];
 		switch (ce->verdict) {
 		case CE_DEAD:
-			if (dead_letter(c, si, ce) < 0)
-				return -1; /* not acked: it will be delivered again */
+			if ((err = dead_letter(c, si, ce)) < 0)
+				return err; /* not acked: it will be delivered again */
 			break;
 		case CE_UNDECIDED:
 		case CE_ACK:
@@ -745,10 +746,10 @@ static redisReply *round_trip(struct consumer *c, bool history)
 		return NULL;
 	if (nbeat) {
 		int r = heartbeat_replies(&w->hb, &w->rc, nbeat);
-		if (r < 0 && r != -EPERM)
-			return NULL;
 		if (r == -EPERM)
 			worker_stop = 1; /* someone else owns our name: stop cleanly */
+		else if (r < 0)
+			return NULL; /* -ENOTCONN: dropped and logged; the next round reconnects */
 		w->hb.redis_rtt_us = util_mono_us() - t0;
 	}
 	redisReply *r = rconn_get_reply(&w->rc);
@@ -823,7 +824,7 @@ static int sweep_claims(struct consumer *c)
 	for (size_t i = 0; i < c->nstreams; i++) {
 		replies[i] = rconn_get_reply(rc);
 		if (!replies[i]) {
-			ret = -1;
+			ret = -ENOTCONN;
 			break;
 		}
 	}
@@ -877,7 +878,7 @@ int consumer_step(struct consumer *c)
 		if (c->kind.start) {
 			int r = c->kind.start(c->kind.ctx, c);
 			if (r < 0)
-				return -r;
+				return r == -EINVAL ? SV_EX_CONFIG : SV_EX_TRANSIENT;
 		}
 		c->started = true;
 	}
@@ -920,7 +921,7 @@ static int mark_owned(const redisReply *r, size_t n, bool *owned, long long *del
 
 /* Run claim_own_script over ids: marks owned[i] and, when deliveries is
  * not NULL, stores the delivery count of each owned id.  Returns how many
- * are still owned, or -1 when the connection dropped.  A script error
+ * are still owned, or -ENOTCONN when the connection dropped.  A script error
  * (old Redis, scripting disabled) keeps everything as owned. */
 static int claim_own(struct consumer *c, const char *stream, const char *const *ids, size_t n,
 		     bool *owned, long long *deliveries)
@@ -938,7 +939,7 @@ static int claim_own(struct consumer *c, const char *stream, const char *const *
 	redisReply *r = rconn_commandv(conn(c), (int)argc, argv, NULL);
 	free(argv);
 	if (!r)
-		return -1;
+		return -ENOTCONN;
 	int kept = 0;
 	for (size_t i = 0; i < n; i++)
 		owned[i] = false;

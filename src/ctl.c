@@ -692,7 +692,8 @@ static void snap_db_close(struct snap_db *s)
 }
 
 /* Look run up: 1 found (*body malloc'd, *complete), 0 nothing (yet),
- * -1 error (message printed when fatal). */
+ * -EBUSY when the database is busy (transient), or -EIO / -ENOMEM with
+ * the message in err. */
 static int snap_read(struct snap_db *s, const char *run, char **body, bool *complete, char *err,
 		     size_t errlen)
 {
@@ -707,7 +708,7 @@ static int snap_read(struct snap_db *s, const char *run, char **body, bool *comp
 			snprintf(err, errlen, "cannot open %s: %s", s->path,
 				 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
 			snap_db_close(s);
-			return -1;
+			return -EIO;
 		}
 		sqlite3_busy_timeout(s->db, s->busy_ms);
 	}
@@ -719,7 +720,7 @@ static int snap_read(struct snap_db *s, const char *run, char **body, bool *comp
 			if (strstr(m, "no such table"))
 				return 0; /* the schema is not there yet: nothing persisted */
 			snprintf(err, errlen, "%s: %s", s->path, m);
-			return -1;
+			return -EIO;
 		}
 	}
 	sqlite3_reset(s->st);
@@ -730,14 +731,12 @@ static int snap_read(struct snap_db *s, const char *run, char **body, bool *comp
 		const unsigned char *b = sqlite3_column_text(s->st, 0);
 		*body = strdup(b ? (const char *)b : "null");
 		*complete = sqlite3_column_int64(s->st, 1) != 0;
-		ret = *body ? 1 : -1;
+		ret = *body ? 1 : -ENOMEM;
 		if (!*body)
 			snprintf(err, errlen, "out of memory");
 	} else if (rc != SQLITE_DONE) {
 		snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
-		ret = -1;
-		if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
-			ret = -2; /* transient */
+		ret = rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? -EBUSY : -EIO;
 	}
 	sqlite3_reset(s->st);
 	sqlite3_clear_bindings(s->st);
@@ -784,7 +783,7 @@ static int cmd_snapshot(const struct opts *o, const char *run, bool wait, double
 	for (;;) {
 		free(body);
 		int r = snap_read(&s, run, &body, &complete, err, sizeof(err));
-		if (r == -1 || (r == -2 && !wait)) {
+		if (r < 0 && (r != -EBUSY || !wait)) {
 			fprintf(stderr, "%s: %s\n", prog, err);
 			code = EXIT_REFUSED;
 			break;
@@ -842,7 +841,7 @@ static int load_config(struct opts *o, const char *path)
 			fprintf(stderr, "%s: cannot load %s: %s\n", prog, path, strerror(-r));
 		config_errors_free(&errs);
 		o->cfg = NULL;
-		return -1;
+		return r;
 	}
 	config_errors_free(&errs);
 	return 0;

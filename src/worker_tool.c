@@ -645,7 +645,8 @@ static void run_tool(struct worker *w, struct consumer *c, struct consumer_batch
 
 /* ---------- publishing ---------- */
 
-/* One Lua script: done key, tool.output, XACK.  Returns 0 or -1. */
+/* One Lua script: done key, tool.output, XACK.  Returns 0, -ENOMEM,
+ * -ENOTCONN (dropped) or -EPROTO (the script failed; logged). */
 static int publish(struct worker *w, struct consumer *c, const struct call *call, const struct outcome *oc)
 {
 	json_t *data = json_pack("{s:s, s:s, s:s, s:b, s:I, s:b}", "call_id", call->call_id, "name", call->name,
@@ -655,7 +656,7 @@ static int publish(struct worker *w, struct consumer *c, const struct call *call
 	char *djs = json_dumps(data, JSON_COMPACT);
 	json_decref(data);
 	if (!djs)
-		return -1;
+		return -ENOMEM;
 	char seq[24], ts[24];
 	snprintf(seq, sizeof(seq), "%lld", (long long)call->seq);
 	snprintf(ts, sizeof(ts), "%lld", (long long)util_wall_ms());
@@ -686,11 +687,11 @@ static int publish(struct worker *w, struct consumer *c, const struct call *call
 	redisReply *r = rconn_commandv(&w->rc, n, argv, NULL);
 	free(djs);
 	if (!r)
-		return -1;
+		return -ENOTCONN;
 	int ret = 0;
 	if (r->type == REDIS_REPLY_ERROR) {
 		log_error("publishing tool.output for %s/%s: %s", call->run, call->call_id, r->str);
-		ret = -1;
+		ret = -EPROTO;
 	}
 	freeReplyObject(r);
 	return ret;
