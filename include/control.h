@@ -56,6 +56,14 @@ typedef void (*control_handler)(void *ctx, struct control_client *c, json_t *req
 int control_open(struct control **out, const char *path, mode_t mode, const char *group,
 		 control_handler handler, void *ctx);
 void control_close(struct control *ctl);
+/* Resolve, through NSS, what the peer check needs: control.group's gid
+ * and the uids of its listed members.  control_open does it; the master
+ * calls it again at reload so membership changes apply.  Accepting a
+ * client then only compares ids (SO_PEERCRED uid/gid, the listed uids,
+ * the peer's supplementary groups from /proc/PID/status): it never waits
+ * on a directory service.  Returns 0 or -ENOENT (no such group, logged;
+ * only root and the daemon's uid are then allowed). */
+int control_refresh_ids(struct control *ctl, const char *group);
 /* fds the master should poll (listening socket plus clients), returning
  * their count; events are POLLIN, plus POLLOUT for clients with output. */
 size_t control_pollfds(struct control *ctl, struct pollfd *fds, size_t max);

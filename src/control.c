@@ -78,6 +78,8 @@ struct control {
 	uid_t euid;
 	bool have_gid;
 	gid_t gid;
+	uid_t *members;          /* sorted uids of control.group's listed members */
+	size_t nmembers;
 	struct control_client *clients;
 	size_t nclients;
 	int64_t accept_paused_until;
@@ -488,7 +490,72 @@ static void maybe_finish(struct control_client *c)
 
 /* ---- accepting ------------------------------------------------------ */
 
-static bool peer_allowed(struct control *ctl, const struct ucred *cr)
+static int uid_cmp(const void *a, const void *b)
+{
+	uid_t x = *(const uid_t *)a, y = *(const uid_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int control_refresh_ids(struct control *ctl, const char *group)
+{
+	free(ctl->members);
+	ctl->members = NULL;
+	ctl->nmembers = 0;
+	ctl->have_gid = false;
+	if (!group || !*group)
+		return 0;
+	struct group *gr = getgrnam(group);
+	if (!gr) {
+		log_error("control.group \"%s\": no such group", group);
+		return -ENOENT;
+	}
+	ctl->gid = gr->gr_gid;
+	ctl->have_gid = true;
+	size_t n = 0;
+	while (gr->gr_mem[n])
+		n++;
+	ctl->members = util_xcalloc(n ? n : 1, sizeof(*ctl->members));
+	/* getgrnam's buffer survives getpwnam (a buffer of its own). */
+	for (size_t i = 0; i < n; i++) {
+		struct passwd *pw = getpwnam(gr->gr_mem[i]);
+		if (pw)
+			ctl->members[ctl->nmembers++] = pw->pw_uid;
+	}
+	qsort(ctl->members, ctl->nmembers, sizeof(*ctl->members), uid_cmp);
+	return 0;
+}
+
+/* Does the "Groups:" line of /proc/PID/status list gid?  The kernel's own
+ * record of the peer's supplementary groups: no NSS.  (The pid is the
+ * one SO_PEERCRED gave at connect; a process that exited since reads as
+ * "no".) */
+static bool peer_has_group(pid_t pid, gid_t gid)
+{
+	char path[64], line[4096];
+	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		if (strncmp(line, "Groups:", 7) != 0)
+			continue;
+		for (char *p = line + 7, *end; !found; p = end) {
+			unsigned long g = strtoul(p, &end, 10);
+			if (end == p)
+				break;
+			found = (gid_t)g == gid;
+		}
+		break;
+	}
+	fclose(f);
+	return found;
+}
+
+/* Root, the daemon's uid, and control.group: the peer's gid or
+ * supplementary groups, or a member listed in the group.  Only compares
+ * ids resolved by control_refresh_ids: accepting never waits on NSS. */
+static bool peer_allowed(const struct control *ctl, const struct ucred *cr)
 {
 	if (cr->uid == 0 || cr->uid == ctl->euid)
 		return true;
@@ -496,31 +563,9 @@ static bool peer_allowed(struct control *ctl, const struct ucred *cr)
 		return false;
 	if (cr->gid == ctl->gid)
 		return true;
-	struct passwd pw, *pwp = NULL;
-	char buf[4096];
-	if (getpwuid_r(cr->uid, &pw, buf, sizeof(buf), &pwp) != 0 || !pwp)
-		return false;
-	gid_t groups[256];
-	int n = (int)ARRAY_SIZE(groups);
-	if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) < 0) {
-		/* More groups than fit: ask again with the size needed. */
-		if (n <= 0 || n > 65536)
-			return false;
-		gid_t *g = calloc((size_t)n, sizeof(*g));
-		if (!g)
-			return false;
-		bool found = false;
-		if (getgrouplist(pw.pw_name, pw.pw_gid, g, &n) >= 0) {
-			for (int i = 0; i < n && !found; i++)
-				found = g[i] == ctl->gid;
-		}
-		free(g);
-		return found;
-	}
-	for (int i = 0; i < n; i++)
-		if (groups[i] == ctl->gid)
-			return true;
-	return false;
+	if (bsearch(&cr->uid, ctl->members, ctl->nmembers, sizeof(*ctl->members), uid_cmp))
+		return true;
+	return cr->pid > 0 && peer_has_group(cr->pid, ctl->gid);
 }
 
 static void refuse(int fd, const char *line)
@@ -747,8 +792,8 @@ int control_open(struct control **out, const char *path, mode_t mode, const char
 	ctl->handler = handler;
 	ctl->ctx = ctx;
 	ctl->euid = geteuid();
-	ctl->have_gid = have_gid;
-	ctl->gid = gid;
+	/* The peer check's ids, resolved now rather than per connection. */
+	control_refresh_ids(ctl, group);
 	*out = ctl;
 	return 0;
 }
@@ -771,6 +816,7 @@ void control_close(struct control *ctl)
 	    st.st_ino == ctl->ino)
 		unlink(ctl->path);
 	free(ctl->path);
+	free(ctl->members);
 	free(ctl);
 }
 
