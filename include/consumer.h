@@ -51,7 +51,8 @@ const char *consumer_group(const struct consumer *c);
 const char *consumer_name(const struct consumer *c);
 /* Renew the idle time of ids of stream that this consumer still owns (Lua:
  * XPENDING owner check, then XCLAIM ... 0 JUSTID).  Marks owned[i].
- * Returns how many are still owned, or -1 when the connection dropped. */
+ * Returns how many are still owned, or -ENOTCONN when the connection
+ * dropped. */
 int consumer_renew(struct consumer *c, const char *stream, const char *const *ids, size_t n,
 		   bool *owned);
 /* Names of consumers of the group on stream (XINFO CONSUMERS); for the

@@ -66,6 +66,14 @@ int control_attach(struct control *ctl, struct dispatch *d);
 void control_tick(struct control *ctl, int64_t now_ms);
 /* Connected clients not yet released. */
 size_t control_client_count(const struct control *ctl);
+/* Resolve, through NSS, what the peer check needs: control.group's gid
+ * and the uids of its listed members.  control_open does it; the master
+ * calls it again at reload so membership changes apply.  Accepting a
+ * client then only compares ids (SO_PEERCRED uid/gid, the listed uids,
+ * the peer's supplementary groups from SO_PEERGROUPS): it never waits
+ * on a directory service.  Returns 0 or -ENOENT (no such group, logged;
+ * only root and the daemon's uid are then allowed). */
+int control_refresh_ids(struct control *ctl, const char *group);
 /* Drop clients that have not finished a line within 5 s; returns the
  * next deadline in ms (or -1). */
 int64_t control_timeouts(struct control *ctl, int64_t now_ms);

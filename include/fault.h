@@ -7,6 +7,8 @@
  *   exit.POOL     a worker of POOL exits at start with the code written in
  *                 the file (default 1): crash loops, FATAL, exit 78.
  *   commit        SQLite COMMITs fail (disk full) while the file exists.
+ *   redis_drop.info  a slot-0 worker drops its Redis connection right
+ *                 after the start-up INFO (a connection lost mid-start).
  *   Reducer hooks (fault builds only): an event of type "sv.test.crash"
  *   crashes the worker with SIGSEGV; "sv.test.reducer_error" makes the
  *   reducer fail on that entry. */

@@ -49,10 +49,15 @@ const char *heartbeat_status_name(enum hb_status s);
 
 void heartbeat_init(struct heartbeat *hb, const struct sv_config *cfg, const char *pool,
 		    const char *kind, int slot, int64_t restarts, pid_t prev_pid);
-/* Take a new incarnation number (first call only), acquire the fencing key
+/* Errors follow the tree's convention (negative errno):
+ *   -ENOTCONN  the connection dropped (logged by rconn_drop): reconnect;
+ *   -EPERM     the fence was lost: another process owns the name (logged
+ *              here): stop using the name;
+ *   -EPROTO    Redis answered with an error where a value was needed.
+ *
+ * Take a new incarnation number (first call only), acquire the fencing key
  * and write the field.  Returns 1 when registered, 0 when another live
- * process holds the name (try again later), -1 when the connection
- * dropped. */
+ * process holds the name (try again later), or a negative errno. */
 int heartbeat_register(struct heartbeat *hb, struct rconn *rc);
 /* Is a beat due (interval elapsed)? */
 bool heartbeat_due(const struct heartbeat *hb, int64_t now_mono);
@@ -62,12 +67,13 @@ int64_t heartbeat_next_ms(const struct heartbeat *hb, int64_t now_mono);
  * replies the caller must pass to heartbeat_replies, or 0 when not
  * registered. */
 int heartbeat_append(struct heartbeat *hb, struct rconn *rc);
-/* Consume those replies.  Returns 0, -1 when the connection dropped, or
- * -EPERM when the fence was lost (another process owns the name: exit). */
+/* Consume those replies.  Returns 0, -ENOTCONN when the connection
+ * dropped, or -EPERM when the fence was lost (another process owns the
+ * name: exit); a drop after a lost fence reports -ENOTCONN. */
 int heartbeat_replies(struct heartbeat *hb, struct rconn *rc, int n);
 /* Count one batch that took us microseconds. */
 void heartbeat_observe_batch(struct heartbeat *hb, int64_t us);
-/* Beat now (a round trip of its own). */
+/* Beat now (a round trip of its own): 0, -ENOTCONN or -EPERM. */
 int heartbeat_beat(struct heartbeat *hb, struct rconn *rc);
 /* Clean exit: write status=stopping and release the fence if still ours. */
 void heartbeat_release(struct heartbeat *hb, struct rconn *rc);

@@ -40,6 +40,10 @@ struct proc_policy {
 };
 
 #define PROC_BURST_MAX 64
+/* The largest restart.burst that can trip: the policy trips on more
+ * crashes than burst inside the window, and the history holds
+ * PROC_BURST_MAX of them.  The configuration refuses anything larger. */
+#define PROC_BURST_LIMIT (PROC_BURST_MAX - 1)
 
 struct proc {
 	enum proc_state state;

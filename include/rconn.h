@@ -27,8 +27,10 @@ struct rconn {
  * that must heartbeat more often). */
 void rconn_init(struct rconn *rc, const struct sv_config *cfg, int64_t cap_ms);
 void rconn_close(struct rconn *rc);
-/* One attempt now: connect, AUTH, SELECT, PING.  Returns 0 or -1 (err set,
- * logged once per outage; the recovery is logged too). */
+/* One attempt now: connect, AUTH, SELECT, PING.  Returns 0, or (err set,
+ * logged once per outage; the recovery is logged too) -ENOTCONN (cannot
+ * connect, or the connection failed during set-up), -EACCES (AUTH
+ * refused), -EPROTO (SELECT or PING refused) or -ENOMEM. */
 int rconn_connect(struct rconn *rc);
 /* Connected, or it is time to try again and the attempt succeeds. */
 bool rconn_ready(struct rconn *rc, int64_t now_ms);

@@ -16,7 +16,7 @@
 /* How often the monitor runs it: keep_ms / 2, clamped to [1 s, 60 s]. */
 int64_t retention_period_ms(const struct sv_config *cfg);
 /* One pass over every configured stream.  Returns the number of entries
- * trimmed, or -1 when the connection dropped. */
+ * trimmed, or -ENOTCONN when the connection dropped. */
 long long retention_run(struct rconn *rc, const struct sv_config *cfg);
 
 #endif

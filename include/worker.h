@@ -34,8 +34,9 @@ struct consumer_batch;
  * decides a verdict for each entry; it returns 0, or -EAGAIN when the work
  * could not be made durable (SQLite busy, full): then the whole batch is
  * retried later, with the worker degraded, its entries renewed and nothing
- * acked.  start() runs once after the groups exist; a negative return is
- * the process exit status negated (-78). */
+ * acked.  start() runs once after the groups exist; it returns 0 or a
+ * negative errno: -EINVAL (the setup is wrong: exit 78), anything else
+ * exits 1 (transient). */
 struct consumer_kind {
 	int (*start)(void *ctx, struct consumer *c);
 	/* Optional: periodic housekeeping when a read found nothing. */
@@ -72,7 +73,8 @@ void worker_poll_master(struct worker *w);
 /* Wait up to ms for the master's channel or a signal; applies messages. */
 void worker_wait(struct worker *w, int64_t ms);
 /* Keep the heartbeat going while waiting/working outside the consumer
- * loop's pipelined reads (e.g. while a tool runs or SQLite is retried). */
+ * loop's pipelined reads (e.g. while a tool runs or SQLite is retried).
+ * Returns 0, -ENOTCONN (dropped) or -EPERM (fence lost): heartbeat.h. */
 int worker_beat_if_due(struct worker *w);
 
 #endif

@@ -21,4 +21,12 @@ void worker_tool_free(struct consumer_kind *kind);
  * terminated string; *truncated is set when input was cut. */
 char *worker_tool_sanitize(const char *buf, size_t len, size_t max, int *truncated);
 
+/* The done key of a call (a malloc'd string).  Short form
+ * "NS:tool:RUN:CALL_ID" when that is at most 511 bytes (the keys of
+ * earlier versions, which stay valid); longer pairs, which earlier
+ * versions cut to 511 bytes (two calls could share a key), get
+ * "NS:tool:LEN:RUN:CALL_ID" with LEN the run's length in bytes: whole,
+ * and unambiguous however either id is split. */
+char *worker_tool_done_key(const char *ns, const char *run, const char *call_id);
+
 #endif

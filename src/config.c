@@ -44,7 +44,9 @@
  *   retention.keep_ms                  0 .. 86399999 (< tool done-key TTL)
  *   retention.dead_keep_ms             1 ms .. 365 days
  *   retention.events_keep_ms           0 (keep) .. 365 days
- *   restart.max_retries, restart.burst 0 .. 1000000
+ *   restart.max_retries                0 .. 1000000
+ *   restart.burst                      0 .. PROC_BURST_LIMIT (63: the crash
+ *                                      history holds 64, see proc.h)
  *   pools[].count                      0 .. 1000 (0 = defined, no workers)
  *   pools[].batch                      1 .. 100000
  *   pools[].max_deliveries             1 .. 1000000
@@ -57,6 +59,7 @@
 #include "sv_config.h"
 
 #include "config.h"
+#include "proc.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -981,7 +984,7 @@ static void load_heartbeat_restart(struct ld *ld, const config_setting_t *root, 
 	get_int(ld, g, "restart", "backoff_max_ms", 30000, 1, MAX_DURATION_MS, &cfg->restart.backoff_max_ms);
 	get_int(ld, g, "restart", "start_ms", 1000, 0, MAX_DURATION_MS, &cfg->restart.start_ms);
 	x->max_retries = get_int(ld, g, "restart", "max_retries", 5, 0, MAX_BIG, &cfg->restart.max_retries);
-	get_int(ld, g, "restart", "burst", 10, 0, MAX_BIG, &cfg->restart.burst);
+	get_int(ld, g, "restart", "burst", 10, 0, PROC_BURST_LIMIT, &cfg->restart.burst);
 	get_int(ld, g, "restart", "burst_window_ms", 60000, 1, MAX_DURATION_MS, &cfg->restart.burst_window_ms);
 	get_int(ld, g, "restart", "stop_timeout_ms", 10000, 0, MAX_DURATION_MS, &cfg->restart.stop_timeout_ms);
 }

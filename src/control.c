@@ -82,6 +82,8 @@ struct control {
 	uid_t euid;
 	bool have_gid;
 	gid_t gid;
+	uid_t *members;          /* sorted uids of control.group's listed members */
+	size_t nmembers;
 	struct control_client *clients;
 	size_t nclients;
 	int64_t accept_paused_until;
@@ -496,7 +498,70 @@ static void maybe_finish(struct control_client *c)
 
 static void on_client(struct dispatch_file *f, uint32_t events);
 
-static bool peer_allowed(struct control *ctl, const struct ucred *cr)
+static int uid_cmp(const void *a, const void *b)
+{
+	uid_t x = *(const uid_t *)a, y = *(const uid_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int control_refresh_ids(struct control *ctl, const char *group)
+{
+	free(ctl->members);
+	ctl->members = NULL;
+	ctl->nmembers = 0;
+	ctl->have_gid = false;
+	if (!group || !*group)
+		return 0;
+	struct group *gr = getgrnam(group);
+	if (!gr) {
+		log_error("control.group \"%s\": no such group", group);
+		return -ENOENT;
+	}
+	ctl->gid = gr->gr_gid;
+	ctl->have_gid = true;
+	size_t n = 0;
+	while (gr->gr_mem[n])
+		n++;
+	ctl->members = util_xcalloc(n ? n : 1, sizeof(*ctl->members));
+	/* getgrnam's buffer survives getpwnam (a buffer of its own). */
+	for (size_t i = 0; i < n; i++) {
+		struct passwd *pw = getpwnam(gr->gr_mem[i]);
+		if (pw)
+			ctl->members[ctl->nmembers++] = pw->pw_uid;
+	}
+	qsort(ctl->members, ctl->nmembers, sizeof(*ctl->members), uid_cmp);
+	return 0;
+}
+
+/* Was gid among the peer's supplementary groups when it connected?  The
+ * kernel recorded them with the socket (SO_PEERGROUPS, Linux 4.13): no
+ * NSS, and no race with the peer's pid being reused. */
+static bool peer_has_group(int fd, gid_t gid)
+{
+	gid_t small[64];
+	gid_t *groups = small;
+	socklen_t len = sizeof(small);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
+		if (errno != ERANGE || len > 65536 * sizeof(gid_t))
+			return false;
+		groups = malloc(len);
+		if (!groups || getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) < 0) {
+			free(groups);
+			return false;
+		}
+	}
+	bool found = false;
+	for (size_t i = 0; i < len / sizeof(gid_t) && !found; i++)
+		found = groups[i] == gid;
+	if (groups != small)
+		free(groups);
+	return found;
+}
+
+/* Root, the daemon's uid, and control.group: the peer's gid or
+ * supplementary groups at connect, or a member listed in the group.  Only compares
+ * ids resolved by control_refresh_ids: accepting never waits on NSS. */
+static bool peer_allowed(const struct control *ctl, int fd, const struct ucred *cr)
 {
 	if (cr->uid == 0 || cr->uid == ctl->euid)
 		return true;
@@ -504,31 +569,9 @@ static bool peer_allowed(struct control *ctl, const struct ucred *cr)
 		return false;
 	if (cr->gid == ctl->gid)
 		return true;
-	struct passwd pw, *pwp = NULL;
-	char buf[4096];
-	if (getpwuid_r(cr->uid, &pw, buf, sizeof(buf), &pwp) != 0 || !pwp)
-		return false;
-	gid_t groups[256];
-	int n = (int)ARRAY_SIZE(groups);
-	if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) < 0) {
-		/* More groups than fit: ask again with the size needed. */
-		if (n <= 0 || n > 65536)
-			return false;
-		gid_t *g = calloc((size_t)n, sizeof(*g));
-		if (!g)
-			return false;
-		bool found = false;
-		if (getgrouplist(pw.pw_name, pw.pw_gid, g, &n) >= 0) {
-			for (int i = 0; i < n && !found; i++)
-				found = g[i] == ctl->gid;
-		}
-		free(g);
-		return found;
-	}
-	for (int i = 0; i < n; i++)
-		if (groups[i] == ctl->gid)
-			return true;
-	return false;
+	if (bsearch(&cr->uid, ctl->members, ctl->nmembers, sizeof(*ctl->members), uid_cmp))
+		return true;
+	return peer_has_group(fd, ctl->gid);
 }
 
 static void refuse(int fd, const char *line)
@@ -560,7 +603,7 @@ static void accept_clients(struct control *ctl, int64_t now)
 			refuse(fd, err_denied);
 			continue;
 		}
-		if (!peer_allowed(ctl, &cr)) {
+		if (!peer_allowed(ctl, fd, &cr)) {
 			log_warn("control: refused a client: uid %ld (pid %ld) is not allowed",
 				 (long)cr.uid, (long)cr.pid);
 			refuse(fd, err_denied);
@@ -757,8 +800,8 @@ int control_open(struct control **out, const char *path, mode_t mode, const char
 	ctl->handler = handler;
 	ctl->ctx = ctx;
 	ctl->euid = geteuid();
-	ctl->have_gid = have_gid;
-	ctl->gid = gid;
+	/* The peer check's ids, resolved now rather than per connection. */
+	control_refresh_ids(ctl, group);
 	*out = ctl;
 	return 0;
 }
@@ -782,6 +825,7 @@ void control_close(struct control *ctl)
 	    st.st_ino == ctl->ino)
 		unlink(ctl->path);
 	free(ctl->path);
+	free(ctl->members);
 	free(ctl);
 }
 

@@ -100,12 +100,12 @@ static int take_incarnation(struct heartbeat *hb, struct rconn *rc)
 		return 0;
 	redisReply *r = rconn_command(rc, "HINCRBY %s %s 1", hb->incarn_key, hb->name);
 	if (!r)
-		return -1;
+		return -ENOTCONN; /* rconn_drop logged it */
 	int ret = 0;
 	if (r->type == REDIS_REPLY_INTEGER)
 		hb->incarnation = r->integer;
 	else
-		ret = -1, log_error("HINCRBY %s: %s", hb->incarn_key, r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
+		ret = -EPROTO, log_error("HINCRBY %s: %s", hb->incarn_key, r->type == REDIS_REPLY_ERROR ? r->str : "bad reply");
 	freeReplyObject(r);
 	snprintf(hb->fence_val, sizeof(hb->fence_val), "%d:%lld", (int)hb->pid, (long long)hb->incarnation);
 	return ret;
@@ -130,12 +130,15 @@ static void append_hset(struct heartbeat *hb, struct rconn *rc)
 
 int heartbeat_register(struct heartbeat *hb, struct rconn *rc)
 {
-	if (!rc->c || take_incarnation(hb, rc) < 0)
-		return -1;
+	if (!rc->c)
+		return -ENOTCONN;
+	int err = take_incarnation(hb, rc);
+	if (err < 0)
+		return err;
 	append_fence(hb, rc);
 	redisReply *r = rconn_get_reply(rc);
 	if (!r)
-		return -1;
+		return -ENOTCONN;
 	bool mine = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
 	if (r->type == REDIS_REPLY_ERROR)
 		log_error("fencing script: %s", r->str);
@@ -147,8 +150,9 @@ int heartbeat_register(struct heartbeat *hb, struct rconn *rc)
 	/* The predecessor's hold is ours now; never take another one over. */
 	hb->takeover[0] = '\0';
 	hb->registered = true;
-	if (heartbeat_beat(hb, rc) < 0)
-		return -1;
+	err = heartbeat_beat(hb, rc);
+	if (err < 0)
+		return err;
 	log_info("registered as %s incarnation %lld", hb->name, (long long)hb->incarnation);
 	return 1;
 }
@@ -180,7 +184,7 @@ int heartbeat_replies(struct heartbeat *hb, struct rconn *rc, int n)
 	for (int i = 0; i < n; i++) {
 		redisReply *r = rconn_get_reply(rc);
 		if (!r)
-			return -1;
+			return -ENOTCONN; /* rconn_drop logged it */
 		if (i == 1 && r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
 			log_error("fencing key %s was taken by another process; giving up the name",
 				  hb->fence_key);
@@ -198,7 +202,7 @@ int heartbeat_beat(struct heartbeat *hb, struct rconn *rc)
 	int64_t t0 = util_mono_us();
 	int n = heartbeat_append(hb, rc);
 	if (n == 0)
-		return rc->c ? 0 : -1;
+		return rc->c ? 0 : -ENOTCONN;
 	int ret = heartbeat_replies(hb, rc, n);
 	hb->redis_rtt_us = util_mono_us() - t0;
 	return ret;

@@ -328,15 +328,15 @@ static void emit_logfmt(const struct rec *r, const char *ts)
 	out_line(b.p, b.len);
 }
 
-/* Set key to a sanitized string; returns 0 or -1. */
+/* Set key to a sanitized string; returns 0 or -ENOMEM. */
 static int jset_str(json_t *o, const char *k, const char *v, size_t len)
 {
 	char *s = utf8_dup(v, len);
 	if (!s)
-		return -1;
+		return -ENOMEM;
 	json_t *j = json_string(s);
 	free(s);
-	return json_object_set_new(o, k, j);
+	return json_object_set_new(o, k, j) == 0 ? 0 : -ENOMEM;
 }
 
 /* Object key: sanitized like a logfmt key (keeps both formats alike). */
@@ -347,7 +347,7 @@ static int jkey(char *dst, size_t len, const char *k, bool prefix)
 		lb_putc(&b, '_');
 	lb_key(&b, k);
 	if (b.full)
-		return -1;
+		return -ENAMETOOLONG;
 	dst[b.len] = '\0';
 	return 0;
 }

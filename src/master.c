@@ -655,6 +655,9 @@ json_t *master_reload(struct master *m)
 		json_array_append_new(changes, json_sprintf("log.level %s", log_level_name(ncfg->log.level)));
 	}
 	log_set_format(ncfg->log.format);
+	/* Group membership may have changed: resolve it now, not per client. */
+	if (m->ctl)
+		control_refresh_ids(m->ctl, ncfg->control.group);
 	config_free(old);
 	/* The monitor reads pools and retention settings: give it the new ones. */
 	master_monitor_restart(m);

@@ -29,19 +29,20 @@ static struct timeval tv_ms(int64_t ms)
 	return tv;
 }
 
-/* Run one set-up command; 0 or -1 with rc->err set. */
+/* Run one set-up command; 0, -ENOTCONN (I/O) or -EPROTO (error reply),
+ * with rc->err set. */
 static int setup_command(struct rconn *rc, const char *what, int argc, const char **argv)
 {
 	redisReply *r = redisCommandArgv(rc->c, argc, argv, NULL);
 	if (!r) {
 		snprintf(rc->err, sizeof(rc->err), "%s: %s", what, rc->c->errstr);
-		return -1;
+		return -ENOTCONN;
 	}
 	int ret = 0;
 	if (r->type == REDIS_REPLY_ERROR) {
 		/* The error text of AUTH never contains the password. */
 		snprintf(rc->err, sizeof(rc->err), "%s: %s", what, r->str);
-		ret = -1;
+		ret = -EPROTO;
 	}
 	freeReplyObject(r);
 	return ret;
@@ -59,27 +60,29 @@ static int connect_once(struct rconn *rc)
 		rc->c = redisConnectWithTimeout(u->host, u->port, ctv);
 	if (!rc->c) {
 		snprintf(rc->err, sizeof(rc->err), "connect: out of memory");
-		return -1;
+		return -ENOMEM;
 	}
 	if (rc->c->err) {
 		snprintf(rc->err, sizeof(rc->err), "connect to %s: %s",
 			 cfg->redis.url_redacted, rc->c->errstr);
-		return -1;
+		return -ENOTCONN;
 	}
 	redisSetTimeout(rc->c, tv_ms(cfg->redis.command_timeout_ms));
 	if (u->type == REDIS_URL_TCP)
 		redisEnableKeepAlive(rc->c);
+	int err;
 	if (cfg->redis.password) {
 		const char *argv[3] = {"AUTH", u->user, cfg->redis.password};
-		if (u->user ? setup_command(rc, "AUTH", 3, argv)
-			    : setup_command(rc, "AUTH", 2, (const char *[]){"AUTH", cfg->redis.password}))
-			return -1;
+		err = u->user ? setup_command(rc, "AUTH", 3, argv)
+			      : setup_command(rc, "AUTH", 2, (const char *[]){"AUTH", cfg->redis.password});
+		if (err < 0)
+			return err == -EPROTO ? -EACCES : err;
 	}
 	if (u->db) {
 		char db[16];
 		snprintf(db, sizeof(db), "%d", u->db);
-		if (setup_command(rc, "SELECT", 2, (const char *[]){"SELECT", db}))
-			return -1;
+		if ((err = setup_command(rc, "SELECT", 2, (const char *[]){"SELECT", db})) < 0)
+			return err;
 	}
 	return setup_command(rc, "PING", 1, (const char *[]){"PING"});
 }
@@ -87,7 +90,8 @@ static int connect_once(struct rconn *rc)
 int rconn_connect(struct rconn *rc)
 {
 	rconn_close(rc);
-	if (connect_once(rc) == 0) {
+	int err = connect_once(rc);
+	if (err == 0) {
 		if (rc->failures)
 			log_info("redis connection restored after %u attempts", rc->failures);
 		rc->failures = 0;
@@ -101,7 +105,7 @@ int rconn_connect(struct rconn *rc)
 	else
 		log_debug("redis still unavailable (attempt %u): %s", rc->failures, rc->err);
 	rc->next_try_ms = util_mono_ms() + backoff_next(&rc->backoff, util_rand32());
-	return -1;
+	return err;
 }
 
 bool rconn_ready(struct rconn *rc, int64_t now_ms)

@@ -57,6 +57,7 @@ static void wipe_free(char *s)
 	}
 }
 
+/* Value of hex digit c, or -EINVAL. */
 static int hexval(int c)
 {
 	if (c >= '0' && c <= '9')
@@ -65,7 +66,7 @@ static int hexval(int c)
 		return c - 'a' + 10;
 	if (c >= 'A' && c <= 'F')
 		return c - 'A' + 10;
-	return -1;
+	return -EINVAL;
 }
 
 /* Percent-decode s[0..n) into a new string.  Returns 0, -EINVAL (bad
@@ -81,8 +82,8 @@ static int pct_decode(const char *s, size_t n, char **out)
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '%') {
-			int a = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -1;
-			int b = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
+			int a = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -EINVAL;
+			int b = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -EINVAL;
 			if (a < 0 || b < 0 || (a == 0 && b == 0)) {
 				d[j] = '\0';
 				wipe_free(d);
@@ -123,18 +124,19 @@ static int parse_userinfo(const char *s, size_t n, struct redis_url *u, char *er
 	return 0;
 }
 
-/* Non-negative decimal int of s[0..n) (no sign, no spaces); -1 if bad. */
+/* Non-negative decimal int of s[0..n) (no sign, no spaces); -EINVAL if
+ * bad, -ERANGE above max. */
 static long parse_uint(const char *s, size_t n, long max)
 {
 	if (n == 0 || n > 10)
-		return -1;
+		return -EINVAL;
 	long v = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] < '0' || s[i] > '9')
-			return -1;
+			return -EINVAL;
 		v = v * 10 + (s[i] - '0');
 	}
-	return v > max ? -1 : v;
+	return v > max ? -ERANGE : v;
 }
 
 static bool host_char(int c)

@@ -1,6 +1,7 @@
 /* retention: XTRIM MINID behind every group's oldest unprocessed entry. */
 #include "retention.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,7 +61,7 @@ static long long trim_stream(struct rconn *rc, const struct sv_config *cfg, cons
 				argv[n++] = cfg->pools[p].group;
 	redisReply *r = rconn_commandv(rc, n, argv, NULL);
 	if (!r)
-		return -1;
+		return -ENOTCONN;
 	long long trimmed = 0;
 	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_INTEGER) {
 		trimmed = r->element[0]->integer;
@@ -82,7 +83,7 @@ static long long trim_dead(struct rconn *rc, const struct sv_config *cfg, const 
 	redisReply *r = rconn_command(rc, "XTRIM %s:dead MINID ~ %lld-0", stream,
 				      (long long)(util_wall_ms() - cfg->retention.dead_keep_ms));
 	if (!r)
-		return -1;
+		return -ENOTCONN;
 	long long n = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
 	freeReplyObject(r);
 	return n;
@@ -109,11 +110,11 @@ static long long one_stream(struct rconn *rc, const struct sv_config *cfg, const
 	long long total = 0, n;
 	if (cfg->retention.trim_acked) {
 		if ((n = trim_stream(rc, cfg, s)) < 0)
-			return -1;
+			return n;
 		total += n;
 	}
 	if ((n = trim_dead(rc, cfg, s)) < 0)
-		return -1;
+		return n;
 	return total + n;
 }
 
@@ -124,7 +125,7 @@ long long retention_run(struct rconn *rc, const struct sv_config *cfg)
 		if (seen_before(cfg, (size_t)-1, i, cfg->streams.v[i]))
 			continue;
 		if ((n = one_stream(rc, cfg, cfg->streams.v[i])) < 0)
-			return -1;
+			return n;
 		total += n;
 	}
 	for (size_t p = 0; p < cfg->npools; p++)
@@ -132,7 +133,7 @@ long long retention_run(struct rconn *rc, const struct sv_config *cfg)
 			if (seen_before(cfg, p, i, cfg->pools[p].streams.v[i]))
 				continue;
 			if ((n = one_stream(rc, cfg, cfg->pools[p].streams.v[i])) < 0)
-				return -1;
+				return n;
 			total += n;
 		}
 	return total;

@@ -181,6 +181,8 @@ static int worker_round(struct worker *w)
 	update_status(w);
 	/* A kind without stream work: stay idle and keep the heartbeat. */
 	worker_wait(w, heartbeat_next_ms(&w->hb, util_mono_ms()));
+	/* -EPERM: the fence is lost (logged): give the name up.  -ENOTCONN:
+	 * dropped (logged): the next round reconnects. */
 	if (worker_beat_if_due(w) == -EPERM)
 		return SV_EX_TRANSIENT;
 	return 0;

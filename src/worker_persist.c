@@ -32,7 +32,7 @@ static int check_foreign_consumers(struct persist *p, struct consumer *c)
 	for (size_t i = 0; i < pool->streams.n; i++) {
 		redisReply *r = consumer_list(c, pool->streams.v[i]);
 		if (!r)
-			return -SV_EX_TRANSIENT;
+			return -ENOTCONN;
 		for (size_t j = 0; r->type == REDIS_REPLY_ARRAY && j < r->elements; j++) {
 			redisReply *info = r->element[j];
 			for (size_t k = 0; info->type == REDIS_REPLY_ARRAY && k + 1 < info->elements; k += 2) {
@@ -45,7 +45,7 @@ static int check_foreign_consumers(struct persist *p, struct consumer *c)
 					  "must belong to one node (use persist@{node}); refusing to start",
 					  pool->group, pool->streams.v[i], name);
 				freeReplyObject(r);
-				return -SV_EX_CONFIG;
+				return -EINVAL;
 			}
 		}
 		freeReplyObject(r);
@@ -66,7 +66,7 @@ static int persist_start(void *ctx, struct consumer *c)
 		.reducer = p->w->pool->reducer,
 	};
 	if (store_open(&p->store, pool_sqlite_path(p->w), &opts) < 0)
-		return -SV_EX_TRANSIENT;
+		return -EIO; /* store_open logged why */
 	return 0;
 }
 

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +41,15 @@ struct call {
 	const char *run, *call_id, *name;
 	int64_t seq;
 	char *arguments;       /* JSON text for stdin */
-	char done_key[512];
+	char *done_key;        /* worker_tool_done_key() */
 };
+
+static void call_free(struct call *call)
+{
+	free(call->arguments);
+	free(call->done_key);
+	call->arguments = call->done_key = NULL;
+}
 
 /* What running the tool produced. */
 struct outcome {
@@ -110,6 +118,34 @@ char *worker_tool_sanitize(const char *buf, size_t len, size_t max, int *truncat
 
 /* ---------- decoding the call ---------- */
 
+/* Longest key of the short form: what the 512-byte buffer of earlier
+ * versions held untruncated, so their done keys stay valid. */
+#define DONE_KEY_SHORT_MAX 511
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = NULL;
+	int n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		abort();
+	return s;
+}
+
+char *worker_tool_done_key(const char *ns, const char *run, const char *call_id)
+{
+	char *key = xasprintf("%s:tool:%s:%s", ns, run, call_id);
+	if (strlen(key) <= DONE_KEY_SHORT_MAX)
+		return key;
+	/* Longer than any short-form key, so the two forms never meet; the
+	 * run's length says where the run ends and the call id begins. */
+	free(key);
+	return xasprintf("%s:tool:%zu:%s:%s", ns, strlen(run), run, call_id);
+}
+
 static const char *field(const struct sv_entry *e, const char *name, size_t *len)
 {
 	const char *v = NULL;
@@ -163,7 +199,7 @@ static const char *call_decode(const struct worker *w, const struct consumer_ent
 	call->arguments = json_is_string(args) ? util_xstrdup(json_string_value(args))
 			  : args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY)
 				 : util_xstrdup("{}");
-	snprintf(call->done_key, sizeof(call->done_key), "%s:tool:%s:%s", w->cfg->namespace, run, call_id);
+	call->done_key = worker_tool_done_key(w->cfg->namespace, run, call_id);
 	return NULL;
 }
 
@@ -208,9 +244,9 @@ static void child_exec(const struct tool_config *t, const struct call *call, int
 		envp[i] = t->env.v[i];
 		have_path |= strncmp(t->env.v[i], "PATH=", 5) == 0;
 	}
-	char runv[512], callv[512];
-	snprintf(runv, sizeof(runv), "STREAMVISOR_RUN=%s", call->run);
-	snprintf(callv, sizeof(callv), "STREAMVISOR_CALL_ID=%s", call->call_id);
+	/* Whole ids, however long (a cut one would name another call). */
+	char *runv = xasprintf("STREAMVISOR_RUN=%s", call->run);
+	char *callv = xasprintf("STREAMVISOR_CALL_ID=%s", call->call_id);
 	if (envp) {
 		if (!have_path)
 			envp[n++] = "PATH=/usr/local/bin:/usr/bin:/bin";
@@ -369,26 +405,73 @@ static bool renew_claim(struct run_state *rs)
 	return mine;
 }
 
-static int spawn_tool(struct run_state *rs, struct outcome *oc)
+/* The tool's pipes, read (R) and write (W) ends: its stdin, stdout,
+ * stderr, and the exec report (errno of a failed chdir/exec; EOF at a
+ * successful exec thanks to O_CLOEXEC). */
+enum { P_IN_R, P_IN_W, P_OUT_R, P_OUT_W, P_ERR_R, P_ERR_W, P_REP_R, P_REP_W, P_N };
+
+static void close_fds(int *fds, size_t n)
 {
-	int pin[2], pout[2], perr[2], prep[2];
-	if (pipe2(pin, O_CLOEXEC) < 0)
-		return -errno;
-	if (pipe2(pout, O_CLOEXEC) < 0 || pipe2(perr, O_CLOEXEC) < 0 || pipe2(prep, O_CLOEXEC) < 0)
-		return -errno; /* fds leak only on EMFILE at start-up; acceptable */
-	pid_t pid = fork();
-	if (pid < 0)
-		return -errno;
-	if (pid == 0)
-		child_exec(rs->tool, rs->call, pin[0], pout[1], perr[1], prep[1]);
-	setpgid(pid, pid); /* also in the parent, against the race */
-	close(pin[0]);
-	close(pout[1]);
-	close(perr[1]);
-	close(prep[1]);
+	for (size_t i = 0; i < n; i++)
+		if (fds[i] >= 0) {
+			close(fds[i]);
+			fds[i] = -1;
+		}
+}
+
+/* All four pipes or none: on failure every end opened so far is closed. */
+static int open_pipes(int fd[P_N])
+{
+	for (int i = 0; i < P_N; i++)
+		fd[i] = -1;
+	for (int i = 0; i < P_N; i += 2)
+		if (pipe2(fd + i, O_CLOEXEC) < 0) {
+			int e = -errno;
+			close_fds(fd, P_N);
+			return e;
+		}
+	return 0;
+}
+
+/* The child's errno when it could not chdir or exec, or 0 (EOF: exec'd). */
+static int exec_report(int fd)
+{
 	int e = 0;
-	ssize_t n = read(prep[0], &e, sizeof(e)); /* EOF at exec, or errno */
-	close(prep[0]);
+	ssize_t n;
+	do
+		n = read(fd, &e, sizeof(e));
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)sizeof(e) ? e : 0;
+}
+
+/* Fork and exec the tool.  Returns 0 with rs->pid, rs->pidfd and the
+ * parent's pipe ends set, or a negative errno with nothing left open and
+ * no child left unreaped. */
+static int spawn_tool(struct run_state *rs)
+{
+	int fd[P_N];
+	int r = open_pipes(fd);
+	if (r < 0)
+		return r;
+	pid_t pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		close_fds(fd, P_N);
+		return r;
+	}
+	if (pid == 0)
+		child_exec(rs->tool, rs->call, fd[P_IN_R], fd[P_OUT_W], fd[P_ERR_W], fd[P_REP_W]);
+	setpgid(pid, pid); /* also in the parent, against the race */
+	int child_ends[] = {fd[P_IN_R], fd[P_OUT_W], fd[P_ERR_W], fd[P_REP_W]};
+	close_fds(child_ends, ARRAY_SIZE(child_ends));
+	int e = exec_report(fd[P_REP_R]);
+	close(fd[P_REP_R]);
+	if (e) {
+		int ours[] = {fd[P_IN_W], fd[P_OUT_R], fd[P_ERR_R]};
+		close_fds(ours, ARRAY_SIZE(ours));
+		waitpid(pid, NULL, 0);
+		return -e;
+	}
 	rs->pid = pid;
 #ifdef SYS_pidfd_open
 	rs->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -397,16 +480,12 @@ static int spawn_tool(struct run_state *rs, struct outcome *oc)
 #else
 	rs->pidfd = -1;
 #endif
-	rs->in = pin[1];
-	rs->out = pout[0];
-	rs->err = perr[0];
+	rs->in = fd[P_IN_W];
+	rs->out = fd[P_OUT_R];
+	rs->err = fd[P_ERR_R];
 	util_set_nonblock(rs->in);
 	util_set_nonblock(rs->out);
 	util_set_nonblock(rs->err);
-	if (n == (ssize_t)sizeof(e)) {
-		oc->output = NULL;
-		return -e;
-	}
 	return 0;
 }
 
@@ -528,21 +607,13 @@ static void run_tool(struct worker *w, struct consumer *c, struct consumer_batch
 	rs.start = util_mono_ms();
 	rs.deadline = rs.start + t->timeout_ms;
 	oc->exit_code = -1;
-	int r = spawn_tool(&rs, oc);
+	int r = spawn_tool(&rs);
 	if (r < 0) {
+		/* spawn_tool left no fd open and no child behind. */
 		oc->is_error = 1;
-		oc->output = NULL;
 		char msg[256];
 		snprintf(msg, sizeof(msg), "cannot start %s: %s", t->command.v[0], strerror(-r));
 		oc->output = util_xstrdup(msg);
-		if (rs.pid > 0)
-			waitpid(rs.pid, NULL, 0);
-		if (rs.in >= 0)
-			close(rs.in);
-		if (rs.out >= 0)
-			close(rs.out);
-		if (rs.err >= 0)
-			close(rs.err);
 		linebuf_free(&rs.errlb);
 		oc->duration_ms = util_mono_ms() - rs.start;
 		return;
@@ -576,7 +647,8 @@ static void run_tool(struct worker *w, struct consumer *c, struct consumer_batch
 
 /* ---------- publishing ---------- */
 
-/* One Lua script: done key, tool.output, XACK.  Returns 0 or -1. */
+/* One Lua script: done key, tool.output, XACK.  Returns 0, -ENOMEM,
+ * -ENOTCONN (dropped) or -EPROTO (the script failed; logged). */
 static int publish(struct worker *w, struct consumer *c, const struct call *call, const struct outcome *oc)
 {
 	json_t *data = json_pack("{s:s, s:s, s:s, s:b, s:I, s:b}", "call_id", call->call_id, "name", call->name,
@@ -586,7 +658,7 @@ static int publish(struct worker *w, struct consumer *c, const struct call *call
 	char *djs = json_dumps(data, JSON_COMPACT);
 	json_decref(data);
 	if (!djs)
-		return -1;
+		return -ENOMEM;
 	char seq[24], ts[24];
 	snprintf(seq, sizeof(seq), "%lld", (long long)call->seq);
 	snprintf(ts, sizeof(ts), "%lld", (long long)util_wall_ms());
@@ -617,11 +689,11 @@ static int publish(struct worker *w, struct consumer *c, const struct call *call
 	redisReply *r = rconn_commandv(&w->rc, n, argv, NULL);
 	free(djs);
 	if (!r)
-		return -1;
+		return -ENOTCONN;
 	int ret = 0;
 	if (r->type == REDIS_REPLY_ERROR) {
 		log_error("publishing tool.output for %s/%s: %s", call->run, call->call_id, r->str);
-		ret = -1;
+		ret = -EPROTO;
 	}
 	freeReplyObject(r);
 	return ret;
@@ -648,7 +720,7 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 		ce->verdict = CE_DEAD;
 		ce->reason = reason;
 		json_decref(data);
-		free(call.arguments);
+		call_free(&call);
 		return;
 	}
 	int err;
@@ -658,7 +730,7 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 		if (consumer_renew(c, ce->e.stream, ids, 1, &owned) >= 0 && !owned) {
 			ce->verdict = CE_DROP;
 			json_decref(data);
-			free(call.arguments);
+			call_free(&call);
 			return;
 		}
 	}
@@ -693,7 +765,7 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 	}
 	w->hb.current[0] = '\0';
 	json_decref(data);
-	free(call.arguments);
+	call_free(&call);
 }
 
 static int tool_batch(void *ctx, struct consumer *c, struct consumer_batch *b)

@@ -97,7 +97,7 @@ redis = { url = "$redis_url"; };
 sqlite = { path = "$dir/snapshots.db"; synchronous = "$sync"; };
 control = { socket = "$dir/ctl.sock"; };
 heartbeat = { interval_ms = 2000; timeout_ms = 10000; };
-restart = { burst = 100000; };
+restart = { burst = 63; };
 streams = [ "events" ];
 pools = (
   { name = "persist"; kind = "persistence"; count = $workers; batch = $batch; block_ms = 2000; }$tool_pool

@@ -496,6 +496,15 @@ static void test_ranges(void **state)
 	assert_int_equal(cfg->retention.keep_ms, 86399999);
 	assert_int_equal(cfg->pools[0].batch, 100000);
 	config_free(cfg);
+	/* The crash history holds PROC_BURST_MAX crashes: a larger burst
+	 * could never trip, so it is refused; the largest that trips is fine. */
+	expect_errors("streams = [\"e\"];\nrestart = { burst = 64; };\n", 1, 2,
+		      "restart.burst must be between 0 and 63 (got 64)");
+	expect_errors("streams = [\"e\"];\nrestart = { burst = 1000000; };\n", 1, 2,
+		      "restart.burst must be between 0 and 63");
+	cfg = expect_ok("streams = [\"e\"];\nrestart = { burst = 63; };\n");
+	assert_int_equal(cfg->restart.burst, 63);
+	config_free(cfg);
 	expect_errors("streams = [];\n", 1, 1, "at least one stream");
 	expect_errors("streams = [\"a\", \"a\"];\n", 1, 1, "duplicate stream \"a\"");
 	expect_errors("streams = [\"e\"];\ncontrol = { mode = 660; };\n", 1, 2, "must be an octal string");
