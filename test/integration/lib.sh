@@ -12,13 +12,13 @@
 # removes the dir (kept when SV_KEEP_TMP=1).
 #
 # Environment (set by meson): STREAMVISORD STREAMVISORCTL REDIS_SERVER
-# REDIS_CLI SV_TEST_DIR SV_SRC_DIR.  Fallbacks point at build-it/ so a test
-# can be run by hand from the repo root.
+# REDIS_CLI SV_TEST_DIR SV_SRC_DIR.  Fallbacks point at build-test/ (the
+# build of scripts/test.sh) so a test can be run by hand from the repo root.
 
 : "${SV_SRC_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
 : "${SV_TEST_DIR:=$SV_SRC_DIR/test/integration}"
-: "${STREAMVISORD:=$SV_SRC_DIR/build-it/src/streamvisord}"
-: "${STREAMVISORCTL:=$SV_SRC_DIR/build-it/src/streamvisorctl}"
+: "${STREAMVISORD:=$SV_SRC_DIR/build-test/src/streamvisord}"
+: "${STREAMVISORCTL:=$SV_SRC_DIR/build-test/src/streamvisorctl}"
 : "${REDIS_SERVER:=$(command -v redis-server)}"
 : "${REDIS_CLI:=$(command -v redis-cli)}"
 
