@@ -15,10 +15,11 @@ set -euo pipefail
 MESON=$(command -v meson) || skip "meson not on PATH"
 SRC=$TMPD/src
 
-# copy_tree: the sources without build dirs, var/ or .git.
+# copy_tree: the sources without var/, .git or any build dir (whatever
+# its name: a dir holding build.ninja).
 copy_tree() {
 	mkdir -p "$SRC"
-	tar -C "$SV_SRC_DIR" --exclude='./build*' --exclude=./var --exclude=./.git -cf - . |
+	tar -C "$SV_SRC_DIR" --exclude-tag-all=build.ninja --exclude=./var --exclude=./.git -cf - . |
 		tar -C "$SRC" -xf - || fail "cannot copy $SV_SRC_DIR to $SRC"
 }
 
