@@ -25,7 +25,7 @@ static void usage(FILE *f)
 		   "  -t          check the configuration and exit (0 ok, 78 invalid)\n"
 		   "  -d          daemonize (SysV init); the default is the foreground (systemd)\n"
 		   "  -p PIDFILE  write and lock a pidfile\n"
-		   "  -V          print the version\n"
+		   "  -V          print the version and whether the test-only fault seams are built in\n"
 		   "  -h          this help\n",
 		   SV_DEFAULT_CONFIG);
 }
@@ -130,7 +130,12 @@ int main(int argc, char **argv)
 		case 'p': pidfile = optarg; break;
 		case 't': check = true; break;
 		case 'd': detach = true; break;
-		case 'V': printf("streamvisord %s\n", PACKAGE_VERSION); return 0;
+		case 'V':
+			/* The second line lets test/integration/lib.sh skip the
+			 * tests that need the seams when this build lacks them. */
+			printf("streamvisord %s\nfault injection: %s\n", PACKAGE_VERSION,
+			       SV_FAULT_INJECTION ? "on" : "off");
+			return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}

@@ -7,6 +7,6 @@
 # processes).  Passes iff it exits 0.  Uses the binaries of this build.
 set -euo pipefail
 : "${SV_SRC_DIR:=$(cd "$(dirname "$0")/../.." && pwd)}"
-: "${STREAMVISORD:=$SV_SRC_DIR/build-it/src/streamvisord}"
+: "${STREAMVISORD:=$SV_SRC_DIR/build-test/src/streamvisord}"
 if [ -x /usr/bin/python3 ]; then PY=/usr/bin/python3; else PY=$(command -v python3); fi
 exec "$PY" "$SV_SRC_DIR/tools/chaos" --seconds 60 --build "$(dirname "$STREAMVISORD")"

@@ -10,6 +10,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$SV_TEST_DIR/persist/common.sh"
+require_fault_seams
 
 REDIS_ARGS=(--appendonly yes --appendfsync always)
 W=t1/persist/0

@@ -8,6 +8,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$SV_TEST_DIR/persist/common.sh"
+require_fault_seams
 
 start_redis
 pconfig persist_count=2

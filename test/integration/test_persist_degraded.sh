@@ -7,6 +7,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$SV_TEST_DIR/persist/common.sh"
+require_fault_seams
 
 CLAIM=1000
 start_redis

@@ -13,6 +13,7 @@
 # window after the second crash.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+require_fault_seams
 
 MAXD=3
 start_redis --appendonly yes --appendfsync always

@@ -4,6 +4,7 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$SV_TEST_DIR/persist/common.sh"
+require_fault_seams
 
 start_redis
 pconfig persist_count=1 batch=256

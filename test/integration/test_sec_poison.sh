@@ -8,6 +8,7 @@
 # restarted workers count as failed starts.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+require_fault_seams
 
 OPS="$PY $SV_TEST_DIR/ops/ops.py"
 DB=$TMPD/snap.db

@@ -9,6 +9,7 @@
 # streak (proc_progress): no FATAL, both dead-lettered, the rest stored.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+require_fault_seams
 
 OPS="$PY $SV_TEST_DIR/ops/ops.py"
 DB=$TMPD/snap.db

@@ -4,6 +4,7 @@
 # fault is gone.  Exit code 78 goes FATAL at once, with no BACKOFF.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+require_fault_seams
 
 MAX_RETRIES=5 BINIT=100 BMAX=1000
 start_redis
