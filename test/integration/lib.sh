@@ -377,7 +377,9 @@ snapshot_pids() {
 # ctl_answers: one round of `status`, `status --json` and `metrics`, each
 # answered with valid output (status: exit 0, or 3 when some worker is not
 # RUNNING; --json: parsable with "ok": true; metrics: exit 0 with the
-# workers gauge).  Prints what went wrong and fails otherwise.
+# workers gauge).  Prints what went wrong and fails otherwise; the --json
+# reply stays in CTL_JSON.
+CTL_JSON=
 ctl_answers() {
 	local rc out
 	rc=0; out=$(ctl status 2>&1) || rc=$?
@@ -385,6 +387,7 @@ ctl_answers() {
 	rc=0; out=$(ctl --json status 2>&1) || rc=$?
 	{ [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]; } && [ "$(pyjson 'd["ok"] is True and isinstance(d["workers"], list)' <<<"$out" 2>&1)" = true ] \
 		|| { echo "status --json exit $rc: $out"; return 1; }
+	CTL_JSON=$out
 	rc=0; out=$(ctl metrics 2>&1) || rc=$?
 	[ "$rc" -eq 0 ] && grep -q '^streamvisor_workers{' <<<"$out" || { echo "metrics exit $rc: $(head -c 2000 <<<"$out")"; return 1; }
 }
