@@ -366,6 +366,12 @@ replaced() {
 # state_is NAME STATE
 state_is() { [ "$(wfield "$1" state 2>/dev/null)" = "$2" ]; }
 
+# failed_exit NAME PID: NS:supervisor records PID of NAME ending as a
+# failed child (to BACKOFF, EXITED or FATAL): a crash, or a failed start.
+failed_exit() {
+	[ -n "$(sup_select 0-0 "e.get('worker') == '$1' and str(e.get('pid')) == '$2' and e.get('to') in ('BACKOFF', 'EXITED', 'FATAL')")" ]
+}
+
 # Remember every worker pid status shows (for cleanup); prints the table.
 snapshot_pids() {
 	local tbl
@@ -377,19 +383,20 @@ snapshot_pids() {
 # ctl_answers: one round of `status`, `status --json` and `metrics`, each
 # answered with valid output (status: exit 0, or 3 when some worker is not
 # RUNNING; --json: parsable with "ok": true; metrics: exit 0 with the
-# workers gauge).  Prints what went wrong and fails otherwise; the --json
-# reply stays in CTL_JSON.
-CTL_JSON=
+# workers gauge).  Fails with what went wrong in CTL_ERR; the --json reply
+# stays in CTL_JSON.
+CTL_JSON= CTL_ERR=
 ctl_answers() {
 	local rc out
+	CTL_ERR=
 	rc=0; out=$(ctl status 2>&1) || rc=$?
-	{ [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]; } && grep -q '^NAME ' <<<"$out" || { echo "status exit $rc: $out"; return 1; }
+	{ [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]; } && grep -q '^NAME ' <<<"$out" || { CTL_ERR="status exit $rc: $out"; return 1; }
 	rc=0; out=$(ctl --json status 2>&1) || rc=$?
 	{ [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]; } && [ "$(pyjson 'd["ok"] is True and isinstance(d["workers"], list)' <<<"$out" 2>&1)" = true ] \
-		|| { echo "status --json exit $rc: $out"; return 1; }
+		|| { CTL_ERR="status --json exit $rc: $out"; return 1; }
 	CTL_JSON=$out
 	rc=0; out=$(ctl metrics 2>&1) || rc=$?
-	[ "$rc" -eq 0 ] && grep -q '^streamvisor_workers{' <<<"$out" || { echo "metrics exit $rc: $(head -c 2000 <<<"$out")"; return 1; }
+	[ "$rc" -eq 0 ] && grep -q '^streamvisor_workers{' <<<"$out" || { CTL_ERR="metrics exit $rc: $(head -c 2000 <<<"$out")"; return 1; }
 }
 
 # Direct children of the daemon (workers and the monitor), one pid a line.

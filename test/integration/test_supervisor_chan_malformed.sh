@@ -4,7 +4,7 @@
 # "oversize" = a header announcing more than the type's maximum, "unknown"
 # = a well-formed frame of an unknown type) is logged ("bad channel
 # message", naming the worker) and restarted as a failed child (new pid,
-# restarts + 1); the master keeps running and answering.  Needs
+# a BACKOFF/EXITED entry for its pid in NS:supervisor); the master keeps running and answering.  Needs
 # -Dfault_injection=true.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -36,16 +36,21 @@ for mode in garbage oversize unknown; do
 	# The senders: the pids started during this case but the one running.
 	senders=$(started_pids tools/0 | grep -vxF -f <(printf '%s\n' $before "$p1") || true)
 	[ -n "$senders" ] || fail "$mode: no process between $p0 and $p1 sent the message (started: $(started_pids tools/0 | paste -sd' '))"
-	for s in $senders; do ! pid_alive "$s" || fail "$mode: the sender $s is still alive"; done
+	for s in $senders; do
+		! pid_alive "$s" || fail "$mode: the sender $s is still alive"
+		wait_for 10 'failed_exit "$W" "$s"' || fail "$mode: no failed exit of the sender $s: $(sup_select 0-0 "e.get('worker') == '$W'")"
+	done
 	r1=$(wfield "$W" restarts)
-	[ "$r1" -ge $((r0 + 2)) ] || fail "$mode: restarts $r0 -> $r1, want the SIGKILL and the bad message counted"
+	# The SIGKILL from RUNNING counts; a sender killed during STARTING is
+	# a failed start (BACKOFF), not a restart.
+	[ "$r1" -ge $((r0 + 1)) ] || fail "$mode: restarts $r0 -> $r1, want the SIGKILL counted"
 	pid_alive "$DAEMON_PID" || fail "$mode: the daemon died"
-	ctl_answers >/dev/null || fail "$mode: the daemon does not answer: $(ctl_answers)"
+	ctl_answers || fail "$mode: the daemon does not answer: $CTL_ERR"
 	ok "$mode: sender(s) $(paste -sd' ' <<<"$senders") gone, $W RUNNING as $p1, restarts $r0 -> $r1"
 done
 
 check "after all three, the worker stays up and the master still answers"
 wait_for 10 "beat_fresh $W 1500" || fail "$W does not heartbeat: $(hb "$W")"
-ctl_answers >/dev/null || fail "the daemon does not answer: $(ctl_answers)"
+ctl_answers || fail "the daemon does not answer: $CTL_ERR"
 ok "$W heartbeats; master answers"
 pass

@@ -51,7 +51,7 @@ pid_alive "$mon" || fail "the monitor $mon died (log: $(grep -i monitor "$DLOG" 
 ok "monitor $mon still running"
 
 check "status shows exactly the real workers of this node"
-ctl_answers >/dev/null || fail "the daemon does not answer: $(ctl_answers)"
+ctl_answers || fail "the daemon does not answer: $CTL_ERR"
 names=$(status_json | pyjson '"\n".join(sorted(w["name"] for w in d["workers"] if w["name"].startswith("t1/") or "pool" in w and w["pool"] in ("tools", "persist", "nopool")))')
 [ "$names" = "$(awk '{print $1}' <<<"$real")" ] || fail "rows of this node: $names; want: $(awk '{print $1}' <<<"$real" | paste -sd' ')"
 # Remote rows are other nodes' workers: none named for this node, none
@@ -86,6 +86,6 @@ others=$(sup_select 0-0 "e.get('to') == 'HUNG' and e.get('worker') != '$victim'"
 [ -z "$others" ] || fail "other workers declared HUNG: $others"
 [ "$(monitor_pid)" = "$mon" ] || fail "the monitor was replaced: $mon -> $(monitor_pid)"
 pid_alive "$FOREIGN_PID" || fail "the forged pid $FOREIGN_PID was killed"
-ctl_answers >/dev/null || fail "the daemon does not answer: $(ctl_answers)"
+ctl_answers || fail "the daemon does not answer: $CTL_ERR"
 ok "monitor $mon unchanged; daemon answers"
 pass

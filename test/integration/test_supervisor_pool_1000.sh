@@ -98,6 +98,6 @@ wait_for 30 '[ "$(hbfield "$LAST" pid)" = "$p2" ]' || fail "$LAST replacement $p
 [ "$(soft_nofile "$p2")" = 1024 ] || fail "replacement $p2 soft RLIMIT_NOFILE $(soft_nofile "$p2"), want 1024"
 wait_for 30 "all_running $N" || fail "not $N RUNNING after the repair"
 pid_alive "$DAEMON_PID" || fail "the daemon died"
-ctl_answers >/dev/null || fail "the daemon does not answer: $(ctl_answers)"
+ctl_answers || fail "the daemon does not answer: $CTL_ERR"
 ok "$LAST: $p -> $p2, RUNNING, heartbeating, soft limit 1024"
 pass

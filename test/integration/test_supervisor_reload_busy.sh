@@ -47,7 +47,7 @@ reload
 states="" i=0 deadline=$(($(now_ms) + $(scaled 90) * 1000))
 while :; do
 	i=$((i + 1))
-	err=$(ctl_answers) || fail "round $i after the reload: $err"
+	ctl_answers || fail "round $i after the reload: $CTL_ERR"
 	pid_alive "$DAEMON_PID" || fail "the daemon died in round $i"
 	st=$(row | pyjson 'd["state"]' 2>/dev/null || echo gone)
 	[ "${states##* }" = "$st" ] || states+=" $st"
@@ -86,11 +86,11 @@ i=0 deadline=$(($(now_ms) + $(scaled 90) * 1000))
 while :; do
 	i=$((i + 1))
 	h=$(hb "$W")
-	err=$(ctl_answers) || fail "poll $i: $err"
+	ctl_answers || fail "poll $i: $CTL_ERR"
 	pid_alive "$DAEMON_PID" || fail "the daemon died at poll $i"
 	dup=$(pyjson '[n for n in set(w["name"] for w in d["workers"]) if [w["name"] for w in d["workers"]].count(n) > 1]' <<<"$CTL_JSON")
 	[ "$dup" = "[]" ] || fail "poll $i: two rows with one name: $dup in $CTL_JSON"
-	live=$(for p in $(started_pids slowpool/0); do pid_alive "$p" && echo "$p"; done | paste -sd' ')
+	live=$(for p in $(started_pids slowpool/0); do if pid_alive "$p"; then echo "$p"; fi; done | paste -sd" ")
 	[ "$(wc -w <<<"$live")" -le 1 ] || fail "poll $i: live processes of $W: $live"
 	rpid=$(row | pyjson 'd.get("pid")' 2>/dev/null || true)
 	hpid=$(pyjson 'd["pid"]' <<<"$h" 2>/dev/null || true)
