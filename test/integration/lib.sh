@@ -284,13 +284,13 @@ write_config() {
 	local out=$CONF node=$SV_NODE persist_count=2 tools_count=2 hb_interval=200 hb_timeout=1000 \
 		block_ms=200 claim_idle=1000 max_deliveries=3 max_retries=5 start_ms=300 \
 		backoff_initial=100 backoff_max=1000 burst=10 burst_window=60000 stop_timeout=2000 \
-		command_timeout=3000 sock_mode=0600 log_level=debug log_file="" extra="" kv k
+		command_timeout=3000 sock_mode=0600 log_level=debug log_file="" extra="" pools_extra="" kv k
 	for kv in "$@"; do
 		k=${kv%%=*}
 		case $k in
 		out | node | persist_count | tools_count | hb_interval | hb_timeout | block_ms | claim_idle | \
 			max_deliveries | max_retries | start_ms | backoff_initial | backoff_max | burst | \
-			burst_window | stop_timeout | command_timeout | sock_mode | log_level | log_file | extra)
+			burst_window | stop_timeout | command_timeout | sock_mode | log_level | log_file | extra | pools_extra)
 			printf -v "$k" '%s' "${kv#*=}" ;;
 		*) fail "write_config: unknown override '$kv'" ;;
 		esac
@@ -311,7 +311,7 @@ heartbeat = { interval_ms = $hb_interval; timeout_ms = $hb_timeout; };
 restart = { backoff_initial_ms = $backoff_initial; backoff_max_ms = $backoff_max; start_ms = $start_ms; max_retries = $max_retries; burst = $burst; burst_window_ms = $burst_window; stop_timeout_ms = $stop_timeout; };
 streams = [ "events" ];
 pools = ( { name = "persist"; kind = "persistence"; count = $persist_count; block_ms = $block_ms; claim_idle_ms = $claim_idle; max_deliveries = $max_deliveries; },
-          { name = "tools"; kind = "tool"; count = $tools_count; block_ms = $block_ms; claim_idle_ms = $claim_idle; max_deliveries = $max_deliveries; } );
+          { name = "tools"; kind = "tool"; count = $tools_count; block_ms = $block_ms; claim_idle_ms = $claim_idle; max_deliveries = $max_deliveries; }$pools_extra );
 log = { level = "$log_level"; ${logfile_line}};
 $extra
 EOF
@@ -391,12 +391,75 @@ replaced() {
 # state_is NAME STATE
 state_is() { [ "$(wfield "$1" state 2>/dev/null)" = "$2" ]; }
 
+# failed_exit NAME PID: NS:supervisor records PID of NAME ending as a
+# failed child (to BACKOFF, EXITED or FATAL): a crash, or a failed start.
+failed_exit() {
+	[ -n "$(sup_select 0-0 "e.get('worker') == '$1' and str(e.get('pid')) == '$2' and e.get('to') in ('BACKOFF', 'EXITED', 'FATAL')")" ]
+}
+
 # Remember every worker pid status shows (for cleanup); prints the table.
 snapshot_pids() {
 	local tbl
 	tbl=$(worker_table)
 	awk '{print $3}' <<<"$tbl" | grep -E '^[0-9]+$' >>"$PIDS_SEEN" || true
 	printf '%s\n' "$tbl"
+}
+
+# ctl_answers: one round of `status`, `status --json` and `metrics`, each
+# answered with valid output (status: exit 0, or 3 when some worker is not
+# RUNNING; --json: parsable with "ok": true; metrics: exit 0 with the
+# workers gauge).  Fails with what went wrong in CTL_ERR; the --json reply
+# stays in CTL_JSON.
+CTL_JSON= CTL_ERR=
+ctl_answers() {
+	local rc out
+	CTL_ERR=
+	rc=0; out=$(ctl status 2>&1) || rc=$?
+	{ [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]; } && grep -q '^NAME ' <<<"$out" || { CTL_ERR="status exit $rc: $out"; return 1; }
+	rc=0; out=$(ctl --json status 2>&1) || rc=$?
+	{ [ "$rc" -eq 0 ] || [ "$rc" -eq 3 ]; } && [ "$(pyjson 'd["ok"] is True and isinstance(d["workers"], list)' <<<"$out" 2>&1)" = true ] \
+		|| { CTL_ERR="status --json exit $rc: $out"; return 1; }
+	CTL_JSON=$out
+	rc=0; out=$(ctl metrics 2>&1) || rc=$?
+	[ "$rc" -eq 0 ] && grep -q '^streamvisor_workers{' <<<"$out" || { CTL_ERR="metrics exit $rc: $(head -c 2000 <<<"$out")"; return 1; }
+}
+
+# Direct children of the daemon (workers and the monitor), one pid a line.
+daemon_children() { ps --ppid "$DAEMON_PID" -o pid= 2>/dev/null | tr -d ' '; }
+
+# monitor_pid: the daemon's child that is no worker in `status --json`
+# (fails unless there is exactly one).
+monitor_pid() {
+	local ws c m=""
+	ws=$(status_json | pyjson '" ".join(str(w["pid"]) for w in d["workers"] if w.get("pid"))') || return 1
+	for c in $(daemon_children); do
+		grep -qw -- "$c" <<<"$ws" && continue
+		[ -z "$m" ] || return 1
+		m=$c
+	done
+	[ -n "$m" ] && echo "$m"
+}
+
+# started_pids POOL/SLOT: pids that logged "worker started" as that worker.
+started_pids() {
+	grep -F "proc=$1 pid=" "$DLOG" | grep -F 'msg="worker started' | sed -E 's/.* pid=([0-9]+) .*/\1/' | sort -un
+}
+
+# log_count FIXED_STRING [FIXED_STRING2]: daemon log lines holding both.
+log_count() { grep -F -- "$1" "$DLOG" | grep -cF -- "${2:-$1}" || true; }
+
+# start_foreign_session: a `sleep` in a Unix session (and process group) of
+# its own that streamvisor never started: FOREIGN_PID.  Its argv mentions
+# $TMPD, so the exit trap kills it.
+FOREIGN_PID=
+start_foreign_session() {
+	setsid "$BASH" -c 'echo $$ >"$1/foreign.pid"; exec -a "sleep-foreign-$1" sleep 1000' sh "$TMPD" \
+		</dev/null >/dev/null 2>&1 &
+	disown $! 2>/dev/null || true
+	wait_for 10 '[ -s "$TMPD/foreign.pid" ]' || fail "the foreign session did not start"
+	FOREIGN_PID=$(cat "$TMPD/foreign.pid")
+	wait_for 10 '[ "$(ps -o sid= -p "$FOREIGN_PID" | tr -d " ")" = "$FOREIGN_PID" ] && grep -q sleep "/proc/$FOREIGN_PID/comm"' \
+		|| fail "pid $FOREIGN_PID does not lead a session of its own"
 }
 
 # ---------------------------------------------------------------- heartbeat hash / supervisor stream
