@@ -6,7 +6,7 @@
 # survives everything.  Needs -Dfault_injection=true.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-type require_fault_seams >/dev/null 2>&1 && require_fault_seams
+require_fault_seams
 
 start_foreign_session
 info "foreign session: pid $FOREIGN_PID (sid = pgid = pid)"

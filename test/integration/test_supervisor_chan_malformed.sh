@@ -8,7 +8,7 @@
 # -Dfault_injection=true.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-type require_fault_seams >/dev/null 2>&1 && require_fault_seams
+require_fault_seams
 
 W=t1/tools/0
 start_redis

@@ -7,6 +7,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$SV_SRC_DIR/test/tools/toolit.sh"
 
+require_fault_seams
 start_redis
 touch "$FAULT_DIR/redis_drop.info"
 write_config persist_count=1 tools_count=1 \
