@@ -382,7 +382,9 @@ static json_t *admin_drain(struct rconn *rc, const struct sv_config *cfg)
 
 json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const char *cmd, json_t *args)
 {
-	if (!rconn_ready(rc, util_mono_ms()))
+	/* An operator is waiting: try now rather than at the next backoff
+	 * step (Redis may have come back a moment ago). */
+	if (!rconn_ready(rc, util_mono_ms()) && rconn_connect(rc) < 0)
 		return redis_gone(rc);
 	if (strcmp(cmd, "pending") == 0)
 		return admin_pending(rc, cfg);
