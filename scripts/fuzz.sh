@@ -7,7 +7,7 @@
 # and exits non-zero when any harness crashed, leaked, hung or ran out of
 # memory (libFuzzer's artifacts are kept in build-fuzz/fuzz/artifacts/NAME).
 #
-#   scripts/fuzz.sh [SECONDS] [NAME...]      NAME: config redis_url event control linebuf
+#   scripts/fuzz.sh [SECONDS] [NAME...]      NAME: config redis_url event control linebuf chan
 #
 # Environment: CC (default clang), FUZZ_JOBS (parallel compiles, default 2),
 # FUZZ_NO_REGRESS=1 (skip the regress replay, e.g. while a reported bug is
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${1:-30}
 [ $# -gt 0 ] && shift
-HARNESSES=${*:-"config redis_url event control linebuf"}
+HARNESSES=${*:-"config redis_url event control linebuf chan"}
 CC=${CC:-clang}
 B=$ROOT/build-fuzz
 OUT=$B/fuzz
@@ -92,6 +92,7 @@ for h in $HARNESSES; do
 	control) opts="$opts -max_len=140000" ;;
 	linebuf) opts="$opts -max_len=8192" ;;
 	config|event) opts="$opts -max_len=16384" ;;
+	chan) opts="$opts -max_len=300000" ;;
 	esac
 	# Per-input leak detection costs a full LSan scan whenever an input
 	# ends with more mallocs than frees: for config, libconfig 1.5 leaks on
