@@ -4,15 +4,81 @@
  * poison entry is found alone), blocking reads with the heartbeat and the
  * previous batch's XACKs pipelined in the same round trip, XAUTOCLAIM
  * sweeps, delivery counting and atomic dead-lettering, pause, and degraded
- * retries that renew the entries in hand instead of losing them. */
+ * retries that renew the entries in hand instead of losing them.
+ *
+ * Dependencies run one way: worker -> kind -> consumer -> rconn/heartbeat.
+ * The consumer knows nothing of the process that runs it: that process
+ * (worker.c, or a test) hands it a struct consumer_host at consumer_new,
+ * which lends the Redis connection and heartbeat and answers, through
+ * callbacks, the few questions the loop asks of its process (wait for news,
+ * paused?, stopping?) and passes on what the loop reports (progress, stop).
+ * A kind (worker_persist.c, worker_tool.c) plugs its work into the loop
+ * through struct consumer_kind and reaches the same host services through
+ * consumer_host(). */
 #ifndef SV_CONSUMER_H
 #define SV_CONSUMER_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "event.h"
-#include "worker.h"
+#include "heartbeat.h"
+#include "rconn.h"
+#include "sv_config.h"
+
+/* What the consumer borrows from the process that runs it.  Copied by
+ * consumer_new; the pointers must outlive the consumer.  Every callback
+ * is required and gets ctx. */
+struct consumer_host {
+	struct rconn *rc;            /* the process's Redis connection */
+	struct heartbeat *hb;        /* its registration: consumer name, status, counters */
+	const struct pool_config *pool;
+	bool unclean;                /* the predecessor exited uncleanly: own pending
+				      * entries are taken over one at a time */
+	bool warn_redis_config;      /* warn once at start about eviction and
+				      * persistence settings (one worker per pool) */
+	int wake_fd;                 /* readable when wait(ctx, 0) has news to apply;
+				      * for kinds that poll fds of their own; -1: none */
+	void *ctx;
+	/* Sleep up to ms; return early on news from the supervisor (applied
+	 * here: pause, resume, log level) or on a stop request.  With ms 0
+	 * it applies only what has already arrived. */
+	void (*wait)(void *ctx, int64_t ms);
+	bool (*paused)(void *ctx);
+	/* A stop was asked (signal, supervisor gone): finish the entry in
+	 * hand, then return from consumer_step. */
+	bool (*stopping)(void *ctx);
+	/* Stopping because the supervisor is gone: work in hand is abandoned
+	 * (a tool is killed) rather than finished. */
+	bool (*abandon)(void *ctx);
+	/* The loop asks its process to stop cleanly: the fence is lost
+	 * (another process owns the name) or RSS is over max_rss_mb. */
+	void (*stop)(void *ctx);
+	/* The first batch was handled: this incarnation works (sent once). */
+	void (*progress)(void *ctx);
+	/* For kinds: the process group of the work in hand was started
+	 * (pgid), or is gone (0). */
+	void (*work_group)(void *ctx, pid_t pgid);
+};
+
+struct consumer;
+struct consumer_batch;
+
+/* A worker kind, plugged into the consumer loop.  batch() decides a
+ * verdict for each entry; it returns 0, or -EAGAIN when the work could not
+ * be made durable (SQLite busy, full): then the whole batch is retried
+ * later, with the worker degraded, its entries renewed and nothing acked.
+ * start() runs once after the groups exist; it returns 0 or a negative
+ * errno: -EINVAL (the setup is wrong: exit 78), anything else exits 1
+ * (transient). */
+struct consumer_kind {
+	int (*start)(void *ctx, struct consumer *c);
+	/* Optional: periodic housekeeping when a read found nothing. */
+	void (*idle)(void *ctx, struct consumer *c);
+	int (*batch)(void *ctx, struct consumer *c, struct consumer_batch *b);
+	void *ctx;
+};
 
 enum consumer_verdict {
 	CE_UNDECIDED = 0, /* the handler did not say: acked */
@@ -37,16 +103,17 @@ struct consumer_batch {
 	bool history;           /* taken over or claimed (not a first delivery) */
 };
 
-struct consumer *consumer_new(struct worker *w, const struct consumer_kind *kind);
+struct consumer *consumer_new(const struct consumer_host *host, const struct consumer_kind *kind);
 void consumer_free(struct consumer *c);
-/* One round: ensure groups, read (or sweep), hand the batch over, ack.
- * Returns 0 to go on, or an exit status > 0. */
+/* One round: apply the host's news, ensure groups, read (or sweep), hand
+ * the batch over, ack.  Call it once the heartbeat is registered.  Returns
+ * 0 to go on, or an exit status > 0 (SV_EX_CONFIG, SV_EX_TRANSIENT). */
 int consumer_step(struct consumer *c);
 /* Flush queued acks (clean exit). */
 void consumer_finish(struct consumer *c);
 
-/* For kinds: the worker, group, consumer name. */
-struct worker *consumer_worker(struct consumer *c);
+/* For kinds: the host services, group, consumer name. */
+const struct consumer_host *consumer_host(const struct consumer *c);
 const char *consumer_group(const struct consumer *c);
 const char *consumer_name(const struct consumer *c);
 /* Renew the idle time of ids of stream that this consumer still owns (Lua:

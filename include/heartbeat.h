@@ -75,6 +75,10 @@ int heartbeat_replies(struct heartbeat *hb, struct rconn *rc, int n);
 void heartbeat_observe_batch(struct heartbeat *hb, int64_t us);
 /* Beat now (a round trip of its own): 0, -ENOTCONN or -EPERM. */
 int heartbeat_beat(struct heartbeat *hb, struct rconn *rc);
+/* Keep the heartbeat going while waiting or working outside the consumer
+ * loop's pipelined reads (a tool runs, SQLite is retried): beat when due
+ * and connected.  0, -ENOTCONN or -EPERM. */
+int heartbeat_beat_if_due(struct heartbeat *hb, struct rconn *rc);
 /* Clean exit: write status=stopping and release the fence if still ours. */
 void heartbeat_release(struct heartbeat *hb, struct rconn *rc);
 

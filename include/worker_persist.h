@@ -7,8 +7,11 @@
 
 #include "consumer.h"
 
-/* Fills kind for w; the state is freed by worker_persist_free. */
-int worker_persist_init(struct worker *w, struct consumer_kind *kind);
+/* Fills kind for one worker of pool (slot 0 also prunes retention.events_keep_ms);
+ * the state is freed by worker_persist_free.  Host services (heartbeat
+ * counters) come through consumer_host().  Returns 0. */
+int worker_persist_init(const struct sv_config *cfg, const struct pool_config *pool, int slot,
+			struct consumer_kind *kind);
 void worker_persist_free(struct consumer_kind *kind);
 
 #endif

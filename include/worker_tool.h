@@ -13,7 +13,9 @@
 
 #include "consumer.h"
 
-int worker_tool_init(struct worker *w, struct consumer_kind *kind);
+/* Fills kind (cfg: the namespace and the tools); host services come
+ * through consumer_host().  Freed by worker_tool_free.  Returns 0. */
+int worker_tool_init(const struct sv_config *cfg, struct consumer_kind *kind);
 void worker_tool_free(struct consumer_kind *kind);
 
 /* Sanitize captured output: cut at max bytes on a character boundary and

@@ -1,4 +1,5 @@
-/* consumer: the Redis Streams consumer loop of both worker kinds. */
+/* consumer: the Redis Streams consumer loop of both worker kinds, run on
+ * the services its host lends it (consumer.h). */
 #include "consumer.h"
 
 #include <errno.h>
@@ -42,7 +43,7 @@ struct idlist {
 };
 
 struct consumer {
-	struct worker *w;
+	struct consumer_host host;  /* borrowed services of the running process */
 	const struct pool_config *pool;
 	struct consumer_kind kind;
 	size_t nstreams;
@@ -87,40 +88,47 @@ static void idlist_clear(struct idlist *l)
 	l->n = 0;
 }
 
-static struct rconn *conn(struct consumer *c) { return &c->w->rc; }
+static struct rconn *conn(struct consumer *c) { return c->host.rc; }
+static struct heartbeat *hb(struct consumer *c) { return c->host.hb; }
 
-struct worker *consumer_worker(struct consumer *c) { return c->w; }
+/* The host's answers and the loop's reports (struct consumer_host). */
+static void host_wait(struct consumer *c, int64_t ms) { c->host.wait(c->host.ctx, ms); }
+static bool stopping(struct consumer *c) { return c->host.stopping(c->host.ctx); }
+static void ask_stop(struct consumer *c) { c->host.stop(c->host.ctx); }
+
+const struct consumer_host *consumer_host(const struct consumer *c) { return &c->host; }
 const char *consumer_group(const struct consumer *c) { return c->pool->group; }
-const char *consumer_name(const struct consumer *c) { return c->w->hb.name; }
+const char *consumer_name(const struct consumer *c) { return c->host.hb->name; }
 
 static void set_error(struct consumer *c, const char *fmt, const char *detail)
 {
-	snprintf(c->w->hb.last_error, sizeof(c->w->hb.last_error), fmt, detail ? detail : "");
+	snprintf(hb(c)->last_error, sizeof(hb(c)->last_error), fmt, detail ? detail : "");
 }
 
-struct consumer *consumer_new(struct worker *w, const struct consumer_kind *kind)
+struct consumer *consumer_new(const struct consumer_host *host, const struct consumer_kind *kind)
 {
+	const struct pool_config *pool = host->pool;
 	struct consumer *c = util_xcalloc(1, sizeof(*c));
-	c->w = w;
-	c->pool = w->pool;
+	c->host = *host;
+	c->pool = pool;
 	c->kind = *kind;
-	c->nstreams = w->pool->streams.n;
+	c->nstreams = pool->streams.n;
 	c->dead_keys = util_xcalloc(c->nstreams, sizeof(char *));
 	c->acks = util_xcalloc(c->nstreams, sizeof(struct idlist));
 	c->shortfall = util_xcalloc(c->nstreams, sizeof(long long));
 	c->history_cursor = util_xcalloc(c->nstreams, sizeof(char *));
 	c->claim_cursor = util_xcalloc(c->nstreams, sizeof(char *));
 	for (size_t i = 0; i < c->nstreams; i++) {
-		size_t len = strlen(w->pool->streams.v[i]) + 6;
+		size_t len = strlen(pool->streams.v[i]) + 6;
 		c->dead_keys[i] = malloc(len);
 		if (!c->dead_keys[i])
 			abort();
-		snprintf(c->dead_keys[i], len, "%s:dead", w->pool->streams.v[i]);
+		snprintf(c->dead_keys[i], len, "%s:dead", pool->streams.v[i]);
 		c->history_cursor[i] = util_xstrdup("0");
 		c->claim_cursor[i] = util_xstrdup("0-0");
 	}
-	c->one_at_a_time = w->args->unclean;
-	c->next_claim_ms = util_mono_ms() + w->pool->claim_idle_ms / 2;
+	c->one_at_a_time = host->unclean;
+	c->next_claim_ms = util_mono_ms() + pool->claim_idle_ms / 2;
 	backoff_init(&c->heal_backoff, 100, 5000);
 	return c;
 }
@@ -200,14 +208,14 @@ static void group_lost(struct consumer *c, const char *why)
 	}
 	int64_t delay = backoff_next(&c->heal_backoff, util_rand32());
 	log_debug("group %s lost again (%s): retry in %lld ms", c->pool->group, why, (long long)delay);
-	worker_wait(c->w, delay);
+	host_wait(c, delay);
 }
 
 /* ---------- warnings at start ---------- */
 
 static void warn_redis_config(struct consumer *c)
 {
-	if (c->warned_redis || c->w->args->slot != 0)
+	if (c->warned_redis || !c->host.warn_redis_config)
 		return;
 	c->warned_redis = true;
 	redisReply *r = rconn_command(conn(c), "INFO");
@@ -370,7 +378,7 @@ static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
 	}
 	freeReplyObject(r);
 	if (ret == 0) {
-		c->w->hb.dead_lettered++;
+		hb(c)->dead_lettered++;
 		log_kv(LOG_WARN, KV("stream", e->stream, "id", e->id, "reason", ce->reason ? ce->reason : ""),
 		       "entry dead-lettered to %s", c->dead_keys[si]);
 	}
@@ -417,7 +425,7 @@ static void build_batch(struct consumer *c, redisReply *entries, const char *str
 		if (fields->type != REDIS_REPLY_ARRAY) {
 			/* Deleted from the stream while pending. */
 			log_kv(LOG_WARN, KV("stream", stream, "id", id), "pending entry was deleted: acked as lost");
-			c->w->hb.lost++;
+			hb(c)->lost++;
 			idlist_push(&c->acks[si], id);
 			continue;
 		}
@@ -527,35 +535,34 @@ static void renew_batch(struct consumer *c, struct consumer_batch *b)
  * the batch went through, 1 when the worker must stop first. */
 static int retry_degraded(struct consumer *c, struct consumer_batch *b)
 {
-	struct worker *w = c->w;
 	struct backoff bo;
 	backoff_init(&bo, 100, 5000);
 	int64_t renew_every = c->pool->claim_idle_ms / 3;
 	int64_t next_renew = util_mono_ms() + renew_every;
-	w->hb.status = HB_DEGRADED;
-	log_warn("cannot make batch durable (%s): degraded, retrying", w->hb.last_error);
-	heartbeat_beat(&w->hb, &w->rc);
-	while (!worker_stop) {
+	hb(c)->status = HB_DEGRADED;
+	log_warn("cannot make batch durable (%s): degraded, retrying", hb(c)->last_error);
+	heartbeat_beat(hb(c), conn(c));
+	while (!stopping(c)) {
 		int64_t until = util_mono_ms() + backoff_next(&bo, util_rand32());
-		while (!worker_stop && util_mono_ms() < until) {
+		while (!stopping(c) && util_mono_ms() < until) {
 			int64_t left = until - util_mono_ms();
-			int64_t beat = heartbeat_next_ms(&w->hb, util_mono_ms());
-			worker_wait(w, left < beat ? left : beat);
-			if (!rconn_ready(&w->rc, util_mono_ms()))
+			int64_t beat = heartbeat_next_ms(hb(c), util_mono_ms());
+			host_wait(c, left < beat ? left : beat);
+			if (!rconn_ready(conn(c), util_mono_ms()))
 				continue;
-			worker_beat_if_due(w);
+			heartbeat_beat_if_due(hb(c), conn(c));
 			if (util_mono_ms() >= next_renew) {
 				renew_batch(c, b);
 				next_renew = util_mono_ms() + renew_every;
 			}
 		}
-		if (worker_stop)
+		if (stopping(c))
 			break;
 		int r = c->kind.batch(c->kind.ctx, c, b);
 		if (r == 0) {
 			log_info("batch durable again: leaving degraded state");
-			w->hb.status = HB_BUSY;
-			w->hb.last_error[0] = '\0';
+			hb(c)->status = HB_BUSY;
+			hb(c)->last_error[0] = '\0';
 			return 0;
 		}
 		if (r != -EAGAIN)
@@ -570,7 +577,7 @@ static int retry_degraded(struct consumer *c, struct consumer_batch *b)
  * the master replaces the worker at once. */
 static void check_rss(struct consumer *c)
 {
-	if (c->pool->max_rss_mb <= 0 || worker_stop)
+	if (c->pool->max_rss_mb <= 0 || stopping(c))
 		return;
 	FILE *f = fopen("/proc/self/statm", "re");
 	long pages = 0, rss = 0;
@@ -583,7 +590,7 @@ static void check_rss(struct consumer *c)
 	if (mb > c->pool->max_rss_mb) {
 		log_info("RSS %lld MiB is over max_rss_mb %lld: recycling after this batch", mb,
 			 (long long)c->pool->max_rss_mb);
-		worker_stop = 1;
+		ask_stop(c);
 	}
 }
 
@@ -594,7 +601,7 @@ static void report_progress(struct consumer *c)
 	if (c->progress_sent)
 		return;
 	c->progress_sent = true;
-	worker_tell_master(c->w, CHAN_W_PROGRESS, NULL, 0);
+	c->host.progress(c->host.ctx);
 }
 
 /* Hand a batch to the kind, then dead-letter and queue acks. */
@@ -605,16 +612,16 @@ static int process_batch(struct consumer *c, struct consumer_batch *b)
 	if (b->history && (err = claim_reread(c, b)) < 0)
 		return err;
 	prejudge(c, b);
-	c->w->hb.status = HB_BUSY;
-	snprintf(c->w->hb.current, sizeof(c->w->hb.current), "%s", b->n ? b->v[0].e.id : "");
+	hb(c)->status = HB_BUSY;
+	snprintf(hb(c)->current, sizeof(hb(c)->current), "%s", b->n ? b->v[0].e.id : "");
 	int64_t t0 = util_mono_us();
 	int r = c->kind.batch(c->kind.ctx, c, b);
 	if (r == 0)
-		heartbeat_observe_batch(&c->w->hb, util_mono_us() - t0);
+		heartbeat_observe_batch(hb(c), util_mono_us() - t0);
 	if (r == -EAGAIN && retry_degraded(c, b) != 0) {
 		/* Nothing of the batch is acked.  Asked to stop: a clean exit
 		 * (status 0) leaves it pending for the next incarnation. */
-		return worker_stop ? 0 : 1;
+		return stopping(c) ? 0 : 1;
 	}
 	for (size_t i = 0; i < b->n; i++) {
 		struct consumer_entry *ce = &b->v[i];
@@ -626,17 +633,17 @@ static int process_batch(struct consumer *c, struct consumer_batch *b)
 		case CE_UNDECIDED:
 		case CE_ACK:
 			idlist_push(&c->acks[si], ce->e.id);
-			c->w->hb.processed++;
+			hb(c)->processed++;
 			break;
 		case CE_DONE:
-			c->w->hb.processed++;
+			hb(c)->processed++;
 			break;
 		case CE_DROP:
 			break;
 		}
 	}
-	c->w->hb.current[0] = '\0';
-	c->w->hb.status = HB_IDLE;
+	hb(c)->current[0] = '\0';
+	hb(c)->status = HB_IDLE;
 	report_progress(c);
 	check_rss(c);
 	return 0;
@@ -721,38 +728,37 @@ static bool history_left(struct consumer *c)
  * for long enough to make the next beat late. */
 static bool beat_now(struct consumer *c, bool blocking)
 {
-	const struct heartbeat *hb = &c->w->hb;
-	if (!hb->registered)
+	const struct heartbeat *h = hb(c);
+	if (!h->registered)
 		return false;
-	int64_t elapsed = util_mono_ms() - hb->last_beat_mono;
-	if (elapsed >= hb->interval_ms)
+	int64_t elapsed = util_mono_ms() - h->last_beat_mono;
+	if (elapsed >= h->interval_ms)
 		return true;
-	return blocking && c->idle && elapsed + c->pool->block_ms > hb->interval_ms;
+	return blocking && c->idle && elapsed + c->pool->block_ms > h->interval_ms;
 }
 
 /* One pipelined round trip: queued acks, the heartbeat when due, and the
  * read.  Returns the read's reply or NULL (connection dropped). */
 static redisReply *round_trip(struct consumer *c, bool history)
 {
-	struct worker *w = c->w;
 	size_t sent[c->nstreams ? c->nstreams : 1];
-	if (!w->rc.c)
+	if (!conn(c)->c)
 		return NULL; /* dropped by an earlier command of this round */
 	int64_t t0 = util_mono_us();
 	int nacks = append_acks(c, sent);
-	int nbeat = beat_now(c, !history) ? heartbeat_append(&w->hb, &w->rc) : 0;
+	int nbeat = beat_now(c, !history) ? heartbeat_append(hb(c), conn(c)) : 0;
 	append_read(c, history);
 	if (nacks && read_ack_replies(c, sent) < 0)
 		return NULL;
 	if (nbeat) {
-		int r = heartbeat_replies(&w->hb, &w->rc, nbeat);
+		int r = heartbeat_replies(hb(c), conn(c), nbeat);
 		if (r == -EPERM)
-			worker_stop = 1; /* someone else owns our name: stop cleanly */
+			ask_stop(c); /* someone else owns our name: stop cleanly */
 		else if (r < 0)
 			return NULL; /* -ENOTCONN: dropped and logged; the next round reconnects */
-		w->hb.redis_rtt_us = util_mono_us() - t0;
+		hb(c)->redis_rtt_us = util_mono_us() - t0;
 	}
-	redisReply *r = rconn_get_reply(&w->rc);
+	redisReply *r = rconn_get_reply(conn(c));
 	if (r)
 		check_shortfalls(c);
 	return r;
@@ -859,13 +865,12 @@ static int sweep_claims(struct consumer *c)
 
 int consumer_step(struct consumer *c)
 {
-	struct worker *w = c->w;
 	/* pause/resume and log level arrive between reads. */
-	worker_poll_master(w);
+	host_wait(c, 0);
 	if (!c->groups_ready) {
 		if (ensure_groups(c) < 0) {
-			if (w->rc.c)
-				worker_wait(w, 1000);
+			if (conn(c)->c)
+				host_wait(c, 1000);
 			return 0;
 		}
 	}
@@ -873,7 +878,7 @@ int consumer_step(struct consumer *c)
 		warn_redis_config(c);
 		/* Its INFO or CONFIG GET may have dropped the connection: the
 		 * next round reconnects before anything is appended to it. */
-		if (!w->rc.c)
+		if (!conn(c)->c)
 			return 0;
 		if (c->kind.start) {
 			int r = c->kind.start(c->kind.ctx, c);
@@ -882,15 +887,15 @@ int consumer_step(struct consumer *c)
 		}
 		c->started = true;
 	}
-	if (w->paused) {
-		w->hb.status = HB_PAUSED;
+	if (c->host.paused(c->host.ctx)) {
+		hb(c)->status = HB_PAUSED;
 		flush_acks(c);
-		worker_wait(w, heartbeat_next_ms(&w->hb, util_mono_ms()));
-		worker_beat_if_due(w);
+		host_wait(c, heartbeat_next_ms(hb(c), util_mono_ms()));
+		heartbeat_beat_if_due(hb(c), conn(c));
 		return 0;
 	}
-	if (w->hb.status == HB_PAUSED || w->hb.status == HB_STARTING)
-		w->hb.status = HB_IDLE;
+	if (hb(c)->status == HB_PAUSED || hb(c)->status == HB_STARTING)
+		hb(c)->status = HB_IDLE;
 	if (!c->takeover_done)
 		return read_history(c);
 	if (util_mono_ms() >= c->next_claim_ms)

@@ -208,6 +208,13 @@ int heartbeat_beat(struct heartbeat *hb, struct rconn *rc)
 	return ret;
 }
 
+int heartbeat_beat_if_due(struct heartbeat *hb, struct rconn *rc)
+{
+	if (!rc->c || !heartbeat_due(hb, util_mono_ms()))
+		return 0;
+	return heartbeat_beat(hb, rc);
+}
+
 void heartbeat_release(struct heartbeat *hb, struct rconn *rc)
 {
 	if (!hb->registered || !rc->c)

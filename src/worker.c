@@ -1,8 +1,13 @@
-/* worker: process set-up and the main loop of a worker. */
+/* worker: process set-up and the main loop of a worker.  The worker is
+ * the top of the worker process: it owns the connection, the heartbeat
+ * and the channel to the master, and lends them to the kind and the
+ * consumer loop through a struct consumer_host (worker_host_*); they never
+ * call back into this file by name. */
 #include "worker.h"
 
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,11 +17,30 @@
 #include "chan.h"
 #include "consumer.h"
 #include "fault.h"
+#include "heartbeat.h"
+#include "log.h"
+#include "rconn.h"
+#include "util.h"
 #include "worker_persist.h"
 #include "worker_tool.h"
-#include "log.h"
 
-volatile sig_atomic_t worker_stop;
+struct worker {
+	const struct worker_args *args;
+	const struct sv_config *cfg;
+	const struct pool_config *pool;
+	struct rconn rc;
+	struct heartbeat hb;
+	struct chan_reader chan;
+	bool paused;
+	bool master_gone;
+	bool fence_reported;
+	struct consumer *consumer;   /* NULL for a kind without stream work */
+	struct consumer_kind kind;
+};
+
+/* Set by SIGTERM/SIGINT (and PDEATHSIG), by a lost master, and by the
+ * consumer through the host's stop(): finish the entry in hand, exit. */
+static volatile sig_atomic_t worker_stop;
 
 static void on_stop_signal(int sig)
 {
@@ -75,7 +99,8 @@ static void master_went_away(struct worker *w, const char *why)
 	worker_stop = 1;
 }
 
-void worker_poll_master(struct worker *w)
+/* Read and apply what the master sent (non-blocking). */
+static void worker_poll_master(struct worker *w)
 {
 	ssize_t n;
 	while ((n = chan_reader_fill(&w->chan, w->args->chan_fd)) > 0)
@@ -91,7 +116,8 @@ void worker_poll_master(struct worker *w)
 		master_went_away(w, "channel closed");
 }
 
-void worker_wait(struct worker *w, int64_t ms)
+/* Wait up to ms for the master's channel or a signal; applies messages. */
+static void worker_wait(struct worker *w, int64_t ms)
 {
 	if (worker_stop)
 		return;
@@ -101,7 +127,8 @@ void worker_wait(struct worker *w, int64_t ms)
 		worker_poll_master(w);
 }
 
-void worker_tell_master(struct worker *w, enum chan_type type, const void *payload, size_t len)
+/* Send one message to the master over the channel (chan.h). */
+static void worker_tell_master(struct worker *w, enum chan_type type, const void *payload, size_t len)
 {
 	if (chan_send(w->args->chan_fd, type, payload, len) < 0)
 		w->master_gone = true;
@@ -137,13 +164,6 @@ static void send_fault_message(struct worker *w)
 	(void)w;
 }
 #endif
-
-int worker_beat_if_due(struct worker *w)
-{
-	if (!w->rc.c || !heartbeat_due(&w->hb, util_mono_ms()))
-		return 0;
-	return heartbeat_beat(&w->hb, &w->rc);
-}
 
 static void update_status(struct worker *w)
 {
@@ -183,20 +203,95 @@ static int worker_round(struct worker *w)
 	worker_wait(w, heartbeat_next_ms(&w->hb, util_mono_ms()));
 	/* -EPERM: the fence is lost (logged): give the name up.  -ENOTCONN:
 	 * dropped (logged): the next round reconnects. */
-	if (worker_beat_if_due(w) == -EPERM)
+	if (heartbeat_beat_if_due(&w->hb, &w->rc) == -EPERM)
 		return SV_EX_TRANSIENT;
 	return 0;
 }
 
+/* ---------- the consumer's host (consumer.h) ---------- */
+
+static void worker_host_wait(void *ctx, int64_t ms)
+{
+	struct worker *w = ctx;
+	/* 0: apply what already arrived, even while stopping (as the loop
+	 * always did before each read). */
+	if (ms <= 0)
+		worker_poll_master(w);
+	else
+		worker_wait(w, ms);
+}
+
+static bool worker_host_paused(void *ctx)
+{
+	const struct worker *w = ctx;
+	return w->paused;
+}
+
+static bool worker_host_stopping(void *ctx)
+{
+	(void)ctx;
+	return worker_stop;
+}
+
+/* A tool is left running only while someone can still judge it. */
+static bool worker_host_abandon(void *ctx)
+{
+	const struct worker *w = ctx;
+	return worker_stop && w->master_gone;
+}
+
+static void worker_host_stop(void *ctx)
+{
+	(void)ctx;
+	worker_stop = 1;
+}
+
+static void worker_host_progress(void *ctx)
+{
+	worker_tell_master(ctx, CHAN_W_PROGRESS, NULL, 0);
+}
+
+/* For status only: the master checks the claim against /proc and never
+ * signals anything because of it (orphans are found by the kernel's
+ * word, children.h). */
+static void worker_host_work_group(void *ctx, pid_t pgid)
+{
+	int32_t pid = (int32_t)pgid;
+	worker_tell_master(ctx, CHAN_W_TOOL, &pid, sizeof(pid));
+}
+
+static void worker_host_init(struct worker *w, struct consumer_host *h)
+{
+	*h = (struct consumer_host){
+		.rc = &w->rc,
+		.hb = &w->hb,
+		.pool = w->pool,
+		.unclean = w->args->unclean,
+		/* One warning per pool, not one per worker. */
+		.warn_redis_config = w->args->slot == 0,
+		.wake_fd = w->args->chan_fd,
+		.ctx = w,
+		.wait = worker_host_wait,
+		.paused = worker_host_paused,
+		.stopping = worker_host_stopping,
+		.abandon = worker_host_abandon,
+		.stop = worker_host_stop,
+		.progress = worker_host_progress,
+		.work_group = worker_host_work_group,
+	};
+}
+
 static void worker_kind_init(struct worker *w)
 {
-	if (w->pool->kind == POOL_PERSISTENCE) {
-		worker_persist_init(w, &w->kind);
-		w->consumer = consumer_new(w, &w->kind);
-	} else if (w->pool->kind == POOL_TOOL) {
-		worker_tool_init(w, &w->kind);
-		w->consumer = consumer_new(w, &w->kind);
-	}
+	if (w->pool->kind == POOL_PERSISTENCE)
+		worker_persist_init(w->cfg, w->pool, w->args->slot, &w->kind);
+	else if (w->pool->kind == POOL_TOOL)
+		worker_tool_init(w->cfg, &w->kind);
+	else
+		return;
+	struct consumer_host host;
+	worker_host_init(w, &host);
+	w->consumer = consumer_new(&host, &w->kind);
 }
 
 static void worker_kind_free(struct worker *w)

@@ -11,24 +11,26 @@
 #include "util.h"
 
 struct persist {
-	struct worker *w;
+	const struct sv_config *cfg;
+	const struct pool_config *pool;
+	int slot;
 	struct store *store;
 	struct sv_event *events;  /* decoded events of the batch in hand */
 	size_t cap;
 	int64_t next_prune;
 };
 
-static const char *pool_sqlite_path(const struct worker *w)
+static const char *pool_sqlite_path(const struct persist *p)
 {
-	return w->pool->sqlite_path && w->pool->sqlite_path[0] ? w->pool->sqlite_path : w->cfg->sqlite.path;
+	return p->pool->sqlite_path && p->pool->sqlite_path[0] ? p->pool->sqlite_path : p->cfg->sqlite.path;
 }
 
 /* A persistence group shared with another node would scatter one run's
  * events over several databases: refuse to start (exit 78). */
 static int check_foreign_consumers(struct persist *p, struct consumer *c)
 {
-	const struct pool_config *pool = p->w->pool;
-	size_t nodelen = strlen(p->w->cfg->node);
+	const struct pool_config *pool = p->pool;
+	size_t nodelen = strlen(p->cfg->node);
 	for (size_t i = 0; i < pool->streams.n; i++) {
 		redisReply *r = consumer_list(c, pool->streams.v[i]);
 		if (!r)
@@ -39,7 +41,7 @@ static int check_foreign_consumers(struct persist *p, struct consumer *c)
 				if (strcmp(info->element[k]->str, "name") != 0)
 					continue;
 				const char *name = info->element[k + 1]->str;
-				if (strncmp(name, p->w->cfg->node, nodelen) == 0 && name[nodelen] == '/')
+				if (strncmp(name, p->cfg->node, nodelen) == 0 && name[nodelen] == '/')
 					continue;
 				log_error("group %s on %s has consumer %s of another node: a persistence group "
 					  "must belong to one node (use persist@{node}); refusing to start",
@@ -60,12 +62,12 @@ static int persist_start(void *ctx, struct consumer *c)
 	if (r < 0)
 		return r;
 	struct store_opts opts = {
-		.synchronous = p->w->cfg->sqlite.synchronous,
-		.busy_timeout_ms = p->w->cfg->sqlite.busy_timeout_ms,
-		.group = p->w->cfg->control.group,
-		.reducer = p->w->pool->reducer,
+		.synchronous = p->cfg->sqlite.synchronous,
+		.busy_timeout_ms = p->cfg->sqlite.busy_timeout_ms,
+		.group = p->cfg->control.group,
+		.reducer = p->pool->reducer,
 	};
-	if (store_open(&p->store, pool_sqlite_path(p->w), &opts) < 0)
+	if (store_open(&p->store, pool_sqlite_path(p), &opts) < 0)
 		return -EIO; /* store_open logged why */
 	return 0;
 }
@@ -76,20 +78,22 @@ static void clear_events(struct persist *p, size_t n)
 		event_clear(&p->events[i]);
 }
 
-static int fail_batch(struct persist *p, size_t decoded, const char *what, int err)
+/* The batch is not durable: roll back, say why in the heartbeat, and let
+ * the consumer retry it degraded. */
+static int fail_batch(struct persist *p, struct consumer *c, size_t decoded, const char *what, int err)
 {
+	struct heartbeat *hb = consumer_host(c)->hb;
 	store_rollback(p->store);
 	clear_events(p, decoded);
-	snprintf(p->w->hb.last_error, sizeof(p->w->hb.last_error), "sqlite %s: %s (%s)", what,
-		 store_errmsg(p->store), strerror(-err));
-	p->w->hb.failed++;
+	snprintf(hb->last_error, sizeof(hb->last_error), "sqlite %s: %s (%s)", what, store_errmsg(p->store),
+		 strerror(-err));
+	hb->failed++;
 	return -EAGAIN;
 }
 
 static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 {
 	struct persist *p = ctx;
-	(void)c;
 	if (b->n > p->cap) {
 		free(p->events);
 		p->cap = b->n;
@@ -97,7 +101,7 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 	}
 	int r = store_begin(p->store);
 	if (r < 0)
-		return fail_batch(p, 0, "BEGIN", r);
+		return fail_batch(p, c, 0, "BEGIN", r);
 	size_t decoded = 0;
 	for (size_t i = 0; i < b->n; i++) {
 		struct consumer_entry *ce = &b->v[i];
@@ -113,7 +117,7 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 		decoded++;
 		r = store_apply(p->store, ev, ce->reason_buf, sizeof(ce->reason_buf));
 		if (r < 0)
-			return fail_batch(p, decoded, "insert", r);
+			return fail_batch(p, c, decoded, "insert", r);
 		if (r == STORE_REDUCER_ERROR || r == STORE_ARCHIVED) {
 			ce->verdict = CE_DEAD;
 			if (r == STORE_ARCHIVED)
@@ -125,7 +129,7 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 	}
 	r = store_commit(p->store);
 	if (r < 0)
-		return fail_batch(p, decoded, "COMMIT", r);
+		return fail_batch(p, c, decoded, "COMMIT", r);
 	clear_events(p, decoded);
 	return 0;
 }
@@ -136,8 +140,8 @@ static void persist_idle(void *ctx, struct consumer *c)
 {
 	struct persist *p = ctx;
 	(void)c;
-	int64_t keep = p->w->cfg->retention.events_keep_ms;
-	if (keep <= 0 || p->w->args->slot != 0 || !p->store || util_mono_ms() < p->next_prune)
+	int64_t keep = p->cfg->retention.events_keep_ms;
+	if (keep <= 0 || p->slot != 0 || !p->store || util_mono_ms() < p->next_prune)
 		return;
 	p->next_prune = util_mono_ms() + (keep / 2 < 60000 ? (keep / 2 > 1000 ? keep / 2 : 1000) : 60000);
 	int64_t n = store_prune(p->store, util_wall_ms() - keep);
@@ -146,10 +150,13 @@ static void persist_idle(void *ctx, struct consumer *c)
 			 (long long)n, (long long)keep);
 }
 
-int worker_persist_init(struct worker *w, struct consumer_kind *kind)
+int worker_persist_init(const struct sv_config *cfg, const struct pool_config *pool, int slot,
+			struct consumer_kind *kind)
 {
 	struct persist *p = util_xcalloc(1, sizeof(*p));
-	p->w = w;
+	p->cfg = cfg;
+	p->pool = pool;
+	p->slot = slot;
 	kind->ctx = p;
 	kind->start = persist_start;
 	kind->batch = persist_batch;

@@ -31,8 +31,10 @@ static const char publish_script[] =
 	"end "
 	"return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])";
 
+/* The kind's own state; host services (connection, heartbeat, waiting,
+ * the master) come through consumer_host() of the consumer in hand. */
 struct tool_worker {
-	struct worker *w;
+	const struct sv_config *cfg;
 };
 
 /* One call in hand. */
@@ -166,7 +168,7 @@ static bool is_tool_call(const struct sv_entry *e)
 }
 
 /* Returns NULL, or a dead-letter reason. */
-static const char *call_decode(const struct worker *w, const struct consumer_entry *ce, json_t **data,
+static const char *call_decode(const char *ns, const struct consumer_entry *ce, json_t **data,
 			       struct call *call)
 {
 	memset(call, 0, sizeof(*call));
@@ -199,7 +201,7 @@ static const char *call_decode(const struct worker *w, const struct consumer_ent
 	call->arguments = json_is_string(args) ? util_xstrdup(json_string_value(args))
 			  : args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY)
 				 : util_xstrdup("{}");
-	call->done_key = worker_tool_done_key(w->cfg->namespace, run, call_id);
+	call->done_key = worker_tool_done_key(ns, run, call_id);
 	return NULL;
 }
 
@@ -265,7 +267,7 @@ static void child_exec(const struct tool_config *t, const struct call *call, int
 }
 
 struct run_state {
-	struct worker *w;
+	const struct consumer_host *host;
 	struct consumer *c;
 	struct consumer_batch *batch;  /* the rest of it waits: renew it too */
 	size_t index;
@@ -363,14 +365,12 @@ static void write_in(struct run_state *rs)
 	rs->in = -1;
 }
 
-/* For status only: the master checks the claim against /proc and never
- * signals anything because of it (orphans are found by the kernel's
- * word, children.h). */
-static void tell_master_pgid(struct worker *w, pid_t pgid)
+/* For status only (heartbeat and master): nothing is signalled because
+ * of it (orphans are found by the kernel's word, children.h). */
+static void tell_pgid(const struct consumer_host *h, pid_t pgid)
 {
-	int32_t pid = (int32_t)pgid;
-	worker_tell_master(w, CHAN_W_TOOL, &pid, sizeof(pid));
-	w->hb.tool_pgid = pgid;
+	h->work_group(h->ctx, pgid);
+	h->hb->tool_pgid = pgid;
 }
 
 /* Renew our claim on the entry in hand, and on the entries of the batch
@@ -380,7 +380,7 @@ static void tell_master_pgid(struct worker *w, pid_t pgid)
 static bool renew_claim(struct run_state *rs)
 {
 	struct consumer_batch *b = rs->batch;
-	if (!rs->w->rc.c)
+	if (!rs->host->rc->c)
 		return true; /* cannot tell now: keep going */
 	const char **ids = malloc((b->n + 1) * sizeof(*ids));
 	bool *owned = calloc(b->n + 1, sizeof(*owned));
@@ -497,8 +497,8 @@ static void kill_group(pid_t pgid, int sig)
 
 static void run_loop(struct run_state *rs, struct outcome *oc)
 {
-	struct worker *w = rs->w;
-	int64_t renew_every = w->pool->claim_idle_ms / 3;
+	const struct consumer_host *h = rs->host;
+	int64_t renew_every = h->pool->claim_idle_ms / 3;
 	rs->next_renew = rs->start + renew_every;
 	while (!rs->exited || rs->out >= 0 || rs->err >= 0) {
 		int64_t now = util_mono_ms();
@@ -513,7 +513,7 @@ static void run_loop(struct run_state *rs, struct outcome *oc)
 			kill_group(rs->pid, SIGKILL);
 			rs->kill_at = 0;
 		}
-		if ((worker_stop && w->master_gone) && !oc->interrupted) {
+		if (h->abandon(h->ctx) && !oc->interrupted) {
 			/* The master is gone: do not leave a tool behind. */
 			oc->interrupted = true;
 			kill_group(rs->pid, SIGKILL);
@@ -527,10 +527,10 @@ static void run_loop(struct run_state *rs, struct outcome *oc)
 				kill_group(rs->pid, SIGKILL);
 			}
 		}
-		if (w->rc.c && heartbeat_due(&w->hb, now))
-			heartbeat_beat(&w->hb, &w->rc);
-		else if (!w->rc.c)
-			rconn_ready(&w->rc, now);
+		if (h->rc->c && heartbeat_due(h->hb, now))
+			heartbeat_beat(h->hb, h->rc);
+		else if (!h->rc->c)
+			rconn_ready(h->rc, now);
 
 		struct pollfd fds[5];
 		nfds_t n = 0;
@@ -541,8 +541,10 @@ static void run_loop(struct run_state *rs, struct outcome *oc)
 			iout = (int)n, fds[n++] = (struct pollfd){.fd = rs->out, .events = POLLIN};
 		if (rs->err >= 0)
 			ierr = (int)n, fds[n++] = (struct pollfd){.fd = rs->err, .events = POLLIN};
-		int chan = (int)n;
-		fds[n++] = (struct pollfd){.fd = w->args->chan_fd, .events = POLLIN};
+		/* The host's news (pause, stop, the master gone) wakes us too. */
+		int wake = -1;
+		if (h->wake_fd >= 0)
+			wake = (int)n, fds[n++] = (struct pollfd){.fd = h->wake_fd, .events = POLLIN};
 		if (rs->pidfd >= 0 && !rs->exited)
 			fds[n++] = (struct pollfd){.fd = rs->pidfd, .events = POLLIN};
 		/* Without a pidfd the exit is noticed by polling. */
@@ -553,7 +555,7 @@ static void run_loop(struct run_state *rs, struct outcome *oc)
 			wait = rs->kill_at - now > 0 ? rs->kill_at - now : 0;
 		if (rs->next_renew - now < wait)
 			wait = rs->next_renew - now > 0 ? rs->next_renew - now : 0;
-		int64_t until_beat = heartbeat_next_ms(&w->hb, now);
+		int64_t until_beat = heartbeat_next_ms(h->hb, now);
 		if (until_beat < wait)
 			wait = until_beat;
 		poll(fds, n, (int)wait);
@@ -563,8 +565,8 @@ static void run_loop(struct run_state *rs, struct outcome *oc)
 			read_out(rs);
 		if (ierr >= 0 && fds[ierr].revents)
 			read_err(rs);
-		if (fds[chan].revents)
-			worker_poll_master(w);
+		if (wake >= 0 && fds[wake].revents)
+			h->wait(h->ctx, 0);
 		if (!rs->exited && waitpid(rs->pid, &rs->status, WNOHANG) == rs->pid) {
 			rs->exited = true;
 			/* Descendants that kept our pipes open die with the group. */
@@ -597,10 +599,11 @@ static void note_signal_death(const struct run_state *rs, struct outcome *oc)
 	}
 }
 
-static void run_tool(struct worker *w, struct consumer *c, struct consumer_batch *b, size_t index,
-		     const struct tool_config *t, const struct call *call, struct outcome *oc)
+static void run_tool(struct consumer *c, struct consumer_batch *b, size_t index, const struct tool_config *t,
+		     const struct call *call, struct outcome *oc)
 {
-	struct run_state rs = {.w = w, .c = c, .batch = b, .index = index, .tool = t, .call = call,
+	const struct consumer_host *h = consumer_host(c);
+	struct run_state rs = {.host = h, .c = c, .batch = b, .index = index, .tool = t, .call = call,
 			       .pidfd = -1, .in = -1, .out = -1, .err = -1};
 	rs.in_len = strlen(call->arguments);
 	linebuf_init(&rs.errlb, 4096);
@@ -618,13 +621,13 @@ static void run_tool(struct worker *w, struct consumer *c, struct consumer_batch
 		oc->duration_ms = util_mono_ms() - rs.start;
 		return;
 	}
-	w->hb.status = HB_BUSY;
-	snprintf(w->hb.current, sizeof(w->hb.current), "%s", call->entry_id);
-	tell_master_pgid(w, rs.pid);
-	if (w->rc.c)
-		heartbeat_beat(&w->hb, &w->rc);
+	h->hb->status = HB_BUSY;
+	snprintf(h->hb->current, sizeof(h->hb->current), "%s", call->entry_id);
+	tell_pgid(h, rs.pid);
+	if (h->rc->c)
+		heartbeat_beat(h->hb, h->rc);
 	run_loop(&rs, oc);
-	tell_master_pgid(w, 0);
+	tell_pgid(h, 0);
 	linebuf_free(&rs.errlb);
 	oc->duration_ms = util_mono_ms() - rs.start;
 	if (rs.timed_out) {
@@ -649,7 +652,7 @@ static void run_tool(struct worker *w, struct consumer *c, struct consumer_batch
 
 /* One Lua script: done key, tool.output, XACK.  Returns 0, -ENOMEM,
  * -ENOTCONN (dropped) or -EPROTO (the script failed; logged). */
-static int publish(struct worker *w, struct consumer *c, const struct call *call, const struct outcome *oc)
+static int publish(struct consumer *c, const struct call *call, const struct outcome *oc)
 {
 	json_t *data = json_pack("{s:s, s:s, s:s, s:b, s:I, s:b}", "call_id", call->call_id, "name", call->name,
 				 "output", oc->output ? oc->output : "", "is_error", oc->is_error, "duration_ms",
@@ -686,7 +689,7 @@ static int publish(struct worker *w, struct consumer *c, const struct call *call
 	argv[n++] = ts;
 	argv[n++] = "data";
 	argv[n++] = djs;
-	redisReply *r = rconn_commandv(&w->rc, n, argv, NULL);
+	redisReply *r = rconn_commandv(consumer_host(c)->rc, n, argv, NULL);
 	free(djs);
 	if (!r)
 		return -ENOTCONN;
@@ -699,9 +702,9 @@ static int publish(struct worker *w, struct consumer *c, const struct call *call
 	return ret;
 }
 
-static bool already_done(struct worker *w, const struct call *call, int *err)
+static bool already_done(struct rconn *rc, const struct call *call, int *err)
 {
-	redisReply *r = rconn_command(&w->rc, "EXISTS %s", call->done_key);
+	redisReply *r = rconn_command(rc, "EXISTS %s", call->done_key);
 	*err = !r;
 	bool done = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
 	if (r)
@@ -712,10 +715,10 @@ static bool already_done(struct worker *w, const struct call *call, int *err)
 static void handle_call(struct tool_worker *tw, struct consumer *c, struct consumer_batch *b, size_t index)
 {
 	struct consumer_entry *ce = &b->v[index];
-	struct worker *w = tw->w;
+	const struct consumer_host *h = consumer_host(c);
 	json_t *data = NULL;
 	struct call call;
-	const char *reason = call_decode(w, ce, &data, &call);
+	const char *reason = call_decode(tw->cfg->namespace, ce, &data, &call);
 	if (reason) {
 		ce->verdict = CE_DEAD;
 		ce->reason = reason;
@@ -734,14 +737,14 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 			return;
 		}
 	}
-	if (already_done(w, &call, &err)) {
+	if (already_done(h->rc, &call, &err)) {
 		log_debug("tool call %s/%s already done: acked", call.run, call.call_id);
 		ce->verdict = CE_ACK;
 	} else if (err) {
 		ce->verdict = CE_DROP; /* connection lost: it stays pending, taken over later */
 	} else {
 		struct outcome oc = {0};
-		const struct tool_config *t = config_find_tool(w->cfg, call.name);
+		const struct tool_config *t = config_find_tool(tw->cfg, call.name);
 		if (!t) {
 			char msg[300];
 			snprintf(msg, sizeof(msg), "unknown tool: %s", call.name);
@@ -750,20 +753,20 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 			oc.exit_code = -1;
 			log_kv(LOG_WARN, KV("run", call.run, "call_id", call.call_id), "unknown tool %s", call.name);
 		} else {
-			run_tool(w, c, b, index, t, &call, &oc);
+			run_tool(c, b, index, t, &call, &oc);
 		}
 		if (oc.stolen || oc.interrupted) {
 			ce->verdict = CE_DROP;
-		} else if (publish(w, c, &call, &oc) == 0) {
+		} else if (publish(c, &call, &oc) == 0) {
 			ce->verdict = CE_DONE;
 			if (oc.is_error)
-				w->hb.failed++;
+				h->hb->failed++;
 		} else {
 			ce->verdict = CE_DROP; /* not acked: delivered again */
 		}
 		free(oc.output);
 	}
-	w->hb.current[0] = '\0';
+	h->hb->current[0] = '\0';
 	json_decref(data);
 	call_free(&call);
 }
@@ -771,6 +774,7 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 static int tool_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 {
 	struct tool_worker *tw = ctx;
+	const struct consumer_host *h = consumer_host(c);
 	for (size_t i = 0; i < b->n; i++) {
 		struct consumer_entry *ce = &b->v[i];
 		if (ce->verdict != CE_UNDECIDED)
@@ -779,7 +783,7 @@ static int tool_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 			ce->verdict = CE_ACK; /* not ours to act on */
 			continue;
 		}
-		if (worker_stop) {
+		if (h->stopping(h->ctx)) {
 			ce->verdict = CE_DROP; /* stopping: leave the rest pending */
 			continue;
 		}
@@ -788,10 +792,10 @@ static int tool_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 	return 0;
 }
 
-int worker_tool_init(struct worker *w, struct consumer_kind *kind)
+int worker_tool_init(const struct sv_config *cfg, struct consumer_kind *kind)
 {
 	struct tool_worker *tw = util_xcalloc(1, sizeof(*tw));
-	tw->w = w;
+	tw->cfg = cfg;
 	kind->ctx = tw;
 	kind->start = NULL;
 	kind->idle = NULL;

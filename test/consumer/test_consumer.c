@@ -1,0 +1,662 @@
+/* The consumer loop (src/consumer.c, SPEC §4) on its own, against a
+ * private redis-server on a unix socket: no master, no worker process.
+ * A fake host (struct consumer_host) lends the connection and heartbeat
+ * and answers the loop's questions; a fake kind records every entry it is
+ * handed and gives verdicts.  Each case drives consumer_step the way
+ * worker.c does (reconnect when dropped, then one step) until a condition
+ * holds, with generous deadlines and no wall-clock asserts:
+ *   claim       entries pending on a dead consumer past claim_idle_ms are
+ *               claimed and handed over;
+ *   re-read     a consumer's own pending entries come first after a
+ *               restart, one at a time after an unclean exit;
+ *   shortfall   XACKs that acknowledge fewer than sent (finished
+ *               elsewhere) do not stall or desynchronise the loop; XACKs
+ *               lost with the connection are sent again: nothing is left
+ *               pending, nothing lost;
+ *   group loss  the group (or the whole stream) is destroyed under the
+ *               consumer, even while its read blocks: it is re-created at
+ *               0, nothing is lost, and XGROUP CREATE is not spun on.
+ * REDIS_SERVER names the redis-server binary; without it the program
+ * exits 77 (skipped). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "consumer.h"
+#include "log.h"
+#include "util.h"
+
+#define STREAM "s1"
+#define GROUP "g"
+#define ME "t1/p/0"          /* the consumer name heartbeat_init makes */
+#define MAX_RECS 4096
+#define DEADLINE_MS 20000    /* per condition: generous, never a timing assert */
+
+static char tmpdir[] = "/tmp/sv_test_consumer.XXXXXX";
+static char sock[256];
+static pid_t redis_pid;
+static struct sv_config *cfg;
+static redisContext *admin;  /* the test's own connection: set-up and checks */
+
+/* ---------- the private redis-server ---------- */
+
+static void stop_redis(void)
+{
+	if (redis_pid > 0) {
+		kill(redis_pid, SIGTERM);
+		waitpid(redis_pid, NULL, 0);
+		redis_pid = 0;
+	}
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
+static int start_redis(const char *bin)
+{
+	snprintf(sock, sizeof(sock), "%s/redis.sock", tmpdir);
+	char logfile[300];
+	snprintf(logfile, sizeof(logfile), "%s/redis.log", tmpdir);
+	redis_pid = fork();
+	if (redis_pid < 0)
+		return -errno;
+	if (redis_pid == 0) {
+		/* Dies with the test, however the test ends. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execl(bin, bin, "--unixsocket", sock, "--unixsocketperm", "700", "--port", "0", "--save", "",
+		      "--appendonly", "no", "--dir", tmpdir, "--logfile", logfile, (char *)NULL);
+		_exit(127);
+	}
+	for (int64_t until = util_mono_ms() + 15000; util_mono_ms() < until; util_sleep_ms(20, NULL)) {
+		admin = redisConnectUnix(sock);
+		if (admin && !admin->err)
+			return 0;
+		if (admin)
+			redisFree(admin);
+		admin = NULL;
+	}
+	fprintf(stderr, "redis-server did not start (see %s)\n", logfile);
+	return -ETIMEDOUT;
+}
+
+static redisReply *cmd(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = redisvCommand(admin, fmt, ap);
+	va_end(ap);
+	assert_non_null(r);
+	return r;
+}
+
+static long long cmd_int(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = redisvCommand(admin, fmt, ap);
+	va_end(ap);
+	assert_non_null(r);
+	if (r->type != REDIS_REPLY_INTEGER)
+		fail_msg("expected an integer, got type %d (%s)", r->type, r->str ? r->str : "");
+	long long v = r->integer;
+	freeReplyObject(r);
+	return v;
+}
+
+static void cmd_ok(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	redisReply *r = redisvCommand(admin, fmt, ap);
+	va_end(ap);
+	assert_non_null(r);
+	if (r->type == REDIS_REPLY_ERROR)
+		fail_msg("redis: %s", r->str);
+	freeReplyObject(r);
+}
+
+/* XADD n entries; their ids go to ids[] (ID_LEN each) when not NULL. */
+#define ID_LEN 48
+static void add_entries(int n, char (*ids)[ID_LEN])
+{
+	for (int i = 0; i < n; i++) {
+		redisReply *r = cmd("XADD " STREAM " * run r%d type response.created seq %d data {}", i, i + 1);
+		assert_int_equal(r->type, REDIS_REPLY_STRING);
+		if (ids)
+			snprintf(ids[i], ID_LEN, "%s", r->str);
+		freeReplyObject(r);
+	}
+}
+
+/* Entries pending in the group, for one consumer or (NULL) for all. */
+static long long pending(const char *consumer)
+{
+	redisReply *r = consumer ? cmd("XPENDING " STREAM " " GROUP " - + 100000 %s", consumer)
+				 : cmd("XPENDING " STREAM " " GROUP " - + 100000");
+	long long n = r->type == REDIS_REPLY_ARRAY ? (long long)r->elements : -1;
+	freeReplyObject(r);
+	return n;
+}
+
+/* Calls of a command so far (INFO commandstats): "xgroup|create". */
+static long long calls_of(const char *name)
+{
+	redisReply *r = cmd("INFO commandstats");
+	char key[64];
+	snprintf(key, sizeof(key), "cmdstat_%s:calls=", name);
+	const char *p = r->type == REDIS_REPLY_STRING ? strstr(r->str, key) : NULL;
+	long long n = p ? atoll(p + strlen(key)) : 0;
+	freeReplyObject(r);
+	return n;
+}
+
+static bool group_exists(void)
+{
+	redisReply *r = cmd("XINFO GROUPS " STREAM);
+	bool found = false;
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+		redisReply *g = r->element[i];
+		for (size_t k = 0; g->type == REDIS_REPLY_ARRAY && k + 1 < g->elements; k += 2)
+			if (strcmp(g->element[k]->str, "name") == 0 && strcmp(g->element[k + 1]->str, GROUP) == 0)
+				found = true;
+	}
+	freeReplyObject(r);
+	return found;
+}
+
+/* ---------- the fake host and kind ---------- */
+
+struct rec {
+	char id[ID_LEN];
+	int64_t deliveries;
+	bool history;
+	size_t batch;            /* which batch (1-based) */
+	size_t batch_n;          /* entries in that batch */
+};
+
+struct fake {
+	struct pool_config pool;  /* a copy: cases change timings */
+	struct rconn rc;
+	struct heartbeat hb;
+	struct consumer *c;
+	bool paused, stop;
+	unsigned progress;
+	int64_t waited_ms;
+	/* kind */
+	enum consumer_verdict verdict;  /* given to every entry */
+	struct rec recs[MAX_RECS];
+	size_t nrecs, nbatches;
+};
+
+static void host_wait(void *ctx, int64_t ms)
+{
+	struct fake *f = ctx;
+	if (ms <= 0 || f->stop)
+		return;
+	f->waited_ms += ms;
+	poll(NULL, 0, (int)ms);
+}
+
+static bool host_paused(void *ctx) { return ((struct fake *)ctx)->paused; }
+static bool host_stopping(void *ctx) { return ((struct fake *)ctx)->stop; }
+static bool host_abandon(void *ctx) { (void)ctx; return false; }
+static void host_stop(void *ctx) { ((struct fake *)ctx)->stop = true; }
+static void host_progress(void *ctx) { ((struct fake *)ctx)->progress++; }
+static void host_work_group(void *ctx, pid_t pgid) { (void)ctx, (void)pgid; }
+
+static int kind_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
+{
+	struct fake *f = ctx;
+	(void)c;
+	f->nbatches++;
+	for (size_t i = 0; i < b->n; i++) {
+		struct consumer_entry *ce = &b->v[i];
+		if (ce->verdict != CE_UNDECIDED)
+			continue; /* the consumer judged it already (dropped, dead) */
+		assert_true(f->nrecs < MAX_RECS);
+		struct rec *r = &f->recs[f->nrecs++];
+		snprintf(r->id, sizeof(r->id), "%s", ce->e.id);
+		r->deliveries = ce->deliveries;
+		r->history = b->history;
+		r->batch = f->nbatches;
+		r->batch_n = b->n;
+		ce->verdict = f->verdict;
+	}
+	return 0;
+}
+
+/* A new incarnation of consumer ME; unclean: its predecessor crashed. */
+static struct fake *fake_new(bool unclean, void (*tune)(struct pool_config *))
+{
+	struct fake *f = util_xcalloc(1, sizeof(*f));
+	f->pool = cfg->pools[0];
+	if (tune)
+		tune(&f->pool);
+	f->verdict = CE_ACK;
+	rconn_init(&f->rc, cfg, 500);
+	heartbeat_init(&f->hb, cfg, f->pool.name, "persistence", 0, 0, 0);
+	assert_int_equal(rconn_connect(&f->rc), 0);
+	assert_int_equal(heartbeat_register(&f->hb, &f->rc), 1);
+	struct consumer_host host = {
+		.rc = &f->rc, .hb = &f->hb, .pool = &f->pool, .unclean = unclean,
+		.warn_redis_config = false, .wake_fd = -1, .ctx = f,
+		.wait = host_wait, .paused = host_paused, .stopping = host_stopping,
+		.abandon = host_abandon, .stop = host_stop, .progress = host_progress,
+		.work_group = host_work_group,
+	};
+	struct consumer_kind kind = {.batch = kind_batch, .ctx = f};
+	f->c = consumer_new(&host, &kind);
+	return f;
+}
+
+/* Clean exit: queued acks flushed, fence released. */
+static void fake_finish(struct fake *f)
+{
+	consumer_finish(f->c);
+	consumer_free(f->c);
+	heartbeat_release(&f->hb, &f->rc);
+	rconn_close(&f->rc);
+	free(f);
+}
+
+/* A crash: nothing flushed, the fence left to expire. */
+static void fake_crash(struct fake *f)
+{
+	consumer_free(f->c);
+	rconn_close(&f->rc);
+	/* The next incarnation must not wait for the fence's TTL. */
+	cmd_ok("DEL svt:consumer:" ME);
+	free(f);
+}
+
+/* One round as worker.c runs it: reconnect when dropped, then a step. */
+static void round_once(struct fake *f)
+{
+	int64_t now = util_mono_ms();
+	if (!rconn_ready(&f->rc, now)) {
+		int64_t ms = rconn_wait_ms(&f->rc, now);
+		poll(NULL, 0, (int)(ms > 0 && ms < 200 ? ms : 20));
+		return;
+	}
+	assert_int_equal(consumer_step(f->c), 0);
+}
+
+#define ROUND_UNTIL(f, cond)                                                                  \
+	do {                                                                                  \
+		int64_t until_ = util_mono_ms() + DEADLINE_MS;                                \
+		while (!(cond) && util_mono_ms() < until_)                                    \
+			round_once(f);                                                        \
+		if (!(cond))                                                                  \
+			fail_msg("%s:%d: not reached in %d ms: %s", __FILE__, __LINE__,       \
+				 DEADLINE_MS, #cond);                                         \
+	} while (0)
+
+/* How often id was handed over. */
+static int seen(const struct fake *f, const char *id)
+{
+	int n = 0;
+	for (size_t i = 0; i < f->nrecs; i++)
+		n += strcmp(f->recs[i].id, id) == 0;
+	return n;
+}
+
+static bool all_seen(const struct fake *f, char (*ids)[ID_LEN], int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!seen(f, ids[i]))
+			return false;
+	return true;
+}
+
+static void assert_each_once(const struct fake *f, char (*ids)[ID_LEN], int n)
+{
+	for (int i = 0; i < n; i++)
+		if (seen(f, ids[i]) != 1)
+			fail_msg("entry %s handed over %d times, want once", ids[i], seen(f, ids[i]));
+}
+
+/* A group at 0, n entries, and a consumer ME that has been handed them
+ * (their acks queued, not sent yet). */
+static struct fake *consumer_with(int n, char (*ids)[ID_LEN], void (*tune)(struct pool_config *))
+{
+	cmd_ok("XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
+	add_entries(n, ids);
+	struct fake *f = fake_new(false, tune);
+	ROUND_UNTIL(f, f->nrecs == (size_t)n);
+	return f;
+}
+
+/* consumer_with, then its acks sent: nothing pending.  *creates: the
+ * XGROUP CREATE calls so far, for assert_healed. */
+static struct fake *consumer_settled(int n, char (*ids)[ID_LEN], void (*tune)(struct pool_config *),
+				     long long *creates)
+{
+	struct fake *f = consumer_with(n, ids, tune);
+	ROUND_UNTIL(f, pending(NULL) == 0);
+	*creates = calls_of("xgroup|create");
+	return f;
+}
+
+/* After a loss: the group exists again, re-created by 1 to `most` XGROUP
+ * CREATE calls since `since` (consumer_settled): healed, and not by
+ * spinning on it. */
+static void assert_healed(long long since, long long most)
+{
+	assert_true(group_exists());
+	long long more = calls_of("xgroup|create") - since;
+	if (more < 1 || more > most)
+		fail_msg("%lld XGROUP CREATE calls after one loss (1..%lld expected)", more, most);
+}
+
+/* ---------- cases ---------- */
+
+static int reset(void **state)
+{
+	(void)state;
+	cmd_ok("FLUSHALL");
+	cmd_ok("CONFIG RESETSTAT");
+	return 0;
+}
+
+static void fast_claim(struct pool_config *p)
+{
+	p->claim_idle_ms = 300;
+}
+
+/* SPEC §4.5: a dead consumer's pending entries, idle past claim_idle_ms,
+ * are claimed by XAUTOCLAIM and handed over as history with their
+ * delivery counts; acked, nothing stays pending. */
+static void test_claim(void **state)
+{
+	(void)state;
+	char ids[40][ID_LEN];
+	cmd_ok("XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
+	add_entries(40, ids);
+	/* t1/p/9 reads them and dies without acking. */
+	redisReply *r = cmd("XREADGROUP GROUP " GROUP " t1/p/9 COUNT 100 STREAMS " STREAM " >");
+	freeReplyObject(r);
+	assert_int_equal(pending("t1/p/9"), 40);
+
+	struct fake *f = fake_new(false, fast_claim);
+	ROUND_UNTIL(f, all_seen(f, ids, 40));
+	assert_each_once(f, ids, 40);
+	for (size_t i = 0; i < f->nrecs; i++) {
+		assert_true(f->recs[i].history);
+		/* Read once by t1/p/9, once by the claim. */
+		assert_int_equal(f->recs[i].deliveries, 2);
+	}
+	assert_true(f->progress >= 1);
+	/* The acks go out with the next round trip. */
+	ROUND_UNTIL(f, pending(NULL) == 0);
+	assert_int_equal(pending("t1/p/9"), 0);
+	fake_finish(f);
+}
+
+/* Incarnation 1 reads 5 entries and crashes with them in hand (pending
+ * on ME); 3 more are written.  Returns the ids: 5 old, then 3 new. */
+static void crash_with_five(char (*ids)[ID_LEN])
+{
+	cmd_ok("XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
+	add_entries(5, ids);
+	struct fake *f = fake_new(false, NULL);
+	f->verdict = CE_DROP; /* handed over, never acked: a crash mid-batch */
+	ROUND_UNTIL(f, f->nrecs == 5);
+	for (size_t i = 0; i < 5; i++) {
+		assert_false(f->recs[i].history);
+		assert_int_equal(f->recs[i].deliveries, 1);
+	}
+	fake_crash(f);
+	assert_int_equal(pending(ME), 5);
+	add_entries(3, ids + 5);
+}
+
+/* The next incarnation after crash_with_five: the 5 own pending entries
+ * come first, in order, as history, then the 3 new ones. */
+static struct fake *restart_after_crash(bool unclean, char (*ids)[ID_LEN])
+{
+	crash_with_five(ids);
+	struct fake *f = fake_new(unclean, NULL);
+	ROUND_UNTIL(f, f->nrecs >= 8);
+	assert_int_equal(f->nrecs, 8);
+	for (size_t i = 0; i < 5; i++) {
+		assert_string_equal(f->recs[i].id, ids[i]);
+		assert_true(f->recs[i].history);
+		assert_int_equal(f->recs[i].deliveries, 2);
+	}
+	for (size_t i = 5; i < 8; i++) {
+		assert_string_equal(f->recs[i].id, ids[i]);
+		assert_false(f->recs[i].history);
+	}
+	return f;
+}
+
+/* SPEC §4.3 after a clean restart: own pending entries first, in batches. */
+static void test_reread_clean(void **state)
+{
+	(void)state;
+	char ids[8][ID_LEN];
+	struct fake *f = restart_after_crash(false, ids);
+	assert_int_equal(f->recs[0].batch_n, 5); /* one batch: COUNT batch */
+	ROUND_UNTIL(f, pending(NULL) == 0);
+	fake_finish(f);
+}
+
+/* After an unclean exit: the same order, but one entry per batch, so a
+ * poison entry is met alone. */
+static void test_reread_unclean(void **state)
+{
+	(void)state;
+	char ids[8][ID_LEN];
+	struct fake *f = restart_after_crash(true, ids);
+	for (size_t i = 0; i < 5; i++) {
+		assert_int_equal(f->recs[i].batch_n, 1);
+		assert_int_equal(f->recs[i].batch, i + 1);
+	}
+	ROUND_UNTIL(f, pending(NULL) == 0);
+	fake_finish(f);
+}
+
+/* The test_persist_ack_shortfall.sh situation at the consumer level: a
+ * batch is handled and its XACKs are queued; before they go out, the
+ * entries are acked elsewhere and another consumer takes a new one.  The
+ * pipelined XACK acknowledges 0 of N: the loop carries on in step (the
+ * read of the same round trip is handed over, nothing is read and left
+ * unprocessed), the group is not re-created, and the other consumer's
+ * entry is claimed in its time. */
+static void test_ack_shortfall(void **state)
+{
+	(void)state;
+	char first[10][ID_LEN], next[20][ID_LEN];
+	struct fake *f = consumer_with(10, first, fast_claim);
+	assert_int_equal(pending(ME), 10); /* acks queued, not sent yet */
+	long long creates = calls_of("xgroup|create");
+
+	for (int i = 0; i < 10; i++)
+		cmd_ok("XACK " STREAM " " GROUP " %s", first[i]);
+	char theirs[1][ID_LEN];
+	add_entries(1, theirs);
+	redisReply *r = cmd("XREADGROUP GROUP " GROUP " t1/p/8 COUNT 1 STREAMS " STREAM " >");
+	freeReplyObject(r);
+	add_entries(20, next);
+
+	ROUND_UNTIL(f, all_seen(f, next, 20) && seen(f, theirs[0]));
+	assert_each_once(f, first, 10);
+	assert_each_once(f, next, 20);
+	assert_int_equal(seen(f, theirs[0]), 1);
+	ROUND_UNTIL(f, pending(NULL) == 0);
+	assert_true(group_exists());
+	assert_int_equal(calls_of("xgroup|create"), creates);
+	fake_finish(f);
+}
+
+/* XACKs lost with the connection stay queued and are sent after the
+ * reconnect: the entries are not handed over twice and none stays
+ * pending. */
+static void test_ack_after_drop(void **state)
+{
+	(void)state;
+	char ids[10][ID_LEN], more[5][ID_LEN];
+	struct fake *f = consumer_with(10, ids, NULL);
+	assert_int_equal(pending(ME), 10);
+	/* Every connection but the test's own. */
+	cmd_ok("CLIENT KILL TYPE normal SKIPME yes");
+	round_once(f); /* the round trip with the acks fails */
+	assert_int_equal(pending(ME), 10);
+	add_entries(5, more);
+	ROUND_UNTIL(f, all_seen(f, more, 5) && pending(NULL) == 0);
+	assert_each_once(f, ids, 10);
+	assert_each_once(f, more, 5);
+	fake_finish(f);
+}
+
+/* Run consumer rounds until every id is handed over after a loss, then
+ * until nothing is pending: nothing lost. */
+static void recover(struct fake *f, size_t before, char (*ids)[ID_LEN], int n)
+{
+	int64_t until = util_mono_ms() + DEADLINE_MS;
+	for (;;) {
+		bool all = true;
+		for (int i = 0; i < n && all; i++) {
+			bool found = false;
+			for (size_t k = before; k < f->nrecs && !found; k++)
+				found = strcmp(f->recs[k].id, ids[i]) == 0;
+			all = found;
+		}
+		if (all && pending(NULL) == 0)
+			return;
+		if (util_mono_ms() >= until)
+			fail_msg("not recovered in %d ms: %zu entries since the loss, %lld pending", DEADLINE_MS,
+				 f->nrecs - before, pending(NULL));
+		round_once(f);
+	}
+}
+
+/* SPEC §4.4: the group is destroyed between reads (NOGROUP).  It is
+ * re-created at 0: the entries written while it was gone are handed
+ * over, and so is everything older (at 0 nothing is skipped). */
+static void test_group_destroyed(void **state)
+{
+	(void)state;
+	char ids[30][ID_LEN];
+	long long creates;
+	struct fake *f = consumer_settled(10, ids, NULL, &creates);
+
+	assert_int_equal(cmd_int("XGROUP DESTROY " STREAM " " GROUP), 1);
+	add_entries(20, ids + 10);
+	size_t before = f->nrecs;
+	recover(f, before, ids, 30);
+	assert_healed(creates, 2); /* one NOGROUP, one re-creation */
+	fake_finish(f);
+}
+
+/* The whole stream is deleted while the consumer's read blocks (Redis
+ * answers UNBLOCKED or NOGROUP), then written again. */
+static void long_block(struct pool_config *p)
+{
+	p->block_ms = 1000;
+	p->claim_idle_ms = 60000; /* no sweep instead of the blocking read */
+}
+
+static void test_stream_deleted_while_blocked(void **state)
+{
+	(void)state;
+	char ids[15][ID_LEN];
+	long long creates;
+	struct fake *f = consumer_settled(5, ids, long_block, &creates);
+
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* While the parent's next read blocks. */
+		redisContext *c = redisConnectUnix(sock);
+		util_sleep_ms(300, NULL);
+		redisReply *r = c && !c->err ? redisCommand(c, "DEL " STREAM) : NULL;
+		_exit(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1 ? 0 : 1);
+	}
+	round_once(f);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
+	add_entries(10, ids + 5);
+	recover(f, f->nrecs, ids + 5, 10);
+	assert_healed(creates, 3);
+	fake_finish(f);
+}
+
+/* ---------- main ---------- */
+
+static int write_config(char *path, size_t len)
+{
+	snprintf(path, len, "%s/consumer.conf", tmpdir);
+	FILE *fp = fopen(path, "w");
+	if (!fp)
+		return -errno;
+	fprintf(fp,
+		"node = \"t1\";\n"
+		"namespace = \"svt\";\n"
+		"redis = { url = \"unix://%s\"; command_timeout_ms = 5000; };\n"
+		"sqlite = { path = \"%s/snap.db\"; };\n"
+		"control = { socket = \"%s/ctl.sock\"; };\n"
+		"heartbeat = { interval_ms = 1000; timeout_ms = 3000; };\n"
+		"streams = [ \"" STREAM "\" ];\n"
+		"pools = ( { name = \"p\"; kind = \"persistence\"; count = 1; group = \"" GROUP "\";\n"
+		"            batch = 16; block_ms = 100; claim_idle_ms = 3000; max_deliveries = 3; } );\n",
+		sock, tmpdir, tmpdir);
+	return fclose(fp) == 0 ? 0 : -errno;
+}
+
+int main(void)
+{
+	const char *bin = getenv("REDIS_SERVER");
+	if (!bin || access(bin, X_OK) != 0) {
+		printf("REDIS_SERVER is not set or not executable: skipped\n");
+		return 77;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (!mkdtemp(tmpdir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	atexit(stop_redis);
+	if (start_redis(bin) < 0)
+		return 1;
+	char path[300];
+	struct config_errors errs = {0};
+	if (write_config(path, sizeof(path)) < 0 || config_load(path, &cfg, &errs) < 0) {
+		for (size_t i = 0; i < errs.n; i++)
+			fprintf(stderr, "%s\n", errs.v[i]);
+		return 1;
+	}
+	log_set_level(LOG_WARN);
+
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_claim, reset),
+		cmocka_unit_test_setup(test_reread_clean, reset),
+		cmocka_unit_test_setup(test_reread_unclean, reset),
+		cmocka_unit_test_setup(test_ack_shortfall, reset),
+		cmocka_unit_test_setup(test_ack_after_drop, reset),
+		cmocka_unit_test_setup(test_group_destroyed, reset),
+		cmocka_unit_test_setup(test_stream_deleted_while_blocked, reset),
+	};
+	int failed = cmocka_run_group_tests(tests, NULL, NULL);
+	redisFree(admin);
+	config_free(cfg);
+	config_errors_free(&errs);
+	return failed ? 1 : 0;
+}
