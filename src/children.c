@@ -35,6 +35,7 @@ struct child {
 	struct linebuf err_lb;
 	struct outq q;
 	bool violated;
+	bool reaped;           /* waited for: its pid may belong to anyone now */
 };
 
 struct children {
@@ -133,7 +134,7 @@ void child_violation(struct child *c, const char *why)
 	log_error("%s (pid %d): bad channel message: %s%s%s; restarting it", c->name, (int)c->pid, why,
 		  bytes[0] ? "; bytes " : "", bytes);
 	close_chan(c);
-	if (c->pid > 0)
+	if (c->pid > 0 && !c->reaped)
 		kill(c->pid, SIGKILL);
 }
 
@@ -222,7 +223,7 @@ int child_send(struct child *c, uint16_t type, const void *payload, size_t len)
 
 int child_signal(struct child *c, int sig)
 {
-	if (!c || c->pid <= 0)
+	if (!c || c->pid <= 0 || c->reaped)
 		return -ESRCH;
 	if (kill(c->pid, sig) < 0) {
 		int e = errno;
@@ -442,6 +443,9 @@ int children_kill_orphans(struct children *ch)
 
 static void child_reaped(struct children *ch, struct child *c, int code)
 {
+	/* Its last words may still break the protocol: that is logged, but
+	 * nothing is signalled any more. */
+	c->reaped = true;
 	/* Its last words belong before the exit they explain. */
 	if (!c->violated)
 		while (drain_chan(c))

@@ -122,8 +122,9 @@ void dispatch_file_deinit(struct dispatch_file *f)
 	if (!d)
 		return;
 	ready_unlink(d, f);
-	/* The fd may already be closed by a peer's hang-up handling; epoll
-	 * forgets closed descriptors by itself, so ENOENT/EBADF are fine. */
+	/* Callers deinit before they close: epoll forgets a descriptor only
+	 * when every dup of it is closed (a forked child may hold one), so a
+	 * registration left behind could report events for freed memory. */
 	epoll_ctl(d->epfd, EPOLL_CTL_DEL, f->fd, NULL);
 	d->nfiles--;
 	f->d = NULL;

@@ -287,6 +287,8 @@ static const struct child_ops slot_ops = {
 
 static void slot_spawn(struct master *m, struct slot *s)
 {
+	if (!s->pool->cfg)
+		return; /* removed: its configuration is gone (never re-armed) */
 	char name[300];
 	snprintf(name, sizeof(name), "worker %s", s->name);
 	struct child_spec spec = {
@@ -603,6 +605,16 @@ static void broadcast_level(struct master *m)
 	master_slot_send(s, CHAN_M_LEVEL, &level, sizeof(level));
 }
 
+/* Processes of removed pools still finishing: their fds count too. */
+static int64_t retiring_processes(const struct master *m)
+{
+	int64_t n = 0;
+	for (size_t i = 0; i < m->npools; i++)
+		for (size_t j = 0; m->pools[i]->removed && j < m->pools[i]->nslots; j++)
+			n += m->pools[i]->slots[j]->pid > 0;
+	return n;
+}
+
 static int64_t config_workers(const struct sv_config *cfg)
 {
 	int64_t n = 0;
@@ -636,7 +648,7 @@ json_t *master_reload(struct master *m)
 		return r;
 	}
 	char why[300];
-	if (master_fds_check(m, config_workers(ncfg), why, sizeof(why)) < 0) {
+	if (master_fds_check(m, config_workers(ncfg) + retiring_processes(m), why, sizeof(why)) < 0) {
 		log_error("reload refused: %s", why);
 		config_free(ncfg);
 		json_t *r = json_pack("{s:b, s:[]}", "ok", 0, "errors");

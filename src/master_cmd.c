@@ -221,10 +221,16 @@ static void cmd_startstop(struct master *m, struct control_client *c, const char
 	bool stop = strcmp(cmd, "stop") == 0, restart = strcmp(cmd, "restart") == 0;
 	size_t i;
 	json_t *v;
+	/* A removed pool's worker finishing its call can only be stopped. */
+	json_t *acted = json_array();
 	json_array_foreach(names, i, v) {
 		struct slot *s = find_slot_by_name(m, json_string_value(v));
+		if (s->pool->removed && !stop)
+			continue;
+		json_array_append(acted, v);
 		if (stop) {
-			master_slot_act(m, s, proc_stop(&s->proc, &m->policy, now, false));
+			/* retire stays set for a removed pool: freed once reaped */
+			master_slot_act(m, s, proc_stop(&s->proc, &m->policy, now, s->pool->removed));
 		} else if (restart && proc_state_has_pid(s->proc.state)) {
 			master_slot_act(m, s, proc_stop(&s->proc, &m->policy, now, false));
 			master_slot_act(m, s, proc_start(&s->proc, &m->policy, now));
@@ -232,7 +238,8 @@ static void cmd_startstop(struct master *m, struct control_client *c, const char
 			master_slot_act(m, s, proc_start(&s->proc, &m->policy, now));
 		}
 	}
-	defer_reply(m, c, names, stop ? OP_STOP : OP_START);
+	json_decref(names);
+	defer_reply(m, c, acted, stop ? OP_STOP : OP_START);
 }
 
 static void cmd_pause(struct master *m, struct control_client *c, bool pause, const char *target)

@@ -234,6 +234,7 @@ struct http_client {
 
 struct metrics_http {
 	int fd;
+	int64_t accept_paused_until; /* after EMFILE: the listener rests */
 	struct dispatch *d;
 	struct dispatch_file lfile;
 	char *(*render)(void *ctx);
@@ -372,7 +373,21 @@ static void on_listen(struct dispatch_file *f, uint32_t events)
 	struct metrics_http *h = f->data;
 	int64_t now = util_mono_ms();
 	int fd;
-	while ((fd = accept4(h->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+	for (;;) {
+		fd = accept4(h->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			/* Out of fds or memory: the connection stays queued, and a
+			 * level-triggered listener would wake the loop at once
+			 * forever.  Rest it; metrics_http_tick re-arms it. */
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				log_warn("%s: cannot accept a metrics client: %s", __func__, strerror(errno));
+				h->accept_paused_until = now + 100;
+				dispatch_file_select(&h->lfile, 0);
+			}
+			return;
+		}
 		struct http_client *c = NULL;
 		for (int k = 0; k < HTTP_CLIENTS && !c; k++)
 			if (h->c[k].fd < 0)
@@ -399,6 +414,10 @@ void metrics_http_tick(struct metrics_http *h, int64_t now)
 {
 	if (!h)
 		return;
+	if (h->accept_paused_until && now >= h->accept_paused_until) {
+		h->accept_paused_until = 0;
+		dispatch_file_select(&h->lfile, EPOLLIN);
+	}
 	for (int k = 0; k < HTTP_CLIENTS; k++)
 		if (h->c[k].fd >= 0 && now > h->c[k].deadline)
 			client_close(&h->c[k]);

@@ -3,6 +3,8 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <sys/syscall.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
@@ -140,37 +142,47 @@ void util_devnull(int fd)
 	}
 }
 
+/* Close fds a..b (b may be INT_MAX).  close_range(2) does it in one call
+ * whatever their number; without it (kernels before 5.9) every number up
+ * to the open-files limit is closed one by one. */
+static void close_gap(int a, int b)
+{
+	if (a > b)
+		return;
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, (unsigned)a, (unsigned)b, 0u) == 0)
+		return;
+#endif
+	long max = sysconf(_SC_OPEN_MAX);
+	if (max < 0 || max > INT_MAX)
+		max = INT_MAX;
+	for (int fd = a; fd <= b && fd < max; fd++)
+		close(fd);
+}
+
+static int int_cmp(const void *x, const void *y)
+{
+	int a = *(const int *)x, b = *(const int *)y;
+	return a < b ? -1 : a > b;
+}
+
+/* No cap on how many fds are closed: a forked child (never exec'd) must
+ * not keep any of the master's, however many it holds. */
 void util_close_fds_from(int lowfd, const int *keep, size_t nkeep)
 {
-	DIR *d = opendir("/proc/self/fd");
-	if (!d) {
-		for (int fd = lowfd; fd < 1024; fd++) {
-			bool k = false;
-			for (size_t i = 0; i < nkeep; i++)
-				k |= keep[i] == fd;
-			if (!k)
-				close(fd);
-		}
-		return;
-	}
-	int dfd = dirfd(d);
-	int fds[1024];
+	int kept[16];
 	size_t n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) && n < ARRAY_SIZE(fds)) {
-		int fd = atoi(de->d_name);
-		if (de->d_name[0] < '0' || de->d_name[0] > '9' || fd < lowfd || fd == dfd)
-			continue;
-		fds[n++] = fd;
-	}
-	closedir(d);
+	for (size_t i = 0; i < nkeep && n < ARRAY_SIZE(kept); i++)
+		if (keep[i] >= lowfd)
+			kept[n++] = keep[i];
+	qsort(kept, n, sizeof(kept[0]), int_cmp);
+	int from = lowfd;
 	for (size_t i = 0; i < n; i++) {
-		bool k = false;
-		for (size_t j = 0; j < nkeep; j++)
-			k |= keep[j] == fds[i];
-		if (!k)
-			close(fds[i]);
+		close_gap(from, kept[i] - 1);
+		if (kept[i] + 1 > from)
+			from = kept[i] + 1;
 	}
+	close_gap(from, INT_MAX);
 }
 
 void linebuf_init(struct linebuf *lb, size_t max)

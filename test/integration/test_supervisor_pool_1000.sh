@@ -86,6 +86,13 @@ m=$(monitor_pid) || fail "no monitor found"
 [ "$(soft_nofile "$m")" = 1024 ] || fail "monitor (pid $m) soft RLIMIT_NOFILE $(soft_nofile "$m"), want 1024"
 ok "daemon $(soft_nofile "$DAEMON_PID"); $LAST and monitor 1024"
 
+check "$LAST holds none of the master's fds (a forked worker closes them all, however many)"
+# 0-2, its channel, its Redis connection, perhaps the log: a handful.  A
+# worker keeping other workers' channel ends would hold ~2000.
+nfd=$(ls "/proc/$p/fd" | wc -l)
+[ "$nfd" -le 16 ] || fail "$LAST (pid $p) holds $nfd fds: $(ls -l "/proc/$p/fd" | head -n 30)"
+ok "$LAST holds $nfd fds"
+
 check "a tool sees ulimit -Sn = 1024"
 xadd_call L 1 n1 nofile '{}' >/dev/null
 expect_output L n1 'd["output"] == "1024\n" and d["exit_code"] == 0'

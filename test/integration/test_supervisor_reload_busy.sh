@@ -44,6 +44,9 @@ pa=$(wfield "$W" pid)
 info "$W (pid $pa) busy with $id"
 conf
 reload
+# An operator's "start all" meanwhile must not re-arm the removed slot
+# (its configuration is gone): it only finishes and goes.
+timeout 30 "$STREAMVISORCTL" -s "$SOCK" start all >/dev/null 2>&1 || true
 states="" i=0 deadline=$(($(now_ms) + $(scaled 90) * 1000))
 while :; do
 	i=$((i + 1))
