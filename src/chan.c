@@ -79,8 +79,17 @@ static int reserve(uint8_t **buf, size_t *cap, size_t need)
 	return 0;
 }
 
+/* Drop what was parsed.  An emptied buffer that grew for a large
+ * message is given back: the master keeps one reader per child, and most
+ * of them only ever see a few small frames. */
 static void compact(struct chan_reader *r)
 {
+	if (r->off == r->len && r->cap > 16384) {
+		free(r->buf);
+		r->buf = NULL;
+		r->cap = r->len = r->off = 0;
+		return;
+	}
 	if (r->off == 0)
 		return;
 	memmove(r->buf, r->buf + r->off, r->len - r->off);
@@ -100,12 +109,12 @@ int chan_reader_feed(struct chan_reader *r, const void *data, size_t len)
 
 ssize_t chan_reader_fill(struct chan_reader *r, int fd)
 {
+	/* Read through a buffer on the stack, so a reader only holds what is
+	 * actually waiting to be parsed. */
+	uint8_t tmp[16384];
 	size_t total = 0;
-	compact(r);
 	while (total < CHAN_FILL_MAX) {
-		if (reserve(&r->buf, &r->cap, r->len + 65536) < 0)
-			return -ENOMEM;
-		ssize_t n = read(fd, r->buf + r->len, r->cap - r->len);
+		ssize_t n = read(fd, tmp, sizeof(tmp));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -115,7 +124,8 @@ ssize_t chan_reader_fill(struct chan_reader *r, int fd)
 		}
 		if (n == 0)
 			return total > 0 ? (ssize_t)total : 0;
-		r->len += (size_t)n;
+		if (chan_reader_feed(r, tmp, (size_t)n) < 0)
+			return -ENOMEM;
 		total += (size_t)n;
 	}
 	return (ssize_t)total;

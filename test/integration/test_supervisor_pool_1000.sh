@@ -93,6 +93,8 @@ nfd=$(ls "/proc/$p/fd" | wc -l)
 [ "$nfd" -le 16 ] || fail "$LAST (pid $p) holds $nfd fds: $(ls -l "/proc/$p/fd" | head -n 30)"
 ok "$LAST holds $nfd fds"
 
+info "master VmRSS with $N workers: $(awk '/^VmRSS/ {print $2, $3}' "/proc/$DAEMON_PID/status")"
+
 check "a tool sees ulimit -Sn = 1024"
 xadd_call L 1 n1 nofile '{}' >/dev/null
 expect_output L n1 'd["output"] == "1024\n" and d["exit_code"] == 0'
