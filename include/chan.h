@@ -19,6 +19,9 @@
  *     CHAN_M_PAUSE        empty                     stop reading new entries
  *     CHAN_M_RESUME       empty
  *     CHAN_M_LEVEL        u32 log level (enum log_level)          4
+ *     CHAN_M_STREAMS      JSON object {"add": [names], "remove": [names]}:
+ *                         pattern streams to read from now on, or to drop;
+ *                         at most CHAN_MON_OP_MAX
  *   worker -> master
  *     CHAN_W_REGISTERED   i64 incarnation, > 0                    8
  *     CHAN_W_FENCE_WAIT   empty: another live process holds my consumer name
@@ -36,6 +39,8 @@
  *                         by one by the master); at most CHAN_MON_MSG_MAX
  *     CHAN_MON_REPLY      JSON object {"id", "reply"}: the answer to a "call";
  *                         at most CHAN_MON_MSG_MAX
+ *     CHAN_MON_STREAMS    JSON object {"pattern": P, "add": [names],
+ *                         "remove": [names]}; at most CHAN_MON_MSG_MAX
  */
 #ifndef SV_CHAN_H
 #define SV_CHAN_H
@@ -60,6 +65,7 @@ enum chan_type {
 	CHAN_M_PAUSE = 1,
 	CHAN_M_RESUME = 2,
 	CHAN_M_LEVEL = 3,
+	CHAN_M_STREAMS = 4,
 	CHAN_W_REGISTERED = 16,
 	CHAN_W_FENCE_WAIT = 17,
 	CHAN_W_PROGRESS = 18,
@@ -67,6 +73,7 @@ enum chan_type {
 	CHAN_MON_OP = 32,
 	CHAN_MON_BEATS = 48,
 	CHAN_MON_REPLY = 49,
+	CHAN_MON_STREAMS = 50,
 };
 
 /* Who sends a message: a receiver accepts only its peer's types. */

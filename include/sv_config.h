@@ -26,7 +26,11 @@ struct pool_config {
 	enum pool_kind kind;
 	int64_t count;
 	char *group;            /* "{node}" already replaced by the node name */
-	struct strlist streams; /* resolved: the global list when not given */
+	struct strlist streams; /* resolved: the global list when not given;
+				 * literal names only (escapes removed) */
+	struct strlist patterns; /* the pattern entries, resolved like streams */
+	int64_t discover_ms;    /* 1000: pattern discovery period */
+	int64_t read_keys;      /* 16: most stream keys in one XREADGROUP */
 	int64_t batch;          /* persistence 256, tool 16 */
 	int64_t block_ms;       /* 2000 */
 	int64_t claim_idle_ms;  /* 30000 */
@@ -87,7 +91,8 @@ struct sv_config {
 		int64_t backoff_initial_ms, backoff_max_ms, start_ms, max_retries;
 		int64_t burst, burst_window_ms, stop_timeout_ms;
 	} restart;
-	struct strlist streams;
+	struct strlist streams;   /* literal entries of the global list */
+	struct strlist patterns;  /* its pattern entries */
 	struct pool_config *pools;
 	size_t npools;
 	struct tool_config *tools;
@@ -148,5 +153,14 @@ const struct pool_config *config_find_pool(const struct sv_config *cfg, const ch
 const struct tool_config *config_find_tool(const struct sv_config *cfg, const char *name);
 
 const char *config_pool_kind_name(enum pool_kind k);
+
+/* Stream patterns (issue 11).  A `streams` entry holding an unescaped
+ * '*', '?' or '[' is a pattern; '\\' escapes the one character after it.
+ * Matching is Redis glob syntax (fnmatch(3), flags 0). */
+bool config_is_pattern(const char *entry);
+bool config_pattern_match(const char *pattern, const char *name);
+/* A key streamvisor owns: everything under "NAMESPACE:" and every key
+ * ending in ":dead".  Such keys never match a pattern. */
+bool config_own_key(const struct sv_config *cfg, const char *name);
 
 #endif

@@ -51,6 +51,8 @@
  *   pools[].batch                      1 .. 100000
  *   pools[].max_deliveries             1 .. 1000000
  *   pools[].max_rss_mb                 0 (off) .. 1048576
+ *   pools[].discover_ms                100 .. 600000
+ *   pools[].read_keys                  1 .. 1000
  *   tools[].max_output                 1 .. 67108864 bytes
  *   tools[].rlimits.cpu_s              0 .. 2592000, as_mb 0 .. 16777216,
  *                                      nofile 0 .. 1048576 (0 = unlimited)
@@ -64,6 +66,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <libconfig.h>
@@ -767,6 +770,99 @@ static void check_streams(struct ld *ld, const config_setting_t *s, const char *
 	}
 }
 
+/* ---------- stream patterns ---------- */
+
+bool config_is_pattern(const char *entry)
+{
+	for (const char *p = entry; *p; p++) {
+		if (*p == '\\') {
+			if (!*++p)
+				break;
+			continue;
+		}
+		if (*p == '*' || *p == '?' || *p == '[')
+			return true;
+	}
+	return false;
+}
+
+bool config_pattern_match(const char *pattern, const char *name)
+{
+	return fnmatch(pattern, name, 0) == 0;
+}
+
+bool config_own_key(const struct sv_config *cfg, const char *name)
+{
+	size_t ns = strlen(cfg->namespace), n = strlen(name);
+	if (strncmp(name, cfg->namespace, ns) == 0 && name[ns] == ':')
+		return true;
+	return n >= 5 && strcmp(name + n - 5, ":dead") == 0;
+}
+
+/* A literal entry's stream name: "\\" before a glob character ('*', '?',
+ * '[', ']') or before another "\\" is removed; any other backslash is kept,
+ * so names written before patterns existed read as they did. */
+static char *unescape_literal(const char *e)
+{
+	char *out = util_xstrdup(e), *o = out;
+	for (const char *p = e; *p; p++) {
+		if (*p == '\\' && p[1] && strchr("*?[]\\", p[1]))
+			p++;
+		*o++ = *p;
+	}
+	*o = '\0';
+	return out;
+}
+
+/* Why a pattern entry cannot be used, or NULL. */
+static const char *bad_pattern(const char *e)
+{
+	for (const char *p = e; *p; p++) {
+		if (*p == '\\') {
+			if (!p[1])
+				return "ends in an unescaped '\\'";
+			p++;
+		} else if (*p == '[') {
+			const char *q = p + 1;
+			if (*q == '!' || *q == '^')
+				q++;
+			if (*q == ']')
+				q++;
+			while (*q && *q != ']')
+				q += (*q == '\\' && q[1]) ? 2 : 1;
+			if (!*q)
+				return "has a '[' without its ']'";
+			p = q;
+		}
+	}
+	return NULL;
+}
+
+/* Split a checked `streams` list into literal names (all) and patterns. */
+static void split_streams(struct ld *ld, const config_setting_t *s, const char *kp, struct strlist *all,
+			  struct strlist *patterns)
+{
+	struct strlist lit = {util_xcalloc(all->n + 1, sizeof(char *)), 0};
+	strlist_free(patterns);
+	patterns->v = util_xcalloc(all->n + 1, sizeof(char *));
+	for (size_t i = 0; i < all->n; i++) {
+		const char *why;
+		if (!config_is_pattern(all->v[i])) {
+			lit.v[lit.n++] = unescape_literal(all->v[i]);
+		} else if (s && (why = bad_pattern(all->v[i]))) {
+			errf(ld, s, "%s: pattern \"%s\" %s", kp, all->v[i], why);
+		} else if (s && strncmp(all->v[i], ld->cfg->namespace, strlen(ld->cfg->namespace)) == 0 &&
+			   all->v[i][strlen(ld->cfg->namespace)] == ':') {
+			errf(ld, s, "%s: pattern \"%s\" lies under the namespace \"%s:\" (streamvisor's own keys never match)",
+			     kp, all->v[i], ld->cfg->namespace);
+		} else {
+			patterns->v[patterns->n++] = util_xstrdup(all->v[i]);
+		}
+	}
+	strlist_free(all);
+	*all = lit;
+}
+
 /* Node and pool names become part of consumer names NODE/POOL/SLOT. */
 static const char *bad_name(const char *s)
 {
@@ -1141,6 +1237,7 @@ static void pool_free(struct pool_config *p)
 	free(p->name);
 	free(p->group);
 	strlist_free(&p->streams);
+	strlist_free(&p->patterns);
 	free(p->sqlite_path);
 }
 
@@ -1152,7 +1249,7 @@ static void load_pools(struct ld *ld, const config_setting_t *root)
 {
 	static const char *const keys[] = {"name", "kind", "count", "group", "streams", "batch", "block_ms",
 					   "claim_idle_ms", "max_deliveries", "reducer", "max_rss_mb",
-					   "sqlite_path", NULL};
+					   "sqlite_path", "discover_ms", "read_keys", NULL};
 	struct sv_config *cfg = ld->cfg;
 	config_setting_t *list = member(root, "pools");
 	if (!list)
@@ -1223,10 +1320,14 @@ static void load_pools(struct ld *ld, const config_setting_t *root)
 			char kp[48];
 			snprintf(kp, sizeof(kp), "%s.streams", where);
 			check_streams(ld, s, kp, &p->streams);
+			split_streams(ld, s, kp, &p->streams, &p->patterns);
 		} else {
 			strlist_free(&p->streams);
 			strlist_copy(&p->streams, &cfg->streams);
+			strlist_copy(&p->patterns, &cfg->patterns);
 		}
+		get_int(ld, e, where, "discover_ms", 1000, 100, 600000, &p->discover_ms);
+		get_int(ld, e, where, "read_keys", 16, 1, 1000, &p->read_keys);
 
 		get_int(ld, e, where, "batch", pers ? 256 : 16, 1, 100000, &p->batch);
 		L->block = get_int(ld, e, where, "block_ms", 2000, 1, MAX_DURATION_MS, &p->block_ms);
@@ -1470,6 +1571,8 @@ static int load(struct ld *ld)
 		errf(ld, s, "streams must list at least one stream");
 	else if (s)
 		check_streams(ld, s, "streams", &cfg->streams);
+	/* Patterns leave the list: cfg->streams keeps the literal names. */
+	split_streams(ld, s, "streams", &cfg->streams, &cfg->patterns);
 
 	load_retention_metrics_log(ld, root);
 	load_tools(ld, root);
@@ -1548,6 +1651,7 @@ void config_free(struct sv_config *cfg)
 	free(cfg->run_as.user);
 	free(cfg->run_as.group);
 	strlist_free(&cfg->streams);
+	strlist_free(&cfg->patterns);
 	for (size_t i = 0; i < cfg->npools; i++)
 		pool_free(&cfg->pools[i]);
 	free(cfg->pools);
@@ -1627,7 +1731,9 @@ bool config_pool_changed(const struct sv_config *old, const struct pool_config *
 	if (!str_eq(a->name, b->name) || a->kind != b->kind || !str_eq(a->group, b->group) ||
 	    !strlist_equal(&a->streams, &b->streams) || a->batch != b->batch || a->block_ms != b->block_ms ||
 	    a->claim_idle_ms != b->claim_idle_ms || a->max_deliveries != b->max_deliveries ||
-	    a->reducer != b->reducer || a->max_rss_mb != b->max_rss_mb || !str_eq(a->sqlite_path, b->sqlite_path))
+	    a->reducer != b->reducer || a->max_rss_mb != b->max_rss_mb || !str_eq(a->sqlite_path, b->sqlite_path) ||
+	    !strlist_equal(&a->patterns, &b->patterns) || a->discover_ms != b->discover_ms ||
+	    a->read_keys != b->read_keys)
 		return true;
 	/* Workers beat at heartbeat.interval_ms and give their fencing key a
 	 * TTL of timeout_ms: a running worker would keep the old values. */

@@ -157,6 +157,9 @@ int main(int argc, char **argv)
 	}
 	config_errors_free(&errs);
 	if (check) {
+		for (size_t i = 0; i < cfg->npools; i++)
+			for (size_t j = 0; j < cfg->pools[i].patterns.n; j++)
+				printf("pool %s: pattern %s\n", cfg->pools[i].name, cfg->pools[i].patterns.v[j]);
 		printf("configuration OK\n");
 		config_free(cfg);
 		return 0;
