@@ -109,6 +109,15 @@ void consumer_free(struct consumer *c);
  * the batch over, ack.  Call it once the heartbeat is registered.  Returns
  * 0 to go on, or an exit status > 0 (SV_EX_CONFIG, SV_EX_TRANSIENT). */
 int consumer_step(struct consumer *c);
+/* Change the stream set (issue 11): pattern streams to read from now on
+ * (add) or to drop (remove).  Copied and applied at the start of the next
+ * consumer_step, never in the middle of a round.  An added stream gets the
+ * group at 0 without MKSTREAM; one whose key is gone is dropped and never
+ * re-created.  A literal (configured) stream is never removed.  Returns 0. */
+int consumer_streams_update(struct consumer *c, const char *const *add, size_t nadd,
+			    const char *const *remove, size_t nremove);
+/* Streams in the set now (literal and pattern). */
+size_t consumer_stream_count(const struct consumer *c);
 /* Flush queued acks (clean exit). */
 void consumer_finish(struct consumer *c);
 

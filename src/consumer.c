@@ -42,16 +42,40 @@ struct idlist {
 	size_t n, cap;
 };
 
+/* One stream of the set: the pool's literal streams (fixed, self-healed
+ * with MKSTREAM) and the pattern streams the master hands over (added and
+ * removed at run time; never re-created once their key is gone). */
+struct cstream {
+	char *name;
+	char *dead_key;          /* STREAM:dead */
+	bool pattern;            /* added by consumer_streams_update */
+	bool need_group;         /* XGROUP CREATE before the next read */
+	bool fresh;              /* added since the last XGROUP CREATE round */
+	bool gone;               /* a pattern stream whose key is gone: dropped */
+	struct idlist acks;      /* queued XACKs */
+	size_t sent;             /* acks of the pipeline in flight */
+	long long shortfall;     /* acks Redis did not count */
+	char *history_cursor;    /* NULL once this stream's own pending are read */
+	char *claim_cursor;      /* XAUTOCLAIM cursor */
+};
+
+/* A change asked by consumer_streams_update, applied at the start of the
+ * next consumer_step (never in the middle of a round trip). */
+struct stream_op {
+	char *name;
+	bool add;
+};
+
 struct consumer {
 	struct consumer_host host;  /* borrowed services of the running process */
 	const struct pool_config *pool;
 	struct consumer_kind kind;
-	size_t nstreams;
-	char **dead_keys;        /* STREAM:dead per stream */
-	struct idlist *acks;     /* queued XACKs per stream */
-	long long *shortfall;    /* per stream: acks Redis did not count */
-	char **history_cursor;   /* per stream; NULL once that stream is done */
-	char **claim_cursor;     /* XAUTOCLAIM cursor per stream */
+	struct cstream *st;      /* the stream set, in order; grows */
+	size_t nstreams, st_cap;
+	size_t rotate;           /* next stream of the rotation (read_keys) */
+	size_t empty_keys;       /* keys read in a row that returned nothing */
+	struct stream_op *ops;   /* queued consumer_streams_update changes */
+	size_t nops, ops_cap;
 	bool groups_ready;
 	bool started;
 	bool takeover_done;
@@ -83,11 +107,6 @@ static void idlist_push(struct idlist *l, const char *id)
 	snprintf(l->v[l->n++], ID_MAX, "%s", id);
 }
 
-static void idlist_clear(struct idlist *l)
-{
-	l->n = 0;
-}
-
 static struct rconn *conn(struct consumer *c) { return c->host.rc; }
 static struct heartbeat *hb(struct consumer *c) { return c->host.hb; }
 
@@ -105,6 +124,51 @@ static void set_error(struct consumer *c, const char *fmt, const char *detail)
 	snprintf(hb(c)->last_error, sizeof(hb(c)->last_error), fmt, detail ? detail : "");
 }
 
+static struct cstream *stream_add(struct consumer *c, const char *name, bool pattern)
+{
+	if (c->nstreams == c->st_cap) {
+		c->st_cap = c->st_cap ? c->st_cap * 2 : 8;
+		c->st = realloc(c->st, c->st_cap * sizeof(*c->st));
+		if (!c->st)
+			abort();
+	}
+	struct cstream *s = &c->st[c->nstreams++];
+	memset(s, 0, sizeof(*s));
+	s->name = util_xstrdup(name);
+	size_t len = strlen(name) + 6;
+	s->dead_key = malloc(len);
+	if (!s->dead_key)
+		abort();
+	snprintf(s->dead_key, len, "%s:dead", name);
+	s->pattern = pattern;
+	s->need_group = true;
+	s->fresh = true;
+	s->history_cursor = util_xstrdup("0");
+	s->claim_cursor = util_xstrdup("0-0");
+	return s;
+}
+
+static void cstream_free(struct cstream *s)
+{
+	free(s->name);
+	free(s->dead_key);
+	free(s->acks.v);
+	free(s->history_cursor);
+	free(s->claim_cursor);
+}
+
+/* Drop stream i from the set, keeping the order of the others (rotation). */
+static void stream_remove(struct consumer *c, size_t i)
+{
+	cstream_free(&c->st[i]);
+	memmove(&c->st[i], &c->st[i + 1], (c->nstreams - i - 1) * sizeof(*c->st));
+	c->nstreams--;
+	if (c->rotate > i)
+		c->rotate--;
+	if (c->rotate >= c->nstreams)
+		c->rotate = 0;
+}
+
 struct consumer *consumer_new(const struct consumer_host *host, const struct consumer_kind *kind)
 {
 	const struct pool_config *pool = host->pool;
@@ -112,21 +176,8 @@ struct consumer *consumer_new(const struct consumer_host *host, const struct con
 	c->host = *host;
 	c->pool = pool;
 	c->kind = *kind;
-	c->nstreams = pool->streams.n;
-	c->dead_keys = util_xcalloc(c->nstreams, sizeof(char *));
-	c->acks = util_xcalloc(c->nstreams, sizeof(struct idlist));
-	c->shortfall = util_xcalloc(c->nstreams, sizeof(long long));
-	c->history_cursor = util_xcalloc(c->nstreams, sizeof(char *));
-	c->claim_cursor = util_xcalloc(c->nstreams, sizeof(char *));
-	for (size_t i = 0; i < c->nstreams; i++) {
-		size_t len = strlen(pool->streams.v[i]) + 6;
-		c->dead_keys[i] = malloc(len);
-		if (!c->dead_keys[i])
-			abort();
-		snprintf(c->dead_keys[i], len, "%s:dead", pool->streams.v[i]);
-		c->history_cursor[i] = util_xstrdup("0");
-		c->claim_cursor[i] = util_xstrdup("0-0");
-	}
+	for (size_t i = 0; i < pool->streams.n; i++)
+		stream_add(c, pool->streams.v[i], false);
 	c->one_at_a_time = host->unclean;
 	c->next_claim_ms = util_mono_ms() + pool->claim_idle_ms / 2;
 	backoff_init(&c->heal_backoff, 100, 5000);
@@ -137,59 +188,135 @@ void consumer_free(struct consumer *c)
 {
 	if (!c)
 		return;
-	for (size_t i = 0; i < c->nstreams; i++) {
-		free(c->dead_keys[i]);
-		idlist_clear(&c->acks[i]);
-		free(c->acks[i].v);
-		free(c->history_cursor[i]);
-		free(c->claim_cursor[i]);
-	}
-	free(c->dead_keys);
-	free(c->acks);
+	for (size_t i = 0; i < c->nstreams; i++)
+		cstream_free(&c->st[i]);
+	free(c->st);
+	for (size_t i = 0; i < c->nops; i++)
+		free(c->ops[i].name);
+	free(c->ops);
 	free(c->argv);
 	free(c->entries);
 	free(c->fields);
-	free(c->shortfall);
-	free(c->history_cursor);
-	free(c->claim_cursor);
 	free(c);
 }
 
+/* SIZE_MAX when stream is not in the set. */
 static size_t stream_index(struct consumer *c, const char *stream)
 {
 	for (size_t i = 0; i < c->nstreams; i++)
-		if (strcmp(c->pool->streams.v[i], stream) == 0)
+		if (strcmp(c->st[i].name, stream) == 0)
 			return i;
+	return SIZE_MAX;
+}
+
+/* ---------- the dynamic stream set ---------- */
+
+int consumer_streams_update(struct consumer *c, const char *const *add, size_t nadd,
+			    const char *const *remove, size_t nremove)
+{
+	size_t need = c->nops + nadd + nremove;
+	if (need > c->ops_cap) {
+		c->ops_cap = need * 2;
+		c->ops = realloc(c->ops, c->ops_cap * sizeof(*c->ops));
+		if (!c->ops)
+			abort();
+	}
+	for (size_t i = 0; i < nremove; i++)
+		c->ops[c->nops++] = (struct stream_op){util_xstrdup(remove[i]), false};
+	for (size_t i = 0; i < nadd; i++)
+		c->ops[c->nops++] = (struct stream_op){util_xstrdup(add[i]), true};
 	return 0;
+}
+
+size_t consumer_stream_count(const struct consumer *c)
+{
+	return c->nstreams;
+}
+
+static int flush_acks(struct consumer *c);
+
+/* Apply the queued changes, in order.  A literal stream is the
+ * configuration's: it is neither added twice nor removed.  A removed
+ * stream's queued acks are sent first when the connection is up. */
+static void apply_stream_ops(struct consumer *c)
+{
+	if (!c->nops)
+		return;
+	bool flushed = false;
+	for (size_t k = 0; k < c->nops; k++) {
+		struct stream_op *op = &c->ops[k];
+		size_t i = stream_index(c, op->name);
+		if (op->add && i == SIZE_MAX) {
+			stream_add(c, op->name, true);
+			c->groups_ready = false;
+			c->takeover_done = false; /* own pending entries of an earlier incarnation */
+			log_debug("stream %s added to the read set", op->name);
+		} else if (!op->add && i != SIZE_MAX && c->st[i].pattern) {
+			if (!flushed && conn(c)->c && c->st[i].acks.n) {
+				flush_acks(c);
+				flushed = true;
+				i = stream_index(c, op->name);
+				if (i == SIZE_MAX)
+					continue;
+			}
+			stream_remove(c, i);
+			log_debug("stream %s removed from the read set", op->name);
+		}
+	}
+	for (size_t k = 0; k < c->nops; k++)
+		free(c->ops[k].name);
+	c->nops = 0;
 }
 
 /* ---------- groups ---------- */
 
 /* XGROUP CREATE at 0 (never $: entries written before the first start
- * must be delivered), MKSTREAM; BUSYGROUP is success. */
+ * must be delivered) on every stream that needs it; BUSYGROUP is success.
+ * A literal stream is created with MKSTREAM; a pattern stream never is: when
+ * its key is gone, it is dropped from the set (its producer deleted it). */
 static int ensure_groups(struct consumer *c)
 {
 	struct rconn *rc = conn(c);
 	if (!rc->c)
 		return -ENOTCONN;
-	for (size_t i = 0; i < c->nstreams; i++)
-		redisAppendCommand(rc->c, "XGROUP CREATE %s %s 0 MKSTREAM", c->pool->streams.v[i],
-				   c->pool->group);
-	int ret = 0;
+	size_t sent = 0;
 	for (size_t i = 0; i < c->nstreams; i++) {
+		if (!c->st[i].need_group)
+			continue;
+		redisAppendCommand(rc->c, c->st[i].pattern ? "XGROUP CREATE %s %s 0" : "XGROUP CREATE %s %s 0 MKSTREAM",
+				   c->st[i].name, c->pool->group);
+		sent++;
+	}
+	int ret = 0;
+	for (size_t i = 0; i < c->nstreams && sent; i++) {
+		struct cstream *s = &c->st[i];
+		if (!s->need_group)
+			continue;
+		sent--;
 		redisReply *r = rconn_get_reply(rc);
 		if (!r)
 			return -ENOTCONN;
-		if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP")) {
-			log_error("XGROUP CREATE %s %s: %s", c->pool->streams.v[i], c->pool->group, r->str);
+		if (r->type == REDIS_REPLY_ERROR && s->pattern && r->str && strstr(r->str, "requires the key to exist")) {
+			s->need_group = false;
+			s->gone = true; /* dropped below, once every reply is read */
+		} else if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP")) {
+			log_error("XGROUP CREATE %s %s: %s", s->name, c->pool->group, r->str);
 			set_error(c, "XGROUP CREATE: %s", r->str);
 			ret = -EPROTO;
-		} else if (r->type != REDIS_REPLY_ERROR && c->started) {
-			log_warn("consumer group %s on %s was missing: re-created at 0", c->pool->group,
-				 c->pool->streams.v[i]);
+		} else {
+			if (r->type != REDIS_REPLY_ERROR && c->started && !s->fresh)
+				log_warn("consumer group %s on %s was missing: re-created at 0", c->pool->group,
+					 s->name);
+			s->need_group = false;
+			s->fresh = false;
 		}
 		freeReplyObject(r);
 	}
+	for (size_t i = c->nstreams; i-- > 0;)
+		if (c->st[i].gone) {
+			log_info("pattern stream %s is gone: dropped from the read set", c->st[i].name);
+			stream_remove(c, i);
+		}
 	if (ret == 0)
 		c->groups_ready = true;
 	return ret;
@@ -201,6 +328,8 @@ static int ensure_groups(struct consumer *c)
 static void group_lost(struct consumer *c, const char *why)
 {
 	c->groups_ready = false;
+	for (size_t i = 0; i < c->nstreams; i++)
+		c->st[i].need_group = true;
 	if (c->heal_streak++ == 0) {
 		log_warn("group %s lost (%s): re-creating it", c->pool->group, why);
 		backoff_reset(&c->heal_backoff);
@@ -246,12 +375,12 @@ static void warn_redis_config(struct consumer *c)
 /* ---------- acks and dead letters ---------- */
 
 /* Append queued XACKs; returns how many replies to read. */
-static int append_acks(struct consumer *c, size_t *sent)
+static int append_acks(struct consumer *c)
 {
 	int n = 0;
 	for (size_t i = 0; i < c->nstreams; i++) {
-		struct idlist *l = &c->acks[i];
-		sent[i] = l->n;
+		struct idlist *l = &c->st[i].acks;
+		c->st[i].sent = l->n;
 		if (!l->n)
 			continue;
 		size_t argc = l->n + 3;
@@ -263,7 +392,7 @@ static int append_acks(struct consumer *c, size_t *sent)
 		}
 		const char **argv = c->argv;
 		argv[0] = "XACK";
-		argv[1] = c->pool->streams.v[i];
+		argv[1] = c->st[i].name;
 		argv[2] = c->pool->group;
 		for (size_t j = 0; j < l->n; j++)
 			argv[3 + j] = l->v[j];
@@ -276,11 +405,13 @@ static int append_acks(struct consumer *c, size_t *sent)
 /* Read the XACK replies of a pipeline.  Shortfalls are only noted here:
  * checking them takes commands of their own, which must wait until every
  * reply of the pipeline has been read (check_shortfalls). */
-static int read_ack_replies(struct consumer *c, const size_t *sent)
+static int read_ack_replies(struct consumer *c)
 {
 	for (size_t i = 0; i < c->nstreams; i++) {
-		if (!sent[i])
+		size_t sent = c->st[i].sent;
+		if (!sent)
 			continue;
+		c->st[i].sent = 0;
 		redisReply *r = rconn_get_reply(conn(c));
 		if (!r)
 			return -ENOTCONN; /* the acks stay queued and are sent again */
@@ -289,12 +420,12 @@ static int read_ack_replies(struct consumer *c, const size_t *sent)
 		freeReplyObject(r);
 		if (nogroup)
 			group_lost(c, "NOGROUP on XACK");
-		else if (acked >= 0 && (size_t)acked < sent[i])
-			c->shortfall[i] = (long long)sent[i] - acked;
+		else if (acked >= 0 && (size_t)acked < sent)
+			c->st[i].shortfall = (long long)sent - acked;
 		/* Only what was sent leaves the queue. */
-		struct idlist *l = &c->acks[i];
-		memmove(l->v, l->v + sent[i], (l->n - sent[i]) * sizeof(*l->v));
-		l->n -= sent[i];
+		struct idlist *l = &c->st[i].acks;
+		memmove(l->v, l->v + sent, (l->n - sent) * sizeof(*l->v));
+		l->n -= sent;
 	}
 	return 0;
 }
@@ -304,18 +435,18 @@ static int read_ack_replies(struct consumer *c, const size_t *sent)
 static void check_shortfalls(struct consumer *c)
 {
 	for (size_t i = 0; i < c->nstreams; i++) {
-		if (!c->shortfall[i])
+		if (!c->st[i].shortfall)
 			continue;
-		long long missing = c->shortfall[i];
-		c->shortfall[i] = 0;
+		long long missing = c->st[i].shortfall;
+		c->st[i].shortfall = 0;
 		if (!conn(c)->c)
 			continue;
-		redisReply *r = rconn_command(conn(c), "XPENDING %s %s", c->pool->streams.v[i], c->pool->group);
+		redisReply *r = rconn_command(conn(c), "XPENDING %s %s", c->st[i].name, c->pool->group);
 		if (r && rconn_is_error(r, "NOGROUP"))
 			group_lost(c, "XACK shortfall and XPENDING says NOGROUP");
 		else if (r)
 			log_debug("XACK %s: %lld entries were no longer ours (taken over by another consumer)",
-				  c->pool->streams.v[i], missing);
+				  c->st[i].name, missing);
 		if (r)
 			freeReplyObject(r);
 	}
@@ -323,12 +454,11 @@ static void check_shortfalls(struct consumer *c)
 
 static int flush_acks(struct consumer *c)
 {
-	size_t sent[c->nstreams ? c->nstreams : 1];
 	if (!conn(c)->c)
 		return -ENOTCONN;
-	if (append_acks(c, sent) == 0)
+	if (append_acks(c) == 0)
 		return 0;
-	int r = read_ack_replies(c, sent);
+	int r = read_ack_replies(c);
 	check_shortfalls(c);
 	return r;
 }
@@ -350,7 +480,7 @@ static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
 		abort();
 	char deliveries[24];
 	snprintf(deliveries, sizeof(deliveries), "%lld", (long long)ce->deliveries);
-	const char *head[] = {"XADD", c->dead_keys[si], "*", "origin_id", e->id, "origin_stream",
+	const char *head[] = {"XADD", c->st[si].dead_key, "*", "origin_id", e->id, "origin_stream",
 			      e->stream, "group", c->pool->group, "consumer", consumer_name(c),
 			      "reason", ce->reason ? ce->reason : "unknown", "deliveries", deliveries};
 	size_t n = 0;
@@ -380,7 +510,7 @@ static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
 	if (ret == 0) {
 		hb(c)->dead_lettered++;
 		log_kv(LOG_WARN, KV("stream", e->stream, "id", e->id, "reason", ce->reason ? ce->reason : ""),
-		       "entry dead-lettered to %s", c->dead_keys[si]);
+		       "entry dead-lettered to %s", c->st[si].dead_key);
 	}
 	return ret;
 }
@@ -426,7 +556,7 @@ static void build_batch(struct consumer *c, redisReply *entries, const char *str
 			/* Deleted from the stream while pending. */
 			log_kv(LOG_WARN, KV("stream", stream, "id", id), "pending entry was deleted: acked as lost");
 			hb(c)->lost++;
-			idlist_push(&c->acks[si], id);
+			idlist_push(&c->st[si].acks, id);
 			continue;
 		}
 		struct consumer_entry *ce = &b->v[b->n++];
@@ -632,7 +762,7 @@ static int process_batch(struct consumer *c, struct consumer_batch *b)
 			break;
 		case CE_UNDECIDED:
 		case CE_ACK:
-			idlist_push(&c->acks[si], ce->e.id);
+			idlist_push(&c->st[si].acks, ce->e.id);
 			hb(c)->processed++;
 			break;
 		case CE_DONE:
@@ -663,15 +793,18 @@ static int process_read_reply(struct consumer *c, redisReply *r, bool history, s
 		const char *stream = sr->element[0]->str;
 		redisReply *entries = sr->element[1];
 		size_t si = stream_index(c, stream);
+		if (si == SIZE_MAX)
+			continue; /* not a key of this read */
 		if (history) {
+			struct cstream *cs = &c->st[si];
 			if (entries->elements == 0) {
-				free(c->history_cursor[si]);
-				c->history_cursor[si] = NULL;
+				free(cs->history_cursor);
+				cs->history_cursor = NULL;
 				continue;
 			}
 			redisReply *last = entries->element[entries->elements - 1];
-			free(c->history_cursor[si]);
-			c->history_cursor[si] = util_xstrdup(last->element[0]->str);
+			free(cs->history_cursor);
+			cs->history_cursor = util_xstrdup(last->element[0]->str);
 		}
 		*got += entries->elements;
 		struct consumer_batch b = {.history = history};
@@ -682,17 +815,51 @@ static int process_read_reply(struct consumer *c, redisReply *r, bool history, s
 	return ret;
 }
 
-/* Build the XREADGROUP: history (own pending, cursor per stream) or new
- * entries (">", BLOCK). */
-static void append_read(struct consumer *c, bool history)
+/* The keys of one XREADGROUP: at most read_keys of them.  New entries
+ * (">"): the next keys of the rotation, so no stream starves.  History
+ * (own pending, cursor per stream): the first streams not done yet. */
+struct read_plan {
+	size_t *idx;
+	size_t n;
+	bool block;
+};
+
+static void plan_read(struct consumer *c, bool history, struct read_plan *rp)
+{
+	size_t max = (size_t)c->pool->read_keys;
+	rp->n = 0;
+	rp->idx = util_xcalloc(max ? max : 1, sizeof(*rp->idx));
+	rp->block = false;
+	if (history) {
+		for (size_t i = 0; i < c->nstreams && rp->n < max; i++)
+			if (c->st[i].history_cursor)
+				rp->idx[rp->n++] = i;
+		return;
+	}
+	size_t k = c->nstreams < max ? c->nstreams : max;
+	if (c->rotate >= c->nstreams)
+		c->rotate = 0;
+	for (size_t j = 0; j < k; j++)
+		rp->idx[rp->n++] = (c->rotate + j) % c->nstreams;
+	c->rotate = c->nstreams ? (c->rotate + k) % c->nstreams : 0;
+	/* All keys fit in one read: block, as always.  Otherwise block only
+	 * once a whole turn of the rotation found nothing: a blocked read on
+	 * some keys must not hold up entries waiting on the others. */
+	rp->block = k == c->nstreams || c->empty_keys >= c->nstreams;
+}
+
+static void append_read(struct consumer *c, bool history, const struct read_plan *rp)
 {
 	const struct pool_config *p = c->pool;
-	size_t max = 10 + 2 * c->nstreams;
+	size_t max = 10 + 2 * rp->n;
 	const char **argv = malloc(max * sizeof(*argv));
 	if (!argv)
 		abort();
 	char count[24], block[24];
-	snprintf(count, sizeof(count), "%lld", history && c->one_at_a_time ? 1LL : (long long)p->batch);
+	long long per_key = (long long)p->batch / (long long)(rp->n ? rp->n : 1);
+	if (per_key < 1)
+		per_key = 1;
+	snprintf(count, sizeof(count), "%lld", history && c->one_at_a_time ? 1LL : per_key);
 	snprintf(block, sizeof(block), "%lld", (long long)p->block_ms);
 	size_t n = 0;
 	argv[n++] = "XREADGROUP";
@@ -701,17 +868,15 @@ static void append_read(struct consumer *c, bool history)
 	argv[n++] = consumer_name(c);
 	argv[n++] = "COUNT";
 	argv[n++] = count;
-	if (!history) {
+	if (!history && rp->block) {
 		argv[n++] = "BLOCK";
 		argv[n++] = block;
 	}
 	argv[n++] = "STREAMS";
-	for (size_t i = 0; i < c->nstreams; i++)
-		if (!history || c->history_cursor[i])
-			argv[n++] = p->streams.v[i];
-	for (size_t i = 0; i < c->nstreams; i++)
-		if (!history || c->history_cursor[i])
-			argv[n++] = history ? c->history_cursor[i] : ">";
+	for (size_t j = 0; j < rp->n; j++)
+		argv[n++] = c->st[rp->idx[j]].name;
+	for (size_t j = 0; j < rp->n; j++)
+		argv[n++] = history ? c->st[rp->idx[j]].history_cursor : ">";
 	redisAppendCommandArgv(conn(c)->c, (int)n, argv, NULL);
 	free(argv);
 }
@@ -719,7 +884,7 @@ static void append_read(struct consumer *c, bool history)
 static bool history_left(struct consumer *c)
 {
 	for (size_t i = 0; i < c->nstreams; i++)
-		if (c->history_cursor[i])
+		if (c->st[i].history_cursor)
 			return true;
 	return false;
 }
@@ -739,16 +904,15 @@ static bool beat_now(struct consumer *c, bool blocking)
 
 /* One pipelined round trip: queued acks, the heartbeat when due, and the
  * read.  Returns the read's reply or NULL (connection dropped). */
-static redisReply *round_trip(struct consumer *c, bool history)
+static redisReply *round_trip(struct consumer *c, bool history, const struct read_plan *rp)
 {
-	size_t sent[c->nstreams ? c->nstreams : 1];
 	if (!conn(c)->c)
 		return NULL; /* dropped by an earlier command of this round */
 	int64_t t0 = util_mono_us();
-	int nacks = append_acks(c, sent);
-	int nbeat = beat_now(c, !history) ? heartbeat_append(hb(c), conn(c)) : 0;
-	append_read(c, history);
-	if (nacks && read_ack_replies(c, sent) < 0)
+	int nacks = append_acks(c);
+	int nbeat = beat_now(c, !history && rp->block) ? heartbeat_append(hb(c), conn(c)) : 0;
+	append_read(c, history, rp);
+	if (nacks && read_ack_replies(c) < 0)
 		return NULL;
 	if (nbeat) {
 		int r = heartbeat_replies(hb(c), conn(c), nbeat);
@@ -764,9 +928,31 @@ static redisReply *round_trip(struct consumer *c, bool history)
 	return r;
 }
 
+/* No stream to read (a pool of patterns only, none discovered yet): send
+ * what is queued, beat, and wait for news. */
+static int wait_for_streams(struct consumer *c)
+{
+	flush_acks(c);
+	int64_t next = heartbeat_next_ms(hb(c), util_mono_ms());
+	host_wait(c, next < c->pool->block_ms ? next : c->pool->block_ms);
+	heartbeat_beat_if_due(hb(c), conn(c));
+	c->idle = true;
+	if (c->kind.idle)
+		c->kind.idle(c->kind.ctx, c);
+	return 0;
+}
+
 static int read_history(struct consumer *c)
 {
-	redisReply *r = round_trip(c, true);
+	struct read_plan rp;
+	plan_read(c, true, &rp);
+	if (rp.n == 0) {
+		free(rp.idx);
+		c->takeover_done = true;
+		return 0;
+	}
+	redisReply *r = round_trip(c, true, &rp);
+	free(rp.idx);
 	if (!r)
 		return 0;
 	if (r->type == REDIS_REPLY_ERROR) {
@@ -789,7 +975,13 @@ static int read_history(struct consumer *c)
 
 static int read_new(struct consumer *c)
 {
-	redisReply *r = round_trip(c, false);
+	if (c->nstreams == 0)
+		return wait_for_streams(c);
+	struct read_plan rp;
+	plan_read(c, false, &rp);
+	redisReply *r = round_trip(c, false, &rp);
+	size_t keys = rp.n;
+	free(rp.idx);
 	if (!r)
 		return 0;
 	int ret = 0;
@@ -802,7 +994,9 @@ static int read_new(struct consumer *c)
 		c->heal_streak = 0;
 		size_t got;
 		ret = process_read_reply(c, r, false, &got);
-		c->idle = got == 0;
+		c->empty_keys = got == 0 ? c->empty_keys + keys : 0;
+		/* idle: a whole turn of the rotation found nothing. */
+		c->idle = got == 0 && c->empty_keys >= c->nstreams;
 		if (c->idle && c->kind.idle)
 			c->kind.idle(c->kind.ctx, c);
 	}
@@ -822,41 +1016,43 @@ static int sweep_claims(struct consumer *c)
 	snprintf(idle, sizeof(idle), "%lld", (long long)c->pool->claim_idle_ms);
 	snprintf(count, sizeof(count), "%lld", (long long)c->pool->batch);
 	c->next_claim_ms = util_mono_ms() + c->pool->claim_idle_ms / 2;
-	for (size_t i = 0; i < c->nstreams; i++)
-		redisAppendCommand(rc->c, "XAUTOCLAIM %s %s %s %s %s COUNT %s", c->pool->streams.v[i],
-				   c->pool->group, consumer_name(c), idle, c->claim_cursor[i], count);
-	redisReply **replies = util_xcalloc(c->nstreams, sizeof(*replies));
+	size_t n = c->nstreams;
+	for (size_t i = 0; i < n; i++)
+		redisAppendCommand(rc->c, "XAUTOCLAIM %s %s %s %s %s COUNT %s", c->st[i].name, c->pool->group,
+				   consumer_name(c), idle, c->st[i].claim_cursor, count);
+	redisReply **replies = util_xcalloc(n ? n : 1, sizeof(*replies));
 	int ret = 0;
-	for (size_t i = 0; i < c->nstreams; i++) {
+	for (size_t i = 0; i < n; i++) {
 		replies[i] = rconn_get_reply(rc);
 		if (!replies[i]) {
 			ret = -ENOTCONN;
 			break;
 		}
 	}
-	for (size_t i = 0; ret == 0 && i < c->nstreams; i++) {
+	for (size_t i = 0; ret == 0 && i < n; i++) {
 		redisReply *r = replies[i];
+		struct cstream *cs = &c->st[i];
 		if (rconn_is_error(r, "NOGROUP")) {
 			group_lost(c, r->str);
 			continue;
 		}
 		if (r->type != REDIS_REPLY_ARRAY || r->elements < 2)
 			continue;
-		free(c->claim_cursor[i]);
-		c->claim_cursor[i] = util_xstrdup(r->element[0]->str ? r->element[0]->str : "0-0");
+		free(cs->claim_cursor);
+		cs->claim_cursor = util_xstrdup(r->element[0]->str ? r->element[0]->str : "0-0");
 		if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY && r->element[2]->elements)
-			log_warn("XAUTOCLAIM %s: %zu claimed ids no longer exist (deleted)", c->pool->streams.v[i],
+			log_warn("XAUTOCLAIM %s: %zu claimed ids no longer exist (deleted)", cs->name,
 				 r->element[2]->elements);
 		redisReply *entries = r->element[1];
 		if (entries->type != REDIS_REPLY_ARRAY || entries->elements == 0)
 			continue;
-		log_info("claimed %zu idle entries of %s", entries->elements, c->pool->streams.v[i]);
+		log_info("claimed %zu idle entries of %s", entries->elements, cs->name);
 		struct consumer_batch b = {.history = true};
-		build_batch(c, entries, c->pool->streams.v[i], &b);
+		build_batch(c, entries, cs->name, &b);
 		if (b.n)
 			ret = process_batch(c, &b);
 	}
-	for (size_t i = 0; i < c->nstreams; i++)
+	for (size_t i = 0; i < n; i++)
 		if (replies[i])
 			freeReplyObject(replies[i]);
 	free(replies);
@@ -865,8 +1061,9 @@ static int sweep_claims(struct consumer *c)
 
 int consumer_step(struct consumer *c)
 {
-	/* pause/resume and log level arrive between reads. */
+	/* pause/resume, log level and stream changes arrive between reads. */
 	host_wait(c, 0);
+	apply_stream_ops(c);
 	if (!c->groups_ready) {
 		if (ensure_groups(c) < 0) {
 			if (conn(c)->c)
