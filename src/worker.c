@@ -6,6 +6,7 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -69,6 +70,71 @@ static void worker_signals(void)
 	sigprocmask(SIG_SETMASK, &all, NULL);
 }
 
+/* Longest stream name taken from CHAN_M_STREAMS. */
+#define STREAM_NAME_MAX 4096
+
+/* Keep the names of arr that this pool may read: strings, not empty, at
+ * most STREAM_NAME_MAX bytes, no NUL, not streamvisor's own keys, and (to
+ * add) matching one of the pool's patterns.  Returns how many were left
+ * out. */
+static size_t stream_names(const struct worker *w, const json_t *arr, bool add, const char **out, size_t *n)
+{
+	size_t bad = 0, i;
+	const json_t *v;
+	*n = 0;
+	json_array_foreach(arr, i, v) {
+		const char *name = json_string_value(v);
+		size_t len = name ? json_string_length(v) : 0;
+		bool ok = name && len > 0 && len <= STREAM_NAME_MAX && strlen(name) == len &&
+			  !config_own_key(w->cfg, name);
+		if (ok && add) {
+			ok = false;
+			for (size_t p = 0; p < w->pool->patterns.n && !ok; p++)
+				ok = config_pattern_match(w->pool->patterns.v[p], name);
+		}
+		if (ok)
+			out[(*n)++] = name;
+		else
+			bad++;
+	}
+	return bad;
+}
+
+/* CHAN_M_STREAMS {"add": [names], "remove": [names]}: the master's word,
+ * trusted but checked; unknown fields are ignored.  Handed to the
+ * consumer, which applies it at the start of its next round. */
+static void apply_streams(struct worker *w, const struct chan_msg *m)
+{
+	if (!w->consumer)
+		return;
+	json_error_t err;
+	json_t *o = json_loadb((const char *)m->data, m->len, JSON_REJECT_DUPLICATES, &err);
+	if (!json_is_object(o)) {
+		log_warn("%s: the master's stream list is not a JSON object (%s): ignored", __func__,
+			 o ? "wrong type" : err.text);
+		json_decref(o);
+		return;
+	}
+	const json_t *add = json_object_get(o, "add"), *remove = json_object_get(o, "remove");
+	size_t nadd = json_is_array(add) ? json_array_size(add) : 0;
+	size_t nremove = json_is_array(remove) ? json_array_size(remove) : 0;
+	const char **a = util_xcalloc(nadd + 1, sizeof(*a));
+	const char **r = util_xcalloc(nremove + 1, sizeof(*r));
+	size_t na = 0, nr = 0, bad = 0;
+	if (nadd)
+		bad += stream_names(w, add, true, a, &na);
+	if (nremove)
+		bad += stream_names(w, remove, false, r, &nr);
+	if (bad)
+		log_warn("%s: %zu stream names from the master left out (not matching a pattern of pool %s, "
+			 "own keys, empty or too long)", __func__, bad, w->pool->name);
+	log_debug("streams: %zu added, %zu removed", na, nr);
+	consumer_streams_update(w->consumer, a, na, r, nr);
+	free(a);
+	free(r);
+	json_decref(o);
+}
+
 static void apply_master_message(struct worker *w, const struct chan_msg *m)
 {
 	switch (m->type) {
@@ -88,6 +154,9 @@ static void apply_master_message(struct worker *w, const struct chan_msg *m)
 			log_set_level((enum log_level)lvl);
 		break;
 	}
+	case CHAN_M_STREAMS:
+		apply_streams(w, m);
+		break;
 	}
 }
 

@@ -671,7 +671,7 @@ static int publish(struct consumer *c, const struct call *call, const struct out
 	argv[n++] = publish_script;
 	argv[n++] = "2";
 	argv[n++] = call->done_key;
-	argv[n++] = call->stream;
+	argv[n++] = call->stream; /* the call's own stream (a per-run stream too) */
 	argv[n++] = consumer_group(c);
 	argv[n++] = call->entry_id;
 	argv[n++] = TOOL_DONE_TTL_S;
