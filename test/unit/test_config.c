@@ -790,6 +790,89 @@ static void test_restart_key_changed(void **state)
 	config_free(a);
 }
 
+
+/* Stream patterns (issue 11): classification, escapes, matching, own keys,
+ * the split of `streams`, defaults and ranges. */
+static void test_patterns_classify(void **state)
+{
+	(void)state;
+	assert_false(config_is_pattern("events"));
+	assert_false(config_is_pattern("codex:run:1:events"));
+	assert_true(config_is_pattern("codex:run:*:events"));
+	assert_true(config_is_pattern("run?"));
+	assert_true(config_is_pattern("run[0-9]"));
+	assert_false(config_is_pattern("a\\*b"));     /* escaped */
+	assert_false(config_is_pattern("a\\?b\\[c"));
+	assert_true(config_is_pattern("a\\\\*"));     /* the backslash is escaped, not the star */
+	assert_false(config_is_pattern("trailing\\"));
+	assert_false(config_is_pattern("a]b"));
+
+	assert_true(config_pattern_match("codex:run:*:events", "codex:run:42:events"));
+	assert_false(config_pattern_match("codex:run:*:events", "codex:run:42:events:x"));
+	assert_true(config_pattern_match("run?", "run7"));
+	assert_false(config_pattern_match("run?", "run77"));
+	assert_true(config_pattern_match("run[0-9]", "run3"));
+	assert_false(config_pattern_match("run[0-9]", "runx"));
+	assert_true(config_pattern_match("a\\*b*", "a*bc"));
+	assert_false(config_pattern_match("a\\*b*", "axbc"));
+}
+
+static void test_patterns_config(void **state)
+{
+	(void)state;
+	struct sv_config *cfg = expect_ok("streams = [\"e\", \"codex:run:*:events\", \"lit\\\\*x\"];\n"
+					  "pools = ( { name = \"p\"; kind = \"persistence\"; },\n"
+					  "  { name = \"q\"; kind = \"tool\"; streams = [\"r:?\"]; discover_ms = 100; read_keys = 1000; } );\n");
+	/* Global: literal names (escapes removed) and patterns apart. */
+	assert_int_equal(cfg->streams.n, 2);
+	assert_string_equal(cfg->streams.v[0], "e");
+	assert_string_equal(cfg->streams.v[1], "lit*x");
+	assert_int_equal(cfg->patterns.n, 1);
+	assert_string_equal(cfg->patterns.v[0], "codex:run:*:events");
+	const struct pool_config *p = config_find_pool(cfg, "p");
+	assert_int_equal(p->streams.n, 2);
+	assert_int_equal(p->patterns.n, 1);
+	assert_string_equal(p->patterns.v[0], "codex:run:*:events");
+	assert_int_equal(p->discover_ms, 1000);
+	assert_int_equal(p->read_keys, 16);
+	/* A pool of patterns only is valid. */
+	const struct pool_config *q = config_find_pool(cfg, "q");
+	assert_int_equal(q->streams.n, 0);
+	assert_int_equal(q->patterns.n, 1);
+	assert_string_equal(q->patterns.v[0], "r:?");
+	assert_int_equal(q->discover_ms, 100);
+	assert_int_equal(q->read_keys, 1000);
+
+	/* Own keys: the namespace and dead-letter streams. */
+	assert_true(config_own_key(cfg, "sv:workers"));
+	assert_true(config_own_key(cfg, "sv:tool:r:c"));
+	assert_true(config_own_key(cfg, "codex:run:1:events:dead"));
+	assert_false(config_own_key(cfg, "codex:run:1:events"));
+	assert_false(config_own_key(cfg, "svx:a"));
+	assert_false(config_own_key(cfg, "sv"));
+	config_free(cfg);
+
+	cfg = expect_ok("streams = [\"codex:run:*:events\"];\nnamespace = \"ns\";\n"
+			"pools = ( { name = \"p\"; kind = \"persistence\"; } );\n");
+	assert_int_equal(cfg->pools[0].streams.n, 0);
+	assert_int_equal(cfg->pools[0].patterns.n, 1);
+	assert_true(config_own_key(cfg, "ns:x"));
+	assert_false(config_own_key(cfg, "sv:x"));
+	config_free(cfg);
+
+	/* Ranges and bad patterns, each at its line. */
+	expect_errors("streams = [\"e\"];\n"
+		      "pools = ( { name = \"p\"; kind = \"persistence\";\n"
+		      "  discover_ms = 99; read_keys = 0; },\n"
+		      "  { name = \"q\"; kind = \"tool\"; discover_ms = 600001; read_keys = 1001; } );\n",
+		      4, 3, "discover_ms must be between 100 and 600000", 3, "read_keys must be between 1 and 1000", 4,
+		      "discover_ms must be between 100 and 600000", 4, "read_keys must be between 1 and 1000");
+	expect_errors("streams = [\"e\",\n  \"r:[ab\"];\n"
+		      "pools = ( { name = \"p\"; kind = \"persistence\";\n"
+		      "  streams = [\"sv:*\"]; } );\n",
+		      2, 1, "has a '[' without its ']'", 4, "lies under the namespace");
+}
+
 static void test_pool_changed(void **state)
 {
 	(void)state;
@@ -828,6 +911,9 @@ static void test_pool_changed(void **state)
 		{"{ name = \"p\"; kind = \"persistence\"; count = 2; group = \"g\"; }", "x"},
 		{"{ name = \"p\"; kind = \"persistence\"; count = 2; streams = [\"e\", \"f\"]; }", "x"},
 		{"{ name = \"p\"; kind = \"persistence\"; count = 2; sqlite_path = \"/tmp/o.db\"; }", "x"},
+		{"{ name = \"p\"; kind = \"persistence\"; count = 2; streams = [\"e\", \"r:*\"]; }", "x"},
+		{"{ name = \"p\"; kind = \"persistence\"; count = 2; discover_ms = 500; }", "x"},
+		{"{ name = \"p\"; kind = \"persistence\"; count = 2; read_keys = 4; }", "x"},
 		{"{ name = \"p\"; kind = \"tool\"; count = 2; }", "x"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(pool_variants); i++) {
@@ -909,6 +995,8 @@ int main(void)
 		cmocka_unit_test(test_client_reports_errors),
 		cmocka_unit_test(test_restart_key_changed),
 		cmocka_unit_test(test_pool_changed),
+		cmocka_unit_test(test_patterns_classify),
+		cmocka_unit_test(test_patterns_config),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
