@@ -15,7 +15,12 @@
  *               pending, nothing lost;
  *   group loss  the group (or the whole stream) is destroyed under the
  *               consumer, even while its read blocks: it is re-created at
- *               0, nothing is lost, and XGROUP CREATE is not spun on.
+ *               0, nothing is lost, and XGROUP CREATE is not spun on;
+ *   patterns    streams added at run time (consumer_streams_update) are
+ *               read from 0 of a new group; one DEL'ed is dropped and never
+ *               re-created while a literal stream still heals; 40 streams
+ *               read 8 keys at a time all get read; a removed stream is
+ *               no longer read.
  * REDIS_SERVER names the redis-server binary; without it the program
  * exits 77 (skipped). */
 #include <setjmp.h>
@@ -183,6 +188,7 @@ static bool group_exists(void)
 
 struct rec {
 	char id[ID_LEN];
+	char stream[64];
 	int64_t deliveries;
 	bool history;
 	size_t batch;            /* which batch (1-based) */
@@ -231,6 +237,7 @@ static int kind_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 		assert_true(f->nrecs < MAX_RECS);
 		struct rec *r = &f->recs[f->nrecs++];
 		snprintf(r->id, sizeof(r->id), "%s", ce->e.id);
+		snprintf(r->stream, sizeof(r->stream), "%s", b->stream);
 		r->deliveries = ce->deliveries;
 		r->history = b->history;
 		r->batch = f->nbatches;
@@ -599,6 +606,177 @@ static void test_stream_deleted_while_blocked(void **state)
 	fake_finish(f);
 }
 
+/* ---------- pattern streams (issue 11) ---------- */
+
+/* XADD n entries to stream; their ids go to ids[] when not NULL. */
+static void add_to(const char *stream, int n, char (*ids)[ID_LEN])
+{
+	for (int i = 0; i < n; i++) {
+		redisReply *r = cmd("XADD %s * run r%d type response.created seq %d data {}", stream, i, i + 1);
+		assert_int_equal(r->type, REDIS_REPLY_STRING);
+		if (ids)
+			snprintf(ids[i], ID_LEN, "%s", r->str);
+		freeReplyObject(r);
+	}
+}
+
+static size_t seen_of(const struct fake *f, const char *stream)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < f->nrecs; i++)
+		n += strcmp(f->recs[i].stream, stream) == 0;
+	return n;
+}
+
+static long long pending_of(const char *stream)
+{
+	redisReply *r = cmd("XPENDING %s " GROUP " - + 100000", stream);
+	long long n = r->type == REDIS_REPLY_ARRAY ? (long long)r->elements : -1;
+	freeReplyObject(r);
+	return n;
+}
+
+/* Every stream run:1 .. run:n-1 handed over per entries (ids of different
+ * streams may be equal: count by stream). */
+static bool rotation_done(const struct fake *f, int n, size_t per)
+{
+	char name[32];
+	for (int s = 1; s < n; s++) {
+		snprintf(name, sizeof(name), "run:%d", s);
+		if (seen_of(f, name) < per)
+			return false;
+	}
+	return true;
+}
+
+static void streams_add(struct fake *f, const char *name)
+{
+	const char *v[] = {name};
+	assert_int_equal(consumer_streams_update(f->c, v, 1, NULL, 0), 0);
+}
+
+/* A stream added at run time gets the group at 0: its entries written
+ * before are read, and it keeps being read. */
+static void test_pattern_added(void **state)
+{
+	(void)state;
+	char ids[16][ID_LEN];
+	long long creates;
+	struct fake *f = consumer_settled(3, ids, NULL, &creates);
+	add_to("run:1", 4, ids);
+	streams_add(f, "run:1");
+	/* Ids of two streams may be equal: count by stream. */
+	ROUND_UNTIL(f, seen_of(f, "run:1") == 4);
+	add_to("run:1", 2, ids + 4);
+	ROUND_UNTIL(f, seen_of(f, "run:1") == 6);
+	for (int i = 0; i < 3; i++)
+		round_once(f);
+	assert_int_equal(seen_of(f, "run:1"), 6);
+	assert_int_equal(consumer_stream_count(f->c), 2);
+	redisReply *r = cmd("XINFO GROUPS run:1");
+	assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+	assert_int_equal(r->elements, 1);
+	freeReplyObject(r);
+	ROUND_UNTIL(f, pending(NULL) == 0 && pending_of("run:1") == 0);
+	/* Added before its key exists: no MKSTREAM, dropped, not created. */
+	streams_add(f, "run:none");
+	for (int i = 0; i < 5; i++)
+		round_once(f);
+	assert_int_equal(cmd_int("EXISTS run:none"), 0);
+	assert_int_equal(consumer_stream_count(f->c), 2);
+	fake_finish(f);
+}
+
+/* A pattern stream DEL'ed (a harness reset) is dropped and never
+ * re-created; the literal stream's lost group is still healed at 0, and
+ * its reads go on. */
+static void test_pattern_deleted(void **state)
+{
+	(void)state;
+	char ids[30][ID_LEN], rids[4][ID_LEN];
+	long long creates;
+	struct fake *f = consumer_settled(5, ids, NULL, &creates);
+	add_to("run:1", 4, rids);
+	streams_add(f, "run:1");
+	ROUND_UNTIL(f, seen_of(f, "run:1") == 4);
+	assert_int_equal(cmd_int("DEL run:1"), 1);
+	assert_int_equal(cmd_int("XGROUP DESTROY " STREAM " " GROUP), 1);
+	add_entries(10, ids + 5);
+	recover(f, f->nrecs, ids + 5, 10);
+	assert_true(group_exists());
+	add_entries(5, ids + 15);
+	recover(f, f->nrecs, ids + 15, 5);
+	for (int i = 0; i < 5; i++)
+		round_once(f);
+	assert_int_equal(cmd_int("EXISTS run:1"), 0);
+	assert_int_equal(consumer_stream_count(f->c), 1);
+	fake_finish(f);
+}
+
+static void keys_of_8(struct pool_config *p)
+{
+	p->read_keys = 8;
+	p->batch = 16;
+	p->claim_idle_ms = 60000;
+}
+
+/* 40 streams, at most 8 keys per read, one of them kept busy: every
+ * stream's entries are read (the rotation starves none). */
+static void test_pattern_rotation(void **state)
+{
+	(void)state;
+	enum { NS = 40, PER = 5 };
+	static char ids[NS * PER][ID_LEN];
+	char name[32];
+	cmd_ok("XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
+	struct fake *f = fake_new(false, keys_of_8);
+	for (int s = 0; s < NS; s++) {
+		snprintf(name, sizeof(name), "run:%d", s);
+		add_to(name, PER, ids + s * PER);
+		streams_add(f, name);
+	}
+	int64_t until = util_mono_ms() + DEADLINE_MS;
+	while (!rotation_done(f, NS, PER) && util_mono_ms() < until) {
+		add_to("run:0", 4, NULL); /* more than one read's COUNT (16 / 8) */
+		round_once(f);
+	}
+	if (!rotation_done(f, NS, PER))
+		fail_msg("not every stream was read: %zu entries of run:39", seen_of(f, "run:39"));
+	assert_int_equal(consumer_stream_count(f->c), NS + 1);
+	for (int s = 1; s < NS; s++) {
+		snprintf(name, sizeof(name), "run:%d", s);
+		assert_int_equal(seen_of(f, name), PER);
+	}
+	fake_finish(f);
+}
+
+/* A removed stream is no longer read; the others are. */
+static void test_pattern_removed(void **state)
+{
+	(void)state;
+	char ids[16][ID_LEN], rids[4][ID_LEN];
+	long long creates;
+	struct fake *f = consumer_settled(2, ids, NULL, &creates);
+	add_to("run:1", 2, rids);
+	streams_add(f, "run:1");
+	ROUND_UNTIL(f, seen_of(f, "run:1") == 2);
+	const char *v[] = {"run:1"};
+	assert_int_equal(consumer_streams_update(f->c, NULL, 0, v, 1), 0);
+	round_once(f);
+	assert_int_equal(consumer_stream_count(f->c), 1);
+	size_t before = seen_of(f, "run:1");
+	add_to("run:1", 2, rids + 2);
+	add_entries(5, ids + 2);
+	ROUND_UNTIL(f, all_seen(f, ids + 2, 5));
+	for (int i = 0; i < 5; i++)
+		round_once(f);
+	assert_int_equal(seen_of(f, "run:1"), before);
+	/* Its acks were sent before it left: nothing of it pending. */
+	assert_int_equal(cmd_int("XLEN run:1"), 4);
+	assert_int_equal(pending_of("run:1"), 0);
+	fake_finish(f);
+}
+
 /* ---------- main ---------- */
 
 static int write_config(char *path, size_t len)
@@ -653,6 +831,10 @@ int main(void)
 		cmocka_unit_test_setup(test_ack_after_drop, reset),
 		cmocka_unit_test_setup(test_group_destroyed, reset),
 		cmocka_unit_test_setup(test_stream_deleted_while_blocked, reset),
+		cmocka_unit_test_setup(test_pattern_added, reset),
+		cmocka_unit_test_setup(test_pattern_deleted, reset),
+		cmocka_unit_test_setup(test_pattern_rotation, reset),
+		cmocka_unit_test_setup(test_pattern_removed, reset),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	redisFree(admin);
