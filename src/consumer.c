@@ -242,9 +242,15 @@ static void apply_stream_ops(struct consumer *c)
 {
 	if (!c->nops)
 		return;
+	/* Detached: a flush below may wait on the host, which may queue
+	 * more changes (applied next round). */
+	struct stream_op *ops = c->ops;
+	size_t nops = c->nops;
+	c->ops = NULL;
+	c->nops = c->ops_cap = 0;
 	bool flushed = false;
-	for (size_t k = 0; k < c->nops; k++) {
-		struct stream_op *op = &c->ops[k];
+	for (size_t k = 0; k < nops; k++) {
+		struct stream_op *op = &ops[k];
 		size_t i = stream_index(c, op->name);
 		if (op->add && i == SIZE_MAX) {
 			stream_add(c, op->name, true);
@@ -263,9 +269,9 @@ static void apply_stream_ops(struct consumer *c)
 			log_debug("stream %s removed from the read set", op->name);
 		}
 	}
-	for (size_t k = 0; k < c->nops; k++)
-		free(c->ops[k].name);
-	c->nops = 0;
+	for (size_t k = 0; k < nops; k++)
+		free(ops[k].name);
+	free(ops);
 }
 
 /* ---------- groups ---------- */
@@ -296,7 +302,11 @@ static int ensure_groups(struct consumer *c)
 		redisReply *r = rconn_get_reply(rc);
 		if (!r)
 			return -ENOTCONN;
-		if (r->type == REDIS_REPLY_ERROR && s->pattern && r->str && strstr(r->str, "requires the key to exist")) {
+		if (r->type == REDIS_REPLY_ERROR && s->pattern && !rconn_is_error(r, "BUSYGROUP")) {
+			/* The key is gone ("requires the key to exist") or is no
+			 * longer a stream (WRONGTYPE): never fail the others. */
+			if (!strstr(r->str, "requires the key to exist"))
+				log_warn("XGROUP CREATE %s %s: %s", s->name, c->pool->group, r->str);
 			s->need_group = false;
 			s->gone = true; /* dropped below, once every reply is read */
 		} else if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP")) {
@@ -338,6 +348,14 @@ static void group_lost(struct consumer *c, const char *why)
 	int64_t delay = backoff_next(&c->heal_backoff, util_rand32());
 	log_debug("group %s lost again (%s): retry in %lld ms", c->pool->group, why, (long long)delay);
 	host_wait(c, delay);
+}
+
+static bool has_patterns(const struct consumer *c)
+{
+	for (size_t i = 0; i < c->nstreams; i++)
+		if (c->st[i].pattern)
+			return true;
+	return false;
 }
 
 /* ---------- warnings at start ---------- */
@@ -956,8 +974,9 @@ static int read_history(struct consumer *c)
 	if (!r)
 		return 0;
 	if (r->type == REDIS_REPLY_ERROR) {
-		if (rconn_is_error(r, "NOGROUP") || rconn_is_error(r, "UNBLOCKED"))
-			group_lost(c, r->str);
+		if (rconn_is_error(r, "NOGROUP") || rconn_is_error(r, "UNBLOCKED") ||
+		    (rconn_is_error(r, "WRONGTYPE") && has_patterns(c)))
+			group_lost(c, r->str); /* a pattern key no longer a stream: dropped there */
 		else
 			log_error("XREADGROUP (pending): %s", r->str);
 		freeReplyObject(r);
@@ -986,8 +1005,9 @@ static int read_new(struct consumer *c)
 		return 0;
 	int ret = 0;
 	if (r->type == REDIS_REPLY_ERROR) {
-		if (rconn_is_error(r, "NOGROUP") || rconn_is_error(r, "UNBLOCKED"))
-			group_lost(c, r->str);
+		if (rconn_is_error(r, "NOGROUP") || rconn_is_error(r, "UNBLOCKED") ||
+		    (rconn_is_error(r, "WRONGTYPE") && has_patterns(c)))
+			group_lost(c, r->str); /* a pattern key no longer a stream: dropped there */
 		else
 			log_error("XREADGROUP: %s", r->str);
 	} else {
