@@ -687,18 +687,26 @@ static void test_pattern_added(void **state)
 	fake_finish(f);
 }
 
+/* consumer_settled with n literal entries, then the pattern stream run:1
+ * with k entries added and read. */
+static struct fake *with_run1(int n, char (*ids)[ID_LEN], int k)
+{
+	long long creates;
+	struct fake *f = consumer_settled(n, ids, NULL, &creates);
+	add_to("run:1", k, NULL);
+	streams_add(f, "run:1");
+	ROUND_UNTIL(f, seen_of(f, "run:1") == (size_t)k);
+	return f;
+}
+
 /* A pattern stream DEL'ed (a harness reset) is dropped and never
  * re-created; the literal stream's lost group is still healed at 0, and
  * its reads go on. */
 static void test_pattern_deleted(void **state)
 {
 	(void)state;
-	char ids[30][ID_LEN], rids[4][ID_LEN];
-	long long creates;
-	struct fake *f = consumer_settled(5, ids, NULL, &creates);
-	add_to("run:1", 4, rids);
-	streams_add(f, "run:1");
-	ROUND_UNTIL(f, seen_of(f, "run:1") == 4);
+	char ids[30][ID_LEN];
+	struct fake *f = with_run1(5, ids, 4);
 	assert_int_equal(cmd_int("DEL run:1"), 1);
 	assert_int_equal(cmd_int("XGROUP DESTROY " STREAM " " GROUP), 1);
 	add_entries(10, ids + 5);
@@ -754,18 +762,14 @@ static void test_pattern_rotation(void **state)
 static void test_pattern_removed(void **state)
 {
 	(void)state;
-	char ids[16][ID_LEN], rids[4][ID_LEN];
-	long long creates;
-	struct fake *f = consumer_settled(2, ids, NULL, &creates);
-	add_to("run:1", 2, rids);
-	streams_add(f, "run:1");
-	ROUND_UNTIL(f, seen_of(f, "run:1") == 2);
+	char ids[16][ID_LEN];
+	struct fake *f = with_run1(2, ids, 2);
 	const char *v[] = {"run:1"};
 	assert_int_equal(consumer_streams_update(f->c, NULL, 0, v, 1), 0);
 	round_once(f);
 	assert_int_equal(consumer_stream_count(f->c), 1);
 	size_t before = seen_of(f, "run:1");
-	add_to("run:1", 2, rids + 2);
+	add_to("run:1", 2, NULL);
 	add_entries(5, ids + 2);
 	ROUND_UNTIL(f, all_seen(f, ids + 2, 5));
 	for (int i = 0; i < 5; i++)

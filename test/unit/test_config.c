@@ -817,6 +817,19 @@ static void test_patterns_classify(void **state)
 	assert_false(config_pattern_match("a\\*b*", "axbc"));
 }
 
+/* Pool p has nstreams literal streams, the one pattern given, and these
+ * discovery settings. */
+static void assert_pool_patterns(const struct pool_config *p, size_t nstreams, const char *pattern,
+				 int64_t discover_ms, int64_t read_keys)
+{
+	assert_non_null(p);
+	assert_int_equal(p->streams.n, nstreams);
+	assert_int_equal(p->patterns.n, 1);
+	assert_string_equal(p->patterns.v[0], pattern);
+	assert_int_equal(p->discover_ms, discover_ms);
+	assert_int_equal(p->read_keys, read_keys);
+}
+
 static void test_patterns_config(void **state)
 {
 	(void)state;
@@ -829,27 +842,19 @@ static void test_patterns_config(void **state)
 	assert_string_equal(cfg->streams.v[1], "lit*x");
 	assert_int_equal(cfg->patterns.n, 1);
 	assert_string_equal(cfg->patterns.v[0], "codex:run:*:events");
-	const struct pool_config *p = config_find_pool(cfg, "p");
-	assert_int_equal(p->streams.n, 2);
-	assert_int_equal(p->patterns.n, 1);
-	assert_string_equal(p->patterns.v[0], "codex:run:*:events");
-	assert_int_equal(p->discover_ms, 1000);
-	assert_int_equal(p->read_keys, 16);
+	assert_pool_patterns(config_find_pool(cfg, "p"), 2, "codex:run:*:events", 1000, 16);
 	/* A pool of patterns only is valid. */
-	const struct pool_config *q = config_find_pool(cfg, "q");
-	assert_int_equal(q->streams.n, 0);
-	assert_int_equal(q->patterns.n, 1);
-	assert_string_equal(q->patterns.v[0], "r:?");
-	assert_int_equal(q->discover_ms, 100);
-	assert_int_equal(q->read_keys, 1000);
+	assert_pool_patterns(config_find_pool(cfg, "q"), 0, "r:?", 100, 1000);
 
 	/* Own keys: the namespace and dead-letter streams. */
-	assert_true(config_own_key(cfg, "sv:workers"));
-	assert_true(config_own_key(cfg, "sv:tool:r:c"));
-	assert_true(config_own_key(cfg, "codex:run:1:events:dead"));
-	assert_false(config_own_key(cfg, "codex:run:1:events"));
-	assert_false(config_own_key(cfg, "svx:a"));
-	assert_false(config_own_key(cfg, "sv"));
+	static const struct {
+		const char *key;
+		bool own;
+	} keys[] = {{"sv:workers", true}, {"sv:tool:r:c", true}, {"codex:run:1:events:dead", true},
+		    {"codex:run:1:events", false}, {"svx:a", false}, {"sv", false}};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (config_own_key(cfg, keys[i].key) != keys[i].own)
+			fail_msg("config_own_key(\"%s\") is not %d", keys[i].key, keys[i].own);
 	config_free(cfg);
 
 	cfg = expect_ok("streams = [\"codex:run:*:events\"];\nnamespace = \"ns\";\n"
