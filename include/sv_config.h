@@ -26,7 +26,10 @@ struct pool_config {
 	enum pool_kind kind;
 	int64_t count;
 	char *group;            /* "{node}" already replaced by the node name */
-	struct strlist streams; /* resolved: the global list when not given */
+	struct strlist streams; /* resolved: the global list when not given;
+				 * literal names only */
+	struct strlist patterns; /* the pattern entries, resolved the same way */
+	int64_t discover_ms;    /* 1000: one full discovery pass */
 	int64_t batch;          /* persistence 256, tool 16 */
 	int64_t block_ms;       /* 2000 */
 	int64_t claim_idle_ms;  /* 30000 */
@@ -148,5 +151,13 @@ const struct pool_config *config_find_pool(const struct sv_config *cfg, const ch
 const struct tool_config *config_find_tool(const struct sv_config *cfg, const char *name);
 
 const char *config_pool_kind_name(enum pool_kind k);
+
+/* Patterns (issue 11): an entry with an unescaped '*', '?' or '[' is a
+ * pattern, matched with Redis glob syntax (fnmatch(3), flags 0).
+ * config_own_key: a key streamvisor owns (under "NAMESPACE:" or ending in
+ * ":dead"); such keys never match a pattern. */
+bool config_is_pattern(const char *entry);
+bool config_pattern_match(const char *pattern, const char *name);
+bool config_own_key(const struct sv_config *cfg, const char *name);
 
 #endif

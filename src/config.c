@@ -64,6 +64,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fnmatch.h>
 #include <grp.h>
 #include <inttypes.h>
 #include <libconfig.h>
@@ -767,6 +768,50 @@ static void check_streams(struct ld *ld, const config_setting_t *s, const char *
 	}
 }
 
+/* ---- issue 11 patterns (minimal; engineer P's fuller version replaces it) ---- */
+
+bool config_is_pattern(const char *entry)
+{
+	for (const char *p = entry; *p; p++) {
+		if (*p == '\\') {
+			if (!*++p)
+				break;
+		} else if (*p == '*' || *p == '?' || *p == '[') {
+			return true;
+		}
+	}
+	return false;
+}
+
+bool config_pattern_match(const char *pattern, const char *name)
+{
+	return fnmatch(pattern, name, 0) == 0;
+}
+
+bool config_own_key(const struct sv_config *cfg, const char *name)
+{
+	size_t ns = strlen(cfg->namespace), n = strlen(name);
+	if (strncmp(name, cfg->namespace, ns) == 0 && name[ns] == ':')
+		return true;
+	return n >= 5 && strcmp(name + n - 5, ":dead") == 0;
+}
+
+/* Move a pool's pattern entries from streams to patterns. */
+static void split_patterns(struct pool_config *p)
+{
+	struct strlist lit = {util_xcalloc(p->streams.n + 1, sizeof(char *)), 0};
+	strlist_free(&p->patterns);
+	p->patterns.v = util_xcalloc(p->streams.n + 1, sizeof(char *));
+	for (size_t i = 0; i < p->streams.n; i++) {
+		if (config_is_pattern(p->streams.v[i]))
+			p->patterns.v[p->patterns.n++] = p->streams.v[i];
+		else
+			lit.v[lit.n++] = p->streams.v[i];
+	}
+	free(p->streams.v);
+	p->streams = lit;
+}
+
 /* Node and pool names become part of consumer names NODE/POOL/SLOT. */
 static const char *bad_name(const char *s)
 {
@@ -1141,6 +1186,7 @@ static void pool_free(struct pool_config *p)
 	free(p->name);
 	free(p->group);
 	strlist_free(&p->streams);
+	strlist_free(&p->patterns);
 	free(p->sqlite_path);
 }
 
@@ -1152,7 +1198,7 @@ static void load_pools(struct ld *ld, const config_setting_t *root)
 {
 	static const char *const keys[] = {"name", "kind", "count", "group", "streams", "batch", "block_ms",
 					   "claim_idle_ms", "max_deliveries", "reducer", "max_rss_mb",
-					   "sqlite_path", NULL};
+					   "sqlite_path", "discover_ms", NULL};
 	struct sv_config *cfg = ld->cfg;
 	config_setting_t *list = member(root, "pools");
 	if (!list)
@@ -1227,6 +1273,8 @@ static void load_pools(struct ld *ld, const config_setting_t *root)
 			strlist_free(&p->streams);
 			strlist_copy(&p->streams, &cfg->streams);
 		}
+		split_patterns(p);
+		get_int(ld, e, where, "discover_ms", 1000, 100, 600000, &p->discover_ms);
 
 		get_int(ld, e, where, "batch", pers ? 256 : 16, 1, 100000, &p->batch);
 		L->block = get_int(ld, e, where, "block_ms", 2000, 1, MAX_DURATION_MS, &p->block_ms);
@@ -1625,7 +1673,8 @@ bool config_pool_changed(const struct sv_config *old, const struct pool_config *
 			 const struct sv_config *new, const struct pool_config *b)
 {
 	if (!str_eq(a->name, b->name) || a->kind != b->kind || !str_eq(a->group, b->group) ||
-	    !strlist_equal(&a->streams, &b->streams) || a->batch != b->batch || a->block_ms != b->block_ms ||
+	    !strlist_equal(&a->streams, &b->streams) || !strlist_equal(&a->patterns, &b->patterns) ||
+	    a->discover_ms != b->discover_ms || a->batch != b->batch || a->block_ms != b->block_ms ||
 	    a->claim_idle_ms != b->claim_idle_ms || a->max_deliveries != b->max_deliveries ||
 	    a->reducer != b->reducer || a->max_rss_mb != b->max_rss_mb || !str_eq(a->sqlite_path, b->sqlite_path))
 		return true;
