@@ -24,6 +24,7 @@ static const struct chan_rule rules[] = {
 	{CHAN_M_PAUSE, "pause", CHAN_FROM_MASTER_TO_WORKER, 0, 0},
 	{CHAN_M_RESUME, "resume", CHAN_FROM_MASTER_TO_WORKER, 0, 0},
 	{CHAN_M_LEVEL, "level", CHAN_FROM_MASTER_TO_WORKER, 4, 4},
+	{CHAN_M_STREAMS, "streams", CHAN_FROM_MASTER_TO_WORKER, 2, CHAN_MON_OP_MAX},
 	{CHAN_W_REGISTERED, "registered", CHAN_FROM_WORKER, 8, 8},
 	{CHAN_W_FENCE_WAIT, "fence_wait", CHAN_FROM_WORKER, 0, 0},
 	{CHAN_W_PROGRESS, "progress", CHAN_FROM_WORKER, 0, 0},
@@ -31,6 +32,7 @@ static const struct chan_rule rules[] = {
 	{CHAN_MON_OP, "op", CHAN_FROM_MASTER_TO_MONITOR, 2, CHAN_MON_OP_MAX},
 	{CHAN_MON_BEATS, "beats", CHAN_FROM_MONITOR, 2, CHAN_MON_MSG_MAX},
 	{CHAN_MON_REPLY, "reply", CHAN_FROM_MONITOR, 2, CHAN_MON_MSG_MAX},
+	{CHAN_MON_STREAMS, "mon_streams", CHAN_FROM_MONITOR, 2, CHAN_MON_MSG_MAX},
 };
 
 static const struct chan_rule *rule_of(uint16_t type)

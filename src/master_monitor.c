@@ -154,7 +154,8 @@ static void slot_take_beat(struct master *m, struct slot *s, json_t *hb, int64_t
 #define HB_ERROR_MAX 4096
 
 static const char *const hb_counts[] = {"incarnation", "started_ms", "processed", "failed", "dead_lettered",
-					"lost", "restarts", "redis_rtt_us", "batch_sum_us", "slot"};
+					"lost", "restarts", "redis_rtt_us", "batch_sum_us", "slot",
+					"client_id"};
 static const char *const hb_texts[] = {"pool", "kind", "status"};
 static const char *const hb_optional_texts[] = {"current", "last_error"};
 
