@@ -65,15 +65,19 @@ static void emit_streams(void *ctx, json_t *msg)
  * XREADGROUP (it returns as on a timeout). */
 static void unblock_clients(struct monitor *m, json_t *op)
 {
-	size_t i;
+	size_t i, woken = 0;
 	json_t *v;
 	json_array_foreach(json_object_get(op, "ids"), i, v) {
 		if (!json_is_integer(v) || json_integer_value(v) <= 0 || !m->rc.c)
 			continue;
 		redisReply *r = rconn_command(&m->rc, "CLIENT UNBLOCK %lld", (long long)json_integer_value(v));
+		if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+			woken++;
 		if (r)
 			freeReplyObject(r);
 	}
+	log_debug("CLIENT UNBLOCK: %zu of %zu workers were blocked", woken,
+		  json_array_size(json_object_get(op, "ids")));
 }
 
 static void queue_op(struct monitor *m, json_t *op)
