@@ -299,7 +299,7 @@ static void notify_check(struct discover *d, struct rconn *rc, int64_t now)
 	}
 	freeReplyObject(r);
 	if (on != d->notify_on)
-		log_info("discovery: keyspace notifications for streams are %s on the server%s",
+		log_info("discovery: keyspace notifications for streams are %s (the server's notify-keyspace-events)%s",
 			 on ? "on" : "off", on ? "; new streams are found at their first event" : "");
 	d->notify_on = on;
 	if (on && !d->sub.c)
