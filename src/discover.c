@@ -324,7 +324,8 @@ static void on_event(struct discover *d, const redisReply *r)
 		return;
 	const char *chan = r->element[2]->str, *ev = r->element[3]->str;
 	size_t plen = strlen(d->prefix);
-	if ((size_t)r->element[2]->len <= plen || strncmp(chan, d->prefix, plen) != 0)
+	if ((size_t)r->element[2]->len <= plen || strncmp(chan, d->prefix, plen) != 0 ||
+	    (size_t)r->element[1]->len < plen)
 		return;
 	const char *key = chan + plen;
 	size_t klen = (size_t)r->element[2]->len - plen;

@@ -421,7 +421,10 @@ static int on_streams(struct master *m, json_t *msg, char *why, size_t whylen)
 	}
 	if (!pattern_configured(m->cfg, pattern)) {
 		/* The monitor may still run the configuration before a reload. */
-		log_debug("%s: pattern %s is not configured (now); ignored", __func__, pattern);
+		if (!m->warned_streams)
+			log_warn("%s: pattern %s is not configured (now); dropped (logged once)", __func__,
+				 pattern);
+		m->warned_streams = true;
 		return 0;
 	}
 	if (!m->pattern_streams)
