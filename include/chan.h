@@ -19,9 +19,11 @@
  *     CHAN_M_PAUSE        empty                     stop reading new entries
  *     CHAN_M_RESUME       empty
  *     CHAN_M_LEVEL        u32 log level (enum log_level)          4
- *     CHAN_M_STREAMS      JSON object {"add": [names], "remove": [names]}:
- *                         pattern streams to read from now on, or to drop;
- *                         at most CHAN_MON_OP_MAX
+ *     CHAN_M_STREAMS      JSON object {"add": [names], "remove": [names]}: the
+ *                         pattern streams this worker reads from now on, or
+ *                         drops; right after CHAN_W_REGISTERED one message whose
+ *                         "add" holds every stream known for its pool's
+ *                         patterns.  At most CHAN_MON_OP_MAX
  *   worker -> master
  *     CHAN_W_REGISTERED   i64 incarnation, > 0                    8
  *     CHAN_W_FENCE_WAIT   empty: another live process holds my consumer name
@@ -31,16 +33,20 @@
  *                         is the worker's own child leading its own group;
  *                         never used to signal anything.          4
  *   master -> monitor
- *     CHAN_MON_OP         JSON object {"op": "event"|"hdel"|"prune"|"stop"|"call", ...}
- *                         at most CHAN_MON_OP_MAX
+ *     CHAN_MON_OP         JSON object {"op": "event"|"hdel"|"prune"|"stop"|"call"|
+ *                         "unblock", ...}; "unblock" {"ids": [client ids]} runs
+ *                         CLIENT UNBLOCK for each.  At most CHAN_MON_OP_MAX
  *   monitor -> master
  *     CHAN_MON_BEATS      JSON object {"ok", "wall_ms", "workers", "pending", "groups"}
  *                         (worker fields are relayed from Redis and validated one
  *                         by one by the master); at most CHAN_MON_MSG_MAX
  *     CHAN_MON_REPLY      JSON object {"id", "reply"}: the answer to a "call";
  *                         at most CHAN_MON_MSG_MAX
- *     CHAN_MON_STREAMS    JSON object {"pattern": P, "add": [names],
- *                         "remove": [names]}; at most CHAN_MON_MSG_MAX
+ *     CHAN_MON_STREAMS    JSON object {"pattern": P, "add": [names], "remove":
+ *                         [names]}: discovery's changes for one configured
+ *                         pattern (src/discover.c); names are checked by the
+ *                         master (match P, not an own key).  At most
+ *                         CHAN_MON_MSG_MAX
  */
 #ifndef SV_CHAN_H
 #define SV_CHAN_H

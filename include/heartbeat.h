@@ -43,6 +43,7 @@ struct heartbeat {
 	char last_error[256];
 	int64_t redis_rtt_us;
 	pid_t tool_pgid;
+	int64_t client_id;        /* the connection's CLIENT ID (rconn), 0 unknown */
 };
 
 const char *heartbeat_status_name(enum hb_status s);

@@ -135,6 +135,8 @@ struct master {
 	json_int_t next_call_id;
 	json_t *groups;       /* stream/group figures from the monitor */
 	json_t *warned_fields; /* NS:workers fields already logged as bad */
+	json_t *pattern_streams; /* {pattern: {name: true}}: discovered streams */
+	bool warned_streams;  /* a bad CHAN_MON_STREAMS name was logged */
 	struct metrics_http *http;
 };
 
@@ -171,6 +173,11 @@ void master_monitor_calls_answer(struct master *m, json_int_t id, json_t *reply)
  * returns a clean copy with only well-typed known fields, or NULL with the
  * reason in why. */
 json_t *master_monitor_check_beat(const json_t *hb, char *why, size_t whylen);
+/* Pattern streams (issue 11): a newly registered worker gets every stream
+ * known for its pool's patterns; a reload forgets patterns no longer
+ * configured. */
+void master_streams_send_all(struct master *m, struct slot *s);
+void master_streams_prune(struct master *m);
 
 /* master_cmd.c: the control-socket commands. */
 void master_cmd_ops_check(struct master *m, int64_t now);

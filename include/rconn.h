@@ -21,13 +21,14 @@ struct rconn {
 	int64_t next_try_ms;      /* monotonic: no attempt before this */
 	unsigned failures;        /* consecutive failed attempts */
 	char err[256];            /* last error, never containing a password */
+	int64_t client_id;        /* CLIENT ID of the current connection, 0 unknown */
 };
 
 /* cap_ms bounds the reconnect delay (the spec's 5 s, lowered by callers
  * that must heartbeat more often). */
 void rconn_init(struct rconn *rc, const struct sv_config *cfg, int64_t cap_ms);
 void rconn_close(struct rconn *rc);
-/* One attempt now: connect, AUTH, SELECT, PING.  Returns 0, or (err set,
+/* One attempt now: connect, AUTH, SELECT, PING, CLIENT ID.  Returns 0, or (err set,
  * logged once per outage; the recovery is logged too) -ENOTCONN (cannot
  * connect, or the connection failed during set-up), -EACCES (AUTH
  * refused), -EPROTO (SELECT or PING refused) or -ENOMEM. */

@@ -32,7 +32,7 @@ static const struct chan_rule rules[] = {
 	{CHAN_MON_OP, "op", CHAN_FROM_MASTER_TO_MONITOR, 2, CHAN_MON_OP_MAX},
 	{CHAN_MON_BEATS, "beats", CHAN_FROM_MONITOR, 2, CHAN_MON_MSG_MAX},
 	{CHAN_MON_REPLY, "reply", CHAN_FROM_MONITOR, 2, CHAN_MON_MSG_MAX},
-	{CHAN_MON_STREAMS, "streams", CHAN_FROM_MONITOR, 2, CHAN_MON_MSG_MAX},
+	{CHAN_MON_STREAMS, "mon_streams", CHAN_FROM_MONITOR, 2, CHAN_MON_MSG_MAX},
 };
 
 static const struct chan_rule *rule_of(uint16_t type)

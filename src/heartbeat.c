@@ -79,6 +79,7 @@ static char *heartbeat_json(const struct heartbeat *hb)
 		json_array_append_new(hist, json_integer((json_int_t)hb->batch_hist[i]));
 	json_object_set_new(o, "batch_hist", hist);
 	json_object_set_new(o, "batch_sum_us", json_integer((json_int_t)hb->batch_sum_us));
+	json_object_set_new(o, "client_id", json_integer((json_int_t)hb->client_id));
 	char *s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return s;
@@ -121,6 +122,7 @@ static void append_fence(struct heartbeat *hb, struct rconn *rc)
 
 static void append_hset(struct heartbeat *hb, struct rconn *rc)
 {
+	hb->client_id = rc->client_id;
 	char *js = heartbeat_json(hb);
 	if (!js)
 		js = util_xstrdup("{}");

@@ -249,6 +249,7 @@ static int slot_message(void *owner, const struct chan_msg *msg, char *why, size
 		s->fence_wait = false;
 		log_debug("%s registered incarnation %lld (%lld ms after fork)", s->name, (long long)inc,
 			  (long long)(util_mono_ms() - s->started_mono));
+		master_streams_send_all(m, s);
 		return 0;
 	}
 	case CHAN_W_FENCE_WAIT:
@@ -671,6 +672,7 @@ json_t *master_reload(struct master *m)
 	if (m->ctl)
 		control_refresh_ids(m->ctl, ncfg->control.group);
 	config_free(old);
+	master_streams_prune(m);
 	/* The monitor reads pools and retention settings: give it the new ones. */
 	master_monitor_restart(m);
 	remove_dead_pools(m);
@@ -888,6 +890,7 @@ static void master_free(struct master *m)
 	json_decref(m->remote);
 	json_decref(m->groups);
 	json_decref(m->warned_fields);
+	json_decref(m->pattern_streams);
 	metrics_http_close(m->http);
 	if (m->sigfd >= 0) {
 		dispatch_file_deinit(&m->sig_file);

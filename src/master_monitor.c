@@ -154,7 +154,8 @@ static void slot_take_beat(struct master *m, struct slot *s, json_t *hb, int64_t
 #define HB_ERROR_MAX 4096
 
 static const char *const hb_counts[] = {"incarnation", "started_ms", "processed", "failed", "dead_lettered",
-					"lost", "restarts", "redis_rtt_us", "batch_sum_us", "slot"};
+					"lost", "restarts", "redis_rtt_us", "batch_sum_us", "slot",
+					"client_id"};
 static const char *const hb_texts[] = {"pool", "kind", "status"};
 static const char *const hb_optional_texts[] = {"current", "last_error"};
 
@@ -306,6 +307,178 @@ static int on_beats(struct master *m, json_t *msg, char *why, size_t whylen)
 	return 0;
 }
 
+/* ---------- pattern streams (discover.c finds them) ---------- */
+
+/* Is pattern one of the pools' patterns? */
+static bool pattern_configured(const struct sv_config *cfg, const char *pattern)
+{
+	for (size_t i = 0; i < cfg->npools; i++)
+		for (size_t j = 0; j < cfg->pools[i].patterns.n; j++)
+			if (strcmp(cfg->pools[i].patterns.v[j], pattern) == 0)
+				return true;
+	return false;
+}
+
+static bool pool_has_pattern(const struct pool_config *pc, const char *pattern)
+{
+	for (size_t j = 0; j < pc->patterns.n; j++)
+		if (strcmp(pc->patterns.v[j], pattern) == 0)
+			return true;
+	return false;
+}
+
+/* Bytes of JSON one CHAN_M_STREAMS holds at most (names at their
+ * worst-case escaped size), well under CHAN_MON_OP_MAX. */
+#define STREAMS_MSG_BUDGET (CHAN_MON_OP_MAX / 2)
+
+/* Send list (names) as "add" or "remove" in as many messages as needed. */
+static void slot_send_names(struct slot *s, const char *key, json_t *names)
+{
+	size_t i = 0, n = json_array_size(names);
+	while (i < n) {
+		json_t *part = json_array();
+		size_t used = 32;
+		for (; i < n; i++) {
+			size_t cost = 6 * json_string_length(json_array_get(names, i)) + 3;
+			if (json_array_size(part) > 0 && used + cost > STREAMS_MSG_BUDGET)
+				break;
+			json_array_append(part, json_array_get(names, i));
+			used += cost;
+		}
+		json_t *msg = json_pack("{s:[], s:[]}", "add", "remove");
+		json_object_set_new(msg, key, part);
+		char *txt = json_dumps(msg, JSON_COMPACT);
+		json_decref(msg);
+		if (txt)
+			master_slot_send(s, CHAN_M_STREAMS, txt, strlen(txt));
+		free(txt);
+	}
+}
+
+/* A worker that just registered reads every known stream of its pool's
+ * patterns. */
+void master_streams_send_all(struct master *m, struct slot *s)
+{
+	if (!s->pool || !s->pool->cfg || !m->pattern_streams)
+		return;
+	json_t *all = json_array();
+	const struct pool_config *pc = s->pool->cfg;
+	for (size_t j = 0; j < pc->patterns.n; j++) {
+		const char *name;
+		json_t *v;
+		json_object_foreach(json_object_get(m->pattern_streams, pc->patterns.v[j]), name, v)
+			json_array_append_new(all, json_string(name));
+	}
+	if (json_array_size(all) > 0) {
+		slot_send_names(s, "add", all);
+		log_debug("%s: told it the %zu known pattern streams", s->name, json_array_size(all));
+	}
+	json_decref(all);
+}
+
+void master_streams_prune(struct master *m)
+{
+	const char *pattern;
+	json_t *v, *tmp;
+	json_object_foreach_safe(m->pattern_streams, tmp, pattern, v) {
+		if (!pattern_configured(m->cfg, pattern))
+			json_object_del(m->pattern_streams, pattern);
+	}
+}
+
+/* The names of list that may be applied: strings matching pattern, not
+ * our own keys; the rest is dropped (logged once: the names come from
+ * Redis, which anyone can write). */
+static json_t *checked_names(struct master *m, const char *pattern, const json_t *list)
+{
+	json_t *out = json_array();
+	size_t i;
+	json_t *v;
+	json_array_foreach((json_t *)list, i, v) {
+		const char *name = json_string_value(v);
+		if (name && strlen(name) == json_string_length(v) && !config_own_key(m->cfg, name) &&
+		    config_pattern_match(pattern, name)) {
+			json_array_append(out, v);
+		} else if (!m->warned_streams) {
+			m->warned_streams = true;
+			log_warn("%s: a stream name for pattern %s that is not a string matching it, or is "
+				 "streamvisor's own; dropped (logged once)", __func__, pattern);
+		}
+	}
+	return out;
+}
+
+/* Discovery's changes: apply them to the known set, relay what changed to
+ * the live workers of the pools having the pattern (removals first), then
+ * have the monitor wake those workers out of a blocked read. */
+static int on_streams(struct master *m, json_t *msg, char *why, size_t whylen)
+{
+	const char *pattern = json_string_value(json_object_get(msg, "pattern"));
+	json_t *add = json_object_get(msg, "add"), *remove = json_object_get(msg, "remove");
+	if (!pattern || !json_is_array(add) || !json_is_array(remove)) {
+		snprintf(why, whylen, "mon_streams without pattern, add or remove");
+		return -EPROTO;
+	}
+	if (!pattern_configured(m->cfg, pattern)) {
+		/* The monitor may still run the configuration before a reload. */
+		if (!m->warned_streams)
+			log_warn("%s: pattern %s is not configured (now); dropped (logged once)", __func__,
+				 pattern);
+		m->warned_streams = true;
+		return 0;
+	}
+	if (!m->pattern_streams)
+		m->pattern_streams = json_object();
+	json_t *known = json_object_get(m->pattern_streams, pattern);
+	if (!known) {
+		known = json_object();
+		json_object_set_new(m->pattern_streams, pattern, known);
+	}
+	json_t *rem = checked_names(m, pattern, remove), *ad = checked_names(m, pattern, add);
+	json_t *gone = json_array(), *came = json_array();
+	size_t i;
+	json_t *v;
+	json_array_foreach(rem, i, v) {
+		if (json_object_del(known, json_string_value(v)) == 0)
+			json_array_append(gone, v);
+	}
+	json_array_foreach(ad, i, v) {
+		if (!json_object_get(known, json_string_value(v))) {
+			json_object_set_new(known, json_string_value(v), json_true());
+			json_array_append(came, v);
+		}
+	}
+	json_decref(rem);
+	json_decref(ad);
+	if (json_array_size(gone) + json_array_size(came) > 0) {
+		log_debug("discovered %zu streams for pattern %s (+%zu -%zu); relaying", json_object_size(known),
+			  pattern, json_array_size(came), json_array_size(gone));
+		json_t *ids = json_array();
+		for (size_t p = 0; p < m->npools; p++) {
+			struct pool *pl = m->pools[p];
+			if (!pl->cfg || pl->removed || !pool_has_pattern(pl->cfg, pattern))
+				continue;
+			for (size_t k = 0; k < pl->nslots; k++) {
+				struct slot *s = pl->slots[k];
+				if (!s->child || !s->registered)
+					continue;
+				slot_send_names(s, "remove", gone);
+				slot_send_names(s, "add", came);
+				json_int_t id = json_integer_value(json_object_get(s->hb, "client_id"));
+				if (id > 0)
+					json_array_append_new(ids, json_integer(id));
+			}
+		}
+		if (json_array_size(ids) > 0)
+			master_monitor_send(m, json_pack("{s:s, s:o}", "op", "unblock", "ids", ids));
+		else
+			json_decref(ids);
+	}
+	json_decref(gone);
+	json_decref(came);
+	return 0;
+}
+
 /* Answer one forwarded call (id 0: all of them, the monitor is gone). */
 void master_monitor_calls_answer(struct master *m, json_int_t id, json_t *reply)
 {
@@ -342,6 +515,8 @@ static int monitor_message(void *owner, const struct chan_msg *msg, char *why, s
 	int r = 0;
 	if (msg->type == CHAN_MON_BEATS) {
 		r = on_beats(m, j, why, whylen);
+	} else if (msg->type == CHAN_MON_STREAMS) {
+		r = on_streams(m, j, why, whylen);
 	} else if (msg->type == CHAN_MON_REPLY) {
 		json_t *id = json_object_get(j, "id"), *reply = json_object_get(j, "reply");
 		if (!json_is_integer(id) || json_integer_value(id) <= 0 || !json_is_object(reply)) {

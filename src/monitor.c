@@ -14,6 +14,7 @@
 
 #include "admin.h"
 #include "chan.h"
+#include "discover.h"
 #include "log.h"
 #include "rconn.h"
 #include "retention.h"
@@ -37,6 +38,7 @@ struct monitor {
 	char supervisor_key[128];
 	unsigned dropped;
 	unsigned bad_fields;
+	struct discover disc;   /* pattern streams (discover.h) */
 };
 
 static void send_to_master(struct monitor *m, enum chan_type type, json_t *msg)
@@ -52,6 +54,30 @@ static void send_to_master(struct monitor *m, enum chan_type type, json_t *msg)
 	else if (r < 0)
 		m->master_gone = true;
 	free(s);
+}
+
+static void emit_streams(void *ctx, json_t *msg)
+{
+	send_to_master(ctx, CHAN_MON_STREAMS, msg);
+}
+
+/* "unblock": wake the workers whose stream set changed out of a blocked
+ * XREADGROUP (it returns as on a timeout). */
+static void unblock_clients(struct monitor *m, json_t *op)
+{
+	size_t i, woken = 0;
+	json_t *v;
+	json_array_foreach(json_object_get(op, "ids"), i, v) {
+		if (!json_is_integer(v) || json_integer_value(v) <= 0 || !m->rc.c)
+			continue;
+		redisReply *r = rconn_command(&m->rc, "CLIENT UNBLOCK %lld", (long long)json_integer_value(v));
+		if (r && r->type == REDIS_REPLY_INTEGER && r->integer == 1)
+			woken++;
+		if (r)
+			freeReplyObject(r);
+	}
+	log_debug("CLIENT UNBLOCK: %zu of %zu workers were blocked", woken,
+		  json_array_size(json_object_get(op, "ids")));
 }
 
 static void queue_op(struct monitor *m, json_t *op)
@@ -140,6 +166,8 @@ static void flush_queue(struct monitor *m)
 		const char *kind = json_string_value(json_object_get(op, "op"));
 		if (kind && strcmp(kind, "prune") == 0) {
 			prune_fields(m, op);
+		} else if (kind && strcmp(kind, "unblock") == 0) {
+			unblock_clients(m, op);
 		} else {
 			const char *argv[256];
 			int argc = op_argv(m, op, argv, ARRAY_SIZE(argv));
@@ -315,6 +343,10 @@ int monitor_main(const struct monitor_args *a)
 	int64_t interval = a->cfg->heartbeat.interval_ms;
 	rconn_init(&m.rc, a->cfg, interval < 5000 ? interval : 5000);
 	m.next_retention_ms = util_mono_ms() + retention_period_ms(a->cfg);
+	if (discover_init(&m.disc, a->cfg, emit_streams, &m) < 0) {
+		log_error("%s: out of memory for discovery", __func__);
+		return SV_EX_TRANSIENT;
+	}
 
 	while (!m.stopping && !m.master_gone) {
 		int64_t now = util_mono_ms();
@@ -329,20 +361,31 @@ int monitor_main(const struct monitor_args *a)
 				retention_run(&m.rc, m.cfg);
 			m.next_retention_ms = util_mono_ms() + retention_period_ms(m.cfg);
 		}
+		if (m.rc.c)
+			discover_step(&m.disc, &m.rc, util_mono_ms());
 		now = util_mono_ms();
 		int64_t wait = m.next_report_ms - now;
+		int64_t dw = discover_wait_ms(&m.disc, now);
+		if (m.rc.c && dw < wait)
+			wait = dw;
 		if (m.next_retention_ms - now < wait)
 			wait = m.next_retention_ms - now;
 		if (json_array_size(m.queue) > 0 && !m.rc.c) {
 			int64_t w = rconn_wait_ms(&m.rc, now);
 			wait = w < wait ? w : wait;
 		}
-		struct pollfd pfd = {.fd = a->fd, .events = POLLIN};
-		if (poll(&pfd, 1, wait < 0 ? 0 : (int)wait) > 0)
-			read_master(&m);
+		struct pollfd pfd[2] = {{.fd = a->fd, .events = POLLIN},
+					{.fd = discover_fd(&m.disc), .events = POLLIN}};
+		if (poll(pfd, pfd[1].fd >= 0 ? 2 : 1, wait < 0 ? 0 : (int)wait) > 0) {
+			if (pfd[0].revents)
+				read_master(&m);
+			if (pfd[1].fd >= 0 && pfd[1].revents)
+				discover_read(&m.disc);
+		}
 	}
 	final_flush(&m);
 	json_decref(m.queue);
+	discover_free(&m.disc);
 	rconn_close(&m.rc);
 	chan_reader_free(&m.in);
 	return 0;

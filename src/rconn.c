@@ -48,6 +48,23 @@ static int setup_command(struct rconn *rc, const char *what, int argc, const cha
 	return ret;
 }
 
+/* CLIENT ID of this connection (heartbeats carry it so the monitor can
+ * CLIENT UNBLOCK a worker's blocked read).  A server that refuses it
+ * leaves the id 0 (unknown); only a dropped connection is an error. */
+static int take_client_id(struct rconn *rc)
+{
+	rc->client_id = 0;
+	redisReply *r = redisCommand(rc->c, "CLIENT ID");
+	if (!r) {
+		snprintf(rc->err, sizeof(rc->err), "CLIENT ID: %s", rc->c->errstr);
+		return -ENOTCONN;
+	}
+	if (r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+		rc->client_id = r->integer;
+	freeReplyObject(r);
+	return 0;
+}
+
 static int connect_once(struct rconn *rc)
 {
 	const struct sv_config *cfg = rc->cfg;
@@ -84,7 +101,9 @@ static int connect_once(struct rconn *rc)
 		if ((err = setup_command(rc, "SELECT", 2, (const char *[]){"SELECT", db})) < 0)
 			return err;
 	}
-	return setup_command(rc, "PING", 1, (const char *[]){"PING"});
+	if ((err = setup_command(rc, "PING", 1, (const char *[]){"PING"})) < 0)
+		return err;
+	return take_client_id(rc);
 }
 
 int rconn_connect(struct rconn *rc)

@@ -195,10 +195,11 @@ static void test_check_beat(void **state)
 {
 	(void)state;
 	json_t *ok = check("{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"status\":\"idle\",\"processed\":3,"
-			   "\"current\":null,\"batch_hist\":[1,2],\"extra\":\"dropped\"}");
+			   "\"current\":null,\"batch_hist\":[1,2],\"extra\":\"dropped\",\"client_id\":42}");
 	assert_non_null(ok);
 	assert_int_equal(json_integer_value(json_object_get(ok, "processed")), 3);
 	assert_null(json_object_get(ok, "extra"));
+	assert_int_equal(json_integer_value(json_object_get(ok, "client_id")), 42);
 	assert_true(json_is_null(json_object_get(ok, "current")));
 	json_decref(ok);
 	/* The fields a judgement rests on must be right, or the whole field goes. */
@@ -208,11 +209,12 @@ static void test_check_beat(void **state)
 	assert_null(check("[1,2]"));
 	/* A bad optional field is dropped alone. */
 	json_t *part = check("{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"processed\":-4,\"status\":{},"
-			     "\"batch_hist\":[1,2,3,4,5,6,7,8,9,10,11,12,13]}");
+			     "\"batch_hist\":[1,2,3,4,5,6,7,8,9,10,11,12,13],\"client_id\":\"7\"}");
 	assert_non_null(part);
 	assert_null(json_object_get(part, "processed"));
 	assert_null(json_object_get(part, "status"));
 	assert_null(json_object_get(part, "batch_hist"));
+	assert_null(json_object_get(part, "client_id"));
 	json_decref(part);
 }
 
