@@ -63,7 +63,7 @@ check "new runs in new streams are processed without an operator"
 EV_B=$TMPD/ev-b.jsonl
 $PT gen --sock "$RSOCK" --out "$EV_B" --runs 300 --items 1 --deltas 2 --tool-every 3 \
 	--stream-fmt "$PFMT" --prefix b- --seed 3
-wait_persisted $(scaled 120) "$EV_B" || fail "runs written after the DEL were not persisted"
+wait_persisted $(scaled 120) "$EV_B" || { pat_diag; fail "runs written after the DEL were not persisted"; }
 info "runs after the reset persisted $(($(now_ms) - t_del)) ms after the DEL"
 $PT outputs --sock "$RSOCK" --events "$EV_B" --stream-fmt "$PFMT" --timeout $(scaled 120) --append \
 	|| fail "tool outputs after the reset"

@@ -44,12 +44,12 @@ n=$(wc -l <"$EVENTS")
 nstreams=$(pat_keys | wc -l)
 [ "$nstreams" = "$RUNS" ] || fail "$nstreams run streams after the producer, want $RUNS"
 t0=$(now_ms)
-wait_persisted $(scaled 240) || fail "not every run was persisted"
+wait_persisted $(scaled 240) || { pat_diag; fail "not every run was persisted"; }
 info "$n events in $RUNS streams persisted within $(($(now_ms) - t0)) ms of the last XADD"
 
 check "one tool.output per tool.call, in the run's own stream"
 $PT outputs --sock "$RSOCK" --events "$EVENTS" --stream-fmt "$PFMT" --timeout $(scaled 180) --append \
-	|| fail "tool outputs wrong (see above)"
+	|| { pat_diag; fail "tool outputs wrong (see above)"; }
 wait_persisted $(scaled 120) || fail "the tool.outputs were not all persisted"
 ok "every call answered once, in its own stream"
 

@@ -96,3 +96,39 @@ loop_errs() {
 unblock_calls() {
 	rcli INFO commandstats | tr -d '\r' | awk -F'[:,=]' '/^cmdstat_client\|unblock:/ { print $3; f = 1 } END { if (!f) print 0 }'
 }
+
+# pat_diag: on a failure, what the run streams' groups say (streams with
+# lag or pending per group, the first few in full) and where the worker
+# connections are (CLIENT LIST: blocked in XREADGROUP and for how long).
+pat_diag() {
+	echo "----- pattern streams with unread or pending entries -----"
+	"$PY" - "$SV_TEST_DIR" "$RSOCK" "$PAT" <<'PYEOF' || true
+import sys
+sys.path.insert(0, sys.argv[1])
+from resp import Redis, RespError
+r = Redis(sys.argv[2])
+names, cur = [], "0"
+while True:
+    cur, keys = r.cmd("SCAN", cur, "MATCH", sys.argv[3], "COUNT", 1000)
+    names += keys
+    if cur == "0":
+        break
+lagging = {}
+for c in range(0, len(names), 200):
+    chunk = names[c:c + 200]
+    for n, rep in zip(chunk, r.pipeline([["XINFO", "GROUPS", k] for k in chunk])):
+        if isinstance(rep, RespError):
+            continue
+        for g in rep:
+            g = dict(zip(g[0::2], g[1::2]))
+            if g.get("lag") or g.get("pending"):
+                lagging.setdefault(g["name"], []).append((n, g))
+for grp, lst in sorted(lagging.items()):
+    print("group %s: %d of %d streams with lag or pending" % (grp, len(lst), len(names)))
+    for n, g in lst[:3]:
+        print("  %s %s" % (n, g))
+PYEOF
+	echo "----- worker connections (CLIENT LIST) -----"
+	rcli CLIENT LIST 2>/dev/null | sed -E 's/ (addr|laddr|fd|db|sub|psub|ssub|multi|qbuf|qbuf-free|argv-mem|multi-mem|rbs|rbp|obl|oll|omem|tot-mem|events|user|redir|resp)=[^ ]*//g' || true
+	rcli HGETALL "$SV_NS:workers" 2>/dev/null | grep -o '"client_id":[0-9]*\|^t1/.*' | paste - - || true
+}
