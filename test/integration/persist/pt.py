@@ -10,6 +10,12 @@
       round-robin W at a time.  --retry: on a Redis error, reconnect and
       resend the whole chunk (a producer's retried XADD; dedupe makes it
       harmless).
+  pt.py gen ... --stream-fmt 'codex:run:{run}:events' [--tool-every N]
+      One stream per run; every Nth run gets a tool.call for a real echo
+      tool (its tool.output comes from the daemon; see `outputs`).
+  pt.py outputs --sock S --events EVENTS.jsonl --stream-fmt F [--timeout T] [--append]
+      Wait for one tool.output per tool.call in the run's own stream, check
+      exactly one each and none elsewhere; --append adds them to EVENTS.
   pt.py xadd   --sock S STREAM FIELD VALUE ...   (VALUE "@FILE" reads FILE)
   pt.py wait   --db DB --events EVENTS.jsonl [--timeout T]
       Wait until every run of EVENTS has a snapshot with the expected
@@ -53,7 +59,7 @@ WORDS = ["alpha ", "beta ", "gamma ", "δέλτα ", "épsilon ", "zeta\n", "eta
          "\"q\" ", "back\\slash ", "nul\u0000byte ", "emoji 🙂 ", "", "x"]
 
 
-def gen_run(rng, run, items, deltas, tools, ts0):
+def gen_run(rng, run, items, deltas, tools, ts0, real_tool=False):
     evs = []
     seq = 0
     ts = ts0
@@ -83,7 +89,12 @@ def gen_run(rng, run, items, deltas, tools, ts0):
             add("item.completed", {"item_id": iid, "content": "replaced %d" % rng.randint(0, 999)})
         else:
             add("item.completed", {"item_id": iid})
-        if tools and i == 0:
+        if real_tool and i == 0:
+            # A call for a real tool pool (test/tools/echo.sh): its
+            # tool.output is written by the daemon, collected by `outputs`.
+            call = "call_%s_%d" % (run, i)
+            add("tool.call", {"call_id": call, "name": "echo", "arguments": {"run": run, "n": rng.randint(0, 9)}})
+        elif tools and i == 0:
             call = "call_%s_%d" % (run, i)
             add("tool.call", {"call_id": call, "name": "echo", "arguments": {"n": rng.randint(0, 9)}})
             pseq = seq
@@ -122,10 +133,17 @@ def xadd_args(stream, e):
     return a
 
 
+def stream_of(o, run):
+    """The stream of RUN: --stream-fmt with {run} replaced, else --stream."""
+    fmt = getattr(o, "stream_fmt", None)
+    return fmt.replace("{run}", run) if fmt else o.stream
+
+
 def cmd_gen(o):
     rng = random.Random(o.seed)
     ts0 = int(time.time() * 1000)
-    runs = [gen_run(rng, "%s%05d" % (o.prefix, i), o.items, o.deltas, o.tools, ts0 + i)
+    runs = [gen_run(rng, "%s%05d" % (o.prefix, i), o.items, o.deltas, o.tools, ts0 + i,
+                    real_tool=bool(o.tool_every) and i % o.tool_every == 0)
             for i in range(o.runs)]
     events = interleave(runs, o.window or o.runs)
     with open(o.out, "a" if o.append else "w") as f:
@@ -136,7 +154,7 @@ def cmd_gen(o):
     t0 = time.monotonic()
     resent = 0
     for c in range(0, len(events), o.chunk):
-        cmds = [xadd_args(o.stream, e) for e in events[c:c + o.chunk]]
+        cmds = [xadd_args(stream_of(o, e["run"]), e) for e in events[c:c + o.chunk]]
         while True:
             try:
                 replies = r.pipeline(cmds)
@@ -171,6 +189,79 @@ def cmd_xadd(o):
             args.append(a)
     r = Redis(o.sock)
     print(r.cmd("XADD", o.stream, "*", *args))
+
+
+def cmd_outputs(o):
+    """Tool outputs of per-run streams: for every tool.call of EVENTS, wait
+    (up to --timeout) until its run's stream holds a tool.output for it;
+    then check there is exactly one per call, each in the run's own stream
+    (no tool.output anywhere else, none for an unknown call), and with
+    --append add them to EVENTS for the reference reducer."""
+    calls = {}
+    runs = []
+    have = set()
+    with open(o.events) as f:
+        for line in f:
+            e = json.loads(line)
+            if e["type"] == "tool.output":
+                have.add((e["run"], e.get("call_id")))
+            if e["run"] not in calls:
+                calls[e["run"]] = set()
+                runs.append(e["run"])
+            if e["type"] == "tool.call":
+                calls[e["run"]].add(e["data"]["call_id"])
+    want = sum(len(c) for c in calls.values())
+    r = Redis(o.sock)
+    deadline = time.monotonic() + o.timeout
+    t0 = time.monotonic()
+    while True:
+        found = {}
+        bad = []
+        for c in range(0, len(runs), 200):
+            chunk = runs[c:c + 200]
+            replies = r.pipeline([["XRANGE", stream_of(o, run), "-", "+"] for run in chunk])
+            for run, rep in zip(chunk, replies):
+                if isinstance(rep, RespError):
+                    raise SystemExit("XRANGE %s: %s" % (stream_of(o, run), rep))
+                for eid, fl in rep:
+                    fd = dict(zip(fl[0::2], fl[1::2]))
+                    if fd.get("type") != "tool.output":
+                        continue
+                    if fd.get("run") != run:
+                        bad.append("tool.output of run %s in the stream of run %s" % (fd.get("run"), run))
+                        continue
+                    found.setdefault((run, fd.get("call_id")), []).append((eid, fd))
+        got = sum(1 for (run, cid) in found if cid in calls.get(run, ()))
+        if got >= want or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    for (run, cid), outs in sorted(found.items()):
+        if cid not in calls.get(run, ()):
+            bad.append("%s: tool.output for unknown call %s" % (run, cid))
+        elif len(outs) != 1:
+            bad.append("%s: %d tool.outputs for call %s" % (run, len(outs), cid))
+    for run in runs:
+        for cid in calls[run]:
+            if (run, cid) not in found:
+                bad.append("%s: no tool.output for call %s in %s" % (run, cid, stream_of(o, run)))
+    print("%d tool.calls, %d answered after %.1f s" % (want, got, time.monotonic() - t0))
+    for b in bad[:10]:
+        print("BAD " + b)
+    if bad:
+        print("%d problems" % len(bad))
+        return 1
+    if o.append:
+        with open(o.events, "a") as f:
+            for (run, cid), outs in sorted(found.items()):
+                if (run, cid) in have:
+                    continue
+                eid, fd = outs[0]
+                e = {"run": run, "type": "tool.output", "ts": int(fd.get("ts") or eid.split("-")[0]),
+                     "data": json.loads(fd["data"]), "call_id": cid}
+                if "parent_seq" in fd:
+                    e["parent_seq"] = int(fd["parent_seq"])
+                f.write(json.dumps(e, ensure_ascii=False) + "\n")
+    return 0
 
 
 # ---------------------------------------------------------------- reference reducer (SPEC §5)
@@ -429,6 +520,16 @@ def main():
     g.add_argument("--chunk", type=int, default=500)
     g.add_argument("--chunk-sleep", type=float, default=0.0)
     g.add_argument("--append", action="store_true")
+    g.add_argument("--stream-fmt", default=None, help="one stream per run: FMT with {run}")
+    g.add_argument("--tool-every", type=int, default=0,
+                   help="every Nth run gets a tool.call for a real echo tool (no synthetic output)")
+    t = sub.add_parser("outputs")
+    t.add_argument("--sock", required=True)
+    t.add_argument("--events", required=True)
+    t.add_argument("--stream", default="events")
+    t.add_argument("--stream-fmt", default=None)
+    t.add_argument("--timeout", type=float, default=60)
+    t.add_argument("--append", action="store_true")
     x = sub.add_parser("xadd")
     x.add_argument("--sock", required=True)
     x.add_argument("stream")
@@ -445,7 +546,7 @@ def main():
     r.add_argument("--events", required=True)
     r.add_argument("run")
     o = p.parse_args()
-    return {"gen": cmd_gen, "xadd": cmd_xadd, "wait": cmd_wait, "check": cmd_check,
+    return {"gen": cmd_gen, "xadd": cmd_xadd, "outputs": cmd_outputs, "wait": cmd_wait, "check": cmd_check,
             "reduce": cmd_reduce}[o.cmd](o) or 0
 
 
