@@ -833,9 +833,10 @@ static int process_read_reply(struct consumer *c, redisReply *r, bool history, s
 	return ret;
 }
 
-/* The keys of one XREADGROUP: at most read_keys of them.  New entries
- * (">"): the next keys of the rotation, so no stream starves.  History
- * (own pending, cursor per stream): the first streams not done yet. */
+/* The keys of one XREADGROUP.  New entries (">"): while entries come, the
+ * next read_keys keys of the rotation, so no stream starves; once a whole
+ * turn found nothing, one blocking read on every key.  History (own
+ * pending, cursor per stream): the first read_keys streams not done yet. */
 struct read_plan {
 	size_t *idx;
 	size_t n;
@@ -854,16 +855,25 @@ static void plan_read(struct consumer *c, bool history, struct read_plan *rp)
 				rp->idx[rp->n++] = i;
 		return;
 	}
-	size_t k = c->nstreams < max ? c->nstreams : max;
+	/* A whole turn of the rotation found nothing: block, on every key,
+	 * so that an entry on any stream ends the wait (a blocked read on
+	 * some keys would hold up entries waiting on the others for
+	 * block_ms per slice).  COUNT per key keeps the reply bounded. */
+	if (c->nstreams <= max || c->empty_keys >= c->nstreams) {
+		free(rp->idx);
+		rp->idx = util_xcalloc(c->nstreams ? c->nstreams : 1, sizeof(*rp->idx));
+		for (size_t i = 0; i < c->nstreams; i++)
+			rp->idx[rp->n++] = i;
+		rp->block = true;
+		return;
+	}
+	/* Entries are coming: read the next read_keys keys of the rotation
+	 * without blocking, so no stream starves. */
 	if (c->rotate >= c->nstreams)
 		c->rotate = 0;
-	for (size_t j = 0; j < k; j++)
+	for (size_t j = 0; j < max; j++)
 		rp->idx[rp->n++] = (c->rotate + j) % c->nstreams;
-	c->rotate = c->nstreams ? (c->rotate + k) % c->nstreams : 0;
-	/* All keys fit in one read: block, as always.  Otherwise block only
-	 * once a whole turn of the rotation found nothing: a blocked read on
-	 * some keys must not hold up entries waiting on the others. */
-	rp->block = k == c->nstreams || c->empty_keys >= c->nstreams;
+	c->rotate = (c->rotate + max) % c->nstreams;
 }
 
 static void append_read(struct consumer *c, bool history, const struct read_plan *rp)
