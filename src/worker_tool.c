@@ -24,12 +24,26 @@
 #define TOOL_DONE_TTL_S "86400"
 #define STDERR_LINES_PER_S 20
 
-/* SET done NX EX; only if it was set, XADD the output; XACK either way. */
+/* SET done NX EX; only if it was set, XADD the output; XACK either way.
+ * ARGV[4] "1": the call's stream was found by a pattern, and a stream
+ * deleted meanwhile (a harness reset) is never created again by a late
+ * output (EXISTS rather than NOMKSTREAM: Redis before 6.2 has none). */
 static const char publish_script[] =
 	"if redis.call('SET', KEYS[1], 'done', 'NX', 'EX', ARGV[3]) then "
-	"  redis.call('XADD', KEYS[2], '*', unpack(ARGV, 4)) "
+	"  if ARGV[4] == '0' or redis.call('EXISTS', KEYS[2]) == 1 then "
+	"    redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5)) "
+	"  end "
 	"end "
 	"return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])";
+
+/* Is stream one of the pool's literal names (else a pattern found it)? */
+static bool literal_stream(const struct pool_config *pool, const char *stream)
+{
+	for (size_t i = 0; i < pool->streams.n; i++)
+		if (strcmp(pool->streams.v[i], stream) == 0)
+			return true;
+	return false;
+}
 
 /* The kind's own state; host services (connection, heartbeat, waiting,
  * the master) come through consumer_host() of the consumer in hand. */
@@ -675,6 +689,7 @@ static int publish(struct consumer *c, const struct call *call, const struct out
 	argv[n++] = consumer_group(c);
 	argv[n++] = call->entry_id;
 	argv[n++] = TOOL_DONE_TTL_S;
+	argv[n++] = literal_stream(consumer_host(c)->pool, call->stream) ? "0" : "1";
 	argv[n++] = "run";
 	argv[n++] = call->run;
 	argv[n++] = "type";
