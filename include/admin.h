@@ -1,6 +1,9 @@
 /* admin: the Redis side of streamvisorctl's stream commands, run by the
- * monitor process: `pending` (per stream and group: length, lag, pending,
- * oldest pending idle, per-consumer counts, missing and unknown groups),
+ * monitor process: `pending` (per literal stream and group: length, lag,
+ * pending, oldest pending idle, per-consumer counts, missing and unknown
+ * groups; per pattern and group one summary row over the streams
+ * discovery knows, at most ADMIN_PATTERN_MAX of them; `--stream NAME`:
+ * one stream's rows),
  * `dead list|retry|purge`, and `drain`.  Each takes the request's args and
  * returns the reply object for the control client. */
 #ifndef SV_ADMIN_H
@@ -8,11 +11,22 @@
 
 #include <jansson.h>
 
+#include "discover.h"
 #include "rconn.h"
 #include "sv_config.h"
 
-/* cmd is "pending", "dead" or "drain"; args a JSON array of strings.
+/* Pattern streams summed per `pending` call, and per pipelined batch. */
+#define ADMIN_PATTERN_MAX 10000
+#define ADMIN_PATTERN_BATCH 256
+
+/* cmd is "pending", "dead" or "drain"; args a JSON array of strings;
+ * disc the monitor's discoverer (the pattern streams known), or NULL.
  * Never returns NULL. */
-json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const char *cmd, json_t *args);
+json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const struct discover *disc, const char *cmd,
+		   json_t *args);
+/* The literal streams' rows of `pending` ({"ok", "groups"}): the
+ * heartbeat-interval figures of status and metrics.  Pattern streams are
+ * left out: walking them every interval would not be bounded. */
+json_t *admin_groups(struct rconn *rc, const struct sv_config *cfg);
 
 #endif

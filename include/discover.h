@@ -114,5 +114,9 @@ int64_t discover_wait_ms(const struct discover *d, int64_t now_ms);
 int discover_fd(const struct discover *d);
 /* The fd is readable: take what arrived (never blocks). */
 void discover_read(struct discover *d);
+/* Read-only: the streams known for pattern (sorted by name), or NULL
+ * when pattern is not one of d's.  Valid until the next discover_step or
+ * discover_read. */
+const struct disc_known *discover_known(const struct discover *d, const char *pattern);
 
 #endif

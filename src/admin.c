@@ -80,65 +80,274 @@ static void group_details(struct rconn *rc, const char *stream, json_t *g)
 	json_object_set_new(g, "oldest_pending_idle_ms", json_integer(idle));
 }
 
-static json_t *admin_pending(struct rconn *rc, const struct sv_config *cfg)
+/* Today's rows for one stream: each of its groups (wanted: the
+ * configured group names, a JSON array) plus a "missing" row per wanted
+ * group it lacks.  Returns 0, or -ENOTCONN when the connection dropped. */
+static int stream_rows(struct rconn *rc, const char *stream, json_t *wanted, json_t *rows)
+{
+	redisReply *len = rconn_command(rc, "XLEN %s", stream);
+	if (!len)
+		return -ENOTCONN;
+	json_int_t length = len->type == REDIS_REPLY_INTEGER ? len->integer : 0;
+	freeReplyObject(len);
+	redisReply *gr = rconn_command(rc, "XINFO GROUPS %s", stream);
+	json_t *seen = json_object();
+	for (size_t i = 0; gr && gr->type == REDIS_REPLY_ARRAY && i < gr->elements; i++) {
+		json_t *g = reply_to_map(gr->element[i]);
+		const char *name = json_string_value(json_object_get(g, "name"));
+		if (!name) {
+			json_decref(g);
+			continue;
+		}
+		bool configured = false;
+		size_t k;
+		json_t *w;
+		json_array_foreach(wanted, k, w) configured |= strcmp(json_string_value(w), name) == 0;
+		json_object_set_new(seen, name, json_true());
+		group_details(rc, stream, g);
+		json_t *row = json_pack("{s:s, s:s, s:I, s:O, s:O, s:O, s:O, s:O, s:b}", "stream", stream,
+					"group", name, "length", length, "lag", json_object_get(g, "lag"),
+					"pending", json_object_get(g, "pending"),
+					"oldest_pending_idle_ms", json_object_get(g, "oldest_pending_idle_ms"),
+					"consumers", json_object_get(g, "consumers"),
+					"last_delivered_id", json_object_get(g, "last-delivered-id"),
+					"configured", configured);
+		/* An unknown group with entries pending or unread pins the
+		 * stream: retention never trims past it. */
+		json_int_t pend = json_integer_value(json_object_get(g, "pending"));
+		json_int_t lag = json_integer_value(json_object_get(g, "lag"));
+		json_object_set_new(row, "pinned", json_boolean(!configured && (pend > 0 || lag > 0)));
+		json_array_append_new(rows, row);
+		json_decref(g);
+	}
+	if (gr)
+		freeReplyObject(gr);
+	size_t k;
+	json_t *w;
+	json_array_foreach(wanted, k, w) {
+		if (json_object_get(seen, json_string_value(w)))
+			continue;
+		json_array_append_new(rows, json_pack("{s:s, s:O, s:I, s:b, s:b}", "stream", stream, "group", w,
+						      "length", length, "configured", 1, "missing", 1));
+	}
+	json_decref(seen);
+	return rc->c ? 0 : -ENOTCONN;
+}
+
+json_t *admin_groups(struct rconn *rc, const struct sv_config *cfg)
 {
 	json_t *streams = configured_streams(cfg);
 	json_t *rows = json_array();
 	const char *stream;
 	json_t *wanted;
 	json_object_foreach(streams, stream, wanted) {
-		redisReply *len = rconn_command(rc, "XLEN %s", stream);
-		if (!len) {
+		if (stream_rows(rc, stream, wanted, rows) < 0) {
 			json_decref(streams);
 			json_decref(rows);
 			return redis_gone(rc);
 		}
-		json_int_t length = len->type == REDIS_REPLY_INTEGER ? len->integer : 0;
-		freeReplyObject(len);
-		redisReply *gr = rconn_command(rc, "XINFO GROUPS %s", stream);
-		json_t *seen = json_object();
-		for (size_t i = 0; gr && gr->type == REDIS_REPLY_ARRAY && i < gr->elements; i++) {
-			json_t *g = reply_to_map(gr->element[i]);
-			const char *name = json_string_value(json_object_get(g, "name"));
-			if (!name) {
-				json_decref(g);
-				continue;
-			}
-			bool configured = false;
-			size_t k;
-			json_t *w;
-			json_array_foreach(wanted, k, w) configured |= strcmp(json_string_value(w), name) == 0;
-			json_object_set_new(seen, name, json_true());
-			group_details(rc, stream, g);
-			json_t *row = json_pack("{s:s, s:s, s:I, s:O, s:O, s:O, s:O, s:O, s:b}", "stream", stream,
-						"group", name, "length", length, "lag", json_object_get(g, "lag"),
-						"pending", json_object_get(g, "pending"),
-						"oldest_pending_idle_ms", json_object_get(g, "oldest_pending_idle_ms"),
-						"consumers", json_object_get(g, "consumers"),
-						"last_delivered_id", json_object_get(g, "last-delivered-id"),
-						"configured", configured);
-			/* An unknown group with entries pending or unread pins the
-			 * stream: retention never trims past it. */
-			json_int_t pend = json_integer_value(json_object_get(g, "pending"));
-			json_int_t lag = json_integer_value(json_object_get(g, "lag"));
-			json_object_set_new(row, "pinned", json_boolean(!configured && (pend > 0 || lag > 0)));
-			json_array_append_new(rows, row);
-			json_decref(g);
-		}
-		if (gr)
-			freeReplyObject(gr);
-		size_t k;
-		json_t *w;
-		json_array_foreach(wanted, k, w) {
-			if (json_object_get(seen, json_string_value(w)))
-				continue;
-			json_array_append_new(rows, json_pack("{s:s, s:O, s:I, s:b, s:b}", "stream", stream, "group", w,
-							      "length", length, "configured", 1, "missing", 1));
-		}
-		json_decref(seen);
 	}
 	json_decref(streams);
 	return json_pack("{s:b, s:o}", "ok", 1, "groups", rows);
+}
+
+/* ---------- pattern streams: one summary row per pattern and group ---------- */
+
+/* Each distinct pattern of cfg's pools: {pattern: [groups of the pools
+ * reading it]}. */
+static json_t *configured_patterns(const struct sv_config *cfg)
+{
+	json_t *set = json_object();
+	for (size_t p = 0; p < cfg->npools; p++)
+		for (size_t i = 0; i < cfg->pools[p].patterns.n; i++) {
+			const char *pat = cfg->pools[p].patterns.v[i];
+			json_t *groups = json_object_get(set, pat);
+			if (!groups) {
+				groups = json_array();
+				json_object_set_new(set, pat, groups);
+			}
+			bool have = false;
+			size_t k;
+			json_t *g;
+			json_array_foreach(groups, k, g) have |= strcmp(json_string_value(g), cfg->pools[p].group) == 0;
+			if (!have)
+				json_array_append_new(groups, json_string(cfg->pools[p].group));
+		}
+	return set;
+}
+
+struct pat_sum {
+	json_int_t active, lag, pending, missing, oldest_idle;
+};
+
+/* One XINFO GROUPS reply of a pattern stream into the sums of the
+ * pattern's groups; *pend_at[g] says the group has entries pending there
+ * (its oldest idle is asked next). */
+static void sum_stream(const redisReply *r, json_t *groups, struct pat_sum *sums, bool *pend_at)
+{
+	size_t ng = json_array_size(groups);
+	for (size_t g = 0; g < ng; g++) {
+		const char *want = json_string_value(json_array_get(groups, g));
+		bool found = false;
+		pend_at[g] = false;
+		for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && !found; i++) {
+			json_t *m = reply_to_map(r->element[i]);
+			const char *name = json_string_value(json_object_get(m, "name"));
+			if (name && strcmp(name, want) == 0) {
+				found = true;
+				/* lag is nil when Redis cannot tell (entries deleted
+				 * inside the unread range): counted as 0. */
+				json_int_t lag = json_integer_value(json_object_get(m, "lag"));
+				json_int_t pend = json_integer_value(json_object_get(m, "pending"));
+				sums[g].lag += lag > 0 ? lag : 0;
+				sums[g].pending += pend > 0 ? pend : 0;
+				if (lag > 0 || pend > 0)
+					sums[g].active++;
+				pend_at[g] = pend > 0;
+			}
+			json_decref(m);
+		}
+		if (!found)
+			sums[g].missing++; /* also a key gone since discovery saw it */
+	}
+}
+
+/* One batch of a pattern's streams, pipelined: XINFO GROUPS for each,
+ * then the oldest pending entry of each group with entries pending. */
+static int sum_batch(struct rconn *rc, const struct disc_known *k, size_t from, size_t to, json_t *groups,
+		     struct pat_sum *sums)
+{
+	if (!rc->c)
+		return -ENOTCONN;
+	size_t ng = json_array_size(groups);
+	bool *pend_at = util_xcalloc((to - from) * (ng ? ng : 1), sizeof(bool));
+	for (size_t i = from; i < to; i++)
+		redisAppendCommand(rc->c, "XINFO GROUPS %s", k->v[i].name);
+	size_t asked = 0;
+	for (size_t i = from; i < to; i++) {
+		redisReply *r = rconn_get_reply(rc);
+		if (!r) {
+			free(pend_at);
+			return -ENOTCONN;
+		}
+		sum_stream(r, groups, sums, &pend_at[(i - from) * ng]);
+		freeReplyObject(r);
+	}
+	for (size_t i = from; i < to; i++)
+		for (size_t g = 0; g < ng; g++)
+			if (pend_at[(i - from) * ng + g]) {
+				redisAppendCommand(rc->c, "XPENDING %s %s IDLE 0 - + 1", k->v[i].name,
+						   json_string_value(json_array_get(groups, g)));
+				asked++;
+			}
+	for (size_t i = from; i < to && asked; i++)
+		for (size_t g = 0; g < ng; g++) {
+			if (!pend_at[(i - from) * ng + g])
+				continue;
+			redisReply *r = rconn_get_reply(rc);
+			if (!r) {
+				free(pend_at);
+				return -ENOTCONN;
+			}
+			if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+			    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements >= 3 &&
+			    r->element[0]->element[2]->type == REDIS_REPLY_INTEGER &&
+			    r->element[0]->element[2]->integer > sums[g].oldest_idle)
+				sums[g].oldest_idle = r->element[0]->element[2]->integer;
+			freeReplyObject(r);
+		}
+	free(pend_at);
+	return 0;
+}
+
+/* The summary rows of one pattern, from the streams discovery knows (at
+ * most ADMIN_PATTERN_MAX of them, then "truncated"). */
+static int pattern_rows(struct rconn *rc, const char *pattern, json_t *groups, const struct disc_known *k,
+			json_t *rows)
+{
+	size_t ng = json_array_size(groups);
+	size_t n = k ? k->n : 0, upto = n < ADMIN_PATTERN_MAX ? n : ADMIN_PATTERN_MAX;
+	struct pat_sum *sums = util_xcalloc(ng ? ng : 1, sizeof(*sums));
+	for (size_t from = 0; from < upto; from += ADMIN_PATTERN_BATCH) {
+		size_t to = from + ADMIN_PATTERN_BATCH < upto ? from + ADMIN_PATTERN_BATCH : upto;
+		if (sum_batch(rc, k, from, to, groups, sums) < 0) {
+			free(sums);
+			return -ENOTCONN;
+		}
+	}
+	for (size_t g = 0; g < ng; g++)
+		json_array_append_new(rows, json_pack("{s:s, s:O, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "pattern",
+						      pattern, "group", json_array_get(groups, g), "matched",
+						      (json_int_t)n, "active", sums[g].active, "lag", sums[g].lag,
+						      "pending", sums[g].pending, "oldest_pending_idle_ms",
+						      sums[g].oldest_idle, "missing", sums[g].missing, "truncated",
+						      upto < n));
+	free(sums);
+	return 0;
+}
+
+/* pending --stream NAME: today's rows for one stream, literal or matched
+ * by a pattern (the groups of the pools that read it). */
+static json_t *pending_one(struct rconn *rc, const struct sv_config *cfg, const char *stream)
+{
+	json_t *wanted = json_array();
+	for (size_t p = 0; p < cfg->npools; p++) {
+		const struct pool_config *pc = &cfg->pools[p];
+		bool reads = false;
+		for (size_t i = 0; i < pc->streams.n && !reads; i++)
+			reads = strcmp(pc->streams.v[i], stream) == 0;
+		for (size_t i = 0; i < pc->patterns.n && !reads; i++)
+			reads = !config_own_key(cfg, stream) && config_pattern_match(pc->patterns.v[i], stream);
+		bool have = false;
+		size_t k;
+		json_t *g;
+		json_array_foreach(wanted, k, g) have |= strcmp(json_string_value(g), pc->group) == 0;
+		if (reads && !have)
+			json_array_append_new(wanted, json_string(pc->group));
+	}
+	if (json_array_size(wanted) == 0) {
+		json_decref(wanted);
+		return error_reply("no pool reads stream %s (not configured, matches no pattern)", stream);
+	}
+	json_t *rows = json_array();
+	int r = stream_rows(rc, stream, wanted, rows);
+	json_decref(wanted);
+	if (r < 0) {
+		json_decref(rows);
+		return redis_gone(rc);
+	}
+	return json_pack("{s:b, s:o}", "ok", 1, "groups", rows);
+}
+
+static json_t *admin_pending(struct rconn *rc, const struct sv_config *cfg, const struct discover *disc,
+			     json_t *args)
+{
+	const char *a0 = json_string_value(json_array_get(args, 0));
+	const char *a1 = json_string_value(json_array_get(args, 1));
+	if (a0 && strcmp(a0, "--stream") == 0 && a1 && json_array_size(args) == 2)
+		return pending_one(rc, cfg, a1);
+	if (json_array_size(args) > 0)
+		return error_reply("usage: pending [--stream NAME]%s", NULL);
+	json_t *reply = admin_groups(rc, cfg);
+	json_t *pats = configured_patterns(cfg);
+	if (!json_is_true(json_object_get(reply, "ok")) || json_object_size(pats) == 0) {
+		json_decref(pats);
+		return reply;
+	}
+	json_t *rows = json_array();
+	const char *pat;
+	json_t *groups;
+	json_object_foreach(pats, pat, groups) {
+		if (pattern_rows(rc, pat, groups, discover_known(disc, pat), rows) < 0) {
+			json_decref(rows);
+			json_decref(pats);
+			json_decref(reply);
+			return redis_gone(rc);
+		}
+	}
+	json_decref(pats);
+	json_object_set_new(reply, "patterns", rows);
+	return reply;
 }
 
 /* ---------- dead letters ---------- */
@@ -380,14 +589,15 @@ static json_t *admin_drain(struct rconn *rc, const struct sv_config *cfg)
 	return json_pack("{s:b, s:o}", "ok", 1, "drained", done);
 }
 
-json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const char *cmd, json_t *args)
+json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const struct discover *disc, const char *cmd,
+		   json_t *args)
 {
 	/* An operator is waiting: try now rather than at the next backoff
 	 * step (Redis may have come back a moment ago). */
 	if (!rconn_ready(rc, util_mono_ms()) && rconn_connect(rc) < 0)
 		return redis_gone(rc);
 	if (strcmp(cmd, "pending") == 0)
-		return admin_pending(rc, cfg);
+		return admin_pending(rc, cfg, disc, args);
 	if (strcmp(cmd, "dead") == 0)
 		return admin_dead(rc, cfg, args);
 	if (strcmp(cmd, "drain") == 0)

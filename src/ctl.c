@@ -69,7 +69,8 @@ static void usage(FILE *f)
 		"  pause|resume NAME|POOL|all      stop or start reading new entries\n"
 		"  reload                          re-read and apply the configuration\n"
 		"  scale POOL N                    resize a pool live\n"
-		"  pending                         streams, groups, lag and pending entries\n"
+		"  pending [--stream NAME]         streams, groups, lag and pending entries\n"
+		"                                  (one summary row per pattern and group)\n"
 		"  dead list [STREAM] [N]          show dead letters\n"
 		"  dead retry ID|all               re-drive dead letters\n"
 		"  dead purge [--older-than MS]    delete dead letters\n"
@@ -1087,7 +1088,7 @@ static int parse_snapshot_args(int argc, char **argv, struct snap_args *a)
 
 static int run(struct opts *o, const char *cmd, int argc, char **argv)
 {
-	char *purge_args[3];
+	char *split_args[3]; /* "--opt=VALUE" as two words */
 	/* Check the arguments before talking to anyone. */
 	if (!strcmp(cmd, "status")) {
 		if (argc > 1)
@@ -1096,10 +1097,20 @@ static int run(struct opts *o, const char *cmd, int argc, char **argv)
 						    NULL})) {
 		if (argc != 1)
 			return usage_error("%s takes one NAME, POOL or \"all\"", cmd);
-	} else if (is_cmd(cmd, (const char *const[]){"reload", "shutdown", "pending", "metrics",
-						    NULL})) {
+	} else if (is_cmd(cmd, (const char *const[]){"reload", "shutdown", "metrics", NULL})) {
 		if (argc != 0)
 			return usage_error("%s takes no arguments", cmd);
+	} else if (!strcmp(cmd, "pending")) {
+		/* The daemon takes --stream and its value as two words. */
+		if (argc == 1 && !strncmp(argv[0], "--stream=", 9) && argv[0][9]) {
+			static char opt[] = "--stream";
+			split_args[0] = opt;
+			split_args[1] = argv[0] + 9;
+			argv = split_args;
+			argc = 2;
+		} else if (argc != 0 && !(argc == 2 && !strcmp(argv[0], "--stream") && *argv[1])) {
+			return usage_error("usage: pending [--stream NAME]");
+		}
 	} else if (!strcmp(cmd, "scale")) {
 		if (argc != 2)
 			return usage_error("scale takes POOL and N");
@@ -1123,10 +1134,10 @@ static int run(struct opts *o, const char *cmd, int argc, char **argv)
 					return usage_error("dead purge: --older-than needs milliseconds");
 				/* The daemon takes the option and its value as two words. */
 				static char opt[] = "--older-than";
-				purge_args[0] = argv[0];
-				purge_args[1] = opt;
-				purge_args[2] = argv[1] + 13;
-				argv = purge_args;
+				split_args[0] = argv[0];
+				split_args[1] = opt;
+				split_args[2] = argv[1] + 13;
+				argv = split_args;
 				argc = 3;
 			} else if (argc != 1 && !(argc == 3 && !strcmp(argv[1], "--older-than"))) {
 				return usage_error("usage: dead purge [--older-than MS]");

@@ -467,3 +467,11 @@ int64_t discover_wait_ms(const struct discover *d, int64_t now_ms)
 			wait = d->p[i].next_call_ms - now_ms;
 	return wait < 0 ? 0 : wait;
 }
+
+const struct disc_known *discover_known(const struct discover *d, const char *pattern)
+{
+	for (size_t i = 0; d && i < d->np; i++)
+		if (strcmp(d->p[i].pattern, pattern) == 0)
+			return &d->p[i].known;
+	return NULL;
+}

@@ -184,11 +184,14 @@ static void flush_queue(struct monitor *m)
 	}
 }
 
-/* Stream and group figures (admin_call "pending") for status and
- * metrics; per-consumer pending counts are summed over streams. */
+/* Stream and group figures (admin_groups: the literal streams only) for
+ * status and metrics; per-consumer pending counts are summed over
+ * streams.  Pattern streams are left out: thousands of XINFO calls every
+ * heartbeat interval would not be bounded; `streamvisorctl pending`
+ * summarises them on demand. */
 static json_t *collect_groups(struct monitor *m, json_t *pending)
 {
-	json_t *reply = admin_call(&m->rc, m->cfg, "pending", NULL);
+	json_t *reply = admin_groups(&m->rc, m->cfg);
 	json_t *groups = json_incref(json_object_get(reply, "groups"));
 	json_decref(reply);
 	size_t i;
@@ -271,7 +274,7 @@ static void handle_op(struct monitor *m, const struct chan_msg *msg)
 		m->stopping = true;
 	} else if (strcmp(kind, "call") == 0) {
 		/* streamvisorctl pending/dead/drain: answer now. */
-		json_t *reply = admin_call(&m->rc, m->cfg, json_string_value(json_object_get(op, "cmd")),
+		json_t *reply = admin_call(&m->rc, m->cfg, &m->disc, json_string_value(json_object_get(op, "cmd")),
 					   json_object_get(op, "args"));
 		send_to_master(m, CHAN_MON_REPLY,
 			       json_pack("{s:O, s:o}", "id", json_object_get(op, "id"), "reply", reply));
