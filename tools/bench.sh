@@ -3,7 +3,9 @@
 #
 #   tools/bench.sh [--workers N] [--batch B] [--sync full|normal] [--rate R]
 #                  [--runs N] [--tcp] [--tools] [--respawn [COUNT]] [--rss]
-#                  [--perf FILE] [--keep] [-- SVBENCH ARGS...]
+#                  [--perf FILE] [--keep]
+#                  [--streams-per-run [--stream-fmt FMT] [--read-keys N] [--discover-ms N]]
+#                  [-- SVBENCH ARGS...]
 #
 # Creates a temp dir, starts redis-server (unix socket, no persistence; TCP
 # on a free 127.0.0.1 port with --tcp), writes a configuration with one
@@ -13,6 +15,10 @@
 #   svbench respawn --count COUNT   with --respawn,
 #   svbench rss                     with --rss (idle: before any load),
 # prints "workers=N batch=B sync=S {json}" and stops everything.
+# --streams-per-run: svbench writes each run to its own stream (FMT, default
+# bench:run:{run}:events) and the pool's streams are the pattern FMT with
+# {run} -> * (bench:run:*:events) instead of "events"; --read-keys and
+# --discover-ms set the pool's read_keys/discover_ms (else the defaults).
 # --perf FILE records `perf record -g` of the persistence workers during the
 # workload.  The build dir is $BUILD, or ../build-bench, ../build next to
 # this script.
@@ -20,6 +26,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 workers=1 batch=256 sync=full rate=0 runs=4000 tcp=0 tools=0 mode=bench count=20 perf_out= keep=0
+per_run=0 stream_fmt='bench:run:{run}:events' read_keys= discover_ms=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--workers) workers=$2; shift 2 ;;
@@ -33,12 +40,17 @@ while [ $# -gt 0 ]; do
 	--rss) mode=rss; shift ;;
 	--perf) perf_out=$2; shift 2 ;;
 	--keep) keep=1; shift ;;
+	--streams-per-run) per_run=1; shift ;;
+	--stream-fmt) stream_fmt=$2; shift 2 ;;
+	--read-keys) read_keys=$2; shift 2 ;;
+	--discover-ms) discover_ms=$2; shift 2 ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,24p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
 case $sync in full|normal) ;; *) echo "bench.sh: --sync full|normal" >&2; exit 2 ;; esac
+case $stream_fmt in *'{run}'*) ;; *) echo "bench.sh: --stream-fmt must contain {run}" >&2; exit 2 ;; esac
 
 if [ -z "${BUILD:-}" ]; then
 	for d in "$here/../build-bench" "$here/../build"; do
@@ -90,6 +102,13 @@ if [ "$tools" = 1 ]; then
 	tool_pool=', { name = "tools"; kind = "tool"; count = 1; }'
 	tool_def='tools = ( { name = "echo"; command = [ "/bin/cat" ]; env = [ "LANG=C" ]; } );'
 fi
+# the persistence pool's own streams/read_keys/discover_ms (empty: the global "events")
+pool_extra=
+if [ "$per_run" = 1 ]; then
+	pool_extra=" streams = [ \"${stream_fmt//\{run\}/*}\" ];"
+	[ -n "$read_keys" ] && pool_extra="$pool_extra read_keys = $read_keys;"
+	[ -n "$discover_ms" ] && pool_extra="$pool_extra discover_ms = $discover_ms;"
+fi
 cat >"$dir/sv.conf" <<EOF
 node = "bench";
 namespace = "sv";
@@ -100,7 +119,7 @@ heartbeat = { interval_ms = 2000; timeout_ms = 10000; };
 restart = { burst = 63; };
 streams = [ "events" ];
 pools = (
-  { name = "persist"; kind = "persistence"; count = $workers; batch = $batch; block_ms = 2000; }$tool_pool
+  { name = "persist"; kind = "persistence"; count = $workers; batch = $batch; block_ms = 2000;$pool_extra }$tool_pool
 );
 $tool_def
 log = { level = "warn"; };
@@ -147,6 +166,9 @@ wait_of() {
 
 setup="workers=$workers batch=$batch sync=$sync"
 [ "$tcp" = 1 ] && setup="$setup redis=tcp"
+[ "$per_run" = 1 ] && setup="$setup streams=per-run${read_keys:+ read_keys=$read_keys}${discover_ms:+ discover_ms=$discover_ms}"
+svbench_extra=()
+[ "$per_run" = 1 ] && svbench_extra=(--streams-per-run --stream-fmt "$stream_fmt")
 case $mode in
 bench)
 	[ "$rate" != 0 ] && setup="$setup rate=$rate"
@@ -158,7 +180,7 @@ bench)
 	fi
 	wp=$(worker_pids)
 	w0=$(cpu_of $wp) r0=$(cpu_of "$redis_pid") q0=$(wait_of $wp)
-	out=$("${nice_cmd[@]}" "$svbench" --redis "$redis_url" --sqlite "$dir/snapshots.db" --runs "$runs" --rate "$rate" "$@")
+	out=$("${nice_cmd[@]}" "$svbench" --redis "$redis_url" --sqlite "$dir/snapshots.db" --runs "$runs" --rate "$rate" "${svbench_extra[@]}" "$@")
 	w1=$(cpu_of $wp) r1=$(cpu_of "$redis_pid") q1=$(wait_of $wp)
 	[ "$(worker_pids)" = "$wp" ] || echo "bench.sh: a worker restarted during the run" >&2
 	out="$out $(python3 -c 'import sys,json; w,r,hz=(float(x) for x in sys.argv[1:4]); ev=json.loads(sys.argv[4])["events"]; q=float(sys.argv[5])/1000; print("cpu: workers=%.2fs redis=%.2fs events_per_worker_cpu_s=%.0f workers_runq_wait=%.2fs" % (w/hz, r/hz, ev/(w/hz) if w else 0, q))' $((w1 - w0)) $((r1 - r0)) "$hz" "$out" $((q1 - q0)))"

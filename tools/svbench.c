@@ -3,10 +3,15 @@
  *   svbench [--redis URL] [--stream NAME] [--runs N] [--events N]
  *           [--interleave N] [--rate EV/S] --sqlite PATH [--timeout S]
  *           [--prefix STR] [--no-tool-call] [--batch N] [--sample N] [--poll-us N]
+ *           [--streams-per-run [--stream-fmt FMT]]
  *       Produces the standard workload (4000 runs x 58 events, 200 runs
  *       interleaved round-robin, pipelined XADD) and waits until every run's
  *       row in snapshots(run, status, event_count) is status 'completed' with
  *       the run's event count.  Prints one JSON line.
+ *       --streams-per-run: the same workload, but each run's events go to the
+ *       run's own stream, FMT with "{run}" replaced by the run id (default
+ *       "bench:run:{run}:events"; a pool reads them through a pattern such as
+ *       "bench:run:*:events").  --stream is then ignored.
  *
  *   svbench respawn --socket CTLSOCK [--redis URL] [--namespace sv] [--count 20]
  *           [--pool NAME]
@@ -158,6 +163,7 @@ struct bench {
 	long runs, events, interleave, batch, sample, poll_us, timeout_s;
 	double rate;
 	bool tool_call;
+	const char *stream_fmt;           /* --streams-per-run: "{run}" -> run id; else NULL */
 
 	/* layout of one run: kind of event seq (1-based) */
 	enum ev_kind *layout;
@@ -336,6 +342,28 @@ static size_t run_id(const struct bench *b, long idx, char *buf, size_t cap)
 	return n > 0 ? (size_t)n : 0;
 }
 
+/* --streams-per-run: the stream of a run, stream_fmt with every "{run}"
+ * replaced by its id, into buf; returns its length. */
+static size_t run_stream(const struct bench *b, const char *rid, size_t rlen, char *buf, size_t cap)
+{
+	size_t n = 0;
+	for (const char *f = b->stream_fmt; *f;) {
+		if (strncmp(f, "{run}", 5) == 0) {
+			if (n + rlen >= cap)
+				die("--stream-fmt: stream name too long");
+			memcpy(buf + n, rid, rlen);
+			n += rlen;
+			f += 5;
+		} else {
+			if (n + 1 >= cap)
+				die("--stream-fmt: stream name too long");
+			buf[n++] = *f++;
+		}
+	}
+	buf[n] = 0;
+	return n;
+}
+
 static bool sampled(const struct bench *b, long idx)
 {
 	return idx % b->sample == 0;
@@ -388,7 +416,7 @@ static void *producer_main(void *arg)
 	struct bench *b = arg;
 	redisContext *c = redis_open(b->redis_url);
 	struct obuf o = { 0 };
-	char data[256], rid[96];
+	char data[256], rid[96], sname[512];
 	const size_t stream_len = strlen(b->stream);
 	long inflight = 0;        /* replies of the previous flush still to read */
 	long in_buf = 0;          /* commands in o */
@@ -435,7 +463,12 @@ static void *producer_main(void *arg)
 					__atomic_store_n(&b->ts_us[(idx / b->sample) * b->events + (seq - 1)], tus,
 							 __ATOMIC_RELEASE);
 				ob_raw(&o, "*13\r\n$4\r\nXADD\r\n");
-				ob_bulk(&o, b->stream, stream_len);
+				if (b->stream_fmt) {
+					size_t slen = run_stream(b, rid, rlen, sname, sizeof(sname));
+					ob_bulk(&o, sname, slen);
+				} else {
+					ob_bulk(&o, b->stream, stream_len);
+				}
 				ob_raw(&o, "$1\r\n*\r\n$3\r\nrun\r\n");
 				ob_bulk(&o, rid, rlen);
 				ob_raw(&o, "$4\r\ntype\r\n");
@@ -1066,6 +1099,7 @@ static void usage(void)
 	fputs("usage: svbench --sqlite PATH [--redis URL] [--stream NAME] [--runs N] [--events N]\n"
 	      "               [--interleave N] [--rate EV/S] [--timeout S] [--prefix STR] [--no-tool-call]\n"
 	      "               [--batch N] [--sample N] [--poll-us N]\n"
+	      "               [--streams-per-run [--stream-fmt FMT (default bench:run:{run}:events)]]\n"
 	      "       svbench respawn --socket CTLSOCK [--redis URL] [--namespace sv] [--count 20] [--pool P]\n"
 	      "       svbench rss --socket CTLSOCK [--pid MASTERPID]\n",
 	      stderr);
@@ -1085,7 +1119,7 @@ int main(int argc, char **argv)
 		.runs = 4000, .events = 58, .interleave = 200, .batch = 512, .sample = 10,
 		.poll_us = 2000, .timeout_s = 600, .tool_call = true,
 	};
-	enum { O_NOTOOL = 1000, O_BATCH, O_SAMPLE, O_POLL };
+	enum { O_NOTOOL = 1000, O_BATCH, O_SAMPLE, O_POLL, O_PERRUN, O_SFMT };
 	static const struct option lo[] = {
 		{ "redis", required_argument, NULL, 'r' }, { "stream", required_argument, NULL, 's' },
 		{ "runs", required_argument, NULL, 'n' }, { "events", required_argument, NULL, 'e' },
@@ -1094,10 +1128,12 @@ int main(int argc, char **argv)
 		{ "prefix", required_argument, NULL, 'p' }, { "no-tool-call", no_argument, NULL, O_NOTOOL },
 		{ "batch", required_argument, NULL, O_BATCH }, { "sample", required_argument, NULL, O_SAMPLE },
 		{ "poll-us", required_argument, NULL, O_POLL }, { "help", no_argument, NULL, 'h' },
+		{ "streams-per-run", no_argument, NULL, O_PERRUN }, { "stream-fmt", required_argument, NULL, O_SFMT },
 		{ 0, 0, 0, 0 },
 	};
 	int ch;
-	bool poll_set = false;
+	bool poll_set = false, per_run = false;
+	const char *stream_fmt = "bench:run:{run}:events";
 	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (ch) {
 		case 'r': b.redis_url = optarg; break;
@@ -1123,11 +1159,19 @@ int main(int argc, char **argv)
 		case O_BATCH: b.batch = parse_long("--batch", optarg, 1, 1000000); break;
 		case O_SAMPLE: b.sample = parse_long("--sample", optarg, 1, 1000000); break;
 		case O_POLL: b.poll_us = parse_long("--poll-us", optarg, 100, 1000000); poll_set = true; break;
+		case O_PERRUN: per_run = true; break;
+		case O_SFMT:
+			if (!strstr(optarg, "{run}"))
+				die("--stream-fmt: must contain {run}");
+			stream_fmt = optarg;
+			break;
 		default: usage();
 		}
 	}
 	if (optind != argc || !b.sqlite_path)
 		usage();
+	if (per_run)
+		b.stream_fmt = stream_fmt;
 	if (!poll_set && b.rate > 0)
 		b.poll_us = 1000;
 	if (!b.prefix[0])
