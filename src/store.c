@@ -633,7 +633,7 @@ static int prepare_files(struct store *s, const char *path, const char *group)
  * the group too (the database's mode they already have from SQLite). */
 static void chown_sidecars(const char *path, const char *group, struct store *s)
 {
-	gid_t gid;
+	gid_t gid = 0; /* set by lookup_group on success */
 	if (!group || !*group || lookup_group(s, group, &gid) < 0)
 		return;
 	static const char *const suffix[] = {"-wal", "-shm"};
