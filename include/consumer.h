@@ -94,10 +94,15 @@ struct consumer_entry {
 	enum consumer_verdict verdict;
 	const char *reason;     /* CE_DEAD: static or owned by the handler until it returns */
 	char reason_buf[160];
+	size_t si;              /* the consumer's own: index of e.stream in its set */
 };
 
+/* New entries of one read are one batch whatever the number of streams
+ * they come from (one SQLite transaction for a read over many per-run
+ * streams); each entry says its stream (e.stream).  History batches
+ * (taken over, claimed) hold one stream's entries. */
 struct consumer_batch {
-	const char *stream;
+	const char *stream;     /* the stream of every entry, or NULL when mixed */
 	struct consumer_entry *v;
 	size_t n;
 	bool history;           /* taken over or claimed (not a first delivery) */

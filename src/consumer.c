@@ -92,6 +92,7 @@ struct consumer {
 	size_t entries_cap;
 	struct sv_field *fields;
 	size_t fields_cap;
+	size_t fields_used;       /* of fields, by the batch being built */
 };
 
 /* ---------- small helpers ---------- */
@@ -535,35 +536,46 @@ static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
 
 /* ---------- reading ---------- */
 
-/* Turn one stream's entries of a reply into a batch.  Deleted entries
- * ([id, nil]) are acked and counted as lost right here. */
-static void build_batch(struct consumer *c, redisReply *entries, const char *stream,
-			struct consumer_batch *b)
+/* Room for a batch of nentries entries holding nfields fields.  The
+ * buffers are reused batch after batch (one batch is in hand at a time):
+ * no allocation per entry on the hot path. */
+static void batch_reserve(struct consumer *c, struct consumer_batch *b, size_t nentries, size_t nfields)
 {
-	size_t si = stream_index(c, stream);
-	b->stream = stream;
-	b->n = 0;
-	/* The buffers are reused batch after batch (one batch is in hand
-	 * at a time): no allocation per entry on the hot path. */
-	if (entries->elements > c->entries_cap) {
-		c->entries_cap = entries->elements * 2;
+	if (nentries > c->entries_cap) {
+		c->entries_cap = nentries * 2;
 		free(c->entries);
 		c->entries = util_xcalloc(c->entries_cap, sizeof(*c->entries));
 	}
 	b->v = c->entries;
-	memset(b->v, 0, entries->elements * sizeof(*b->v));
-	size_t total_fields = 0;
-	for (size_t i = 0; i < entries->elements; i++) {
-		redisReply *en = entries->element[i];
-		if (en->type == REDIS_REPLY_ARRAY && en->elements == 2 && en->element[1]->type == REDIS_REPLY_ARRAY)
-			total_fields += en->element[1]->elements / 2;
-	}
-	if (total_fields > c->fields_cap) {
-		c->fields_cap = total_fields * 2;
+	b->n = 0;
+	memset(b->v, 0, nentries * sizeof(*b->v));
+	if (nfields > c->fields_cap) {
+		c->fields_cap = nfields * 2;
 		free(c->fields);
 		c->fields = util_xcalloc(c->fields_cap, sizeof(*c->fields));
 	}
-	struct sv_field *fb = c->fields;
+	c->fields_used = 0;
+}
+
+static size_t count_fields(const redisReply *entries)
+{
+	size_t total = 0;
+	for (size_t i = 0; i < entries->elements; i++) {
+		const redisReply *en = entries->element[i];
+		if (en->type == REDIS_REPLY_ARRAY && en->elements == 2 && en->element[1]->type == REDIS_REPLY_ARRAY)
+			total += en->element[1]->elements / 2;
+	}
+	return total;
+}
+
+/* Append one stream's entries of a reply to a batch (batch_reserve made
+ * the room).  Deleted entries ([id, nil]) are acked and counted as lost
+ * right here. */
+static void build_batch(struct consumer *c, redisReply *entries, size_t si, struct consumer_batch *b)
+{
+	const char *stream = c->st[si].name;
+	b->stream = b->n == 0 && (!b->stream || strcmp(b->stream, stream) == 0) ? stream : NULL;
+	struct sv_field *fb = c->fields + c->fields_used;
 	for (size_t i = 0; i < entries->elements; i++) {
 		redisReply *en = entries->element[i];
 		if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 || en->element[0]->type != REDIS_REPLY_STRING)
@@ -578,6 +590,7 @@ static void build_batch(struct consumer *c, redisReply *entries, const char *str
 			continue;
 		}
 		struct consumer_entry *ce = &b->v[b->n++];
+		ce->si = si;
 		ce->e.stream = stream;
 		ce->e.id = id;
 		event_parse_id(id, &ce->e.id_ms, &ce->e.id_seq);
@@ -595,6 +608,7 @@ static void build_batch(struct consumer *c, redisReply *entries, const char *str
 		ce->e.bytes = bytes;
 		ce->deliveries = 1;
 	}
+	c->fields_used = (size_t)(fb - c->fields);
 }
 
 static int claim_own(struct consumer *c, const char *stream, const char *const *ids, size_t n,
@@ -621,7 +635,7 @@ static int claim_reread(struct consumer *c, struct consumer_batch *b)
 			b->v[i].deliveries = deliveries[i];
 		} else if (b->v[i].verdict == CE_UNDECIDED) {
 			b->v[i].verdict = CE_DROP;
-			log_kv(LOG_WARN, KV("stream", b->stream, "id", b->v[i].e.id),
+			log_kv(LOG_WARN, KV("stream", b->v[i].e.stream, "id", b->v[i].e.id),
 			       "entry read again was claimed by another consumer: dropped");
 		}
 	}
@@ -644,7 +658,7 @@ static void prejudge(struct consumer *c, struct consumer_batch *b)
 				 "delivered %lld times (max_deliveries %lld)", (long long)ce->deliveries,
 				 (long long)c->pool->max_deliveries);
 			ce->reason = ce->reason_buf;
-			log_kv(LOG_WARN, KV("stream", b->stream, "id", ce->e.id), "poison entry: %s", ce->reason);
+			log_kv(LOG_WARN, KV("stream", ce->e.stream, "id", ce->e.id), "poison entry: %s", ce->reason);
 		} else if (ce->e.bytes > EVENT_MAX_BYTES) {
 			ce->verdict = CE_DEAD;
 			ce->reason = "entry too large";
@@ -652,27 +666,40 @@ static void prejudge(struct consumer *c, struct consumer_batch *b)
 	}
 }
 
+/* Renew the undecided entries from..to (one stream's run of the batch). */
+static void renew_run(struct consumer *c, struct consumer_batch *b, size_t from, size_t to,
+		      const char **ids, bool *owned)
+{
+	size_t n = 0;
+	const char *stream = b->v[from].e.stream;
+	for (size_t i = from; i < to; i++)
+		if (b->v[i].verdict == CE_UNDECIDED)
+			ids[n++] = b->v[i].e.id;
+	if (!n || consumer_renew(c, stream, ids, n, owned) < 0)
+		return;
+	size_t k = 0;
+	for (size_t i = from; i < to; i++) {
+		if (b->v[i].verdict != CE_UNDECIDED)
+			continue;
+		if (!owned[k++]) {
+			b->v[i].verdict = CE_DROP;
+			log_kv(LOG_WARN, KV("stream", stream, "id", b->v[i].e.id),
+			       "entry in hand was claimed by another consumer: dropped");
+		}
+	}
+}
+
+/* A batch holds its streams' entries one stream after the other. */
 static void renew_batch(struct consumer *c, struct consumer_batch *b)
 {
 	const char **ids = malloc((b->n ? b->n : 1) * sizeof(*ids));
 	bool *owned = calloc(b->n ? b->n : 1, sizeof(*owned));
-	size_t n = 0;
 	if (!ids || !owned)
 		abort();
-	for (size_t i = 0; i < b->n; i++)
-		if (b->v[i].verdict == CE_UNDECIDED)
-			ids[n++] = b->v[i].e.id;
-	if (n && consumer_renew(c, b->stream, ids, n, owned) >= 0) {
-		size_t k = 0;
-		for (size_t i = 0; i < b->n; i++) {
-			if (b->v[i].verdict != CE_UNDECIDED)
-				continue;
-			if (!owned[k++]) {
-				b->v[i].verdict = CE_DROP;
-				log_kv(LOG_WARN, KV("stream", b->stream, "id", b->v[i].e.id),
-				       "entry in hand was claimed by another consumer: dropped");
-			}
-		}
+	for (size_t from = 0, to; from < b->n; from = to) {
+		for (to = from + 1; to < b->n && b->v[to].si == b->v[from].si; to++)
+			;
+		renew_run(c, b, from, to, ids, owned);
 	}
 	free(ids);
 	free(owned);
@@ -755,7 +782,6 @@ static void report_progress(struct consumer *c)
 /* Hand a batch to the kind, then dead-letter and queue acks. */
 static int process_batch(struct consumer *c, struct consumer_batch *b)
 {
-	size_t si = stream_index(c, b->stream);
 	int err;
 	if (b->history && (err = claim_reread(c, b)) < 0)
 		return err;
@@ -775,12 +801,12 @@ static int process_batch(struct consumer *c, struct consumer_batch *b)
 		struct consumer_entry *ce = &b->v[i];
 		switch (ce->verdict) {
 		case CE_DEAD:
-			if ((err = dead_letter(c, si, ce)) < 0)
+			if ((err = dead_letter(c, ce->si, ce)) < 0)
 				return err; /* not acked: it will be delivered again */
 			break;
 		case CE_UNDECIDED:
 		case CE_ACK:
-			idlist_push(&c->st[si].acks, ce->e.id);
+			idlist_push(&c->st[ce->si].acks, ce->e.id);
 			hb(c)->processed++;
 			break;
 		case CE_DONE:
@@ -797,52 +823,103 @@ static int process_batch(struct consumer *c, struct consumer_batch *b)
 	return 0;
 }
 
-/* Walk an XREADGROUP reply: [[stream, [entries...]]...]. */
-static int process_read_reply(struct consumer *c, redisReply *r, bool history, size_t *got)
-{
-	*got = 0;
-	if (r->type != REDIS_REPLY_ARRAY)
-		return 0;
-	int ret = 0;
-	for (size_t s = 0; s < r->elements && ret == 0; s++) {
-		redisReply *sr = r->element[s];
-		if (sr->type != REDIS_REPLY_ARRAY || sr->elements != 2 || sr->element[1]->type != REDIS_REPLY_ARRAY)
-			continue;
-		const char *stream = sr->element[0]->str;
-		redisReply *entries = sr->element[1];
-		size_t si = stream_index(c, stream);
-		if (si == SIZE_MAX)
-			continue; /* not a key of this read */
-		if (history) {
-			struct cstream *cs = &c->st[si];
-			if (entries->elements == 0) {
-				free(cs->history_cursor);
-				cs->history_cursor = NULL;
-				continue;
-			}
-			redisReply *last = entries->element[entries->elements - 1];
-			free(cs->history_cursor);
-			cs->history_cursor = util_xstrdup(last->element[0]->str);
-		}
-		*got += entries->elements;
-		struct consumer_batch b = {.history = history};
-		build_batch(c, entries, stream, &b);
-		if (b.n)
-			ret = process_batch(c, &b);
-	}
-	return ret;
-}
-
-/* The keys of one XREADGROUP.  New entries (">"): while entries come, the
- * next read_keys keys of the rotation, so no stream starves; once a whole
- * turn found nothing, one blocking read on every key.  History (own
- * pending, cursor per stream): the first read_keys streams not done yet. */
+/* The keys of one XREADGROUP (plan_read). */
 struct read_plan {
 	size_t *idx;
 	size_t n;
 	bool block;
 };
 
+/* One stream's part of an XREADGROUP reply: [stream, [entries...]], or
+ * NULL (malformed, or not a key of this read).  Redis answers in the
+ * order of the keys, so the plan is searched from where the previous
+ * part was found: a reply costs O(keys), not O(keys x streams). */
+static redisReply *reply_part(struct consumer *c, redisReply *sr, const struct read_plan *rp, size_t *from,
+			      size_t *si)
+{
+	if (sr->type != REDIS_REPLY_ARRAY || sr->elements != 2 || sr->element[1]->type != REDIS_REPLY_ARRAY ||
+	    sr->element[0]->type != REDIS_REPLY_STRING)
+		return NULL;
+	const char *name = sr->element[0]->str;
+	for (size_t k = 0; k < rp->n; k++) {
+		size_t j = (*from + k) % rp->n;
+		if (strcmp(c->st[rp->idx[j]].name, name) == 0) {
+			*from = j + 1;
+			*si = rp->idx[j];
+			return sr->element[1];
+		}
+	}
+	return NULL;
+}
+
+/* History: a batch per stream (the owner check and its cursor are per
+ * stream). */
+static int process_history_reply(struct consumer *c, redisReply *r, const struct read_plan *rp, size_t *got)
+{
+	int ret = 0;
+	size_t from = 0;
+	for (size_t s = 0; s < r->elements && ret == 0; s++) {
+		size_t si;
+		redisReply *entries = reply_part(c, r->element[s], rp, &from, &si);
+		if (!entries)
+			continue;
+		struct cstream *cs = &c->st[si];
+		free(cs->history_cursor);
+		cs->history_cursor = NULL;
+		if (entries->elements == 0)
+			continue;
+		redisReply *last = entries->element[entries->elements - 1];
+		cs->history_cursor = util_xstrdup(last->element[0]->str);
+		*got += entries->elements;
+		struct consumer_batch b = {.history = true};
+		batch_reserve(c, &b, entries->elements, count_fields(entries));
+		build_batch(c, entries, si, &b);
+		if (b.n)
+			ret = process_batch(c, &b);
+	}
+	return ret;
+}
+
+/* New entries: every stream's part of the reply in one batch, so a read
+ * over many per-run streams is still one transaction of the kind. */
+static int process_new_reply(struct consumer *c, redisReply *r, const struct read_plan *rp, size_t *got)
+{
+	size_t nentries = 0, nfields = 0, si, from = 0;
+	for (size_t s = 0; s < r->elements; s++) {
+		redisReply *entries = reply_part(c, r->element[s], rp, &from, &si);
+		if (entries) {
+			nentries += entries->elements;
+			nfields += count_fields(entries);
+		}
+	}
+	*got = nentries;
+	if (nentries == 0)
+		return 0;
+	struct consumer_batch b = {.history = false};
+	batch_reserve(c, &b, nentries, nfields);
+	from = 0;
+	for (size_t s = 0; s < r->elements; s++) {
+		redisReply *entries = reply_part(c, r->element[s], rp, &from, &si);
+		if (entries && entries->elements)
+			build_batch(c, entries, si, &b);
+	}
+	return b.n ? process_batch(c, &b) : 0;
+}
+
+/* Walk an XREADGROUP reply: [[stream, [entries...]]...]. */
+static int process_read_reply(struct consumer *c, redisReply *r, const struct read_plan *rp, bool history,
+			      size_t *got)
+{
+	*got = 0;
+	if (r->type != REDIS_REPLY_ARRAY)
+		return 0;
+	return history ? process_history_reply(c, r, rp, got) : process_new_reply(c, r, rp, got);
+}
+
+/* The keys of one XREADGROUP.  New entries (">"): while entries come, the
+ * next read_keys keys of the rotation, so no stream starves; once a whole
+ * turn found nothing, one blocking read on every key.  History (own
+ * pending, cursor per stream): the first read_keys streams not done yet. */
 static void plan_read(struct consumer *c, bool history, struct read_plan *rp)
 {
 	size_t max = (size_t)c->pool->read_keys;
@@ -980,9 +1057,10 @@ static int read_history(struct consumer *c)
 		return 0;
 	}
 	redisReply *r = round_trip(c, true, &rp);
-	free(rp.idx);
-	if (!r)
+	if (!r) {
+		free(rp.idx);
 		return 0;
+	}
 	if (r->type == REDIS_REPLY_ERROR) {
 		if (rconn_is_error(r, "NOGROUP") || rconn_is_error(r, "UNBLOCKED") ||
 		    (rconn_is_error(r, "WRONGTYPE") && has_patterns(c)))
@@ -990,10 +1068,12 @@ static int read_history(struct consumer *c)
 		else
 			log_error("XREADGROUP (pending): %s", r->str);
 		freeReplyObject(r);
+		free(rp.idx);
 		return 0;
 	}
 	size_t got;
-	int ret = process_read_reply(c, r, true, &got);
+	int ret = process_read_reply(c, r, &rp, true, &got);
+	free(rp.idx);
 	freeReplyObject(r);
 	if (!history_left(c)) {
 		c->takeover_done = true;
@@ -1010,9 +1090,10 @@ static int read_new(struct consumer *c)
 	plan_read(c, false, &rp);
 	redisReply *r = round_trip(c, false, &rp);
 	size_t keys = rp.n;
-	free(rp.idx);
-	if (!r)
+	if (!r) {
+		free(rp.idx);
 		return 0;
+	}
 	int ret = 0;
 	if (r->type == REDIS_REPLY_ERROR) {
 		if (rconn_is_error(r, "NOGROUP") || rconn_is_error(r, "UNBLOCKED") ||
@@ -1023,13 +1104,14 @@ static int read_new(struct consumer *c)
 	} else {
 		c->heal_streak = 0;
 		size_t got;
-		ret = process_read_reply(c, r, false, &got);
+		ret = process_read_reply(c, r, &rp, false, &got);
 		c->empty_keys = got == 0 ? c->empty_keys + keys : 0;
 		/* idle: a whole turn of the rotation found nothing. */
 		c->idle = got == 0 && c->empty_keys >= c->nstreams;
 		if (c->idle && c->kind.idle)
 			c->kind.idle(c->kind.ctx, c);
 	}
+	free(rp.idx);
 	freeReplyObject(r);
 	return ret < 0 ? 0 : ret;
 }
@@ -1078,7 +1160,8 @@ static int sweep_claims(struct consumer *c)
 			continue;
 		log_info("claimed %zu idle entries of %s", entries->elements, cs->name);
 		struct consumer_batch b = {.history = true};
-		build_batch(c, entries, cs->name, &b);
+		batch_reserve(c, &b, entries->elements, count_fields(entries));
+		build_batch(c, entries, i, &b);
 		if (b.n)
 			ret = process_batch(c, &b);
 	}

@@ -237,7 +237,7 @@ static int kind_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 		assert_true(f->nrecs < MAX_RECS);
 		struct rec *r = &f->recs[f->nrecs++];
 		snprintf(r->id, sizeof(r->id), "%s", ce->e.id);
-		snprintf(r->stream, sizeof(r->stream), "%s", b->stream);
+		snprintf(r->stream, sizeof(r->stream), "%s", ce->e.stream); /* batches may mix streams */
 		r->deliveries = ce->deliveries;
 		r->history = b->history;
 		r->batch = f->nbatches;
