@@ -74,9 +74,13 @@ static void check_accepted(const struct sv_config *c)
 {
 	CHECK(c->node && c->node[0] && !strchr(c->node, '/'));
 	CHECK(c->namespace && c->namespace[0]);
-	CHECK(c->streams.n >= 1);
+	/* Literal names and patterns together: a list of patterns only is
+	 * valid (per-run streams, found by discovery). */
+	CHECK(c->streams.n + c->patterns.n >= 1);
 	for (size_t i = 0; i < c->streams.n; i++)
-		CHECK(c->streams.v[i] && c->streams.v[i][0]);
+		CHECK(c->streams.v[i] && c->streams.v[i][0]); /* "a\\*b" is the literal a*b */
+	for (size_t i = 0; i < c->patterns.n; i++)
+		CHECK(c->patterns.v[i] && c->patterns.v[i][0] && config_is_pattern(c->patterns.v[i]));
 	CHECK(DUR_OK(c->redis.connect_timeout_ms) && DUR_OK(c->redis.command_timeout_ms));
 	CHECK(c->redis.url_redacted);
 	if (c->redis.password) {
@@ -99,7 +103,9 @@ static void check_accepted(const struct sv_config *c)
 		const struct pool_config *p = &c->pools[i];
 		CHECK(p->name && p->name[0] && !strchr(p->name, '/'));
 		CHECK(p->group && p->group[0]);
-		CHECK(p->streams.n >= 1);
+		CHECK(p->streams.n + p->patterns.n >= 1);
+		CHECK(p->read_keys >= 1 && p->read_keys <= 1000);
+		CHECK(p->discover_ms >= 100 && p->discover_ms <= 600000);
 		CHECK(p->count >= 0 && p->count <= 1000);
 		CHECK(p->batch >= 1 && p->batch <= 100000);
 		CHECK(p->block_ms >= 1 && p->block_ms <= c->heartbeat.interval_ms);
