@@ -20,12 +20,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FINDING(...)                                      \
-	do {                                              \
-		fprintf(stderr, "FINDING: " __VA_ARGS__); \
-		fputc('\n', stderr);                      \
-		abort();                                  \
-	} while (0)
+#include "finding.h"
 
 static const enum chan_peer peers[] = {CHAN_FROM_MASTER_TO_WORKER, CHAN_FROM_WORKER,
 				       CHAN_FROM_MASTER_TO_MONITOR, CHAN_FROM_MONITOR};

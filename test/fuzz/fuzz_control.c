@@ -44,12 +44,7 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FINDING(...)                                      \
-	do {                                              \
-		fprintf(stderr, "FINDING: " __VA_ARGS__); \
-		fputc('\n', stderr);                      \
-		abort();                                  \
-	} while (0)
+#include "finding.h"
 
 static char dir[64];
 static char sock[128];

@@ -178,12 +178,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
-#define FINDING(...)                                         \
-	do {                                                 \
-		fprintf(stderr, "FINDING: " __VA_ARGS__);    \
-		fputc('\n', stderr);                         \
-		abort();                                     \
-	} while (0)
+#include "finding.h"
 
 /* ---- input parsing ---- */
 

@@ -30,12 +30,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FINDING(...)                                      \
-	do {                                              \
-		fprintf(stderr, "FINDING: " __VA_ARGS__); \
-		fputc('\n', stderr);                      \
-		abort();                                  \
-	} while (0)
+#include "finding.h"
 
 /* The model's and the buffer's output: a line, or an overlong report. */
 struct out {
