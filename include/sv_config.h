@@ -159,6 +159,10 @@ const char *config_pool_kind_name(enum pool_kind k);
  * Matching is Redis glob syntax (fnmatch(3), flags 0). */
 bool config_is_pattern(const char *entry);
 bool config_pattern_match(const char *pattern, const char *name);
+/* Is s one of the list's entries (as written)? */
+bool config_strlist_has(const struct strlist *l, const char *s);
+/* Does name match one of the patterns? */
+bool config_match_any(const struct strlist *patterns, const char *name);
 /* A key streamvisor owns: everything under "NAMESPACE:" and every key
  * ending in ":dead".  Such keys never match a pattern. */
 bool config_own_key(const struct sv_config *cfg, const char *name);

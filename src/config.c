@@ -791,6 +791,22 @@ bool config_pattern_match(const char *pattern, const char *name)
 	return fnmatch(pattern, name, 0) == 0;
 }
 
+bool config_strlist_has(const struct strlist *l, const char *s)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i], s) == 0)
+			return true;
+	return false;
+}
+
+bool config_match_any(const struct strlist *patterns, const char *name)
+{
+	for (size_t i = 0; i < patterns->n; i++)
+		if (config_pattern_match(patterns->v[i], name))
+			return true;
+	return false;
+}
+
 bool config_own_key(const struct sv_config *cfg, const char *name)
 {
 	size_t ns = strlen(cfg->namespace), n = strlen(name);

@@ -313,16 +313,7 @@ static int on_beats(struct master *m, json_t *msg, char *why, size_t whylen)
 static bool pattern_configured(const struct sv_config *cfg, const char *pattern)
 {
 	for (size_t i = 0; i < cfg->npools; i++)
-		for (size_t j = 0; j < cfg->pools[i].patterns.n; j++)
-			if (strcmp(cfg->pools[i].patterns.v[j], pattern) == 0)
-				return true;
-	return false;
-}
-
-static bool pool_has_pattern(const struct pool_config *pc, const char *pattern)
-{
-	for (size_t j = 0; j < pc->patterns.n; j++)
-		if (strcmp(pc->patterns.v[j], pattern) == 0)
+		if (config_strlist_has(&cfg->pools[i].patterns, pattern))
 			return true;
 	return false;
 }
@@ -456,7 +447,7 @@ static int on_streams(struct master *m, json_t *msg, char *why, size_t whylen)
 		json_t *ids = json_array();
 		for (size_t p = 0; p < m->npools; p++) {
 			struct pool *pl = m->pools[p];
-			if (!pl->cfg || pl->removed || !pool_has_pattern(pl->cfg, pattern))
+			if (!pl->cfg || pl->removed || !config_strlist_has(&pl->cfg->patterns, pattern))
 				continue;
 			for (size_t k = 0; k < pl->nslots; k++) {
 				struct slot *s = pl->slots[k];

@@ -87,11 +87,8 @@ static size_t stream_names(const struct worker *w, const json_t *arr, bool add, 
 		size_t len = name ? json_string_length(v) : 0;
 		bool ok = name && len > 0 && len <= STREAM_NAME_MAX && strlen(name) == len &&
 			  !config_own_key(w->cfg, name);
-		if (ok && add) {
-			ok = false;
-			for (size_t p = 0; p < w->pool->patterns.n && !ok; p++)
-				ok = config_pattern_match(w->pool->patterns.v[p], name);
-		}
+		if (ok && add)
+			ok = config_match_any(&w->pool->patterns, name);
 		if (ok)
 			out[(*n)++] = name;
 		else

@@ -36,14 +36,6 @@ static const char publish_script[] =
 	"end "
 	"return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])";
 
-/* Is stream one of the pool's literal names (else a pattern found it)? */
-static bool literal_stream(const struct pool_config *pool, const char *stream)
-{
-	for (size_t i = 0; i < pool->streams.n; i++)
-		if (strcmp(pool->streams.v[i], stream) == 0)
-			return true;
-	return false;
-}
 
 /* The kind's own state; host services (connection, heartbeat, waiting,
  * the master) come through consumer_host() of the consumer in hand. */
@@ -689,7 +681,8 @@ static int publish(struct consumer *c, const struct call *call, const struct out
 	argv[n++] = consumer_group(c);
 	argv[n++] = call->entry_id;
 	argv[n++] = TOOL_DONE_TTL_S;
-	argv[n++] = literal_stream(consumer_host(c)->pool, call->stream) ? "0" : "1";
+	/* A literal name, or a stream a pattern found? */
+	argv[n++] = config_strlist_has(&consumer_host(c)->pool->streams, call->stream) ? "0" : "1";
 	argv[n++] = "run";
 	argv[n++] = call->run;
 	argv[n++] = "type";
