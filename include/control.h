@@ -30,7 +30,6 @@
 #ifndef SV_CONTROL_H
 #define SV_CONTROL_H
 
-#include <poll.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

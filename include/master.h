@@ -1,7 +1,7 @@
-/* master: the supervisor.  One poll loop over signalfd, the control socket,
- * the monitor's pipe and every worker's channel and stderr pipe; forks the
- * pools, judges exits and heartbeats through the proc state machine,
- * reloads, and answers streamvisorctl. */
+/* master: the supervisor.  One epoll loop (dispatch.h) over signalfd, the
+ * control socket and every child's channel and stderr pipe (children.h);
+ * forks the pools, judges exits and heartbeats through the proc state
+ * machine, reloads, and answers streamvisorctl. */
 #ifndef SV_MASTER_H
 #define SV_MASTER_H
 

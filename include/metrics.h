@@ -12,7 +12,6 @@
 #ifndef SV_METRICS_H
 #define SV_METRICS_H
 
-#include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
 

@@ -1,23 +1,18 @@
 /* control: the master's UNIX control socket (server side, driven by the
- * master's poll loop) and the client side used by streamvisorctl.
+ * master's epoll loop, dispatch.h) and the client side used by
+ * streamvisorctl.
  *
  * Server model.  Every client has a line buffer (at most 64 KiB a line)
  * and an output queue.  Nothing blocks: reads and writes are non-blocking,
- * replies are queued and flushed on POLLOUT, a client whose queue passes
+ * replies are queued and flushed on EPOLLOUT, a client whose queue passes
  * CONTROL_MAX_OUTPUT is dropped.  Requests of one client are handled in
  * order; while a request of a client waits for its (deferred) reply, the
  * client's further requests are held and the socket is not read.
  *
  * Lifetime.  The client list holds one reference; the master takes more
  * with control_client_ref() for deferred replies.  Dropping a client only
- * marks it (alive = false); its fd is closed by the next sweep (at the end
- * of control_dispatch or the start of control_pollfds), so an fd number
- * handed out by control_pollfds is never reused before control_dispatch
- * has seen the poll results. */
-/* control.h uses struct pollfd and int64_t without including their headers. */
-#include <poll.h>
-#include <stdint.h>
-
+ * marks it (alive = false); its fd is unregistered from the loop and
+ * closed by the next sweep (control_tick), outside any callback. */
 #include "control.h"
 #include "dispatch.h"
 

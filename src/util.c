@@ -1,7 +1,6 @@
 /* util: small helpers shared by every module. */
 #include "util.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <sys/syscall.h>
 #include <limits.h>
