@@ -44,6 +44,8 @@ struct heartbeat {
 	int64_t redis_rtt_us;
 	pid_t tool_pgid;
 	int64_t client_id;        /* the connection's CLIENT ID (rconn), 0 unknown */
+	int64_t streams;          /* streams in the consumer's set (literal and pattern) */
+	int64_t active;           /* of them, in the active read set (issue 11) */
 };
 
 const char *heartbeat_status_name(enum hb_status s);

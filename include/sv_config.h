@@ -31,6 +31,10 @@ struct pool_config {
 	struct strlist patterns; /* the pattern entries, resolved like streams */
 	int64_t discover_ms;    /* 1000: pattern discovery period */
 	int64_t read_keys;      /* 16: most stream keys in one XREADGROUP */
+	int64_t idle_ms;        /* 10000: a pattern stream without entries this
+				 * long leaves the worker's active read set */
+	int64_t idle_check_rate; /* 1000: idle pattern streams re-checked per
+				  * second by the pool (shared by its workers) */
 	int64_t batch;          /* persistence 256, tool 16 */
 	int64_t block_ms;       /* 2000 */
 	int64_t claim_idle_ms;  /* 30000 */
@@ -99,6 +103,8 @@ struct sv_config {
 	size_t ntools;
 	struct {
 		bool trim_acked;
+		bool delete_idle_streams; /* pattern streams idle keep_ms and acked by
+					   * every registered group are deleted */
 		int64_t keep_ms, dead_keep_ms, events_keep_ms;
 	} retention;
 	struct {

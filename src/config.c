@@ -53,6 +53,8 @@
  *   pools[].max_rss_mb                 0 (off) .. 1048576
  *   pools[].discover_ms                100 .. 600000
  *   pools[].read_keys                  1 .. 1000
+ *   pools[].idle_ms                    100 .. 86400000
+ *   pools[].idle_check_rate            1 .. 1000000 (keys a second)
  *   tools[].max_output                 1 .. 67108864 bytes
  *   tools[].rlimits.cpu_s              0 .. 2592000, as_mb 0 .. 16777216,
  *                                      nofile 0 .. 1048576 (0 = unlimited)
@@ -1103,12 +1105,14 @@ static void load_heartbeat_restart(struct ld *ld, const config_setting_t *root, 
 
 static void load_retention_metrics_log(struct ld *ld, const config_setting_t *root)
 {
-	static const char *const tkeys[] = {"trim_acked", "keep_ms", "dead_keep_ms", "events_keep_ms", NULL};
+	static const char *const tkeys[] = {"trim_acked", "delete_idle_streams", "keep_ms", "dead_keep_ms",
+					    "events_keep_ms", NULL};
 	static const char *const mkeys[] = {"listen", NULL};
 	static const char *const lkeys[] = {"level", "format", "file", NULL};
 	struct sv_config *cfg = ld->cfg;
 	const config_setting_t *g = get_group(ld, root, "", "retention", tkeys);
 	get_bool(ld, g, "retention", "trim_acked", true, &cfg->retention.trim_acked);
+	get_bool(ld, g, "retention", "delete_idle_streams", false, &cfg->retention.delete_idle_streams);
 	get_int(ld, g, "retention", "keep_ms", 3600000, 0, DAY_MS - 1, &cfg->retention.keep_ms);
 	get_int(ld, g, "retention", "dead_keep_ms", 7 * DAY_MS, 1, MAX_KEEP_MS, &cfg->retention.dead_keep_ms);
 	get_int(ld, g, "retention", "events_keep_ms", 0, 0, MAX_KEEP_MS, &cfg->retention.events_keep_ms);
@@ -1265,7 +1269,8 @@ static void load_pools(struct ld *ld, const config_setting_t *root)
 {
 	static const char *const keys[] = {"name", "kind", "count", "group", "streams", "batch", "block_ms",
 					   "claim_idle_ms", "max_deliveries", "reducer", "max_rss_mb",
-					   "sqlite_path", "discover_ms", "read_keys", NULL};
+					   "sqlite_path", "discover_ms", "read_keys", "idle_ms",
+					   "idle_check_rate", NULL};
 	struct sv_config *cfg = ld->cfg;
 	config_setting_t *list = member(root, "pools");
 	if (!list)
@@ -1344,6 +1349,8 @@ static void load_pools(struct ld *ld, const config_setting_t *root)
 		}
 		get_int(ld, e, where, "discover_ms", 1000, 100, 600000, &p->discover_ms);
 		get_int(ld, e, where, "read_keys", 16, 1, 1000, &p->read_keys);
+		get_int(ld, e, where, "idle_ms", 10000, 100, DAY_MS, &p->idle_ms);
+		get_int(ld, e, where, "idle_check_rate", 1000, 1, 1000000, &p->idle_check_rate);
 
 		get_int(ld, e, where, "batch", pers ? 256 : 16, 1, 100000, &p->batch);
 		L->block = get_int(ld, e, where, "block_ms", 2000, 1, MAX_DURATION_MS, &p->block_ms);
@@ -1749,7 +1756,7 @@ bool config_pool_changed(const struct sv_config *old, const struct pool_config *
 	    a->claim_idle_ms != b->claim_idle_ms || a->max_deliveries != b->max_deliveries ||
 	    a->reducer != b->reducer || a->max_rss_mb != b->max_rss_mb || !str_eq(a->sqlite_path, b->sqlite_path) ||
 	    !strlist_equal(&a->patterns, &b->patterns) || a->discover_ms != b->discover_ms ||
-	    a->read_keys != b->read_keys)
+	    a->read_keys != b->read_keys || a->idle_ms != b->idle_ms || a->idle_check_rate != b->idle_check_rate)
 		return true;
 	/* Workers beat at heartbeat.interval_ms and give their fencing key a
 	 * TTL of timeout_ms: a running worker would keep the old values. */

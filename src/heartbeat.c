@@ -80,6 +80,8 @@ static char *heartbeat_json(const struct heartbeat *hb)
 	json_object_set_new(o, "batch_hist", hist);
 	json_object_set_new(o, "batch_sum_us", json_integer((json_int_t)hb->batch_sum_us));
 	json_object_set_new(o, "client_id", json_integer((json_int_t)hb->client_id));
+	json_object_set_new(o, "streams", json_integer((json_int_t)hb->streams));
+	json_object_set_new(o, "active", json_integer((json_int_t)hb->active));
 	char *s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return s;
