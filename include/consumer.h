@@ -121,8 +121,18 @@ int consumer_step(struct consumer *c);
  * re-created.  A literal (configured) stream is never removed.  Returns 0. */
 int consumer_streams_update(struct consumer *c, const char *const *add, size_t nadd,
 			    const char *const *remove, size_t nremove);
+/* New entries were written to these streams of the set (the monitor saw
+ * them with keyspace notifications): idle ones are active again at the
+ * start of the next consumer_step.  Names not in the set are ignored.
+ * Returns 0. */
+int consumer_streams_wake(struct consumer *c, const char *const *names, size_t n);
 /* Streams in the set now (literal and pattern). */
 size_t consumer_stream_count(const struct consumer *c);
+/* Of them, in the active read set: literal streams always; a pattern
+ * stream from when it is added, gives entries or is woken, until it gave
+ * nothing for the pool's idle_ms.  Blocking reads name only these; idle
+ * ones are re-checked at the pool's idle_check_rate. */
+size_t consumer_active_count(const struct consumer *c);
 /* Flush queued acks (clean exit). */
 void consumer_finish(struct consumer *c);
 

@@ -37,6 +37,11 @@ static const char claim_own_script[] =
 /* Entry ids kept inline: no allocation per id on the hot path.  The
  * longest id is two 20-digit numbers and a dash. */
 #define ID_MAX 48
+
+/* Idle pattern streams are re-checked this often (recheck_idle). */
+#define RECHECK_TICK_MS 250
+/* Idle streams a claim sweep covers at most (besides the active ones). */
+#define SWEEP_IDLE_MAX 256
 struct idlist {
 	char (*v)[ID_MAX];
 	size_t n, cap;
@@ -52,6 +57,8 @@ struct cstream {
 	bool need_group;         /* XGROUP CREATE before the next read */
 	bool fresh;              /* added since the last XGROUP CREATE round */
 	bool gone;               /* a pattern stream whose key is gone: dropped */
+	bool active;             /* in the active read set (literal streams always) */
+	int64_t last_entry_ms;   /* monotonic: last read with entries, or added/woken */
 	struct idlist acks;      /* queued XACKs */
 	size_t sent;             /* acks of the pipeline in flight */
 	long long shortfall;     /* acks Redis did not count */
@@ -61,9 +68,10 @@ struct cstream {
 
 /* A change asked by consumer_streams_update, applied at the start of the
  * next consumer_step (never in the middle of a round trip). */
+enum stream_op_kind { OP_ADD, OP_REMOVE, OP_WAKE };
 struct stream_op {
 	char *name;
-	bool add;
+	enum stream_op_kind kind;
 };
 
 struct consumer {
@@ -74,6 +82,10 @@ struct consumer {
 	size_t nstreams, st_cap;
 	size_t rotate;           /* next stream of the rotation (read_keys) */
 	size_t empty_keys;       /* keys read in a row that returned nothing */
+	size_t idle_rotate;      /* next stream of the idle re-check rotation */
+	size_t claim_rotate;     /* next idle stream of the claim sweeps */
+	int64_t next_recheck_ms; /* the next re-check of idle pattern streams */
+	int64_t next_demote_ms;  /* the next look for streams gone idle */
 	struct stream_op *ops;   /* queued consumer_streams_update changes */
 	size_t nops, ops_cap;
 	bool groups_ready;
@@ -142,6 +154,8 @@ static struct cstream *stream_add(struct consumer *c, const char *name, bool pat
 		abort();
 	snprintf(s->dead_key, len, "%s:dead", name);
 	s->pattern = pattern;
+	s->active = true;
+	s->last_entry_ms = util_mono_ms();
 	s->need_group = true;
 	s->fresh = true;
 	s->history_cursor = util_xstrdup("0");
@@ -223,15 +237,63 @@ int consumer_streams_update(struct consumer *c, const char *const *add, size_t n
 			abort();
 	}
 	for (size_t i = 0; i < nremove; i++)
-		c->ops[c->nops++] = (struct stream_op){util_xstrdup(remove[i]), false};
+		c->ops[c->nops++] = (struct stream_op){util_xstrdup(remove[i]), OP_REMOVE};
 	for (size_t i = 0; i < nadd; i++)
-		c->ops[c->nops++] = (struct stream_op){util_xstrdup(add[i]), true};
+		c->ops[c->nops++] = (struct stream_op){util_xstrdup(add[i]), OP_ADD};
+	return 0;
+}
+
+int consumer_streams_wake(struct consumer *c, const char *const *names, size_t n)
+{
+	if (c->nops + n > c->ops_cap) {
+		c->ops_cap = (c->nops + n) * 2;
+		c->ops = realloc(c->ops, c->ops_cap * sizeof(*c->ops));
+		if (!c->ops)
+			abort();
+	}
+	for (size_t i = 0; i < n; i++)
+		c->ops[c->nops++] = (struct stream_op){util_xstrdup(names[i]), OP_WAKE};
 	return 0;
 }
 
 size_t consumer_stream_count(const struct consumer *c)
 {
 	return c->nstreams;
+}
+
+size_t consumer_active_count(const struct consumer *c)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < c->nstreams; i++)
+		n += c->st[i].active;
+	return n;
+}
+
+/* The stream gave entries or was woken: (back) in the active set. */
+static void stream_touch(struct cstream *s, int64_t now)
+{
+	if (!s->active)
+		log_debug("stream %s is active again", s->name);
+	s->active = true;
+	s->last_entry_ms = now;
+}
+
+/* Pattern streams that gave nothing for idle_ms leave the active set
+ * (looked at a few times a second, not at every read: the set may hold
+ * thousands).  A stream with acks still queued stays until they are sent. */
+static void demote_idle(struct consumer *c, int64_t now)
+{
+	if (now < c->next_demote_ms)
+		return;
+	int64_t idle_ms = c->pool->idle_ms;
+	c->next_demote_ms = now + (idle_ms / 4 < 100 ? idle_ms / 4 : 100);
+	for (size_t i = 0; i < c->nstreams; i++) {
+		struct cstream *s = &c->st[i];
+		if (s->pattern && s->active && !s->acks.n && now - s->last_entry_ms >= idle_ms) {
+			s->active = false;
+			log_debug("stream %s is idle: left the active read set", s->name);
+		}
+	}
 }
 
 static int flush_acks(struct consumer *c);
@@ -253,12 +315,15 @@ static void apply_stream_ops(struct consumer *c)
 	for (size_t k = 0; k < nops; k++) {
 		struct stream_op *op = &ops[k];
 		size_t i = stream_index(c, op->name);
-		if (op->add && i == SIZE_MAX) {
+		if (op->kind == OP_WAKE) {
+			if (i != SIZE_MAX)
+				stream_touch(&c->st[i], util_mono_ms());
+		} else if (op->kind == OP_ADD && i == SIZE_MAX) {
 			stream_add(c, op->name, true);
 			c->groups_ready = false;
 			c->takeover_done = false; /* own pending entries of an earlier incarnation */
 			log_debug("stream %s added to the read set", op->name);
-		} else if (!op->add && i != SIZE_MAX && c->st[i].pattern) {
+		} else if (op->kind == OP_REMOVE && i != SIZE_MAX && c->st[i].pattern) {
 			if (!flushed && conn(c)->c && c->st[i].acks.n) {
 				flush_acks(c);
 				flushed = true;
@@ -828,6 +893,8 @@ struct read_plan {
 	size_t *idx;
 	size_t n;
 	bool block;
+	int64_t block_ms;   /* with block */
+	size_t nactive;     /* active streams when planned (new entries) */
 };
 
 /* One stream's part of an XREADGROUP reply: [stream, [entries...]], or
@@ -870,6 +937,7 @@ static int process_history_reply(struct consumer *c, redisReply *r, const struct
 			continue;
 		redisReply *last = entries->element[entries->elements - 1];
 		cs->history_cursor = util_xstrdup(last->element[0]->str);
+		stream_touch(cs, util_mono_ms());
 		*got += entries->elements;
 		struct consumer_batch b = {.history = true};
 		batch_reserve(c, &b, entries->elements, count_fields(entries));
@@ -898,10 +966,13 @@ static int process_new_reply(struct consumer *c, redisReply *r, const struct rea
 	struct consumer_batch b = {.history = false};
 	batch_reserve(c, &b, nentries, nfields);
 	from = 0;
+	int64_t now = util_mono_ms();
 	for (size_t s = 0; s < r->elements; s++) {
 		redisReply *entries = reply_part(c, r->element[s], rp, &from, &si);
-		if (entries && entries->elements)
+		if (entries && entries->elements) {
+			stream_touch(&c->st[si], now);
 			build_batch(c, entries, si, &b);
+		}
 	}
 	return b.n ? process_batch(c, &b) : 0;
 }
@@ -916,41 +987,55 @@ static int process_read_reply(struct consumer *c, redisReply *r, const struct re
 	return history ? process_history_reply(c, r, rp, got) : process_new_reply(c, r, rp, got);
 }
 
-/* The keys of one XREADGROUP.  New entries (">"): while entries come, the
- * next read_keys keys of the rotation, so no stream starves; once a whole
- * turn found nothing, one blocking read on every key.  History (own
- * pending, cursor per stream): the first read_keys streams not done yet. */
+/* The keys of one XREADGROUP.  New entries (">"): of the active streams
+ * only (idle pattern streams are re-checked apart: recheck_idle); while
+ * entries come, the next read_keys of them in rotation, so no stream
+ * starves; once a whole turn found nothing, one blocking read on every
+ * active key.  History (own pending, cursor per stream): the first
+ * read_keys streams not done yet, active or not. */
 static void plan_read(struct consumer *c, bool history, struct read_plan *rp)
 {
 	size_t max = (size_t)c->pool->read_keys;
 	rp->n = 0;
-	rp->idx = util_xcalloc(max ? max : 1, sizeof(*rp->idx));
 	rp->block = false;
+	rp->block_ms = c->pool->block_ms;
 	if (history) {
+		rp->idx = util_xcalloc(max ? max : 1, sizeof(*rp->idx));
 		for (size_t i = 0; i < c->nstreams && rp->n < max; i++)
 			if (c->st[i].history_cursor)
 				rp->idx[rp->n++] = i;
 		return;
 	}
-	/* A whole turn of the rotation found nothing: block, on every key,
-	 * so that an entry on any stream ends the wait (a blocked read on
-	 * some keys would hold up entries waiting on the others for
-	 * block_ms per slice).  COUNT per key keeps the reply bounded. */
-	if (c->nstreams <= max || c->empty_keys >= c->nstreams) {
-		free(rp->idx);
-		rp->idx = util_xcalloc(c->nstreams ? c->nstreams : 1, sizeof(*rp->idx));
+	size_t nact = consumer_active_count(c);
+	rp->nactive = nact;
+	/* A whole turn of the rotation found nothing: block, on every active
+	 * key, so that an entry on any of them ends the wait (a blocked read
+	 * on some keys would hold up entries waiting on the others for
+	 * block_ms per slice).  COUNT per key keeps the reply bounded.  Idle
+	 * streams wait for their re-check: the block ends by then. */
+	if (nact <= max || c->empty_keys >= nact) {
+		rp->idx = util_xcalloc(nact ? nact : 1, sizeof(*rp->idx));
 		for (size_t i = 0; i < c->nstreams; i++)
-			rp->idx[rp->n++] = i;
+			if (c->st[i].active)
+				rp->idx[rp->n++] = i;
 		rp->block = true;
+		if (nact < c->nstreams) {
+			int64_t until = c->next_recheck_ms - util_mono_ms();
+			if (until < rp->block_ms)
+				rp->block_ms = until < 1 ? 1 : until;
+		}
 		return;
 	}
-	/* Entries are coming: read the next read_keys keys of the rotation
+	/* Entries are coming: the next read_keys active keys of the rotation,
 	 * without blocking, so no stream starves. */
-	if (c->rotate >= c->nstreams)
-		c->rotate = 0;
-	for (size_t j = 0; j < max; j++)
-		rp->idx[rp->n++] = (c->rotate + j) % c->nstreams;
-	c->rotate = (c->rotate + max) % c->nstreams;
+	rp->idx = util_xcalloc(max, sizeof(*rp->idx));
+	size_t j = c->rotate < c->nstreams ? c->rotate : 0;
+	for (size_t seen = 0; seen < c->nstreams && rp->n < max; seen++) {
+		if (c->st[j].active)
+			rp->idx[rp->n++] = j;
+		j = (j + 1) % c->nstreams;
+	}
+	c->rotate = j;
 }
 
 static void append_read(struct consumer *c, bool history, const struct read_plan *rp)
@@ -965,7 +1050,7 @@ static void append_read(struct consumer *c, bool history, const struct read_plan
 	if (per_key < 1)
 		per_key = 1;
 	snprintf(count, sizeof(count), "%lld", history && c->one_at_a_time ? 1LL : per_key);
-	snprintf(block, sizeof(block), "%lld", (long long)p->block_ms);
+	snprintf(block, sizeof(block), "%lld", (long long)rp->block_ms);
 	size_t n = 0;
 	argv[n++] = "XREADGROUP";
 	argv[n++] = "GROUP";
@@ -1033,18 +1118,38 @@ static redisReply *round_trip(struct consumer *c, bool history, const struct rea
 	return r;
 }
 
-/* No stream to read (a pool of patterns only, none discovered yet): send
- * what is queued, beat, and wait for news. */
+/* No active stream to read (a pool of patterns only, none discovered yet,
+ * or all idle): send what is queued, beat, and wait for news (a new or
+ * woken stream) or the next re-check of the idle ones. */
 static int wait_for_streams(struct consumer *c)
 {
 	flush_acks(c);
-	int64_t next = heartbeat_next_ms(hb(c), util_mono_ms());
-	host_wait(c, next < c->pool->block_ms ? next : c->pool->block_ms);
+	int64_t now = util_mono_ms(), wait = c->pool->block_ms;
+	int64_t next = heartbeat_next_ms(hb(c), now);
+	if (next < wait)
+		wait = next;
+	if (c->nstreams && c->next_recheck_ms - now < wait)
+		wait = c->next_recheck_ms - now;
+	host_wait(c, wait < 0 ? 0 : wait);
 	heartbeat_beat_if_due(hb(c), conn(c));
 	c->idle = true;
 	if (c->kind.idle)
 		c->kind.idle(c->kind.ctx, c);
 	return 0;
+}
+
+/* Replies of a pipelined XREADGROUP series; NOGROUP or UNBLOCKED
+ * re-creates the groups (a pattern key gone is dropped there). */
+static bool read_error(struct consumer *c, redisReply *r, const char *what)
+{
+	if (r->type != REDIS_REPLY_ERROR)
+		return false;
+	if (rconn_is_error(r, "NOGROUP") || rconn_is_error(r, "UNBLOCKED") ||
+	    (rconn_is_error(r, "WRONGTYPE") && has_patterns(c)))
+		group_lost(c, r->str);
+	else
+		log_error("XREADGROUP (%s): %s", what, r->str);
+	return true;
 }
 
 static int read_history(struct consumer *c)
@@ -1061,12 +1166,7 @@ static int read_history(struct consumer *c)
 		free(rp.idx);
 		return 0;
 	}
-	if (r->type == REDIS_REPLY_ERROR) {
-		if (rconn_is_error(r, "NOGROUP") || rconn_is_error(r, "UNBLOCKED") ||
-		    (rconn_is_error(r, "WRONGTYPE") && has_patterns(c)))
-			group_lost(c, r->str); /* a pattern key no longer a stream: dropped there */
-		else
-			log_error("XREADGROUP (pending): %s", r->str);
+	if (read_error(c, r, "pending")) {
 		freeReplyObject(r);
 		free(rp.idx);
 		return 0;
@@ -1084,10 +1184,12 @@ static int read_history(struct consumer *c)
 
 static int read_new(struct consumer *c)
 {
-	if (c->nstreams == 0)
-		return wait_for_streams(c);
 	struct read_plan rp;
 	plan_read(c, false, &rp);
+	if (rp.n == 0) {
+		free(rp.idx);
+		return wait_for_streams(c);
+	}
 	redisReply *r = round_trip(c, false, &rp);
 	size_t keys = rp.n;
 	if (!r) {
@@ -1095,19 +1197,13 @@ static int read_new(struct consumer *c)
 		return 0;
 	}
 	int ret = 0;
-	if (r->type == REDIS_REPLY_ERROR) {
-		if (rconn_is_error(r, "NOGROUP") || rconn_is_error(r, "UNBLOCKED") ||
-		    (rconn_is_error(r, "WRONGTYPE") && has_patterns(c)))
-			group_lost(c, r->str); /* a pattern key no longer a stream: dropped there */
-		else
-			log_error("XREADGROUP: %s", r->str);
-	} else {
+	if (!read_error(c, r, "new")) {
 		c->heal_streak = 0;
 		size_t got;
 		ret = process_read_reply(c, r, &rp, false, &got);
 		c->empty_keys = got == 0 ? c->empty_keys + keys : 0;
 		/* idle: a whole turn of the rotation found nothing. */
-		c->idle = got == 0 && c->empty_keys >= c->nstreams;
+		c->idle = got == 0 && c->empty_keys >= rp.nactive;
 		if (c->idle && c->kind.idle)
 			c->kind.idle(c->kind.ctx, c);
 	}
@@ -1116,9 +1212,81 @@ static int read_new(struct consumer *c)
 	return ret < 0 ? 0 : ret;
 }
 
+/* Idle pattern streams to re-check in one round (recheck_idle): the
+ * pool's idle_check_rate a second, shared by its workers. */
+static size_t recheck_keys(const struct consumer *c)
+{
+	int64_t workers = c->pool->count > 0 ? c->pool->count : 1;
+	int64_t k = (c->pool->idle_check_rate * RECHECK_TICK_MS / 1000 + workers - 1) / workers;
+	return k < 1 ? 1 : (size_t)k;
+}
+
+/* Up to max indices of the active (want_active) or idle streams from
+ * *rotate on, wrapping; *rotate moves past the last one looked at. */
+static size_t pick_streams(struct consumer *c, size_t *rotate, size_t max, bool want_active, size_t *out)
+{
+	size_t n = 0, j = *rotate < c->nstreams ? *rotate : 0;
+	for (size_t seen = 0; seen < c->nstreams && n < max; seen++) {
+		if (c->st[j].active == want_active)
+			out[n++] = j;
+		j = (j + 1) % c->nstreams;
+	}
+	*rotate = j;
+	return n;
+}
+
+/* A new entry in an idle stream (a late tool.output, a retried XADD) is
+ * read here: every RECHECK_TICK_MS, the next recheck_keys idle streams of
+ * a rotation, in non-blocking XREADGROUPs of at most read_keys keys each,
+ * pipelined in one round trip.  A stream with entries is active again.
+ * So a late entry waits at most about idle / idle_check_rate seconds plus
+ * a tick (with keyspace notifications on, the monitor wakes it sooner). */
+static int recheck_idle(struct consumer *c)
+{
+	c->next_recheck_ms = util_mono_ms() + RECHECK_TICK_MS;
+	size_t want = recheck_keys(c), max = (size_t)c->pool->read_keys;
+	size_t *idx = util_xcalloc(want, sizeof(*idx));
+	size_t n = pick_streams(c, &c->idle_rotate, want, false, idx);
+	size_t nreads = (n + max - 1) / max;
+	redisReply **replies = util_xcalloc(nreads ? nreads : 1, sizeof(*replies));
+	struct read_plan *plans = util_xcalloc(nreads ? nreads : 1, sizeof(*plans));
+	for (size_t k = 0; k < nreads && conn(c)->c; k++) {
+		plans[k].idx = idx + k * max;
+		plans[k].n = n - k * max < max ? n - k * max : max;
+		append_read(c, false, &plans[k]);
+	}
+	size_t got_replies = 0;
+	for (; got_replies < nreads && conn(c)->c; got_replies++)
+		if (!(replies[got_replies] = rconn_get_reply(conn(c))))
+			break;
+	/* Every reply is in hand before any batch runs commands of its own. */
+	int ret = 0;
+	for (size_t k = 0; k < got_replies && ret == 0 && replies[k]; k++) {
+		size_t got;
+		if (!read_error(c, replies[k], "idle re-check"))
+			ret = process_read_reply(c, replies[k], &plans[k], false, &got);
+	}
+	for (size_t k = 0; k < nreads; k++)
+		if (replies[k])
+			freeReplyObject(replies[k]);
+	free(replies);
+	free(plans);
+	free(idx);
+	return ret < 0 ? 0 : ret;
+}
+
+static bool recheck_due(const struct consumer *c, int64_t now)
+{
+	return now >= c->next_recheck_ms && consumer_active_count(c) < c->nstreams;
+}
+
 /* XAUTOCLAIM sweep: at most one batch per stream, cursor kept between
  * sweeps; Redis 7's third element lists deleted ids (already removed
- * from the PEL), which are only logged. */
+ * from the PEL), which are only logged.  Every active stream, and the
+ * next SWEEP_IDLE_MAX idle ones of a rotation: a crashed peer's entries
+ * in an idle stream wait a few sweeps longer, but a set of 10,000 idle
+ * streams costs no burst of 10,000 commands (its own slot's successor
+ * takes its pending entries over at once anyway). */
 static int sweep_claims(struct consumer *c)
 {
 	struct rconn *rc = conn(c);
@@ -1128,10 +1296,14 @@ static int sweep_claims(struct consumer *c)
 	snprintf(idle, sizeof(idle), "%lld", (long long)c->pool->claim_idle_ms);
 	snprintf(count, sizeof(count), "%lld", (long long)c->pool->batch);
 	c->next_claim_ms = util_mono_ms() + c->pool->claim_idle_ms / 2;
-	size_t n = c->nstreams;
-	for (size_t i = 0; i < n; i++)
-		redisAppendCommand(rc->c, "XAUTOCLAIM %s %s %s %s %s COUNT %s", c->st[i].name, c->pool->group,
-				   consumer_name(c), idle, c->st[i].claim_cursor, count);
+	size_t *idx = util_xcalloc(c->nstreams ? c->nstreams : 1, sizeof(*idx)), at = 0;
+	size_t n = pick_streams(c, &at, c->nstreams, true, idx);
+	n += pick_streams(c, &c->claim_rotate, SWEEP_IDLE_MAX, false, idx + n);
+	for (size_t k = 0; k < n; k++) {
+		const struct cstream *cs = &c->st[idx[k]];
+		redisAppendCommand(rc->c, "XAUTOCLAIM %s %s %s %s %s COUNT %s", cs->name, c->pool->group,
+				   consumer_name(c), idle, cs->claim_cursor, count);
+	}
 	redisReply **replies = util_xcalloc(n ? n : 1, sizeof(*replies));
 	int ret = 0;
 	for (size_t i = 0; i < n; i++) {
@@ -1143,7 +1315,7 @@ static int sweep_claims(struct consumer *c)
 	}
 	for (size_t i = 0; ret == 0 && i < n; i++) {
 		redisReply *r = replies[i];
-		struct cstream *cs = &c->st[i];
+		struct cstream *cs = &c->st[idx[i]];
 		if (rconn_is_error(r, "NOGROUP")) {
 			group_lost(c, r->str);
 			continue;
@@ -1161,7 +1333,8 @@ static int sweep_claims(struct consumer *c)
 		log_info("claimed %zu idle entries of %s", entries->elements, cs->name);
 		struct consumer_batch b = {.history = true};
 		batch_reserve(c, &b, entries->elements, count_fields(entries));
-		build_batch(c, entries, i, &b);
+		stream_touch(cs, util_mono_ms());
+		build_batch(c, entries, idx[i], &b);
 		if (b.n)
 			ret = process_batch(c, &b);
 	}
@@ -1169,6 +1342,7 @@ static int sweep_claims(struct consumer *c)
 		if (replies[i])
 			freeReplyObject(replies[i]);
 	free(replies);
+	free(idx);
 	return ret < 0 ? 0 : ret;
 }
 
@@ -1208,8 +1382,14 @@ int consumer_step(struct consumer *c)
 		hb(c)->status = HB_IDLE;
 	if (!c->takeover_done)
 		return read_history(c);
-	if (util_mono_ms() >= c->next_claim_ms)
+	int64_t now = util_mono_ms();
+	demote_idle(c, now);
+	hb(c)->streams = (int64_t)c->nstreams;
+	hb(c)->active = (int64_t)consumer_active_count(c);
+	if (now >= c->next_claim_ms)
 		return sweep_claims(c);
+	if (recheck_due(c, now))
+		return recheck_idle(c);
 	return read_new(c);
 }
 

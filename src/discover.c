@@ -74,6 +74,7 @@ int disc_known_seen(struct disc_known *k, const char *name)
 	memmove(&k->v[i + 1], &k->v[i], (k->n - i) * sizeof(*k->v));
 	k->v[i].name = util_xstrdup(name);
 	k->v[i].seen = true;
+	k->v[i].last_add_ms = 0;
 	k->n++;
 	return 1;
 }
@@ -126,6 +127,23 @@ static void note_add(struct disc_pattern *p, const char *name)
 		json_array_append_new(p->add, json_string(name));
 }
 
+/* An entry was added to name (an xadd notification): a new name is
+ * reported as added; a known one that had no xadd for wake_after_ms as
+ * woken (its readers may have let it go idle). */
+static void note_xadd(struct disc_pattern *p, const char *name, int64_t now)
+{
+	long i = disc_known_find(&p->known, name);
+	if (i < 0) {
+		note_add(p, name); /* new: its readers start with it active */
+		i = disc_known_find(&p->known, name);
+	} else if (now - p->known.v[i].last_add_ms >= p->wake_after_ms) {
+		/* Also the first xadd seen on a stream SCAN found (0): whether
+		 * its readers hold it active is unknown, and a wake costs little. */
+		json_array_append_new(p->wake, json_string(name));
+	}
+	p->known.v[i].last_add_ms = now;
+}
+
 /* A name went: a name never reported is simply forgotten. */
 static void note_remove(struct disc_pattern *p, const char *name)
 {
@@ -162,20 +180,20 @@ static bool acceptable(struct discover *d, const struct disc_pattern *p, const c
 
 static json_t *new_msg(const struct disc_pattern *p)
 {
-	return json_pack("{s:s, s:[], s:[]}", "pattern", p->pattern, "add", "remove");
+	return json_pack("{s:s, s:[], s:[], s:[]}", "pattern", p->pattern, "add", "remove", "wake");
 }
 
 /* Removals first, then additions, in messages of at most
  * DISCOVER_MSG_BUDGET bytes each. */
 static void report(struct discover *d, struct disc_pattern *p)
 {
-	if (json_array_size(p->add) == 0 && json_array_size(p->remove) == 0)
+	if (json_array_size(p->add) == 0 && json_array_size(p->remove) == 0 && json_array_size(p->wake) == 0)
 		return;
 	size_t base = 64 + disc_json_cost(strlen(p->pattern)), used = base;
 	json_t *msg = new_msg(p);
-	const char *lists[] = {"remove", "add"};
-	json_t *src[] = {p->remove, p->add};
-	for (int l = 0; l < 2; l++) {
+	const char *lists[] = {"remove", "add", "wake"};
+	json_t *src[] = {p->remove, p->add, p->wake};
+	for (int l = 0; l < 3; l++) {
 		size_t i;
 		json_t *v;
 		json_array_foreach(src[l], i, v) {
@@ -192,6 +210,7 @@ static void report(struct discover *d, struct disc_pattern *p)
 	d->emit(d->ctx, msg);
 	json_array_clear(p->add);
 	json_array_clear(p->remove);
+	json_array_clear(p->wake);
 }
 
 /* ---------- set-up ---------- */
@@ -221,14 +240,18 @@ int discover_init(struct discover *d, const struct sv_config *cfg, discover_emit
 			if (p) {
 				if (pc->discover_ms < p->period_ms)
 					p->period_ms = pc->discover_ms;
+				if (pc->idle_ms / 2 < p->wake_after_ms)
+					p->wake_after_ms = pc->idle_ms / 2;
 				continue;
 			}
 			p = &d->p[d->np++];
 			p->pattern = util_xstrdup(pc->patterns.v[j]);
 			p->period_ms = pc->discover_ms;
+			p->wake_after_ms = pc->idle_ms / 2;
 			strcpy(p->cursor, "0");
 			p->add = json_array();
 			p->remove = json_array();
+			p->wake = json_array();
 		}
 	}
 	rconn_init(&d->sub, cfg, 5000);
@@ -242,6 +265,7 @@ void discover_free(struct discover *d)
 		disc_known_free(&d->p[i].known);
 		json_decref(d->p[i].add);
 		json_decref(d->p[i].remove);
+		json_decref(d->p[i].wake);
 	}
 	free(d->p);
 	if (d->np)
@@ -280,8 +304,14 @@ static void notify_open(struct discover *d)
 		free(chans[i]);
 	free(chans);
 	free(argv);
-	if (d->sub.c)
-		log_debug("discovery: subscribed to keyspace events of %zu patterns", d->np);
+	if (!d->sub.c)
+		return;
+	log_debug("discovery: subscribed to keyspace events of %zu patterns", d->np);
+	/* What changed while nobody listened is found by a pass started now. */
+	int64_t now = util_mono_ms();
+	for (size_t i = 0; i < d->np; i++)
+		if (!d->p[i].in_pass)
+			d->p[i].next_call_ms = now;
 }
 
 /* Does the server publish keyspace events for streams?  Only looked at;
@@ -333,7 +363,9 @@ static void on_event(struct discover *d, const redisReply *r)
 		struct disc_pattern *p = &d->p[i];
 		if (strcmp(r->element[1]->str + plen, p->pattern) != 0 || !acceptable(d, p, key, klen))
 			continue;
-		if (ev[0] == 'x')
+		if (!strcmp(ev, "xadd"))
+			note_xadd(p, key, util_mono_ms());
+		else if (ev[0] == 'x')
 			note_add(p, key);
 		else if (!strcmp(ev, "del") || !strcmp(ev, "expired") || !strcmp(ev, "evicted") ||
 			 !strcmp(ev, "rename_from"))
@@ -361,14 +393,44 @@ void discover_read(struct discover *d)
 
 /* ---------- SCAN passes ---------- */
 
+/* New streams come by notification: SCAN is only the safety net. */
+static bool notifying(const struct discover *d)
+{
+	return d->notify_on && d->sub.c;
+}
+
+static int64_t pass_period(const struct discover *d, const struct disc_pattern *p)
+{
+	return notifying(d) && p->period_ms < DISCOVER_NOTIFY_PASS_MS ? DISCOVER_NOTIFY_PASS_MS : p->period_ms;
+}
+
+static int64_t least_gap(const struct discover *d)
+{
+	return notifying(d) ? DISCOVER_NOTIFY_SCAN_GAP_MS : DISCOVER_SCAN_GAP_MS;
+}
+
+/* A pass much longer than discover_ms without notifications: the
+ * keyspace is too large for the period (said once a pattern). */
+static void warn_slow_pass(const struct discover *d, struct disc_pattern *p, int64_t now)
+{
+	if (notifying(d) || p->warned_slow || now - p->pass_start_ms <= 2 * p->period_ms)
+		return;
+	p->warned_slow = true;
+	log_warn("discovery of %s: a SCAN pass took %lld ms (%u calls), longer than discover_ms (%lld): new "
+		 "streams are found that late; with notify-keyspace-events holding K and t (or A) they are "
+		 "found at their first entry (logged once)",
+		 p->pattern, (long long)(now - p->pass_start_ms), p->calls, (long long)p->period_ms);
+}
+
 /* A pass completed: known names it did not see are removed once EXISTS
  * (pipelined) says they are gone. */
 static void end_pass(struct discover *d, struct disc_pattern *p, struct rconn *rc, int64_t now)
 {
 	p->in_pass = false;
 	p->prev_calls = p->calls;
-	int64_t next = p->pass_start_ms + p->period_ms;
-	p->next_call_ms = next > now + DISCOVER_SCAN_GAP_MS ? next : now + DISCOVER_SCAN_GAP_MS;
+	warn_slow_pass(d, p, now);
+	int64_t next = p->pass_start_ms + pass_period(d, p);
+	p->next_call_ms = next > now + least_gap(d) ? next : now + least_gap(d);
 	json_t *unseen = disc_known_unseen(&p->known);
 	size_t n = json_array_size(unseen), i;
 	json_t *v;
@@ -432,10 +494,10 @@ static void step_pattern(struct discover *d, struct disc_pattern *p, struct rcon
 			disc_known_pass_begin(&p->known);
 		}
 		/* Spread the pass: as many calls as the last one took, over
-		 * period_ms, never closer than DISCOVER_SCAN_GAP_MS. */
-		int64_t gap = p->prev_calls ? p->period_ms / (int64_t)p->prev_calls : 0;
-		if (gap < DISCOVER_SCAN_GAP_MS)
-			gap = DISCOVER_SCAN_GAP_MS;
+		 * the period, never closer than the least gap. */
+		int64_t gap = p->prev_calls ? pass_period(d, p) / (int64_t)p->prev_calls : 0;
+		if (gap < least_gap(d))
+			gap = least_gap(d);
 		int64_t sched = p->next_call_ms;
 		scan_call(d, p, rc, now);
 		if (p->in_pass)

@@ -322,7 +322,8 @@ static bool pattern_configured(const struct sv_config *cfg, const char *pattern)
  * worst-case escaped size), well under CHAN_MON_OP_MAX. */
 #define STREAMS_MSG_BUDGET (CHAN_MON_OP_MAX / 2)
 
-/* Send list (names) as "add" or "remove" in as many messages as needed. */
+/* Send list (names) as "add", "remove" or "wake" in as many messages as
+ * needed. */
 static void slot_send_names(struct slot *s, const char *key, json_t *names)
 {
 	size_t i = 0, n = json_array_size(names);
@@ -406,8 +407,9 @@ static int on_streams(struct master *m, json_t *msg, char *why, size_t whylen)
 {
 	const char *pattern = json_string_value(json_object_get(msg, "pattern"));
 	json_t *add = json_object_get(msg, "add"), *remove = json_object_get(msg, "remove");
-	if (!pattern || !json_is_array(add) || !json_is_array(remove)) {
-		snprintf(why, whylen, "mon_streams without pattern, add or remove");
+	json_t *wake = json_object_get(msg, "wake");
+	if (!pattern || !json_is_array(add) || !json_is_array(remove) || (wake && !json_is_array(wake))) {
+		snprintf(why, whylen, "mon_streams without pattern, add or remove, or a wake that is no list");
 		return -EPROTO;
 	}
 	if (!pattern_configured(m->cfg, pattern)) {
@@ -441,9 +443,20 @@ static int on_streams(struct master *m, json_t *msg, char *why, size_t whylen)
 	}
 	json_decref(rem);
 	json_decref(ad);
-	if (json_array_size(gone) + json_array_size(came) > 0) {
-		log_debug("discovered %zu streams for pattern %s (+%zu -%zu); relaying", json_object_size(known),
-			  pattern, json_array_size(came), json_array_size(gone));
+	/* Woken: known streams with a new entry after a quiet spell. */
+	json_t *woken = json_array();
+	if (wake) {
+		json_t *wk = checked_names(m, pattern, wake);
+		json_array_foreach(wk, i, v) {
+			if (json_object_get(known, json_string_value(v)))
+				json_array_append(woken, v);
+		}
+		json_decref(wk);
+	}
+	if (json_array_size(gone) + json_array_size(came) + json_array_size(woken) > 0) {
+		log_debug("discovered %zu streams for pattern %s (+%zu -%zu, %zu woken); relaying",
+			  json_object_size(known), pattern, json_array_size(came), json_array_size(gone),
+			  json_array_size(woken));
 		json_t *ids = json_array();
 		for (size_t p = 0; p < m->npools; p++) {
 			struct pool *pl = m->pools[p];
@@ -455,6 +468,7 @@ static int on_streams(struct master *m, json_t *msg, char *why, size_t whylen)
 					continue;
 				slot_send_names(s, "remove", gone);
 				slot_send_names(s, "add", came);
+				slot_send_names(s, "wake", woken);
 				json_int_t id = json_integer_value(json_object_get(s->hb, "client_id"));
 				if (id > 0)
 					json_array_append_new(ids, json_integer(id));
@@ -467,6 +481,7 @@ static int on_streams(struct master *m, json_t *msg, char *why, size_t whylen)
 	}
 	json_decref(gone);
 	json_decref(came);
+	json_decref(woken);
 	return 0;
 }
 

@@ -97,7 +97,8 @@ static size_t stream_names(const struct worker *w, const json_t *arr, bool add, 
 	return bad;
 }
 
-/* CHAN_M_STREAMS {"add": [names], "remove": [names]}: the master's word,
+/* CHAN_M_STREAMS {"add": [names], "remove": [names], "wake": [names]}
+ * (each optional): the master's word,
  * trusted but checked; unknown fields are ignored.  Handed to the
  * consumer, which applies it at the start of its next round. */
 static void apply_streams(struct worker *w, const struct chan_msg *m)
@@ -113,22 +114,29 @@ static void apply_streams(struct worker *w, const struct chan_msg *m)
 		return;
 	}
 	const json_t *add = json_object_get(o, "add"), *remove = json_object_get(o, "remove");
+	const json_t *wake = json_object_get(o, "wake");
 	size_t nadd = json_is_array(add) ? json_array_size(add) : 0;
 	size_t nremove = json_is_array(remove) ? json_array_size(remove) : 0;
+	size_t nwake = json_is_array(wake) ? json_array_size(wake) : 0;
 	const char **a = util_xcalloc(nadd + 1, sizeof(*a));
 	const char **r = util_xcalloc(nremove + 1, sizeof(*r));
-	size_t na = 0, nr = 0, bad = 0;
+	const char **wk = util_xcalloc(nwake + 1, sizeof(*wk));
+	size_t na = 0, nr = 0, nw = 0, bad = 0;
 	if (nadd)
 		bad += stream_names(w, add, true, a, &na);
 	if (nremove)
 		bad += stream_names(w, remove, false, r, &nr);
+	if (nwake)
+		bad += stream_names(w, wake, false, wk, &nw);
 	if (bad)
 		log_warn("%s: %zu stream names from the master left out (not matching a pattern of pool %s, "
 			 "own keys, empty or too long)", __func__, bad, w->pool->name);
-	log_debug("streams: %zu added, %zu removed", na, nr);
+	log_debug("streams: %zu added, %zu removed, %zu woken", na, nr, nw);
 	consumer_streams_update(w->consumer, a, na, r, nr);
+	consumer_streams_wake(w->consumer, wk, nw);
 	free(a);
 	free(r);
+	free(wk);
 	json_decref(o);
 }
 

@@ -55,7 +55,7 @@ check "a deleted stream leaves the set (SCAN pass + EXISTS)"
 rcli XADD run:2:events '*' k v >/dev/null
 wait_for 10 'grep -qF "discovered 2 streams for pattern $PAT" "$DLOG"' || fail "run:2:events not discovered"
 rcli DEL run:2:events >/dev/null
-wait_for 10 'grep -qF "pattern $PAT (+0 -1)" "$DLOG"' || fail "run:2:events not removed: $(log_tail 20)"
+wait_for 10 'grep -qF "pattern $PAT (+0 -1," "$DLOG"' || fail "run:2:events not removed: $(log_tail 20)"
 ok "run:2:events removed after its DEL"
 
 check "keyspace notifications, when the server has them on, are used (never set by us)"
@@ -67,7 +67,7 @@ wait_for 20 'all_running 2' || fail "workers not RUNNING after the restart"
 wait_for 10 'grep -q "keyspace notifications for streams are on" "$DLOG"' || fail "notifications not seen as on"
 wait_for 10 'grep -q "subscribed to keyspace events" "$DLOG"' || fail "no PSUBSCRIBE"
 rcli XADD run:3:events '*' k v >/dev/null
-wait_for 10 'grep -qF "pattern $PAT (+1 -0)" "$DLOG" && grep -qF "discovered 2 streams for pattern $PAT" "$DLOG"' ||
+wait_for 10 'grep -qF "pattern $PAT (+1 -0," "$DLOG" && grep -qF "discovered 2 streams for pattern $PAT" "$DLOG"' ||
 	fail "run:3:events not discovered: $(log_tail 20)"
 [ "$(rcli CONFIG GET notify-keyspace-events | tail -n 1)" = "gtK" ] ||
 	[ "$(rcli CONFIG GET notify-keyspace-events | tail -n 1)" = "Kgt" ] || fail "the server's setting changed"
