@@ -56,7 +56,8 @@ struct cstream {
 	bool pattern;            /* added by consumer_streams_update */
 	bool need_group;         /* XGROUP CREATE before the next read */
 	bool fresh;              /* added since the last XGROUP CREATE round */
-	bool gone;               /* a pattern stream whose key is gone: dropped */
+	bool gone;               /* a pattern stream whose key is gone: parked, not
+				  * read, until it exists again or is removed */
 	bool active;             /* in the active read set (literal streams always) */
 	int64_t last_entry_ms;   /* monotonic: last read with entries, or added/woken */
 	struct idlist acks;      /* queued XACKs */
@@ -258,7 +259,10 @@ int consumer_streams_wake(struct consumer *c, const char *const *names, size_t n
 
 size_t consumer_stream_count(const struct consumer *c)
 {
-	return c->nstreams;
+	size_t n = 0;
+	for (size_t i = 0; i < c->nstreams; i++)
+		n += !c->st[i].gone;
+	return n;
 }
 
 size_t consumer_active_count(const struct consumer *c)
@@ -267,6 +271,17 @@ size_t consumer_active_count(const struct consumer *c)
 	for (size_t i = 0; i < c->nstreams; i++)
 		n += c->st[i].active;
 	return n;
+}
+
+/* A parked stream exists again: its group is made (at 0, no MKSTREAM)
+ * before the next read, and it is active. */
+static void unpark(struct consumer *c, struct cstream *s)
+{
+	s->gone = false;
+	s->need_group = true;
+	s->active = true;
+	s->last_entry_ms = util_mono_ms();
+	c->groups_ready = false;
 }
 
 /* The stream gave entries or was woken: (back) in the active set. */
@@ -316,8 +331,12 @@ static void apply_stream_ops(struct consumer *c)
 		struct stream_op *op = &ops[k];
 		size_t i = stream_index(c, op->name);
 		if (op->kind == OP_WAKE) {
-			if (i != SIZE_MAX)
+			if (i != SIZE_MAX && c->st[i].gone)
+				unpark(c, &c->st[i]); /* an xadd: it exists again */
+			else if (i != SIZE_MAX)
 				stream_touch(&c->st[i], util_mono_ms());
+		} else if (op->kind == OP_ADD && i != SIZE_MAX && c->st[i].gone) {
+			unpark(c, &c->st[i]); /* deleted and created again */
 		} else if (op->kind == OP_ADD && i == SIZE_MAX) {
 			stream_add(c, op->name, true);
 			c->groups_ready = false;
@@ -374,7 +393,12 @@ static int ensure_groups(struct consumer *c)
 			if (!strstr(r->str, "requires the key to exist"))
 				log_warn("XGROUP CREATE %s %s: %s", s->name, c->pool->group, r->str);
 			s->need_group = false;
-			s->gone = true; /* dropped below, once every reply is read */
+			if (!s->gone)
+				log_info("pattern stream %s is gone: parked (not read) until it exists again "
+					 "or discovery drops it", s->name);
+			s->gone = true;
+			s->active = false;
+			s->acks.n = 0; /* its entries went with the key */
 		} else if (r->type == REDIS_REPLY_ERROR && !rconn_is_error(r, "BUSYGROUP")) {
 			log_error("XGROUP CREATE %s %s: %s", s->name, c->pool->group, r->str);
 			set_error(c, "XGROUP CREATE: %s", r->str);
@@ -388,11 +412,6 @@ static int ensure_groups(struct consumer *c)
 		}
 		freeReplyObject(r);
 	}
-	for (size_t i = c->nstreams; i-- > 0;)
-		if (c->st[i].gone) {
-			log_info("pattern stream %s is gone: dropped from the read set", c->st[i].name);
-			stream_remove(c, i);
-		}
 	if (ret == 0)
 		c->groups_ready = true;
 	return ret;
@@ -405,7 +424,7 @@ static void group_lost(struct consumer *c, const char *why)
 {
 	c->groups_ready = false;
 	for (size_t i = 0; i < c->nstreams; i++)
-		c->st[i].need_group = true;
+		c->st[i].need_group = !c->st[i].gone;
 	if (c->heal_streak++ == 0) {
 		log_warn("group %s lost (%s): re-creating it", c->pool->group, why);
 		backoff_reset(&c->heal_backoff);
@@ -1002,7 +1021,7 @@ static void plan_read(struct consumer *c, bool history, struct read_plan *rp)
 	if (history) {
 		rp->idx = util_xcalloc(max ? max : 1, sizeof(*rp->idx));
 		for (size_t i = 0; i < c->nstreams && rp->n < max; i++)
-			if (c->st[i].history_cursor)
+			if (c->st[i].history_cursor && !c->st[i].gone)
 				rp->idx[rp->n++] = i;
 		return;
 	}
@@ -1074,7 +1093,7 @@ static void append_read(struct consumer *c, bool history, const struct read_plan
 static bool history_left(struct consumer *c)
 {
 	for (size_t i = 0; i < c->nstreams; i++)
-		if (c->st[i].history_cursor)
+		if (c->st[i].history_cursor && !c->st[i].gone)
 			return true;
 	return false;
 }
@@ -1221,18 +1240,59 @@ static size_t recheck_keys(const struct consumer *c)
 	return k < 1 ? 1 : (size_t)k;
 }
 
-/* Up to max indices of the active (want_active) or idle streams from
- * *rotate on, wrapping; *rotate moves past the last one looked at. */
-static size_t pick_streams(struct consumer *c, size_t *rotate, size_t max, bool want_active, size_t *out)
+enum pick { PICK_ACTIVE, PICK_IDLE, PICK_IDLE_OR_PARKED };
+
+static bool picked(const struct cstream *s, enum pick what)
+{
+	switch (what) {
+	case PICK_ACTIVE:
+		return s->active;
+	case PICK_IDLE:
+		return !s->active && !s->gone;
+	case PICK_IDLE_OR_PARKED:
+		return !s->active;
+	}
+	return false;
+}
+
+/* Up to max indices of the streams `what` picks, from *rotate on,
+ * wrapping; *rotate moves past the last one looked at. */
+static size_t pick_streams(struct consumer *c, size_t *rotate, size_t max, enum pick what, size_t *out)
 {
 	size_t n = 0, j = *rotate < c->nstreams ? *rotate : 0;
 	for (size_t seen = 0; seen < c->nstreams && n < max; seen++) {
-		if (c->st[j].active == want_active)
+		if (picked(&c->st[j], what))
 			out[n++] = j;
 		j = (j + 1) % c->nstreams;
 	}
 	*rotate = j;
 	return n;
+}
+
+/* The parked streams among idx[0..n) (deleted ones: see ensure_groups):
+ * a key that exists again (deleted and written anew before discovery
+ * noticed) gets the group, without MKSTREAM, and is read again.  Returns
+ * how many of idx are left, the idle ones, in order. */
+static size_t probe_parked(struct consumer *c, size_t *idx, size_t n)
+{
+	size_t kept = 0;
+	for (size_t k = 0; k < n; k++) {
+		struct cstream *s = &c->st[idx[k]];
+		if (!s->gone) {
+			idx[kept++] = idx[k];
+			continue;
+		}
+		redisReply *r = conn(c)->c ? rconn_command(conn(c), "XGROUP CREATE %s %s 0", s->name, c->pool->group)
+					   : NULL;
+		if (r && (r->type != REDIS_REPLY_ERROR || rconn_is_error(r, "BUSYGROUP"))) {
+			log_info("pattern stream %s exists again: read again", s->name);
+			s->gone = false;
+			stream_touch(s, util_mono_ms());
+		}
+		if (r)
+			freeReplyObject(r);
+	}
+	return kept;
 }
 
 /* A new entry in an idle stream (a late tool.output, a retried XADD) is
@@ -1246,7 +1306,8 @@ static int recheck_idle(struct consumer *c)
 	c->next_recheck_ms = util_mono_ms() + RECHECK_TICK_MS;
 	size_t want = recheck_keys(c), max = (size_t)c->pool->read_keys;
 	size_t *idx = util_xcalloc(want, sizeof(*idx));
-	size_t n = pick_streams(c, &c->idle_rotate, want, false, idx);
+	size_t n = pick_streams(c, &c->idle_rotate, want, PICK_IDLE_OR_PARKED, idx);
+	n = probe_parked(c, idx, n);
 	size_t nreads = (n + max - 1) / max;
 	redisReply **replies = util_xcalloc(nreads ? nreads : 1, sizeof(*replies));
 	struct read_plan *plans = util_xcalloc(nreads ? nreads : 1, sizeof(*plans));
@@ -1297,8 +1358,8 @@ static int sweep_claims(struct consumer *c)
 	snprintf(count, sizeof(count), "%lld", (long long)c->pool->batch);
 	c->next_claim_ms = util_mono_ms() + c->pool->claim_idle_ms / 2;
 	size_t *idx = util_xcalloc(c->nstreams ? c->nstreams : 1, sizeof(*idx)), at = 0;
-	size_t n = pick_streams(c, &at, c->nstreams, true, idx);
-	n += pick_streams(c, &c->claim_rotate, SWEEP_IDLE_MAX, false, idx + n);
+	size_t n = pick_streams(c, &at, c->nstreams, PICK_ACTIVE, idx);
+	n += pick_streams(c, &c->claim_rotate, SWEEP_IDLE_MAX, PICK_IDLE, idx + n);
 	for (size_t k = 0; k < n; k++) {
 		const struct cstream *cs = &c->st[idx[k]];
 		redisAppendCommand(rc->c, "XAUTOCLAIM %s %s %s %s %s COUNT %s", cs->name, c->pool->group,

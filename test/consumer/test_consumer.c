@@ -721,6 +721,25 @@ static void test_pattern_deleted(void **state)
 	fake_finish(f);
 }
 
+/* A pattern stream deleted and written anew before discovery noticed
+ * (no "remove" came): parked while its key is gone, then read again from
+ * its new first entry. */
+static void test_pattern_recreated(void **state)
+{
+	(void)state;
+	char ids[16][ID_LEN];
+	struct fake *f = with_run1(2, ids, 3);
+	assert_int_equal(cmd_int("DEL run:1"), 1);
+	ROUND_UNTIL(f, consumer_stream_count(f->c) == 1);
+	assert_int_equal(cmd_int("EXISTS run:1"), 0);
+	size_t before = seen_of(f, "run:1");
+	add_to("run:1", 2, NULL);
+	ROUND_UNTIL(f, seen_of(f, "run:1") == before + 2);
+	assert_int_equal(consumer_stream_count(f->c), 2);
+	ROUND_UNTIL(f, pending_of("run:1") == 0);
+	fake_finish(f);
+}
+
 static void keys_of_8(struct pool_config *p)
 {
 	p->read_keys = 8;
@@ -778,6 +797,48 @@ static void test_pattern_removed(void **state)
 	/* Its acks were sent before it left: nothing of it pending. */
 	assert_int_equal(cmd_int("XLEN run:1"), 4);
 	assert_int_equal(pending_of("run:1"), 0);
+	fake_finish(f);
+}
+
+static void idle_fast(struct pool_config *p)
+{
+	p->read_keys = 8;
+	p->idle_ms = 200;
+	p->idle_check_rate = 4; /* one idle stream each 250 ms tick */
+	p->claim_idle_ms = 60000;
+}
+
+/* Pattern streams that gave nothing for idle_ms leave the active read set
+ * (the literal stream never does); a late entry in one is read by the
+ * idle re-check, a wake-up makes one active at once, and a re-checked
+ * stream with entries is active again. */
+static void test_pattern_idle(void **state)
+{
+	(void)state;
+	char name[32];
+	cmd_ok("XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
+	struct fake *f = fake_new(false, idle_fast);
+	for (int s = 1; s <= 3; s++) {
+		snprintf(name, sizeof(name), "run:%d", s);
+		add_to(name, 2, NULL);
+		streams_add(f, name);
+	}
+	ROUND_UNTIL(f, seen_of(f, "run:1") == 2 && seen_of(f, "run:2") == 2 && seen_of(f, "run:3") == 2);
+	assert_int_equal(consumer_active_count(f->c), 4);
+	ROUND_UNTIL(f, consumer_active_count(f->c) == 1);
+	assert_int_equal(consumer_stream_count(f->c), 4);
+	/* A late entry: found by the re-check, the stream active again. */
+	add_to("run:2", 1, NULL);
+	ROUND_UNTIL(f, seen_of(f, "run:2") == 3);
+	assert_int_equal(consumer_active_count(f->c), 2);
+	ROUND_UNTIL(f, consumer_active_count(f->c) == 1);
+	/* A wake-up: active at the next round, before any re-check. */
+	const char *w[] = {"run:3", "run:unknown"};
+	assert_int_equal(consumer_streams_wake(f->c, w, 2), 0);
+	round_once(f);
+	assert_true(consumer_active_count(f->c) >= 2);
+	assert_int_equal(consumer_stream_count(f->c), 4);
+	ROUND_UNTIL(f, pending_of("run:1") == 0 && pending_of("run:2") == 0 && pending_of("run:3") == 0);
 	fake_finish(f);
 }
 
@@ -839,6 +900,8 @@ int main(void)
 		cmocka_unit_test_setup(test_pattern_deleted, reset),
 		cmocka_unit_test_setup(test_pattern_rotation, reset),
 		cmocka_unit_test_setup(test_pattern_removed, reset),
+		cmocka_unit_test_setup(test_pattern_idle, reset),
+		cmocka_unit_test_setup(test_pattern_recreated, reset),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	redisFree(admin);

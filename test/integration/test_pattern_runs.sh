@@ -27,6 +27,12 @@ start_redis
 # timeout, block_ms < command_timeout_ms.
 pat_config persist_count=2 tools_count=2 block_ms=$BLOCK_MS hb_interval=$BLOCK_MS \
 	hb_timeout=$((3 * BLOCK_MS)) claim_idle=$((3 * BLOCK_MS)) command_timeout=$((BLOCK_MS + 10000))
+# Streams never go idle here (idle_ms: an hour): the workers' blocking reads
+# name every run stream and are not cut short by idle re-checks, so the
+# new stream below must be found while they sit in a 20 s XREADGROUP
+# (test_pattern_idle covers the active read set).
+sed -i -E "s/kind = \"(persistence|tool)\"; /&idle_ms = 3600000; /" "$CONF"
+"$STREAMVISORD" -t -c "$CONF" >"$TMPD/t.out" 2>&1 || fail "config rejected: $(cat "$TMPD/t.out")"
 grep -F "pattern $PAT" "$TMPD/t.out" || fail "-t does not list the pattern: $(cat "$TMPD/t.out")"
 
 [ -z "$(pat_keys 'codex:*')" ] || fail "run streams exist before the start: $(pat_keys 'codex:*' | head -3)"
