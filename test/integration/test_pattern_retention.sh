@@ -12,7 +12,8 @@
 #      few periods, r00001 is kept (checked over several periods).
 #  (c) Kept whatever the other node does: an entry pending in the local
 #      group; a last entry newer than keep_ms; a literal stream.
-#  (d) The other node reads and acks r00001: it is deleted.
+#  (d) The other node reads and acks r00001: it is deleted (the script
+#      cache flushed first: EVALSHA's NOSCRIPT falls back to EVAL).
 #  (e) With delete_idle_streams = false (a reload restarts the monitor)
 #      nothing is deleted, and the registry is written again.
 set -euo pipefail
@@ -123,9 +124,13 @@ other_node_reads "$PEND" "$FRESH" || fail "the other node's reads failed"
 kept_over 5 "$PEND" "$FRESH" "$R1" "$FIXED"
 ok "$PEND (1 pending) and $FRESH (last ID in the future) kept over 5 periods"
 
-check "(d) the other node reads and acks r00001: deleted"
+check "(d) the other node reads and acks r00001: deleted (after SCRIPT FLUSH: EVALSHA falls back)"
+rcli SCRIPT FLUSH >/dev/null
 other_node_reads "$R1" || fail "the other node's reads failed"
 wait_for $(scaled 15) '! exists "$R1"' || fail "$R1, now acked by both groups, still exists"
+evalsha=$(rcli INFO commandstats | grep '^cmdstat_evalsha:' || true)
+info "$evalsha"
+grep -qE 'failed_calls=[1-9]' <<<"$evalsha" || fail "no EVALSHA met NOSCRIPT after SCRIPT FLUSH: $evalsha"
 rcli XACK "$PEND" "$GROUP" 1-1 >/dev/null
 wait_for $(scaled 15) '! exists "$PEND"' || fail "$PEND, now acked, still exists"
 exists "$FRESH" || fail "$FRESH deleted"
