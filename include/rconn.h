@@ -22,6 +22,9 @@ struct rconn {
 	unsigned failures;        /* consecutive failed attempts */
 	char err[256];            /* last error, never containing a password */
 	int64_t client_id;        /* CLIENT ID of the current connection, 0 unknown */
+	uint64_t connects;        /* successful connects so far: a change means
+				   * a new connection (state kept in Redis per
+				   * connection, e.g. a registry, is redone) */
 };
 
 /* cap_ms bounds the reconnect delay (the spec's 5 s, lowered by callers

@@ -39,6 +39,7 @@ struct monitor {
 	unsigned dropped;
 	unsigned bad_fields;
 	struct discover disc;   /* pattern streams (discover.h) */
+	struct retention_idle idle; /* their group registry and deletion (retention.h) */
 };
 
 static void send_to_master(struct monitor *m, enum chan_type type, json_t *msg)
@@ -350,6 +351,10 @@ int monitor_main(const struct monitor_args *a)
 		log_error("%s: out of memory for discovery", __func__);
 		return SV_EX_TRANSIENT;
 	}
+	if (retention_idle_init(&m.idle, a->cfg, &m.disc) < 0) {
+		log_error("%s: out of memory for retention", __func__);
+		return SV_EX_TRANSIENT;
+	}
 
 	while (!m.stopping && !m.master_gone) {
 		int64_t now = util_mono_ms();
@@ -366,11 +371,15 @@ int monitor_main(const struct monitor_args *a)
 		}
 		if (m.rc.c)
 			discover_step(&m.disc, &m.rc, util_mono_ms());
+		if (m.rc.c)
+			retention_idle_step(&m.idle, &m.rc, util_mono_ms());
 		now = util_mono_ms();
 		int64_t wait = m.next_report_ms - now;
 		int64_t dw = discover_wait_ms(&m.disc, now);
 		if (m.rc.c && dw < wait)
 			wait = dw;
+		if (m.rc.c && retention_idle_wait_ms(&m.idle, now) < wait)
+			wait = retention_idle_wait_ms(&m.idle, now);
 		if (m.next_retention_ms - now < wait)
 			wait = m.next_retention_ms - now;
 		if (json_array_size(m.queue) > 0 && !m.rc.c) {
@@ -388,6 +397,7 @@ int monitor_main(const struct monitor_args *a)
 	}
 	final_flush(&m);
 	json_decref(m.queue);
+	retention_idle_free(&m.idle);
 	discover_free(&m.disc);
 	rconn_close(&m.rc);
 	chan_reader_free(&m.in);

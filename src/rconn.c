@@ -114,6 +114,7 @@ int rconn_connect(struct rconn *rc)
 		if (rc->failures)
 			log_info("redis connection restored after %u attempts", rc->failures);
 		rc->failures = 0;
+		rc->connects++;
 		backoff_reset(&rc->backoff);
 		rc->next_try_ms = 0;
 		return 0;
