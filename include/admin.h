@@ -26,7 +26,8 @@ json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const struct d
 		   json_t *args);
 /* The literal streams' rows of `pending` ({"ok", "groups"}): the
  * heartbeat-interval figures of status and metrics.  Pattern streams are
- * left out: walking them every interval would not be bounded. */
+ * left out: walking them every interval would not be bounded (the
+ * monitor's paced walker, patsum.h, summarises them). */
 json_t *admin_groups(struct rconn *rc, const struct sv_config *cfg);
 
 #endif

@@ -37,9 +37,12 @@
  *                         "unblock", ...}; "unblock" {"ids": [client ids]} runs
  *                         CLIENT UNBLOCK for each.  At most CHAN_MON_OP_MAX
  *   monitor -> master
- *     CHAN_MON_BEATS      JSON object {"ok", "wall_ms", "workers", "pending", "groups"}
- *                         (worker fields are relayed from Redis and validated one
- *                         by one by the master); at most CHAN_MON_MSG_MAX
+ *     CHAN_MON_BEATS      JSON object {"ok", "wall_ms", "workers", "pending", "groups",
+ *                         "patterns"} (worker fields are relayed from Redis and
+ *                         validated one by one by the master; "patterns": one
+ *                         summary row per configured pattern and group, src/patsum.c,
+ *                         at most MASTER_PATTERN_ROWS_MAX, checked by the master);
+ *                         at most CHAN_MON_MSG_MAX
  *     CHAN_MON_REPLY      JSON object {"id", "reply"}: the answer to a "call";
  *                         at most CHAN_MON_MSG_MAX
  *     CHAN_MON_STREAMS    JSON object {"pattern": P, "add": [names], "remove":

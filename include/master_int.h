@@ -28,6 +28,9 @@
 /* File descriptors the master keeps besides its children's: the control
  * socket and its clients, the signalfd, epoll, the log, metrics. */
 #define MASTER_FD_RESERVE 128
+/* Per pattern summary rows one beats report may carry (one per pattern
+ * and group of the configuration). */
+#define MASTER_PATTERN_ROWS_MAX 4096u
 
 struct pool;
 
@@ -134,6 +137,7 @@ struct master {
 	struct monitor_call *calls;
 	json_int_t next_call_id;
 	json_t *groups;       /* stream/group figures from the monitor */
+	json_t *pattern_rows; /* checked per pattern summaries, master_monitor_check_patterns */
 	json_t *warned_fields; /* NS:workers fields already logged as bad */
 	json_t *pattern_streams; /* {pattern: {name: true}}: discovered streams */
 	bool warned_streams;  /* a bad CHAN_MON_STREAMS name was logged */
@@ -173,6 +177,13 @@ void master_monitor_calls_answer(struct master *m, json_int_t id, json_t *reply)
  * returns a clean copy with only well-typed known fields, or NULL with the
  * reason in why. */
 json_t *master_monitor_check_beat(const json_t *hb, char *why, size_t whylen);
+/* Check the per pattern summary rows of a beats report (patsum.c):
+ * 0 and *out (the rows of pattern and group pairs cfg configures, each
+ * with "taken_mono" instead of "age_ms"), or -EPROTO with the reason in
+ * why when rows is not an array of at most MASTER_PATTERN_ROWS_MAX
+ * well-typed rows, each pair once. */
+int master_monitor_check_patterns(const struct sv_config *cfg, const json_t *rows, int64_t now_mono,
+				  json_t **out, char *why, size_t whylen);
 /* Pattern streams (issue 11): a newly registered worker gets every stream
  * known for its pool's patterns; a reload forgets patterns no longer
  * configured. */

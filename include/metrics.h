@@ -8,7 +8,10 @@
  *         "pools":[{"name","processed","failed","dead_lettered","lost",
  *                   "batch_hist":[HB_HIST_N counts],"batch_sum_us"}...],
  *         "groups":[{"stream","group","length","lag","pending",
- *                    "oldest_pending_idle_ms","configured","pinned"}...]} */
+ *                    "oldest_pending_idle_ms","configured","pinned"}...],
+ *         "patterns":[{"pattern","group","matched","active","lag","pending",
+ *                      "oldest_pending_idle_ms","missing","age_ms"}...]}
+ * Workers may also carry "streams" and "active" (their stream sets). */
 #ifndef SV_METRICS_H
 #define SV_METRICS_H
 

@@ -14,7 +14,9 @@
  *                                 answered {"op":"reply","id":N,"reply":{...}}
  * Monitor -> master:
  *   {"op":"beats","ok":true,"wall_ms":N,"workers":{NAME:{heartbeat}...},
- *    "pending":{NAME:N...}}   or   {"op":"beats","ok":false,"error":"..."}
+ *    "pending":{NAME:N...},"groups":[...],"patterns":[{"pattern","group",
+ *    "matched","active","lag","pending","oldest_pending_idle_ms","missing",
+ *    "age_ms"}...]}   or   {"op":"beats","ok":false,"error":"..."}
  */
 #ifndef SV_MONITOR_H
 #define SV_MONITOR_H

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "patsum.h"
 #include "util.h"
 
 static json_t *error_reply(const char *fmt, const char *detail)
@@ -153,135 +154,26 @@ json_t *admin_groups(struct rconn *rc, const struct sv_config *cfg)
 
 /* ---------- pattern streams: one summary row per pattern and group ---------- */
 
-/* Each distinct pattern of cfg's pools: {pattern: [groups of the pools
- * reading it]}. */
-static json_t *configured_patterns(const struct sv_config *cfg)
-{
-	json_t *set = json_object();
-	for (size_t p = 0; p < cfg->npools; p++)
-		for (size_t i = 0; i < cfg->pools[p].patterns.n; i++) {
-			const char *pat = cfg->pools[p].patterns.v[i];
-			json_t *groups = json_object_get(set, pat);
-			if (!groups) {
-				groups = json_array();
-				json_object_set_new(set, pat, groups);
-			}
-			bool have = false;
-			size_t k;
-			json_t *g;
-			json_array_foreach(groups, k, g) have |= strcmp(json_string_value(g), cfg->pools[p].group) == 0;
-			if (!have)
-				json_array_append_new(groups, json_string(cfg->pools[p].group));
-		}
-	return set;
-}
-
-struct pat_sum {
-	json_int_t active, lag, pending, missing, oldest_idle;
-};
-
-/* One XINFO GROUPS reply of a pattern stream into the sums of the
- * pattern's groups; *pend_at[g] says the group has entries pending there
- * (its oldest idle is asked next). */
-static void sum_stream(const redisReply *r, json_t *groups, struct pat_sum *sums, bool *pend_at)
-{
-	size_t ng = json_array_size(groups);
-	for (size_t g = 0; g < ng; g++) {
-		const char *want = json_string_value(json_array_get(groups, g));
-		bool found = false;
-		pend_at[g] = false;
-		for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && !found; i++) {
-			json_t *m = reply_to_map(r->element[i]);
-			const char *name = json_string_value(json_object_get(m, "name"));
-			if (name && strcmp(name, want) == 0) {
-				found = true;
-				/* lag is nil when Redis cannot tell (entries deleted
-				 * inside the unread range): counted as 0. */
-				json_int_t lag = json_integer_value(json_object_get(m, "lag"));
-				json_int_t pend = json_integer_value(json_object_get(m, "pending"));
-				sums[g].lag += lag > 0 ? lag : 0;
-				sums[g].pending += pend > 0 ? pend : 0;
-				if (lag > 0 || pend > 0)
-					sums[g].active++;
-				pend_at[g] = pend > 0;
-			}
-			json_decref(m);
-		}
-		if (!found)
-			sums[g].missing++; /* also a key gone since discovery saw it */
-	}
-}
-
-/* One batch of a pattern's streams, pipelined: XINFO GROUPS for each,
- * then the oldest pending entry of each group with entries pending. */
-static int sum_batch(struct rconn *rc, const struct disc_known *k, size_t from, size_t to, json_t *groups,
-		     struct pat_sum *sums)
-{
-	if (!rc->c)
-		return -ENOTCONN;
-	size_t ng = json_array_size(groups);
-	bool *pend_at = util_xcalloc((to - from) * (ng ? ng : 1), sizeof(bool));
-	for (size_t i = from; i < to; i++)
-		redisAppendCommand(rc->c, "XINFO GROUPS %s", k->v[i].name);
-	size_t asked = 0;
-	for (size_t i = from; i < to; i++) {
-		redisReply *r = rconn_get_reply(rc);
-		if (!r) {
-			free(pend_at);
-			return -ENOTCONN;
-		}
-		sum_stream(r, groups, sums, &pend_at[(i - from) * ng]);
-		freeReplyObject(r);
-	}
-	for (size_t i = from; i < to; i++)
-		for (size_t g = 0; g < ng; g++)
-			if (pend_at[(i - from) * ng + g]) {
-				redisAppendCommand(rc->c, "XPENDING %s %s IDLE 0 - + 1", k->v[i].name,
-						   json_string_value(json_array_get(groups, g)));
-				asked++;
-			}
-	for (size_t i = from; i < to && asked; i++)
-		for (size_t g = 0; g < ng; g++) {
-			if (!pend_at[(i - from) * ng + g])
-				continue;
-			redisReply *r = rconn_get_reply(rc);
-			if (!r) {
-				free(pend_at);
-				return -ENOTCONN;
-			}
-			if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-			    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements >= 3 &&
-			    r->element[0]->element[2]->type == REDIS_REPLY_INTEGER &&
-			    r->element[0]->element[2]->integer > sums[g].oldest_idle)
-				sums[g].oldest_idle = r->element[0]->element[2]->integer;
-			freeReplyObject(r);
-		}
-	free(pend_at);
-	return 0;
-}
-
-/* The summary rows of one pattern, from the streams discovery knows (at
- * most ADMIN_PATTERN_MAX of them, then "truncated"). */
-static int pattern_rows(struct rconn *rc, const char *pattern, json_t *groups, const struct disc_known *k,
+/* The summary rows of one pattern (patsum.h), from the streams discovery
+ * knows (at most ADMIN_PATTERN_MAX of them, then "truncated"). */
+static int pattern_rows(struct rconn *rc, const char *pattern, const json_t *groups, const struct disc_known *k,
 			json_t *rows)
 {
 	size_t ng = json_array_size(groups);
 	size_t n = k ? k->n : 0, upto = n < ADMIN_PATTERN_MAX ? n : ADMIN_PATTERN_MAX;
-	struct pat_sum *sums = util_xcalloc(ng ? ng : 1, sizeof(*sums));
+	struct patsum_fig *sums = util_xcalloc(ng ? ng : 1, sizeof(*sums));
 	for (size_t from = 0; from < upto; from += ADMIN_PATTERN_BATCH) {
 		size_t to = from + ADMIN_PATTERN_BATCH < upto ? from + ADMIN_PATTERN_BATCH : upto;
-		if (sum_batch(rc, k, from, to, groups, sums) < 0) {
+		if (patsum_batch(rc, k, from, to, groups, sums) < 0) {
 			free(sums);
 			return -ENOTCONN;
 		}
 	}
-	for (size_t g = 0; g < ng; g++)
-		json_array_append_new(rows, json_pack("{s:s, s:O, s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "pattern",
-						      pattern, "group", json_array_get(groups, g), "matched",
-						      (json_int_t)n, "active", sums[g].active, "lag", sums[g].lag,
-						      "pending", sums[g].pending, "oldest_pending_idle_ms",
-						      sums[g].oldest_idle, "missing", sums[g].missing, "truncated",
-						      upto < n));
+	for (size_t g = 0; g < ng; g++) {
+		json_t *row = patsum_row(pattern, json_string_value(json_array_get(groups, g)), n, &sums[g]);
+		json_object_set_new(row, "truncated", json_boolean(upto < n));
+		json_array_append_new(rows, row);
+	}
 	free(sums);
 	return 0;
 }
@@ -329,7 +221,7 @@ static json_t *admin_pending(struct rconn *rc, const struct sv_config *cfg, cons
 	if (json_array_size(args) > 0)
 		return error_reply("usage: pending [--stream NAME]%s", NULL);
 	json_t *reply = admin_groups(rc, cfg);
-	json_t *pats = configured_patterns(cfg);
+	json_t *pats = patsum_configured(cfg);
 	if (!json_is_true(json_object_get(reply, "ok")) || json_object_size(pats) == 0) {
 		json_decref(pats);
 		return reply;

@@ -398,6 +398,98 @@ static const char *const status_cols[] = {
 	"NAME", "STATE", "PID", "UPTIME", "BEAT", "STATUS", "PROCESSED",
 	"FAILED", "RESTARTS", "PENDING", "HEALTH", "LAST EXIT/ERROR",
 };
+/* Inserted after PENDING when some pool reads a pattern. */
+static const char *const status_set_cols[] = {"STREAMS", "ACTIVE"};
+#define STATUS_SET_AT 10
+
+/* The pools reading a pattern, from status's "patterns" rows. */
+static json_t *pattern_pools(const json_t *reply)
+{
+	json_t *pools = json_object();
+	if (!pools)
+		exit(EXIT_REFUSED);
+	size_t i, j;
+	json_t *r, *p;
+	json_array_foreach(json_object_get(reply, "patterns"), i, r) {
+		json_array_foreach(json_object_get(r, "pools"), j, p) {
+			if (json_is_string(p))
+				json_object_set_new(pools, json_string_value(p), json_true());
+		}
+	}
+	return pools;
+}
+
+/* One summary row per pattern and group; the figures' age says how fresh
+ * they are (the daemon walks the streams at a bounded rate). */
+static void show_patterns(const json_t *rows)
+{
+	static const char *const cols[] = {"PATTERN", "GROUP", "STREAMS", "ACTIVE", "LAG", "PENDING",
+					   "OLDEST PENDING", "AGE"};
+	struct table t;
+	size_t i;
+	json_t *r;
+	printf("patterns:\n");
+	table_init(&t, ARRAY_SIZE(cols), json_array_size(rows));
+	for (size_t c = 0; c < ARRAY_SIZE(cols); c++)
+		table_set(&t, 0, c, xstrdup(cols[c]));
+	json_array_foreach(rows, i, r) {
+		size_t row = i + 1, c = 0;
+		json_t *oldest = json_object_get(r, "oldest_pending_idle_ms");
+		table_set(&t, row, c++, cell(json_object_get(r, "pattern")));
+		table_set(&t, row, c++, cell(json_object_get(r, "group")));
+		table_set(&t, row, c++, cell(json_object_get(r, "matched")));
+		table_set(&t, row, c++, cell(json_object_get(r, "active")));
+		table_set(&t, row, c++, cell(json_object_get(r, "lag")));
+		table_set(&t, row, c++, cell(json_object_get(r, "pending")));
+		table_set(&t, row, c++, json_integer_value(oldest) > 0 ? duration_cell(oldest) : xstrdup("-"));
+		table_set(&t, row, c++, duration_cell(json_object_get(r, "age_ms")));
+	}
+	table_print(&t, "  ");
+}
+
+/* The workers' table: STREAMS and ACTIVE only when a pool reads a
+ * pattern (a literal-only configuration keeps its columns), and then
+ * "-" for the workers of the other pools. */
+static void show_workers(const json_t *reply)
+{
+	json_t *workers = json_object_get(reply, "workers");
+	json_t *ppools = pattern_pools(reply);
+	size_t nsets = json_object_size(ppools) ? ARRAY_SIZE(status_set_cols) : 0;
+	size_t ncols = ARRAY_SIZE(status_cols) + nsets;
+	struct table t;
+	size_t i;
+	json_t *w;
+	table_init(&t, ncols, json_array_size(workers));
+	for (size_t c = 0, k = 0; c < ARRAY_SIZE(status_cols); c++) {
+		if (c == STATUS_SET_AT)
+			for (size_t j = 0; j < nsets; j++)
+				table_set(&t, 0, k++, xstrdup(status_set_cols[j]));
+		table_set(&t, 0, k++, xstrdup(status_cols[c]));
+	}
+	json_array_foreach(workers, i, w) {
+		size_t r = i + 1, c = 0;
+		table_set(&t, r, c++, cell(json_object_get(w, "name")));
+		table_set(&t, r, c++, cell(json_object_get(w, "state")));
+		table_set(&t, r, c++, pid_cell(json_object_get(w, "pid")));
+		table_set(&t, r, c++, duration_cell(json_object_get(w, "uptime_ms")));
+		table_set(&t, r, c++, duration_cell(json_object_get(w, "beat_age_ms")));
+		table_set(&t, r, c++, cell(json_object_get(w, "status")));
+		table_set(&t, r, c++, cell(json_object_get(w, "processed")));
+		table_set(&t, r, c++, cell(json_object_get(w, "failed")));
+		table_set(&t, r, c++, cell(json_object_get(w, "restarts")));
+		table_set(&t, r, c++, cell(json_object_get(w, "pending")));
+		if (nsets) {
+			const char *pool = json_string_value(json_object_get(w, "pool"));
+			bool reads = pool && json_object_get(ppools, pool);
+			table_set(&t, r, c++, reads ? cell(json_object_get(w, "streams")) : xstrdup("-"));
+			table_set(&t, r, c++, reads ? cell(json_object_get(w, "active")) : xstrdup("-"));
+		}
+		table_set(&t, r, c++, cell(json_object_get(w, "health")));
+		table_set(&t, r, c++, last_exit_cell(w));
+	}
+	table_print(&t, "");
+	json_decref(ppools);
+}
 
 static int show_status(const struct opts *o, json_t *reply)
 {
@@ -421,27 +513,11 @@ static int show_status(const struct opts *o, json_t *reply)
 		print_json_line(reply);
 		return code;
 	}
+	show_workers(reply);
+	json_t *patterns = json_object_get(reply, "patterns");
+	if (json_array_size(patterns) > 0)
+		show_patterns(patterns);
 	struct table t;
-	size_t nw = json_array_size(workers);
-	table_init(&t, ARRAY_SIZE(status_cols), nw);
-	for (size_t c = 0; c < ARRAY_SIZE(status_cols); c++)
-		table_set(&t, 0, c, xstrdup(status_cols[c]));
-	json_array_foreach(workers, i, w) {
-		size_t r = i + 1, c = 0;
-		table_set(&t, r, c++, cell(json_object_get(w, "name")));
-		table_set(&t, r, c++, cell(json_object_get(w, "state")));
-		table_set(&t, r, c++, pid_cell(json_object_get(w, "pid")));
-		table_set(&t, r, c++, duration_cell(json_object_get(w, "uptime_ms")));
-		table_set(&t, r, c++, duration_cell(json_object_get(w, "beat_age_ms")));
-		table_set(&t, r, c++, cell(json_object_get(w, "status")));
-		table_set(&t, r, c++, cell(json_object_get(w, "processed")));
-		table_set(&t, r, c++, cell(json_object_get(w, "failed")));
-		table_set(&t, r, c++, cell(json_object_get(w, "restarts")));
-		table_set(&t, r, c++, cell(json_object_get(w, "pending")));
-		table_set(&t, r, c++, cell(json_object_get(w, "health")));
-		table_set(&t, r, c++, last_exit_cell(w));
-	}
-	table_print(&t, "");
 	json_t *remote = json_object_get(reply, "remote");
 	if (json_array_size(remote) > 0) {
 		static const char *const rcols[] = {"NAME", "NODE", "POOL", "STATUS", "BEAT", "STALE"};

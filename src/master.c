@@ -889,6 +889,7 @@ static void master_free(struct master *m)
 	children_free(m->children);
 	json_decref(m->remote);
 	json_decref(m->groups);
+	json_decref(m->pattern_rows);
 	json_decref(m->warned_fields);
 	json_decref(m->pattern_streams);
 	metrics_http_close(m->http);

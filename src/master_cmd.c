@@ -12,6 +12,7 @@
 #include "heartbeat.h"
 #include "log.h"
 #include "metrics.h"
+#include "patsum.h"
 #include "proc.h"
 #include "reducer.h"
 #include "util.h"
@@ -133,6 +134,12 @@ static json_t *slot_status(struct master *m, const struct slot *s, int64_t now, 
 			    json_integer(json_integer_value(json_object_get(hb, "dead_lettered"))));
 	json_object_set_new(o, "restarts", json_integer(s->restarts));
 	json_object_set_new(o, "pending", json_integer(s->pending));
+	/* The worker's stream set and active read set (issue 11). */
+	static const char *const sets[] = {"streams", "active"};
+	for (size_t i = 0; i < ARRAY_SIZE(sets); i++) {
+		json_t *v = hb ? json_object_get(hb, sets[i]) : NULL;
+		json_object_set_new(o, sets[i], v ? json_incref(v) : json_null());
+	}
 	json_object_set_new(o, "paused", json_boolean(s->paused));
 	json_t *cur = hb ? json_object_get(hb, "current") : NULL;
 	json_object_set_new(o, "current", cur ? json_incref(cur) : json_null());
@@ -174,21 +181,96 @@ static json_t *resolve_targets(struct master *m, const char *target)
 	return names;
 }
 
+/* ---------- per pattern summaries ---------- */
+
+/* The monitor's checked row for pattern and group, or NULL. */
+static const json_t *pattern_row_seen(const struct master *m, const char *pattern, const char *group)
+{
+	size_t i;
+	json_t *r;
+	json_array_foreach(m->pattern_rows, i, r) {
+		if (!strcmp(json_string_value(json_object_get(r, "pattern")), pattern) &&
+		    !strcmp(json_string_value(json_object_get(r, "group")), group))
+			return r;
+	}
+	return NULL;
+}
+
+/* The names of the pools reading pattern with group. */
+static json_t *pattern_pools(const struct sv_config *cfg, const char *pattern, const char *group)
+{
+	json_t *names = json_array();
+	for (size_t i = 0; i < cfg->npools; i++)
+		if (!strcmp(cfg->pools[i].group, group) && config_strlist_has(&cfg->pools[i].patterns, pattern))
+			json_array_append_new(names, json_string(cfg->pools[i].name));
+	return names;
+}
+
+static bool any_pool_in(const json_t *names, const json_t *only)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(names, i, v) if (json_object_get(only, json_string_value(v))) return true;
+	return false;
+}
+
+/* One row per configured pattern and group (the pools reading it, the
+ * monitor's figures and their age, or nulls before its first walk
+ * ended); only (when not NULL) keeps the rows of those pools. */
+static json_t *pattern_views(const struct master *m, int64_t now, const json_t *only)
+{
+	static const char *const figures[] = {"matched", "active", "lag", "pending", "oldest_pending_idle_ms",
+					      "missing"};
+	json_t *conf = patsum_configured(m->cfg), *rows = json_array();
+	const char *pat;
+	json_t *groups;
+	json_object_foreach(conf, pat, groups) {
+		size_t i;
+		json_t *g;
+		json_array_foreach(groups, i, g) {
+			const char *grp = json_string_value(g);
+			json_t *pools = pattern_pools(m->cfg, pat, grp);
+			if (only && !any_pool_in(pools, only)) {
+				json_decref(pools);
+				continue;
+			}
+			const json_t *seen = pattern_row_seen(m, pat, grp);
+			json_t *row = json_pack("{s:s, s:s, s:o}", "pattern", pat, "group", grp, "pools", pools);
+			for (size_t f = 0; f < ARRAY_SIZE(figures); f++) {
+				json_t *v = seen ? json_object_get(seen, figures[f]) : NULL;
+				json_object_set_new(row, figures[f], v ? json_incref(v) : json_null());
+			}
+			json_int_t taken = seen ? json_integer_value(json_object_get(seen, "taken_mono")) : 0;
+			json_object_set_new(row, "age_ms", seen ? json_integer(now - taken) : json_null());
+			json_array_append_new(rows, row);
+		}
+	}
+	json_decref(conf);
+	return rows;
+}
+
 static void cmd_status(struct master *m, struct control_client *c, const char *target)
 {
 	int64_t now = util_mono_ms(), wall = util_wall_ms();
 	json_t *workers = json_array();
+	json_t *pools = json_object(); /* of the workers shown */
 	FOREACH_SLOT(m, s)
-	if (slot_matches(s, target))
+	if (slot_matches(s, target)) {
 		json_array_append_new(workers, slot_status(m, s, now, wall));
+		json_object_set_new(pools, s->pool->name, json_true());
+	}
 	if (target && strcmp(target, "all") != 0 && json_array_size(workers) == 0) {
 		json_decref(workers);
+		json_decref(pools);
 		control_reply_error(c, "no such worker or pool: %s", target);
 		return;
 	}
 	json_t *reply = json_pack("{s:b, s:s, s:o, s:s}", "ok", 1, "node", m->cfg->node, "workers", workers,
 				  "redis", m->redis_ok ? "ok" : "unknown");
 	json_object_set_new(reply, "remote", m->remote ? json_incref(m->remote) : json_array());
+	bool all = !target || !strcmp(target, "all");
+	json_object_set_new(reply, "patterns", pattern_views(m, now, all ? NULL : pools));
+	json_decref(pools);
 	control_reply(c, reply);
 }
 
@@ -342,8 +424,9 @@ static json_t *metrics_state(struct master *m)
 		}
 		json_array_append_new(pools, counters_json(p->name, &total));
 	}
-	return json_pack("{s:s, s:b, s:o, s:o, s:O}", "node", m->cfg->node, "redis_up", m->redis_ok, "workers",
-			 workers, "pools", pools, "groups", m->groups ? m->groups : json_null());
+	return json_pack("{s:s, s:b, s:o, s:o, s:O, s:o}", "node", m->cfg->node, "redis_up", m->redis_ok,
+			 "workers", workers, "pools", pools, "groups", m->groups ? m->groups : json_null(), "patterns",
+			 pattern_views(m, now, NULL));
 }
 
 char *master_cmd_render_metrics(void *ctx)

@@ -158,6 +158,9 @@ static const char *const hb_counts[] = {"incarnation", "started_ms", "processed"
 					"client_id"};
 static const char *const hb_texts[] = {"pool", "kind", "status"};
 static const char *const hb_optional_texts[] = {"current", "last_error"};
+/* A worker's stream set and active read set: shown, never acted on. */
+static const char *const hb_set_sizes[] = {"streams", "active"};
+#define HB_STREAMS_MAX 100000000
 
 static bool is_count(const json_t *v)
 {
@@ -212,6 +215,10 @@ json_t *master_monitor_check_beat(const json_t *hb, char *why, size_t whylen)
 	take_if(out, hb, "batch_hist", is_hist(json_object_get(hb, "batch_hist")));
 	const json_t *tp = json_object_get(hb, "tool_pgid");
 	take_if(out, hb, "tool_pgid", json_is_null(tp) || is_count(tp));
+	for (size_t i = 0; i < ARRAY_SIZE(hb_set_sizes); i++) {
+		const json_t *v = json_object_get(hb, hb_set_sizes[i]);
+		take_if(out, hb, hb_set_sizes[i], is_count(v) && json_integer_value(v) <= HB_STREAMS_MAX);
+	}
 	return out;
 }
 
@@ -268,6 +275,92 @@ static void show_remote(struct master *m, const json_t *workers, int64_t wall)
 	m->remote = remote;
 }
 
+/* ---------- per pattern summaries (patsum.c computes them) ---------- */
+
+static const char *const pattern_figures[] = {"matched", "active", "lag", "pending", "oldest_pending_idle_ms",
+					      "missing"};
+
+/* Does a pool reading pattern have group? */
+static bool pattern_group_configured(const struct sv_config *cfg, const char *pattern, const char *group)
+{
+	for (size_t i = 0; i < cfg->npools; i++)
+		if (strcmp(cfg->pools[i].group, group) == 0 && config_strlist_has(&cfg->pools[i].patterns, pattern))
+			return true;
+	return false;
+}
+
+/* One row: two strings without a NUL (jansson has checked the UTF-8;
+ * their length is bounded by the configured names they must equal), the
+ * figures as non-negative integers, and an age no older than the master's
+ * clock (the monitor is younger), so now - age cannot overflow. */
+static bool pattern_row_typed(const json_t *row, int64_t now_mono)
+{
+	if (!json_is_object(row))
+		return false;
+	static const char *const texts[] = {"pattern", "group"};
+	for (size_t i = 0; i < ARRAY_SIZE(texts); i++) {
+		const json_t *v = json_object_get(row, texts[i]);
+		if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
+			return false;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(pattern_figures); i++)
+		if (!is_count(json_object_get(row, pattern_figures[i])))
+			return false;
+	const json_t *age = json_object_get(row, "age_ms");
+	return is_count(age) && json_integer_value(age) <= now_mono;
+}
+
+int master_monitor_check_patterns(const struct sv_config *cfg, const json_t *rows, int64_t now_mono,
+				  json_t **out, char *why, size_t whylen)
+{
+	*out = NULL;
+	if (!json_is_array(rows) || json_array_size(rows) > MASTER_PATTERN_ROWS_MAX) {
+		snprintf(why, whylen, "beats: patterns not an array of at most %u rows", MASTER_PATTERN_ROWS_MAX);
+		return -EPROTO;
+	}
+	json_t *clean = json_array(), *seen = json_object();
+	size_t i;
+	json_t *row;
+	json_array_foreach((json_t *)rows, i, row) {
+		if (!pattern_row_typed(row, now_mono)) {
+			snprintf(why, whylen, "beats: pattern row %zu is not well-typed", i);
+			json_decref(clean);
+			json_decref(seen);
+			return -EPROTO;
+		}
+		const char *pat = json_string_value(json_object_get(row, "pattern"));
+		const char *grp = json_string_value(json_object_get(row, "group"));
+		/* The monitor may still run the configuration before a
+		 * reload: a pair not configured now is dropped, not blamed. */
+		if (!pattern_group_configured(cfg, pat, grp))
+			continue;
+		json_t *groups = json_object_get(seen, pat);
+		if (!groups) {
+			groups = json_object();
+			json_object_set_new(seen, pat, groups);
+		}
+		if (json_object_get(groups, grp)) {
+			snprintf(why, whylen, "beats: pattern row %zu repeats a pattern and group", i);
+			json_decref(clean);
+			json_decref(seen);
+			return -EPROTO;
+		}
+		json_object_set_new(groups, grp, json_true());
+		json_t *c = json_pack("{s:O, s:O}", "pattern", json_object_get(row, "pattern"), "group",
+				      json_object_get(row, "group"));
+		for (size_t f = 0; f < ARRAY_SIZE(pattern_figures); f++)
+			json_object_set(c, pattern_figures[f], json_object_get(row, pattern_figures[f]));
+		/* Ages are kept as the master's own monotonic time of the
+		 * figures, so status can age them without the monitor. */
+		json_object_set_new(c, "taken_mono",
+				    json_integer(now_mono - json_integer_value(json_object_get(row, "age_ms"))));
+		json_array_append_new(clean, c);
+	}
+	json_decref(seen);
+	*out = clean;
+	return 0;
+}
+
 /* The monitor's own report: its shape is the monitor's to get right (a
  * violation otherwise); the heartbeats inside are Redis's and only dropped
  * one by one. */
@@ -291,6 +384,13 @@ static int on_beats(struct master *m, json_t *msg, char *why, size_t whylen)
 	    !json_is_array(groups)) {
 		snprintf(why, whylen, "beats without wall_ms, workers, pending or groups");
 		return -EPROTO;
+	}
+	json_t *patterns = json_object_get(msg, "patterns"), *rows = NULL;
+	if (patterns && master_monitor_check_patterns(m->cfg, patterns, now, &rows, why, whylen) < 0)
+		return -EPROTO;
+	if (rows) {
+		json_decref(m->pattern_rows);
+		m->pattern_rows = rows;
 	}
 	master_monitor_redis_health(m, true, NULL);
 	int64_t wall = json_integer_value(wall_j);

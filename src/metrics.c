@@ -196,6 +196,74 @@ static void group_gauges(struct out *o, const json_t *groups)
 		    label(jstr(g, "group"), lg, sizeof(lg)), json_is_true(json_object_get(g, "missing")));
 }
 
+/* Label values of any length, escaped (patterns and groups come from the
+ * configuration and have no bound of their own). */
+static char *label_dup(const char *s)
+{
+	size_t len = 2 * strlen(s ? s : "") + 4; /* each byte escaped at worst, as label() counts */
+	char *buf = util_xcalloc(len, 1);
+	label(s, buf, len);
+	return buf;
+}
+
+/* One summary per pattern and group (patsum.c); a row without figures yet
+ * (before the monitor's first walk ended) is left out. */
+static void pattern_gauges(struct out *o, const json_t *rows)
+{
+	static const struct {
+		const char *key, *name, *help;
+		bool ms; /* milliseconds, shown as seconds */
+	} gauges[] = {
+		{"matched", "streamvisor_pattern_streams", "Streams the pattern matches (as discovery knows them).", false},
+		{"active", "streamvisor_pattern_active_streams", "Matched streams where the group has lag or pending entries.", false},
+		{"lag", "streamvisor_pattern_lag", "Entries not yet delivered to the group, over the pattern's streams.", false},
+		{"pending", "streamvisor_pattern_pending", "Entries delivered to the group and not acknowledged, over the pattern's streams.", false},
+		{"oldest_pending_idle_ms", "streamvisor_pattern_oldest_pending_idle_seconds", "Largest idle time of a stream's oldest pending entry, over the pattern's streams.", true},
+		{"missing", "streamvisor_pattern_missing_group_streams", "Matched streams that do not have the group (yet).", false},
+		{"age_ms", "streamvisor_pattern_summary_age_seconds", "Age of the pattern's figures (the monitor walks the streams at a bounded rate).", true},
+	};
+	size_t i;
+	json_t *r;
+	for (size_t k = 0; k < ARRAY_SIZE(gauges); k++) {
+		header(o, gauges[k].name, "gauge", gauges[k].help);
+		json_array_foreach(rows, i, r) {
+			json_t *v = json_object_get(r, gauges[k].key);
+			if (!json_is_integer(v))
+				continue;
+			char *lp = label_dup(jstr(r, "pattern")), *lg = label_dup(jstr(r, "group"));
+			if (gauges[k].ms)
+				put(o, "%s{pattern=\"%s\",group=\"%s\"} %.3f\n", gauges[k].name, lp, lg,
+				    (double)json_integer_value(v) / 1000.0);
+			else
+				put(o, "%s{pattern=\"%s\",group=\"%s\"} %lld\n", gauges[k].name, lp, lg,
+				    (long long)json_integer_value(v));
+			free(lp);
+			free(lg);
+		}
+	}
+}
+
+/* Each worker's stream set and active read set, when its heartbeat says. */
+static void worker_sets(struct out *o, const json_t *workers)
+{
+	static const char *const gauges[][3] = {
+		{"streams", "streamvisor_worker_streams", "Streams in each worker's set (literal and matched by a pattern)."},
+		{"active", "streamvisor_worker_active_streams", "Streams each worker reads now (its active set)."},
+	};
+	char lw[512];
+	size_t i;
+	json_t *w;
+	for (size_t k = 0; k < ARRAY_SIZE(gauges); k++) {
+		header(o, gauges[k][1], "gauge", gauges[k][2]);
+		json_array_foreach(workers, i, w) {
+			json_t *v = json_object_get(w, gauges[k][0]);
+			if (json_is_integer(v))
+				put(o, "%s{worker=\"%s\"} %lld\n", gauges[k][1], label(jstr(w, "name"), lw, sizeof(lw)),
+				    (long long)json_integer_value(v));
+		}
+	}
+}
+
 char *metrics_render(const json_t *state)
 {
 	struct out o = {0};
@@ -204,6 +272,8 @@ char *metrics_render(const json_t *state)
 	workers_by_state(&o, json_object_get(state, "workers"));
 	pool_counters(&o, json_object_get(state, "pools"));
 	group_gauges(&o, json_object_get(state, "groups"));
+	worker_sets(&o, json_object_get(state, "workers"));
+	pattern_gauges(&o, json_object_get(state, "patterns"));
 	if (o.failed) {
 		free(o.buf);
 		return NULL;

@@ -16,6 +16,7 @@
 #include "chan.h"
 #include "discover.h"
 #include "log.h"
+#include "patsum.h"
 #include "rconn.h"
 #include "retention.h"
 #include "util.h"
@@ -40,6 +41,7 @@ struct monitor {
 	unsigned bad_fields;
 	struct discover disc;   /* pattern streams (discover.h) */
 	struct retention_idle idle; /* their group registry and deletion (retention.h) */
+	struct patsum views;    /* their per pattern summaries (patsum.h) */
 };
 
 static void send_to_master(struct monitor *m, enum chan_type type, json_t *msg)
@@ -188,8 +190,8 @@ static void flush_queue(struct monitor *m)
 /* Stream and group figures (admin_groups: the literal streams only) for
  * status and metrics; per-consumer pending counts are summed over
  * streams.  Pattern streams are left out: thousands of XINFO calls every
- * heartbeat interval would not be bounded; `streamvisorctl pending`
- * summarises them on demand. */
+ * heartbeat interval would not be bounded; the paced walker (patsum.h)
+ * summarises them per pattern instead. */
 static json_t *collect_groups(struct monitor *m, json_t *pending)
 {
 	json_t *reply = admin_groups(&m->rc, m->cfg);
@@ -256,6 +258,7 @@ static void report_beats(struct monitor *m)
 		json_object_set_new(msg, "workers", workers);
 		json_object_set_new(msg, "pending", pending);
 		json_object_set_new(msg, "groups", groups);
+		json_object_set_new(msg, "patterns", patsum_rows(&m->views, util_mono_ms()));
 	} else {
 		json_decref(workers);
 		json_decref(pending);
@@ -355,6 +358,7 @@ int monitor_main(const struct monitor_args *a)
 		log_error("%s: out of memory for retention", __func__);
 		return SV_EX_TRANSIENT;
 	}
+	patsum_init(&m.views, a->cfg);
 
 	while (!m.stopping && !m.master_gone) {
 		int64_t now = util_mono_ms();
@@ -373,6 +377,7 @@ int monitor_main(const struct monitor_args *a)
 			discover_step(&m.disc, &m.rc, util_mono_ms());
 		if (m.rc.c)
 			retention_idle_step(&m.idle, &m.rc, util_mono_ms());
+			patsum_step(&m.views, &m.rc, &m.disc, util_mono_ms());
 		now = util_mono_ms();
 		int64_t wait = m.next_report_ms - now;
 		int64_t dw = discover_wait_ms(&m.disc, now);
@@ -380,6 +385,9 @@ int monitor_main(const struct monitor_args *a)
 			wait = dw;
 		if (m.rc.c && retention_idle_wait_ms(&m.idle, now) < wait)
 			wait = retention_idle_wait_ms(&m.idle, now);
+		int64_t vw = patsum_wait_ms(&m.views, now);
+		if (m.rc.c && vw < wait)
+			wait = vw;
 		if (m.next_retention_ms - now < wait)
 			wait = m.next_retention_ms - now;
 		if (json_array_size(m.queue) > 0 && !m.rc.c) {
@@ -398,6 +406,7 @@ int monitor_main(const struct monitor_args *a)
 	final_flush(&m);
 	json_decref(m.queue);
 	retention_idle_free(&m.idle);
+	patsum_free(&m.views);
 	discover_free(&m.disc);
 	rconn_close(&m.rc);
 	chan_reader_free(&m.in);

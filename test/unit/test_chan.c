@@ -1,5 +1,6 @@
-/* Unit tests for src/chan.c (the typed channel) and the master's check of
- * heartbeats relayed from Redis (master_monitor_check_beat). */
+/* Unit tests for src/chan.c (the typed channel), the master's check of
+ * heartbeats relayed from Redis (master_monitor_check_beat) and of the
+ * monitor's per pattern summary rows (master_monitor_check_patterns). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -216,6 +217,97 @@ static void test_check_beat(void **state)
 	assert_null(json_object_get(part, "batch_hist"));
 	assert_null(json_object_get(part, "client_id"));
 	json_decref(part);
+	/* A worker's set sizes: non-negative integers, bounded. */
+	json_t *sets = check("{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"streams\":2000,\"active\":3}");
+	assert_int_equal(json_integer_value(json_object_get(sets, "streams")), 2000);
+	assert_int_equal(json_integer_value(json_object_get(sets, "active")), 3);
+	json_decref(sets);
+	sets = check("{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"streams\":-1,\"active\":1e3}");
+	assert_null(json_object_get(sets, "streams"));
+	assert_null(json_object_get(sets, "active"));
+	json_decref(sets);
+	sets = check("{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"streams\":1000000000000,\"active\":\"3\"}");
+	assert_null(json_object_get(sets, "streams"));
+	assert_null(json_object_get(sets, "active"));
+	json_decref(sets);
+}
+
+/* check_patterns against a configuration of two pools reading "run:*"
+ * (groups g1 and g2) and one reading "other:*" (group g1). */
+static int check_rows(const char *text, int64_t now, json_t **out, char *why, size_t whylen)
+{
+	char *p1[] = {"run:*"}, *p2[] = {"other:*"};
+	struct pool_config pools[3];
+	memset(pools, 0, sizeof(pools));
+	pools[0].group = "g1";
+	pools[0].patterns = (struct strlist){p1, 1};
+	pools[1].group = "g2";
+	pools[1].patterns = (struct strlist){p1, 1};
+	pools[2].group = "g1";
+	pools[2].patterns = (struct strlist){p2, 1};
+	struct sv_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.pools = pools;
+	cfg.npools = 3;
+	json_t *rows = json_loads(text, 0, NULL);
+	assert_non_null(rows);
+	int r = master_monitor_check_patterns(&cfg, rows, now, out, why, whylen);
+	json_decref(rows);
+	return r;
+}
+
+#define ROW(P, G, AGE) \
+	"{\"pattern\":\"" P "\",\"group\":\"" G "\",\"matched\":50,\"active\":3,\"lag\":9,\"pending\":1," \
+	"\"oldest_pending_idle_ms\":20,\"missing\":0,\"age_ms\":" AGE "}"
+
+static void test_check_patterns(void **state)
+{
+	(void)state;
+	char why[160];
+	json_t *out;
+	/* Configured pairs kept, with the master's time of the figures;
+	 * pairs not configured (now) dropped without blame. */
+	assert_int_equal(check_rows("[" ROW("run:*", "g1", "300") "," ROW("run:*", "g2", "0") "," ROW("run:*", "g3", "0")
+				    "," ROW("gone:*", "g1", "0") "," ROW("other:*", "g2", "0") "]",
+				    1000, &out, why, sizeof(why)),
+			 0);
+	assert_int_equal(json_array_size(out), 2);
+	json_t *r0 = json_array_get(out, 0);
+	assert_string_equal(json_string_value(json_object_get(r0, "group")), "g1");
+	assert_int_equal(json_integer_value(json_object_get(r0, "lag")), 9);
+	assert_int_equal(json_integer_value(json_object_get(r0, "taken_mono")), 700);
+	assert_null(json_object_get(r0, "age_ms"));
+	json_decref(out);
+	assert_int_equal(check_rows("[]", 1000, &out, why, sizeof(why)), 0);
+	assert_int_equal(json_array_size(out), 0);
+	json_decref(out);
+	/* The monitor's own mistakes are violations. */
+	static const char *const bad[] = {
+		"{}",
+		"[1]",
+		"[{\"pattern\":\"run:*\",\"group\":\"g1\"}]",
+		"[" ROW("run:*", "g1", "-1") "]",
+		"[" ROW("run:*", "g1", "1001") "]",
+		"[" ROW("run:*", "g1", "\"5\"") "]",
+		"[" ROW("run:*", "g1", "5") "," ROW("run:*", "g1", "6") "]",
+		"[{\"pattern\":7,\"group\":\"g1\",\"matched\":50,\"active\":3,\"lag\":9,\"pending\":1,"
+		"\"oldest_pending_idle_ms\":20,\"missing\":0,\"age_ms\":0}]",
+		"[{\"pattern\":\"run:*\",\"group\":\"g1\",\"matched\":-50,\"active\":3,\"lag\":9,\"pending\":1,"
+		"\"oldest_pending_idle_ms\":20,\"missing\":0,\"age_ms\":0}]",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		out = (json_t *)1;
+		assert_int_equal(check_rows(bad[i], 1000, &out, why, sizeof(why)), -EPROTO);
+		assert_null(out);
+	}
+	/* Bounded: one row more than MASTER_PATTERN_ROWS_MAX is refused. */
+	json_t *many = json_array();
+	for (unsigned i = 0; i <= MASTER_PATTERN_ROWS_MAX; i++)
+		json_array_append_new(many, json_loads(ROW("run:*", "g1", "0"), 0, NULL));
+	char *text = json_dumps(many, JSON_COMPACT);
+	json_decref(many);
+	assert_int_equal(check_rows(text, 1000, &out, why, sizeof(why)), -EPROTO);
+	free(text);
 }
 
 int main(void)
@@ -224,6 +316,7 @@ int main(void)
 		cmocka_unit_test(test_fixed_messages), cmocka_unit_test(test_partial_frames),
 		cmocka_unit_test(test_multi_frame),    cmocka_unit_test(test_violations),
 		cmocka_unit_test(test_encode_refuses), cmocka_unit_test(test_check_beat),
+		cmocka_unit_test(test_check_patterns),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
