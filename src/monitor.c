@@ -377,6 +377,7 @@ int monitor_main(const struct monitor_args *a)
 			discover_step(&m.disc, &m.rc, util_mono_ms());
 		if (m.rc.c)
 			retention_idle_step(&m.idle, &m.rc, util_mono_ms());
+		if (m.rc.c)
 			patsum_step(&m.views, &m.rc, &m.disc, util_mono_ms());
 		now = util_mono_ms();
 		int64_t wait = m.next_report_ms - now;

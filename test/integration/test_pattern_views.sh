@@ -66,11 +66,12 @@ pyjson 'max(r["age_ms"] for r in d["patterns"]) < 30000' <"$TMPD/st.json" | grep
 pyjson 'sorted(p for r in d["patterns"] for p in r["pools"])' <"$TMPD/st.json" | grep -qx '\["persist", "tools"\]' ||
 	fail "rows do not name their pools: $(cat "$TMPD/st.json")"
 grep -q 'codex:run:p-' "$TMPD/st.json" && fail "status --json names run streams"
-# Every worker's heartbeat set sizes (--json shows them always), as its
-# heartbeat in Redis says.
+# Every worker's heartbeat set sizes (--json shows them always): its 50
+# streams, as its heartbeat in Redis says.
 sets_relayed() {
 	local w
 	for w in "$SV_NODE/persist/0" "$SV_NODE/tools/0"; do
+		[ "$(wfield "$w" streams)" = 50 ] &&
 		[ "$(wfield "$w" streams)" = "$(hbfield "$w" streams)" ] &&
 			[ "$(wfield "$w" active)" = "$(hbfield "$w" active)" ] &&
 			[[ "$(wfield "$w" streams)" =~ ^[0-9]+$ ]] || return 1
