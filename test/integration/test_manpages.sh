@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# manpages: the three manual pages pass `mandoc -Tlint -Wwarning`, and
+# manpages: every manual page (the four of man/, streamvisor-events(7)
+# included, and any page added there later) passes `mandoc -Tlint -Wwarning`, and
 # streamvisor.conf(5) documents every configuration key of SPEC §2 (plus
 # the pools[].sqlite_path extension) with an entry of its own
 # (".It Va KEY").  streamvisord(8) documents every option.
 #
 # The only mandoc messages tolerated are the ones about our own pages not
 # being installed yet ("referenced manual not found" for an .Xr to
-# streamvisord(8), streamvisorctl(1) or streamvisor.conf(5), and mandoc's
+# streamvisord(8), streamvisorctl(1), streamvisor.conf(5) or
+# streamvisor-events(7), and mandoc's
 # "outdated mandoc.db lacks ... entry" for the same pages).  -Wwarning
 # normally hides those STYLE messages; the filter is for mandoc versions
 # that report them anyway.
@@ -14,7 +16,12 @@ set -euo pipefail
 
 src=${SV_SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 man=$src/man
-pages=("$man/streamvisord.8" "$man/streamvisorctl.1" "$man/streamvisor.conf.5")
+pages=("$man/streamvisord.8" "$man/streamvisorctl.1" "$man/streamvisor.conf.5"
+	"$man/streamvisor-events.7")
+# Any other page in man/ is linted too.
+for p in "$man"/*.[1-9]; do
+	case " ${pages[*]} " in *" $p "*) ;; *) pages+=("$p") ;; esac
+done
 
 if ! command -v mandoc >/dev/null 2>&1; then
 	echo "mandoc not installed (apt-get install -y mandoc)" >&2
@@ -27,8 +34,8 @@ ok() { printf 'ok   %s\n' "$1"; pass=$((pass + 1)); }
 ko() { printf 'FAIL %s: %s\n' "$1" "$2"; fail=$((fail + 1)); }
 
 # Our own pages, as .Xr NAME SECTION and as NAME(SECTION).
-own_xr='Xr (streamvisord 8|streamvisorctl 1|streamvisor\.conf 5)'
-own_db='(streamvisord\(8\)|streamvisorctl\(1\)|streamvisor\.conf\(5\))'
+own_xr='Xr (streamvisord 8|streamvisorctl 1|streamvisor\.conf 5|streamvisor-events 7)'
+own_db='(streamvisord\(8\)|streamvisorctl\(1\)|streamvisor\.conf\(5\)|streamvisor-events\(7\))'
 allowed="^mandoc: .*: STYLE: referenced manual not found: ${own_xr}( \([0-9]+ times\))?\$"
 allowed_db="^mandoc: outdated mandoc\.db lacks ${own_db} entry, run makewhatis .*\$"
 
@@ -104,6 +111,33 @@ if ((${#missing[@]})); then
 else
 	ok "streamvisord.8 documents every option"
 fi
+
+# streamvisor-events(7) documents every event type the response reducer
+# acts on (src/reducer_response.c), each with an entry of its own
+# (".Ql TYPE :" inside ".It Xo"), and the merge reducer.
+ev7=$man/streamvisor-events.7
+missing=()
+for t in response.created item.started item.delta item.completed tool.call tool.output \
+	usage response.completed response.failed response.cancelled; do
+	grep -qxF -e ".Ql $t :" "$ev7" || missing+=("$t")
+done
+for s in 'THE MERGE REDUCER' 'DEAD LETTERS' 'FORGETTING A RUN' 'Conflicting duplicates'; do
+	grep -qE "^\.S[hs] $s\$" "$ev7" || missing+=("section '$s'")
+done
+if ((${#missing[@]})); then
+	ko "streamvisor-events.7 event types" "missing: ${missing[*]}"
+else
+	ok "streamvisor-events.7 documents every event type of both reducers"
+fi
+
+# Every page is installed and every other page points to the event protocol.
+for page in "${pages[@]}"; do
+	name=${page#"$man"/}
+	grep -qF "'man/$name'" "$src/meson.build" || ko "$name" "not installed by meson.build (install_man)"
+	[[ $name == streamvisor-events.7 ]] && continue
+	grep -qxF '.Xr streamvisor-events 7 ,' "$page" || grep -qxF '.Xr streamvisor-events 7' "$page" ||
+		ko "$name" "SEE ALSO lacks .Xr streamvisor-events 7"
+done
 
 printf '%d passed, %d failed\n' "$pass" "$fail"
 [[ $fail -eq 0 ]]

@@ -26,7 +26,7 @@ ok "installed"
 check "files in place"
 for f in usr/sbin/streamvisord usr/bin/streamvisorctl usr/share/man/man8/streamvisord.8 \
 	usr/share/man/man1/streamvisorctl.1 usr/share/man/man5/streamvisor.conf.5 \
-	etc/streamvisor/streamvisor.conf; do
+	usr/share/man/man7/streamvisor-events.7 etc/streamvisor/streamvisor.conf; do
 	[ -f "$STAGE/$f" ] || fail "missing $f"
 done
 [ -x "$STAGE/usr/sbin/streamvisord" ] && [ -x "$STAGE/usr/bin/streamvisorctl" ] || fail "binaries not executable"
@@ -41,7 +41,7 @@ for d in usr/lib/systemd/system lib/systemd/system; do
 done
 [ -n "$UNIT" ] || fail "streamvisord.service not installed under usr/lib/systemd/system or lib/systemd/system"
 info "unit installed as /$UNIT (default systemdunitdir = PREFIX/lib/systemd/system)"
-ok "binaries, 3 man pages, sample config, unit"
+ok "binaries, 4 man pages, sample config, unit"
 
 check "the installed binaries run and default to /etc/streamvisor/streamvisor.conf"
 "$STAGE/usr/sbin/streamvisord" -V >"$TMPD/v.out" 2>&1 || fail "streamvisord -V exit $?: $(cat "$TMPD/v.out")"
