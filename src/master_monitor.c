@@ -148,6 +148,25 @@ static void slot_take_beat(struct master *m, struct slot *s, json_t *hb, int64_t
 	s->hb = json_incref(hb);
 }
 
+int64_t master_late_ms(const struct sv_config *cfg)
+{
+	return cfg->heartbeat.interval_ms * 7 / 4;
+}
+
+/* Judged at the last registry read, not now: between two reads (one
+ * interval apart) the master cannot know of a newer beat, and an age
+ * taken now would flip a healthy worker just before every read (beat
+ * every interval, read every interval: ages up to two intervals). */
+bool master_slot_late(const struct master *m, const struct slot *s)
+{
+	int64_t base = s->beat_change_mono;
+	if (s->started_mono > base)
+		base = s->started_mono;
+	if (m->redis_back_mono > base)
+		base = m->redis_back_mono; /* no beat could land while Redis was away */
+	return m->last_report_mono - base > master_late_ms(m->cfg);
+}
+
 /* ---------- checking what Redis relayed ---------- */
 
 #define HB_TEXT_MAX 256
