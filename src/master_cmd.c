@@ -155,6 +155,10 @@ static json_t *slot_status(struct master *m, const struct slot *s, int64_t now, 
 	json_object_set_new(o, "paused", json_boolean(s->paused));
 	json_t *cur = hb ? json_object_get(hb, "current") : NULL;
 	json_object_set_new(o, "current", cur ? json_incref(cur) : json_null());
+	/* Tool calls in hand: run, call id, tool, entry (checked, bounded). */
+	json_t *calls = hb ? json_object_get(hb, "calls") : NULL;
+	json_object_set_new(o, "calls", calls ? json_incref(calls) : json_array());
+	json_object_set_new(o, "calls_more", json_integer(json_integer_value(json_object_get(hb, "calls_more"))));
 	json_object_set_new(o, "last_exit", s->last_exit[0] ? json_string(s->last_exit) : json_null());
 	json_t *le = hb ? json_object_get(hb, "last_error") : NULL;
 	if (!json_is_string(le) && (s->proc.state == PROC_FATAL || s->proc.state == PROC_BACKOFF))
