@@ -33,6 +33,9 @@
 struct children;
 struct child;
 
+/* Bytes kept of a child's error line (child_ops.error_line), NUL included. */
+#define CHILD_ERROR_MAX 256
+
 struct child_ops {
 	/* A message that passed chan.h's checks.  Return 0, or -EPROTO with
 	 * why filled when it is impossible for this child (the child is then
@@ -42,6 +45,10 @@ struct child_ops {
 	 * code: exit status, or -signal.  violated: the master killed it for
 	 * breaking the protocol.  The child object is freed after this. */
 	void (*exited)(void *owner, int code, bool violated);
+	/* Optional: the child logged a line at error level; msg is its
+	 * message, at most CHILD_ERROR_MAX - 1 bytes, without control
+	 * characters (log_relay).  Called before exited for the last ones. */
+	void (*error_line)(void *owner, const char *msg);
 };
 
 struct child_spec {

@@ -18,6 +18,19 @@
 
 enum hb_status { HB_STARTING = 0, HB_IDLE, HB_BUSY, HB_PAUSED, HB_STOPPING, HB_DEGRADED };
 
+/* Tool calls in hand, shown in the heartbeat as "calls" (the one running
+ * first, then those of the batch waiting for it), at most HB_CALLS_MAX,
+ * and "calls_more" for the rest.  Texts are valid UTF-8 (the tool kind
+ * sanitizes them), at most HB_CALL_TEXT_MAX - 1 bytes: a longer run or
+ * call id is cut and ends in "...". */
+#define HB_CALLS_MAX 8
+#define HB_CALL_TEXT_MAX 132
+struct hb_call {
+	char run[HB_CALL_TEXT_MAX], call_id[HB_CALL_TEXT_MAX], tool[HB_CALL_TEXT_MAX];
+	char entry[64];           /* the tool.call's entry id */
+	bool running;             /* else waiting in the batch */
+};
+
 struct heartbeat {
 	char name[256];           /* NODE/POOL/SLOT */
 	char workers_key[128];    /* NS:workers */
@@ -40,6 +53,9 @@ struct heartbeat {
 	uint64_t batch_sum_us;
 	int64_t restarts;
 	char current[64];         /* entry id in hand or "" */
+	struct hb_call calls[HB_CALLS_MAX];
+	size_t ncalls;
+	uint64_t calls_more;      /* calls in hand beyond calls[] */
 	char last_error[256];
 	int64_t redis_rtt_us;
 	pid_t tool_pgid;

@@ -47,7 +47,10 @@ void fatal(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3), 
 /* Master: relay one line read from a child's stderr pipe.  A JSON object
  * line written by log_open_child() is re-formatted in the current format;
  * any other text (a tool's or the C runtime's stderr) is logged at warn
- * with proc=child_proc pid=child_pid. */
-void log_relay(const char *line, const char *child_proc, int child_pid);
+ * with proc=child_proc pid=child_pid.  Returns the line's level (-1: a
+ * blank line); for a record at error level, its message is copied to
+ * errmsg (when not NULL; at most errlen - 1 bytes, cut at a character,
+ * control characters as '?'). */
+int log_relay(const char *line, const char *child_proc, int child_pid, char *errmsg, size_t errlen);
 
 #endif

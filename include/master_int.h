@@ -71,6 +71,7 @@ struct slot {
 	int last_code;        /* last exit: status, or -signal */
 	bool have_exit;
 	char last_exit[64];
+	char error_line[CHILD_ERROR_MAX]; /* the process's last error-level log line */
 };
 
 struct pool {
@@ -172,6 +173,15 @@ void master_monitor_hdel(struct master *m, const char *name);
 void master_monitor_spawn(struct master *m);
 void master_monitor_restart(struct master *m);
 void master_monitor_redis_health(struct master *m, bool ok, const char *why);
+/* The per-worker late flag.  A healthy worker beats at least every
+ * interval while idle and blocked, and within 1.5 intervals once a flow
+ * of entries stops (consumer.c beat_now); late means the monitor's last
+ * read of the registry found its beat older than that plus a quarter
+ * interval for scheduling and round trips (master_late_ms: 1.75
+ * intervals).  So a stopped worker is flagged at the first read after
+ * that: within 2.75 intervals of its last beat. */
+int64_t master_late_ms(const struct sv_config *cfg);
+bool master_slot_late(const struct master *m, const struct slot *s);
 void master_monitor_calls_answer(struct master *m, json_int_t id, json_t *reply);
 /* Check one heartbeat relayed from Redis (any client can write NS:workers):
  * returns a clean copy with only well-typed known fields, or NULL with the

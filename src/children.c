@@ -78,6 +78,16 @@ pid_t child_pid(const struct child *c)
 
 /* ---------- reading ---------- */
 
+/* Relay one line; an error record's message goes to the owner too (the
+ * cause a FATAL worker's status shows). */
+static void relay_line(struct child *c, const char *line)
+{
+	char msg[CHILD_ERROR_MAX];
+	msg[0] = '\0';
+	if (log_relay(line, c->log_proc, (int)c->pid, msg, sizeof(msg)) == LOG_ERROR && c->ops->error_line)
+		c->ops->error_line(c->owner, msg);
+}
+
 static void relay_stderr(struct child *c, bool final)
 {
 	if (c->err_fd < 0)
@@ -88,13 +98,13 @@ static void relay_stderr(struct child *c, bool final)
 		int r;
 		while ((r = linebuf_next(&c->err_lb, &line)) != 0)
 			if (r > 0 && line[0])
-				log_relay(line, c->log_proc, (int)c->pid);
+				relay_line(c, line);
 		if (n > 0)
 			continue;
 		if ((n == 0 || final) && c->err_lb.len > c->err_lb.off) {
 			/* A partial last line still deserves the log. */
 			c->err_lb.buf[c->err_lb.len] = '\0';
-			log_relay(c->err_lb.buf + c->err_lb.off, c->log_proc, (int)c->pid);
+			relay_line(c, c->err_lb.buf + c->err_lb.off);
 			c->err_lb.off = c->err_lb.len;
 		}
 		if (n == 0 || (n < 0 && n != -EAGAIN)) {

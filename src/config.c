@@ -137,6 +137,7 @@ struct ld {
 	/* config_load_client: check the file, never read a secret or probe
 	 * the machine (see checks_machine). */
 	bool client;
+	const config_setting_t *sqlite_path; /* where sqlite.path is, or NULL */
 };
 
 /* Whether this load checks the machine as well as the file: the password
@@ -993,6 +994,7 @@ static void load_sqlite(struct ld *ld, const config_setting_t *root)
 	const config_setting_t *g = get_group(ld, root, "", "sqlite", keys);
 	char *tmp = NULL;
 	const config_setting_t *s = get_str(ld, g, "sqlite", "path", SV_DEFAULT_SQLITE, &tmp);
+	ld->sqlite_path = s ? s : g;
 	if (!tmp[0]) {
 		errf(ld, s, "sqlite.path must not be empty");
 		free(tmp);
@@ -1265,6 +1267,8 @@ struct pool_lines {
 	const config_setting_t *entry, *name, *block, *claim, *maxdel, *sqlite;
 };
 
+static void check_sqlite_dirs(struct ld *ld, const struct pool_lines *pl);
+
 static void load_pools(struct ld *ld, const config_setting_t *root)
 {
 	static const char *const keys[] = {"name", "kind", "count", "group", "streams", "batch", "block_ms",
@@ -1416,7 +1420,139 @@ static void load_pools(struct ld *ld, const config_setting_t *root)
 			}
 		}
 	}
+	check_sqlite_dirs(ld, pl);
 	free(pl);
+}
+
+/* ---- SQLite directories ------------------------------------------------ */
+
+/* The user the workers run as: run_as when the daemon starts as root
+ * (master.c drops to it there), else the daemon's own. */
+struct dir_user {
+	uid_t uid;
+	gid_t gids[64];
+	int ngids;
+	const char *name;
+};
+
+static bool dir_user_get(const struct sv_config *cfg, struct dir_user *u)
+{
+	u->name = "the daemon's user";
+	if (geteuid() != 0 || !cfg->run_as.user[0]) {
+		u->uid = geteuid();
+		u->gids[0] = getegid();
+		int n = getgroups((int)ARRAY_SIZE(u->gids) - 1, u->gids + 1);
+		u->ngids = 1 + (n > 0 ? n : 0);
+		return true;
+	}
+	struct passwd *pw = getpwnam(cfg->run_as.user);
+	if (!pw)
+		return false; /* load_run_as said so */
+	u->uid = pw->pw_uid;
+	u->name = cfg->run_as.user;
+	struct group *gr = cfg->run_as.group[0] ? getgrnam(cfg->run_as.group) : NULL;
+	gid_t primary = gr ? gr->gr_gid : pw->pw_gid;
+	int n = (int)ARRAY_SIZE(u->gids);
+	if (getgrouplist(cfg->run_as.user, primary, u->gids, &n) < 0)
+		n = (int)ARRAY_SIZE(u->gids); /* the first ones are enough here */
+	u->ngids = n;
+	return true;
+}
+
+/* Mode bits only (no ACLs): may u do want (of 07: r, w, x) in st? */
+static bool dir_user_may(const struct dir_user *u, const struct stat *st, int want)
+{
+	if (u->uid == 0)
+		return true;
+	int bits = (int)st->st_mode & 07;
+	if (st->st_uid == u->uid) {
+		bits = ((int)st->st_mode >> 6) & 07;
+	} else {
+		for (int i = 0; i < u->ngids; i++)
+			if (u->gids[i] == st->st_gid) {
+				bits = ((int)st->st_mode >> 3) & 07;
+				break;
+			}
+	}
+	return (bits & want) == want;
+}
+
+/* Can u use dir: it exists, or u can create it with its missing parents?
+ * NULL, or why u cannot create file in it (in buf).  Every existing component must be a
+ * directory u may search, and the deepest existing one (dir itself when
+ * it exists: SQLite creates -wal and -shm files beside the database) one
+ * u may write to. */
+static const char *dir_problem(const char *dir, const char *file, const struct dir_user *u, char *buf, size_t len)
+{
+	char *p = util_xstrdup(dir);
+	size_t n = strlen(p);
+	struct stat st, last;
+	const char *why = NULL;
+	bool any = false;
+	char *deepest = NULL;
+	for (size_t i = 1; i <= n && !why; i++) {
+		if (p[i] != '/' && p[i] != '\0')
+			continue;
+		char keep = p[i];
+		p[i] = '\0';
+		if (stat(p, &st) < 0) {
+			if (errno != ENOENT)
+				snprintf(buf, len, "cannot create %s: %s: %s", file, p, strerror(errno)), why = buf;
+			p[i] = keep;
+			break; /* missing from here on */
+		}
+		if (!S_ISDIR(st.st_mode))
+			snprintf(buf, len, "cannot create %s: %s is not a directory", file, p), why = buf;
+		else if (!dir_user_may(u, &st, 01))
+			snprintf(buf, len, "%s cannot create %s: %s is not searchable", u->name, file, p), why = buf;
+		last = st;
+		any = true;
+		free(deepest);
+		deepest = util_xstrdup(p);
+		p[i] = keep;
+	}
+	if (!why && any && !dir_user_may(u, &last, 03))
+		snprintf(buf, len, "%s cannot create %s: %s is not writable", u->name, file, deepest), why = buf;
+	free(deepest);
+	free(p);
+	return why;
+}
+
+/* The directory of path is usable (dir_problem), or an error at s. */
+static void check_sqlite_dir(struct ld *ld, const config_setting_t *s, const char *what, const char *path,
+			     const struct dir_user *u)
+{
+	char *copy = util_xstrdup(path);
+	char *slash = strrchr(copy, '/');
+	if (slash)
+		*(slash == copy ? slash + 1 : slash) = '\0';
+	char buf[PATH_MAX * 2 + 128];
+	const char *why = dir_problem(slash ? copy : ".", path, u, buf, sizeof(buf));
+	if (why)
+		errf(ld, s, "%s: %s", what, why);
+	free(copy);
+}
+
+/* Workers open their SQLite files after the privilege drop, and a
+ * directory they cannot create makes them FATAL at start: -t (and a
+ * start or reload) says so first, with the line.  Each directory once:
+ * sqlite.path, and each persistence pool's own sqlite_path. */
+static void check_sqlite_dirs(struct ld *ld, const struct pool_lines *pl)
+{
+	const struct sv_config *cfg = ld->cfg;
+	struct dir_user u;
+	if (!checks_machine(ld) || !cfg->sqlite.path || !dir_user_get(cfg, &u))
+		return;
+	check_sqlite_dir(ld, ld->sqlite_path, "sqlite.path", cfg->sqlite.path, &u);
+	for (size_t i = 0; i < cfg->npools; i++) {
+		const struct pool_config *p = &cfg->pools[i];
+		if (p->kind != POOL_PERSISTENCE || !p->sqlite_path || !pl[i].sqlite ||
+		    strcmp(p->sqlite_path, cfg->sqlite.path) == 0)
+			continue;
+		char what[300];
+		snprintf(what, sizeof(what), "pool %s: sqlite_path", p->name);
+		check_sqlite_dir(ld, pl[i].sqlite, what, p->sqlite_path, &u);
+	}
 }
 
 /* ---- load ------------------------------------------------------------- */

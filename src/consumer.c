@@ -92,6 +92,7 @@ struct consumer {
 	bool groups_ready;
 	bool started;
 	bool takeover_done;
+	uint64_t connects;       /* rconn.connects when last looked at */
 	bool progress_sent;      /* "progress" told to the master */
 	bool one_at_a_time;      /* predecessor exited uncleanly */
 	int64_t next_claim_ms;
@@ -195,6 +196,7 @@ struct consumer *consumer_new(const struct consumer_host *host, const struct con
 	for (size_t i = 0; i < pool->streams.n; i++)
 		stream_add(c, pool->streams.v[i], false);
 	c->one_at_a_time = host->unclean;
+	c->connects = host->rc->connects;
 	c->next_claim_ms = util_mono_ms() + pool->claim_idle_ms / 2;
 	backoff_init(&c->heal_backoff, 100, 5000);
 	return c;
@@ -1099,7 +1101,10 @@ static bool history_left(struct consumer *c)
 }
 
 /* Beat in this round trip?  When due, or when the read is about to block
- * for long enough to make the next beat late. */
+ * for long enough to make the next beat late: idle, at once; after a
+ * read with entries (the flow may have just stopped), from half an
+ * interval on.  So beats are never more than 1.5 intervals apart, which
+ * the master's late flag counts on (master_late_ms). */
 static bool beat_now(struct consumer *c, bool blocking)
 {
 	const struct heartbeat *h = hb(c);
@@ -1108,7 +1113,9 @@ static bool beat_now(struct consumer *c, bool blocking)
 	int64_t elapsed = util_mono_ms() - h->last_beat_mono;
 	if (elapsed >= h->interval_ms)
 		return true;
-	return blocking && c->idle && elapsed + c->pool->block_ms > h->interval_ms;
+	if (!blocking || elapsed + c->pool->block_ms <= h->interval_ms)
+		return false;
+	return c->idle || 2 * elapsed >= h->interval_ms;
 }
 
 /* One pipelined round trip: queued acks, the heartbeat when due, and the
@@ -1407,11 +1414,31 @@ static int sweep_claims(struct consumer *c)
 	return ret < 0 ? 0 : ret;
 }
 
+/* A new connection may reach a Redis restored from an older RDB, where
+ * entries we had acked are pending to us again: read our own history at
+ * once, as at start, rather than leave them to a claim_idle_ms sweep. */
+static void history_after_reconnect(struct consumer *c)
+{
+	if (conn(c)->connects == c->connects)
+		return;
+	bool first = c->connects == 0; /* at start the history is read anyway */
+	c->connects = conn(c)->connects;
+	if (first)
+		return;
+	for (size_t i = 0; i < c->nstreams; i++) {
+		free(c->st[i].history_cursor);
+		c->st[i].history_cursor = util_xstrdup("0");
+	}
+	c->takeover_done = false;
+	log_info("new redis connection: reading own pending entries first");
+}
+
 int consumer_step(struct consumer *c)
 {
 	/* pause/resume, log level and stream changes arrive between reads. */
 	host_wait(c, 0);
 	apply_stream_ops(c);
+	history_after_reconnect(c);
 	if (!c->groups_ready) {
 		if (ensure_groups(c) < 0) {
 			if (conn(c)->c)

@@ -491,6 +491,47 @@ static void show_workers(const json_t *reply)
 	json_decref(ppools);
 }
 
+/* The tool calls the workers have in hand, one row each: who runs what
+ * for which run (the heartbeat's bounded list, "+N more" past it). */
+static void show_calls(const json_t *workers)
+{
+	static const char *const cols[] = {"WORKER", "CALL", "TOOL", "RUN", "CALL_ID", "ENTRY"};
+	size_t rows = 0, i, j;
+	json_t *w, *k;
+	json_array_foreach(workers, i, w) rows += json_array_size(json_object_get(w, "calls")) +
+						   (json_integer_value(json_object_get(w, "calls_more")) > 0);
+	if (!rows)
+		return;
+	struct table t;
+	table_init(&t, ARRAY_SIZE(cols), rows);
+	for (size_t c = 0; c < ARRAY_SIZE(cols); c++)
+		table_set(&t, 0, c, xstrdup(cols[c]));
+	size_t r = 1;
+	json_array_foreach(workers, i, w) {
+		json_array_foreach(json_object_get(w, "calls"), j, k) {
+			table_set(&t, r, 0, cell(json_object_get(w, "name")));
+			table_set(&t, r, 1, cell(json_object_get(k, "state")));
+			table_set(&t, r, 2, cell(json_object_get(k, "tool")));
+			table_set(&t, r, 3, cell(json_object_get(k, "run")));
+			table_set(&t, r, 4, cell(json_object_get(k, "call_id")));
+			table_set(&t, r++, 5, cell(json_object_get(k, "entry")));
+		}
+		json_int_t more = json_integer_value(json_object_get(w, "calls_more"));
+		if (more > 0) {
+			char buf[64];
+			snprintf(buf, sizeof(buf), "+%" JSON_INTEGER_FORMAT " more", more);
+			table_set(&t, r, 0, cell(json_object_get(w, "name")));
+			table_set(&t, r, 1, xstrdup("waiting"));
+			table_set(&t, r, 2, xstrdup(buf));
+			for (size_t c = 3; c < ARRAY_SIZE(cols); c++)
+				table_set(&t, r, c, xstrdup("-"));
+			r++;
+		}
+	}
+	printf("tool calls:\n");
+	table_print(&t, "  ");
+}
+
 static int show_status(const struct opts *o, json_t *reply)
 {
 	json_t *workers = json_object_get(reply, "workers");
@@ -514,6 +555,7 @@ static int show_status(const struct opts *o, json_t *reply)
 		return code;
 	}
 	show_workers(reply);
+	show_calls(workers);
 	json_t *patterns = json_object_get(reply, "patterns");
 	if (json_array_size(patterns) > 0)
 		show_patterns(patterns);

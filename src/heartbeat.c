@@ -53,6 +53,19 @@ void heartbeat_init(struct heartbeat *hb, const struct sv_config *cfg, const cha
 	hb->status = HB_STARTING;
 }
 
+static json_t *calls_json(const struct heartbeat *hb)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < hb->ncalls && i < HB_CALLS_MAX; i++) {
+		const struct hb_call *k = &hb->calls[i];
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s}", "run", k->run, "call_id", k->call_id, "tool",
+				      k->tool, "entry", k->entry, "state", k->running ? "running" : "waiting");
+		if (o) /* NULL only for text that is not UTF-8: left out */
+			json_array_append_new(a, o);
+	}
+	return a;
+}
+
 static char *heartbeat_json(const struct heartbeat *hb)
 {
 	json_t *o = json_pack("{s:i, s:s, s:s, s:i, s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I}",
@@ -71,6 +84,8 @@ static char *heartbeat_json(const struct heartbeat *hb)
 		return NULL;
 	json_object_set_new(o, "lost", json_integer((json_int_t)hb->lost));
 	json_object_set_new(o, "current", hb->current[0] ? json_string(hb->current) : json_null());
+	json_object_set_new(o, "calls", calls_json(hb));
+	json_object_set_new(o, "calls_more", json_integer((json_int_t)hb->calls_more));
 	json_object_set_new(o, "last_error",
 			    hb->last_error[0] ? json_string(hb->last_error) : json_null());
 	json_object_set_new(o, "tool_pgid", hb->tool_pgid ? json_integer(hb->tool_pgid) : json_null());
@@ -225,6 +240,8 @@ void heartbeat_release(struct heartbeat *hb, struct rconn *rc)
 		return;
 	hb->status = HB_STOPPING;
 	hb->current[0] = '\0';
+	hb->ncalls = 0;
+	hb->calls_more = 0;
 	append_hset(hb, rc);
 	redisAppendCommand(rc->c, "EVAL %s 1 %s %s", release_script, hb->fence_key, hb->fence_val);
 	for (int i = 0; i < 2; i++) {

@@ -610,10 +610,25 @@ static void relay_raw(const char *line, size_t len, const char *child_proc, int 
 	emit(&r);
 }
 
-void log_relay(const char *line, const char *child_proc, int child_pid)
+/* The message of an error record, for the owner of the child (its last
+ * error is shown in status): at most len - 1 bytes, cut at a character,
+ * control characters as '?'.  jansson checked the UTF-8. */
+static void copy_error_msg(char *out, size_t outlen, const char *msg, size_t len)
 {
-	if (!line)
+	if (!out || !outlen)
 		return;
+	if (len > outlen - 1)
+		len = utf8_cut(msg, outlen - 1);
+	for (size_t i = 0; i < len; i++)
+		out[i] = (unsigned char)msg[i] < 0x20 || msg[i] == 0x7f ? '?' : msg[i];
+	out[len] = '\0';
+}
+
+int log_relay(const char *line, const char *child_proc, int child_pid, char *errmsg, size_t errlen)
+{
+	int level = -1;
+	if (!line)
+		return level;
 	int saved = errno;
 	size_t len = strlen(line);
 	while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
@@ -632,11 +647,15 @@ void log_relay(const char *line, const char *child_proc, int child_pid)
 	if (!json_is_object(o) || !json_is_string(jl) || !json_is_string(jm)) {
 		json_decref(o);
 		relay_raw(line, len, child_proc, child_pid);
+		level = LOG_WARN;
 		goto out;
 	}
 	enum log_level lvl;
 	if (log_level_parse(json_string_value(jl), &lvl) < 0)
 		lvl = LOG_INFO;
+	level = (int)lvl;
+	if (lvl == LOG_ERROR)
+		copy_error_msg(errmsg, errlen, json_string_value(jm), json_string_length(jm));
 	if (lvl < L.level) {
 		json_decref(o);
 		goto out;
@@ -672,4 +691,5 @@ void log_relay(const char *line, const char *child_proc, int child_pid)
 	json_decref(o);
 out:
 	errno = saved;
+	return level;
 }

@@ -281,9 +281,18 @@ static void slot_child_exited(void *owner, int code, bool violated)
 	slot_exited(master_instance, owner, code, violated);
 }
 
+/* The last error line of the process: the cause a BACKOFF or FATAL
+ * status shows (master_cmd.c), bounded and cleaned by the relay. */
+static void slot_child_error(void *owner, const char *msg)
+{
+	struct slot *s = owner;
+	snprintf(s->error_line, sizeof(s->error_line), "%s", msg);
+}
+
 static const struct child_ops slot_ops = {
 	.message = slot_message,
 	.exited = slot_child_exited,
+	.error_line = slot_child_error,
 };
 
 static void slot_spawn(struct master *m, struct slot *s)
@@ -322,6 +331,7 @@ static void slot_spawn(struct master *m, struct slot *s)
 	json_decref(s->hb);
 	s->hb = NULL;
 	s->have_exit = false;
+	s->error_line[0] = '\0'; /* a new process: the last one's errors are history */
 	proc_spawned(&s->proc, &m->policy, s->started_mono);
 	slot_announce(m, s);
 }

@@ -99,7 +99,7 @@ int64_t master_cmd_ops_deadline(struct master *m)
 
 /* ---------- status ---------- */
 
-static const char *slot_health(struct master *m, const struct slot *s, int64_t now)
+static const char *slot_health(struct master *m, const struct slot *s)
 {
 	if (!proc_state_has_pid(s->proc.state))
 		return "-";
@@ -109,8 +109,18 @@ static const char *slot_health(struct master *m, const struct slot *s, int64_t n
 		return "unknown";
 	if (!s->hb)
 		return s->proc.state == PROC_STARTING ? "starting" : "unknown";
-	int64_t base = s->beat_change_mono > s->started_mono ? s->beat_change_mono : s->started_mono;
-	return now - base > 2 * m->cfg->heartbeat.interval_ms ? "stale" : "ok";
+	return master_slot_late(m, s) ? "late" : "ok";
+}
+
+/* Why a worker is in BACKOFF or FATAL: the state machine's reason and
+ * the last error line the worker logged before it exited. */
+static json_t *failed_start_error(const struct slot *s)
+{
+	if (!s->error_line[0])
+		return json_string(s->proc.reason);
+	char buf[sizeof(s->proc.reason) + sizeof(s->error_line) + 2];
+	snprintf(buf, sizeof(buf), "%s: %s", s->proc.reason, s->error_line);
+	return json_string(buf);
 }
 
 static json_t *slot_status(struct master *m, const struct slot *s, int64_t now, int64_t wall)
@@ -127,7 +137,9 @@ static json_t *slot_status(struct master *m, const struct slot *s, int64_t now, 
 	json_object_set_new(o, "beat_age_ms", hb && s->beat_ms ? json_integer(wall - s->beat_ms) : json_null());
 	json_t *st = hb ? json_object_get(hb, "status") : NULL;
 	json_object_set_new(o, "status", st ? json_incref(st) : json_null());
-	json_object_set_new(o, "health", json_string(slot_health(m, s, now)));
+	const char *health = slot_health(m, s);
+	json_object_set_new(o, "health", json_string(health));
+	json_object_set_new(o, "late", json_boolean(strcmp(health, "late") == 0));
 	json_object_set_new(o, "processed", json_integer(json_integer_value(json_object_get(hb, "processed"))));
 	json_object_set_new(o, "failed", json_integer(json_integer_value(json_object_get(hb, "failed"))));
 	json_object_set_new(o, "dead_lettered",
@@ -143,10 +155,14 @@ static json_t *slot_status(struct master *m, const struct slot *s, int64_t now, 
 	json_object_set_new(o, "paused", json_boolean(s->paused));
 	json_t *cur = hb ? json_object_get(hb, "current") : NULL;
 	json_object_set_new(o, "current", cur ? json_incref(cur) : json_null());
+	/* Tool calls in hand: run, call id, tool, entry (checked, bounded). */
+	json_t *calls = hb ? json_object_get(hb, "calls") : NULL;
+	json_object_set_new(o, "calls", calls ? json_incref(calls) : json_array());
+	json_object_set_new(o, "calls_more", json_integer(json_integer_value(json_object_get(hb, "calls_more"))));
 	json_object_set_new(o, "last_exit", s->last_exit[0] ? json_string(s->last_exit) : json_null());
 	json_t *le = hb ? json_object_get(hb, "last_error") : NULL;
 	if (!json_is_string(le) && (s->proc.state == PROC_FATAL || s->proc.state == PROC_BACKOFF))
-		json_object_set_new(o, "last_error", json_string(s->proc.reason));
+		json_object_set_new(o, "last_error", failed_start_error(s));
 	else
 		json_object_set_new(o, "last_error", le ? json_incref(le) : json_null());
 	return o;

@@ -148,6 +148,25 @@ static void slot_take_beat(struct master *m, struct slot *s, json_t *hb, int64_t
 	s->hb = json_incref(hb);
 }
 
+int64_t master_late_ms(const struct sv_config *cfg)
+{
+	return cfg->heartbeat.interval_ms * 7 / 4;
+}
+
+/* Judged at the last registry read, not now: between two reads (one
+ * interval apart) the master cannot know of a newer beat, and an age
+ * taken now would flip a healthy worker just before every read (beat
+ * every interval, read every interval: ages up to two intervals). */
+bool master_slot_late(const struct master *m, const struct slot *s)
+{
+	int64_t base = s->beat_change_mono;
+	if (s->started_mono > base)
+		base = s->started_mono;
+	if (m->redis_back_mono > base)
+		base = m->redis_back_mono; /* no beat could land while Redis was away */
+	return m->last_report_mono - base > master_late_ms(m->cfg);
+}
+
 /* ---------- checking what Redis relayed ---------- */
 
 #define HB_TEXT_MAX 256
@@ -182,6 +201,36 @@ static bool is_hist(const json_t *v)
 	return true;
 }
 
+/* A worker's tool calls in hand (heartbeat.h): shown, never acted on.
+ * A clean copy of a well-formed list, or NULL. */
+static json_t *clean_calls(const json_t *v)
+{
+	static const char *const texts[] = {"run", "call_id", "tool", "entry"};
+	if (!json_is_array(v) || json_array_size(v) > HB_CALLS_MAX)
+		return NULL;
+	json_t *out = json_array();
+	size_t i;
+	const json_t *c;
+	json_array_foreach(v, i, c) {
+		const char *st = json_string_value(json_object_get(c, "state"));
+		json_t *o = st && (!strcmp(st, "running") || !strcmp(st, "waiting"))
+				    ? json_pack("{s:s}", "state", st) : NULL;
+		for (size_t k = 0; o && k < ARRAY_SIZE(texts); k++) {
+			json_t *t = json_object_get(c, texts[k]);
+			if (is_text(t, HB_CALL_TEXT_MAX))
+				json_object_set(o, texts[k], t);
+			else
+				json_decref(o), o = NULL;
+		}
+		if (!o) {
+			json_decref(out);
+			return NULL;
+		}
+		json_array_append_new(out, o);
+	}
+	return out;
+}
+
 /* Copy key when ok(value); a known key with a bad value is dropped. */
 static void take_if(json_t *out, const json_t *hb, const char *key, bool ok)
 {
@@ -213,6 +262,10 @@ json_t *master_monitor_check_beat(const json_t *hb, char *why, size_t whylen)
 		take_if(out, hb, hb_optional_texts[i], json_is_null(v) || is_text(v, HB_ERROR_MAX));
 	}
 	take_if(out, hb, "batch_hist", is_hist(json_object_get(hb, "batch_hist")));
+	json_t *calls = clean_calls(json_object_get(hb, "calls"));
+	if (calls)
+		json_object_set_new(out, "calls", calls);
+	take_if(out, hb, "calls_more", is_count(json_object_get(hb, "calls_more")));
 	const json_t *tp = json_object_get(hb, "tool_pgid");
 	take_if(out, hb, "tool_pgid", json_is_null(tp) || is_count(tp));
 	for (size_t i = 0; i < ARRAY_SIZE(hb_set_sizes); i++) {

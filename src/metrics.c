@@ -114,6 +114,14 @@ static void workers_by_state(struct out *o, const json_t *workers)
 			put(o, "streamvisor_worker_heartbeat_age_seconds{worker=\"%s\"} %.3f\n", label(jstr(w, "name"), lw, sizeof(lw)),
 			    (double)json_integer_value(age) / 1000.0);
 	}
+	header(o, "streamvisor_worker_late", "gauge",
+	       "1 when a running worker's heartbeat is late (older than 1.75 heartbeat intervals at the last registry read).");
+	json_array_foreach(workers, i, w) {
+		json_t *late = json_object_get(w, "late");
+		if (json_is_boolean(late) && json_is_integer(json_object_get(w, "pid")))
+			put(o, "streamvisor_worker_late{worker=\"%s\"} %d\n", label(jstr(w, "name"), lw, sizeof(lw)),
+			    json_is_true(late));
+	}
 }
 
 static void pool_counters(struct out *o, const json_t *pools)

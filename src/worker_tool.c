@@ -23,15 +23,18 @@
 #define TOOL_KILL_GRACE_MS 1000
 #define TOOL_DONE_TTL_S "86400"
 #define STDERR_LINES_PER_S 20
+#define OUTPUT_ID_MAX 48 /* a stream entry id, "ms-seq", NUL included */
 
-/* SET done NX EX; only if it was set, XADD the output; XACK either way.
+/* SET done NX EX; only if it was set, XADD the output (the done key then
+ * holds its id, for the log of a call skipped as done); XACK either way.
  * ARGV[4] "1": the call's stream was found by a pattern, and a stream
  * deleted meanwhile (a harness reset) is never created again by a late
  * output (EXISTS rather than NOMKSTREAM: Redis before 6.2 has none). */
 static const char publish_script[] =
 	"if redis.call('SET', KEYS[1], 'done', 'NX', 'EX', ARGV[3]) then "
 	"  if ARGV[4] == '0' or redis.call('EXISTS', KEYS[2]) == 1 then "
-	"    redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5)) "
+	"    local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5)) "
+	"    redis.call('SET', KEYS[1], id, 'EX', ARGV[3]) "
 	"  end "
 	"end "
 	"return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])";
@@ -710,14 +713,97 @@ static int publish(struct consumer *c, const struct call *call, const struct out
 	return ret;
 }
 
-static bool already_done(struct rconn *rc, const struct call *call, int *err)
+/* Done already?  Then output (OUTPUT_ID_MAX bytes) gets the id of its
+ * tool.output, or "" when the key does not say (an older "done" value,
+ * or the call's stream was gone at the publish). */
+static bool already_done(struct rconn *rc, const struct call *call, char *output, int *err)
 {
-	redisReply *r = rconn_command(rc, "EXISTS %s", call->done_key);
+	redisReply *r = rconn_command(rc, "GET %s", call->done_key);
 	*err = !r;
-	bool done = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+	bool done = r && r->type == REDIS_REPLY_STRING;
+	output[0] = '\0';
+	if (done && strcmp(r->str, "done") != 0 && r->len < OUTPUT_ID_MAX && strspn(r->str, "0123456789-") == r->len)
+		memcpy(output, r->str, r->len + 1);
 	if (r)
 		freeReplyObject(r);
 	return done;
+}
+
+/* ---------- the calls in hand, for status ---------- */
+
+/* text as the heartbeat shows it: valid UTF-8, cut with "..." */
+static void call_text(char *dst, size_t len, const char *src, size_t srclen)
+{
+	int cut = 0;
+	char *t = worker_tool_sanitize(src, srclen, len - 4, &cut);
+	snprintf(dst, len, "%s%s", t ? t : "", cut ? "..." : "");
+	free(t);
+}
+
+static void call_show(struct hb_call *k, const char *run, size_t runlen, const char *call_id, size_t idlen,
+		      const char *tool, size_t toollen, const char *entry, bool running)
+{
+	call_text(k->run, sizeof(k->run), run, runlen);
+	call_text(k->call_id, sizeof(k->call_id), call_id, idlen);
+	call_text(k->tool, sizeof(k->tool), tool, toollen);
+	snprintf(k->entry, sizeof(k->entry), "%s", entry);
+	k->running = running;
+}
+
+/* A waiting tool.call of the batch, shown as call_decode would read it;
+ * false when it does not decode (it will be dead-lettered). */
+static bool call_peek(const struct consumer_entry *ce, struct hb_call *k)
+{
+	size_t rlen = 0, dlen = 0, clen = 0;
+	const char *run = field(&ce->e, "run", &rlen);
+	const char *draw = field(&ce->e, "data", &dlen);
+	json_t *data = draw ? json_loadb(draw, dlen, JSON_ALLOW_NUL, NULL) : NULL;
+	json_t *jid = json_object_get(data, "call_id"), *jname = json_object_get(data, "name");
+	const char *call_id = json_string_value(jid);
+	clen = call_id ? json_string_length(jid) : 0;
+	if (!call_id)
+		call_id = field(&ce->e, "call_id", &clen);
+	bool ok = run && rlen && call_id && clen && json_is_string(jname);
+	if (ok)
+		call_show(k, run, rlen, call_id, clen, json_string_value(jname), json_string_length(jname), ce->e.id,
+			  false);
+	json_decref(data);
+	return ok;
+}
+
+/* The heartbeat's calls: the one about to run, then the tool calls of
+ * the batch waiting behind it (bounded: the rest only counted). */
+static void calls_show(struct heartbeat *hb, const struct consumer_batch *b, size_t index, const struct call *call)
+{
+	hb->ncalls = 1;
+	hb->calls_more = 0;
+	call_show(&hb->calls[0], call->run, strlen(call->run), call->call_id, strlen(call->call_id), call->name,
+		  strlen(call->name), call->entry_id, true);
+	for (size_t i = index + 1; i < b->n; i++) {
+		const struct consumer_entry *ce = &b->v[i];
+		if (ce->verdict != CE_UNDECIDED || !is_tool_call(&ce->e))
+			continue;
+		if (hb->ncalls == HB_CALLS_MAX)
+			hb->calls_more++;
+		else if (call_peek(ce, &hb->calls[hb->ncalls]))
+			hb->ncalls++;
+	}
+}
+
+/* After a call's output is published: nothing in hand.  With no other
+ * call waiting the worker is idle, and says so now, not at its next
+ * beat (up to an interval and a block later). */
+static void calls_done(const struct consumer_host *h, bool ran)
+{
+	bool waiting = h->hb->ncalls > 1;
+	h->hb->ncalls = 0;
+	h->hb->calls_more = 0;
+	h->hb->current[0] = '\0';
+	if (!ran || waiting)
+		return; /* the next call's start beats */
+	h->hb->status = HB_IDLE;
+	if (h->rc->c)
+		heartbeat_beat(h->hb, h->rc);
 }
 
 static void handle_call(struct tool_worker *tw, struct consumer *c, struct consumer_batch *b, size_t index)
@@ -745,8 +831,12 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 			return;
 		}
 	}
-	if (already_done(h->rc, &call, &err)) {
-		log_debug("tool call %s/%s already done: acked", call.run, call.call_id);
+	char output[OUTPUT_ID_MAX];
+	bool ran = false;
+	if (already_done(h->rc, &call, output, &err)) {
+		log_kv(LOG_INFO, KV("run", call.run, "call_id", call.call_id),
+		       "tool.call entry %s of %s: call already done, output entry %s: acked, not run again",
+		       ce->e.id, ce->e.stream, output[0] ? output : "not recorded");
 		ce->verdict = CE_ACK;
 	} else if (err) {
 		ce->verdict = CE_DROP; /* connection lost: it stays pending, taken over later */
@@ -761,7 +851,9 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 			oc.exit_code = -1;
 			log_kv(LOG_WARN, KV("run", call.run, "call_id", call.call_id), "unknown tool %s", call.name);
 		} else {
+			calls_show(h->hb, b, index, &call);
 			run_tool(c, b, index, t, &call, &oc);
+			ran = true;
 		}
 		if (oc.stolen || oc.interrupted) {
 			ce->verdict = CE_DROP;
@@ -774,7 +866,7 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 		}
 		free(oc.output);
 	}
-	h->hb->current[0] = '\0';
+	calls_done(h, ran);
 	json_decref(data);
 	call_free(&call);
 }

@@ -44,11 +44,16 @@ for r in RA RB; do
 done
 ok "RA and RB: tool_call completed + tool_output"
 
-check "a replayed call of the same run is acked without a second run or output"
-xadd_call RA 2 same count '{"sleep":0}' >/dev/null
+check "a replayed call of the same run is acked without a second run or output, logged with both entry ids"
+out_id=$(tool_outputs RA same | pyjson 'd["id"]')
+[ "$(rcli GET "$SV_NS:tool:RA:same")" = "$out_id" ] || fail "done key holds $(rcli GET "$SV_NS:tool:RA:same"), not the output $out_id"
+replay=$(xadd_call RA 2 same count '{"sleep":0}')
 wait_for 15 '[ "$(tools_pending)" = 0 ] && [ "$(group_info tools lag)" = 0 ]' || fail "the replayed call was not acked"
 sleep 1
 [ "$(count_outputs RA same)" = 1 ] || fail "a replayed call published again: $(tool_outputs RA same)"
 [ "$(wc -l <"$COUNTER")" = 2 ] || fail "the replayed call ran the tool again: $(cat "$COUNTER")"
-ok "replay acked; still one output, two executions"
+want="tool.call entry $replay of events: call already done, output entry $out_id: acked, not run again"
+wait_for 5 'grep -F -- "$want" "$DLOG" | grep -q "run=RA call_id=same"' || fail "no skip line: $(grep -F 'already done' "$DLOG")"
+[ "$(grep -cF -- "$want" "$DLOG")" = 1 ] || fail "skip logged $(grep -cF -- "$want" "$DLOG") times"
+ok "replay $replay acked and logged (output $out_id); still one output, two executions"
 pass

@@ -232,6 +232,49 @@ static void test_check_beat(void **state)
 	json_decref(sets);
 }
 
+/* A tool worker's calls in hand: a clean copy of a well-formed list only
+ * (known keys, texts bounded, at most HB_CALLS_MAX), else left out. */
+static void test_check_beat_calls(void **state)
+{
+	(void)state;
+#define CALL(ST) "{\"run\":\"r\",\"call_id\":\"c\",\"tool\":\"t\",\"entry\":\"1-0\",\"state\":\"" ST "\",\"x\":1}"
+	json_t *ok = check("{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"calls\":[" CALL("running") "," CALL("waiting")
+			   "],\"calls_more\":4}");
+	json_t *calls = json_object_get(ok, "calls");
+	assert_int_equal(json_array_size(calls), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(calls, 0), "tool")), "t");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(calls, 1), "state")), "waiting");
+	assert_null(json_object_get(json_array_get(calls, 0), "x"));
+	assert_int_equal(json_integer_value(json_object_get(ok, "calls_more")), 4);
+	json_decref(ok);
+	static const char *const bad[] = {
+		"{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"calls\":[" CALL("sleeping") "]}",
+		"{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"calls\":[{\"run\":\"r\",\"state\":\"running\"}]}",
+		"{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"calls\":{}}",
+		"{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"calls\":[" CALL("running") "," CALL("running") ","
+		CALL("running") "," CALL("running") "," CALL("running") "," CALL("running") "," CALL("running") ","
+		CALL("running") "," CALL("running") "]}",
+	};
+#undef CALL
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		json_t *b = check(bad[i]);
+		assert_non_null(b);
+		assert_null(json_object_get(b, "calls"));
+		json_decref(b);
+	}
+	/* A text over the bound. */
+	char big[400];
+	char id[HB_CALL_TEXT_MAX + 2];
+	memset(id, 'a', sizeof(id) - 1);
+	id[sizeof(id) - 1] = '\0';
+	snprintf(big, sizeof(big),
+		 "{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"calls\":[{\"run\":\"%s\",\"call_id\":\"c\",\"tool\":\"t\","
+		 "\"entry\":\"1-0\",\"state\":\"running\"}]}", id);
+	json_t *b = check(big);
+	assert_null(json_object_get(b, "calls"));
+	json_decref(b);
+}
+
 /* check_patterns against a configuration of two pools reading "run:*"
  * (groups g1 and g2) and one reading "other:*" (group g1). */
 static int check_rows(const char *text, int64_t now, json_t **out, char *why, size_t whylen)
@@ -316,6 +359,7 @@ int main(void)
 		cmocka_unit_test(test_fixed_messages), cmocka_unit_test(test_partial_frames),
 		cmocka_unit_test(test_multi_frame),    cmocka_unit_test(test_violations),
 		cmocka_unit_test(test_encode_refuses), cmocka_unit_test(test_check_beat),
+		cmocka_unit_test(test_check_beat_calls),
 		cmocka_unit_test(test_check_patterns),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

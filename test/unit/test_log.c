@@ -226,13 +226,36 @@ static void test_relay_json_to_logfmt(void **state)
 	log_relay("{\"ts\":\"2026-01-10T12:00:00.123Z\",\"level\":\"warn\",\"proc\":\"persist/1\","
 		  "\"pid\":4242,\"msg\":\"hi there\",\"stream\":\"events\",\"n\":3,"
 		  "\"obj\":{\"a\":1}}",
-		  "persist/1", 4242);
+		  "persist/1", 4242, NULL, 0);
 	/* Below the master's level: dropped. */
-	log_relay("{\"level\":\"debug\",\"msg\":\"quiet\"}", "persist/1", 4242);
+	log_relay("{\"level\":\"debug\",\"msg\":\"quiet\"}", "persist/1", 4242, NULL, 0);
 	char *s = slurp(logpath);
 	assert_string_equal(s, "ts=2026-01-10T12:00:00.123Z level=warn proc=persist/1 pid=4242 "
 			       "msg=\"hi there\" stream=events n=3 obj=\"{\\\"a\\\":1}\"\n");
 	free(s);
+}
+
+/* The level comes back, and an error record's message, bounded, cut at a
+ * character and with control characters replaced: what the master keeps
+ * as a slot's last error. */
+static void test_relay_error_message(void **state)
+{
+	(void)state;
+	open_fresh(LOG_INFO, LOG_FMT_LOGFMT);
+	char msg[16] = "untouched";
+	assert_int_equal(log_relay("{\"level\":\"info\",\"msg\":\"fine\"}", "p", 1, msg, sizeof(msg)), LOG_INFO);
+	assert_string_equal(msg, "untouched");
+	assert_int_equal(log_relay("plain text", "p", 1, msg, sizeof(msg)), LOG_WARN);
+	assert_string_equal(msg, "untouched");
+	assert_int_equal(log_relay("  ", "p", 1, msg, sizeof(msg)), -1);
+	assert_int_equal(log_relay("{\"level\":\"error\",\"msg\":\"a\\nb\\u001bc\"}", "p", 1, msg, sizeof(msg)),
+			 LOG_ERROR);
+	assert_string_equal(msg, "a?b?c");
+	/* 14 bytes then a 2-byte character: it does not fit in 15, so it goes. */
+	assert_int_equal(log_relay("{\"level\":\"error\",\"msg\":\"cannot create \u00e9 and more\"}", "p", 1, msg,
+				   sizeof(msg)),
+			 LOG_ERROR);
+	assert_string_equal(msg, "cannot create ");
 }
 
 static void test_relay_json_to_json(void **state)
@@ -241,7 +264,7 @@ static void test_relay_json_to_json(void **state)
 	open_fresh(LOG_INFO, LOG_FMT_JSON);
 	log_relay("{\"ts\":\"2026-01-10T12:00:00.123Z\",\"level\":\"info\",\"proc\":\"tools/0\","
 		  "\"pid\":99,\"msg\":\"ran\",\"n\":3,\"ok\":true}",
-		  "tools/0", 99);
+		  "tools/0", 99, NULL, 0);
 	char *s = slurp(logpath);
 	json_t *j = json_loads(s, 0, NULL);
 	assert_non_null(j);
@@ -261,10 +284,10 @@ static void test_relay_raw(void **state)
 {
 	(void)state;
 	open_fresh(LOG_INFO, LOG_FMT_LOGFMT);
-	log_relay("Segmentation fault (core dumped)\n", "tool/echo", 77);
-	log_relay("{not json", "tool/echo", 77);
-	log_relay("{\"msg\":\"no level\"}", "tool/echo", 77);
-	log_relay("   ", "tool/echo", 77); /* blank: nothing */
+	log_relay("Segmentation fault (core dumped)\n", "tool/echo", 77, NULL, 0);
+	log_relay("{not json", "tool/echo", 77, NULL, 0);
+	log_relay("{\"msg\":\"no level\"}", "tool/echo", 77, NULL, 0);
+	log_relay("   ", "tool/echo", 77, NULL, 0); /* blank: nothing */
 	char *s = slurp(logpath);
 	assert_int_equal(count_lines(s), 3);
 	assert_non_null(strstr(s, " level=warn proc=tool/echo pid=77 "
@@ -276,7 +299,7 @@ static void test_relay_raw(void **state)
 
 	/* Raw text in JSON format, with bytes that are not UTF-8. */
 	open_fresh(LOG_INFO, LOG_FMT_JSON);
-	log_relay("bin \xfe\xff out", "tool/echo", 78);
+	log_relay("bin \xfe\xff out", "tool/echo", 78, NULL, 0);
 	s = slurp(logpath);
 	json_t *j = json_loads(s, 0, NULL);
 	assert_non_null(j);
@@ -321,7 +344,7 @@ static void test_child_roundtrip(void **state)
 	open_fresh(LOG_INFO, LOG_FMT_LOGFMT);
 	char *nl = strchr(s, '\n');
 	*nl = '\0';
-	log_relay(s, "persist/3", 1234);
+	log_relay(s, "persist/3", 1234, NULL, 0);
 	char *m = slurp(logpath);
 	char want[128];
 	snprintf(want, sizeof(want), " level=info proc=persist/3 pid=%d msg=\"child says 7\" "
@@ -380,7 +403,7 @@ static void test_parse_and_errno(void **state)
 	open_fresh(LOG_INFO, LOG_FMT_LOGFMT);
 	errno = EPIPE;
 	log_info("keeps errno");
-	log_relay("raw", "p", 1);
+	log_relay("raw", "p", 1, NULL, 0);
 	assert_int_equal(errno, EPIPE);
 }
 
@@ -393,6 +416,7 @@ int main(void)
 		cmocka_unit_test(test_truncation),
 		cmocka_unit_test(test_relay_json_to_logfmt),
 		cmocka_unit_test(test_relay_json_to_json),
+		cmocka_unit_test(test_relay_error_message),
 		cmocka_unit_test(test_relay_raw),
 		cmocka_unit_test(test_child_roundtrip),
 		cmocka_unit_test(test_reopen),
