@@ -687,7 +687,7 @@ static int dead_redrive(struct rconn *rc, const struct sv_config *cfg, const cha
 	int ret;
 	if (r->type != REDIS_REPLY_ARRAY || r->elements != want || r->element[want - 1]->type != REDIS_REPLY_INTEGER) {
 		const redisReply *e = r->type == REDIS_REPLY_ARRAY && r->elements == want ? r->element[want - 1] : r;
-		log_error("%s: dead retry of %s:dead %s failed: %s", __func__, stream, l->id,
+		log_error("dead retry of %s:dead %s failed: %s", stream, l->id,
 			  e->type == REDIS_REPLY_ERROR ? e->str : "transaction aborted");
 		ret = -EPROTO;
 	} else {

@@ -697,7 +697,7 @@ static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
 	else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING)
 		why = NULL;
 	if (why) {
-		log_error("%s: dead-lettering %s %s failed: %s", __func__, e->stream, e->id, why);
+		log_error("dead-lettering %s %s failed: %s", e->stream, e->id, why);
 		ret = -EPROTO;
 	} else {
 		hb(c)->dead_lettered++;

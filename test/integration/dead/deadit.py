@@ -4,6 +4,7 @@ non-UTF-8 bytes).
 
   deadit.py xadd SOCK STREAM HEX...        XADD with each argument hex-encoded; prints the id
   deadit.py xadd-big SOCK STREAM RUN SIZE  run/type/seq and a JSON data of SIZE bytes; prints the id
+  deadit.py xadd-sized SOCK STREAM F...   F is NAME=TEXT, or NAME:N for N bytes "x"; prints the id
   deadit.py fields SOCK STREAM ID          the entry's fields, hex: [["name", "value"], ...]
   deadit.py digest SOCK STREAM [ID]        per entry: id and [hex name, value length,
                                            sha256 of the value] (large values stay small)
@@ -79,6 +80,16 @@ def main():
         data = b'{"blob":"' + b"x" * pad + b'"}'
         print(r.cmd("XADD", stream, "*", "run", run, "type", "response.created", "seq", "1",
                     "data", data).decode())
+    elif op == "xadd-sized":
+        args = []
+        for spec in sys.argv[4:]:
+            if "=" in spec:
+                name, text = spec.split("=", 1)
+                args += [name, text]
+            else:
+                name, n = spec.rsplit(":", 1)
+                args += [name, b"x" * int(n)]
+        print(r.cmd("XADD", stream, "*", *args).decode())
     elif op == "fields":
         e = entries(r, stream, sys.argv[4])
         f = e[0][1] if e else []
