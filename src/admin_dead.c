@@ -363,7 +363,8 @@ static int row_cmp_desc(const void *a, const void *b)
  * when rows were dropped. */
 static bool rows_trim(struct dead_rows *rs, size_t n)
 {
-	qsort(rs->v, rs->n, sizeof(*rs->v), row_cmp_desc);
+	if (rs->n > 1)
+		qsort(rs->v, rs->n, sizeof(*rs->v), row_cmp_desc);
 	if (rs->n <= n)
 		return false;
 	size_t keep = n;
