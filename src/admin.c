@@ -1,5 +1,7 @@
-/* admin: pending / dead / drain on behalf of streamvisorctl. */
+/* admin: pending / dead / drain on behalf of streamvisorctl (dead letters:
+ * admin_dead.c). */
 #include "admin.h"
+#include "admin_dead.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -242,208 +244,6 @@ static json_t *admin_pending(struct rconn *rc, const struct sv_config *cfg, cons
 	return reply;
 }
 
-/* ---------- dead letters ---------- */
-
-static json_t *dead_entry(const char *dead_key, redisReply *en)
-{
-	json_t *o = json_pack("{s:s, s:s}", "id", en->element[0]->str, "dead_stream", dead_key);
-	json_t *fields = json_object();
-	redisReply *f = en->element[1];
-	static const char *const meta[] = {"origin_id", "origin_stream", "group", "consumer", "reason", "deliveries"};
-	for (size_t i = 0; f->type == REDIS_REPLY_ARRAY && i + 1 < f->elements; i += 2) {
-		const char *k = f->element[i]->str;
-		bool is_meta = i < 2 * ARRAY_SIZE(meta) && strcmp(k, meta[i / 2]) == 0;
-		json_t *v = json_stringn_nocheck(f->element[i + 1]->str, f->element[i + 1]->len);
-		json_object_set_new(is_meta ? o : fields, k, v);
-	}
-	json_object_set_new(o, "fields", fields);
-	return o;
-}
-
-static json_t *dead_keys(const struct sv_config *cfg, const char *only)
-{
-	json_t *streams = configured_streams(cfg);
-	json_t *keys = json_array();
-	const char *s;
-	json_t *v;
-	json_object_foreach(streams, s, v) {
-		if (only && strcmp(only, s) != 0 && !(strncmp(only, s, strlen(s)) == 0 && strcmp(only + strlen(s), ":dead") == 0))
-			continue;
-		json_array_append_new(keys, json_sprintf("%s:dead", s));
-	}
-	json_decref(streams);
-	return keys;
-}
-
-static json_t *dead_list(struct rconn *rc, const struct sv_config *cfg, const char *stream, long long n)
-{
-	json_t *keys = dead_keys(cfg, stream);
-	json_t *out = json_array();
-	size_t i;
-	json_t *k;
-	json_array_foreach(keys, i, k) {
-		redisReply *r = rconn_command(rc, "XREVRANGE %s + - COUNT %lld", json_string_value(k), n);
-		if (!r) {
-			json_decref(keys);
-			json_decref(out);
-			return redis_gone(rc);
-		}
-		for (size_t j = 0; r->type == REDIS_REPLY_ARRAY && j < r->elements; j++)
-			json_array_append_new(out, dead_entry(json_string_value(k), r->element[j]));
-		freeReplyObject(r);
-	}
-	json_decref(keys);
-	return json_pack("{s:b, s:o}", "ok", 1, "entries", out);
-}
-
-/* Re-drive one dead letter into its origin stream with origin_id, so it
- * dedupes and sorts where the original belonged; atomically removed from
- * the dead-letter stream. */
-static int dead_redrive(struct rconn *rc, const char *dead_key, redisReply *en, json_t *results)
-{
-	redisReply *f = en->element[1];
-	const char *origin_id = NULL, *origin_stream = NULL;
-	size_t meta_end = 0;
-	static const char *const meta[] = {"origin_id", "origin_stream", "group", "consumer", "reason", "deliveries"};
-	for (size_t i = 0; i + 1 < f->elements && i < 2 * ARRAY_SIZE(meta); i += 2) {
-		if (strcmp(f->element[i]->str, meta[i / 2]) != 0)
-			break;
-		if (i == 0)
-			origin_id = f->element[1]->str;
-		if (i == 2)
-			origin_stream = f->element[3]->str;
-		meta_end = i + 2;
-	}
-	if (!origin_id || !origin_stream)
-		return -EINVAL;
-	/* A letter that died again keeps its first origin. */
-	for (size_t i = meta_end; i + 1 < f->elements; i += 2)
-		if (strcmp(f->element[i]->str, "origin_id") == 0)
-			origin_id = NULL;
-	size_t argc = 5 + (f->elements - meta_end);
-	const char **argv = malloc(argc * sizeof(*argv));
-	size_t *lens = malloc(argc * sizeof(*lens));
-	if (!argv || !lens)
-		abort();
-	size_t n = 0;
-	argv[n] = "XADD", lens[n++] = 4;
-	argv[n] = origin_stream, lens[n++] = strlen(origin_stream);
-	argv[n] = "*", lens[n++] = 1;
-	if (origin_id) {
-		argv[n] = "origin_id", lens[n++] = 9;
-		argv[n] = origin_id, lens[n++] = strlen(origin_id);
-	}
-	for (size_t i = meta_end; i < f->elements; i++)
-		argv[n] = f->element[i]->str, lens[n++] = f->element[i]->len;
-	redisReply *r = rconn_pair_atomic(rc, (int)n, argv, lens, "XDEL %s %s", dead_key, en->element[0]->str);
-	free(argv);
-	free(lens);
-	if (!r)
-		return -EIO;
-	int ret = 0;
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2)
-		ret = -EIO;
-	else
-		json_array_append_new(results, json_pack("{s:s, s:s, s:s}", "id", en->element[0]->str, "stream",
-							 origin_stream, "new_id",
-							 r->element[0]->str ? r->element[0]->str : ""));
-	freeReplyObject(r);
-	return ret;
-}
-
-static json_t *dead_retry(struct rconn *rc, const struct sv_config *cfg, const char *which)
-{
-	if (!which)
-		return error_reply("dead retry needs an ID or all%s", NULL);
-	bool all = strcmp(which, "all") == 0;
-	json_t *keys = dead_keys(cfg, NULL);
-	json_t *results = json_array();
-	size_t i;
-	json_t *k;
-	int failures = 0;
-	json_array_foreach(keys, i, k) {
-		const char *key = json_string_value(k);
-		redisReply *r = all ? rconn_command(rc, "XRANGE %s - +", key)
-				    : rconn_command(rc, "XRANGE %s %s %s", key, which, which);
-		if (!r) {
-			json_decref(keys);
-			json_decref(results);
-			return redis_gone(rc);
-		}
-		for (size_t j = 0; r->type == REDIS_REPLY_ARRAY && j < r->elements; j++)
-			if (dead_redrive(rc, key, r->element[j], results) < 0)
-				failures++;
-		freeReplyObject(r);
-	}
-	json_decref(keys);
-	if (json_array_size(results) == 0 && !failures) {
-		json_decref(results);
-		return error_reply("no dead letter %s", which);
-	}
-	json_t *reply = json_pack("{s:b, s:o}", "ok", failures == 0, "retried", results);
-	if (failures)
-		json_object_set_new(reply, "error", json_sprintf("%d dead letters could not be re-driven", failures));
-	log_info("dead retry %s: %zu re-driven", which, json_array_size(json_object_get(reply, "retried")));
-	return reply;
-}
-
-static json_t *dead_purge(struct rconn *rc, const struct sv_config *cfg, json_t *args)
-{
-	long long older = -1;
-	const char *a1 = json_string_value(json_array_get(args, 1));
-	const char *a2 = json_string_value(json_array_get(args, 2));
-	if (a1 && strcmp(a1, "--older-than") == 0) {
-		char *end;
-		older = a2 ? strtoll(a2, &end, 10) : -1;
-		if (!a2 || *end || older < 0)
-			return error_reply("--older-than needs milliseconds%s", NULL);
-	}
-	json_t *keys = dead_keys(cfg, NULL);
-	json_int_t removed = 0;
-	size_t i;
-	json_t *k;
-	json_array_foreach(keys, i, k) {
-		redisReply *r;
-		if (older < 0)
-			r = rconn_command(rc, "XTRIM %s MAXLEN 0", json_string_value(k));
-		else
-			r = rconn_command(rc, "XTRIM %s MINID %lld-0", json_string_value(k),
-					  (long long)(util_wall_ms() - older));
-		if (!r) {
-			json_decref(keys);
-			return redis_gone(rc);
-		}
-		if (r->type == REDIS_REPLY_INTEGER)
-			removed += r->integer;
-		freeReplyObject(r);
-	}
-	json_decref(keys);
-	log_info("dead purge: %lld dead letters removed", (long long)removed);
-	return json_pack("{s:b, s:I}", "ok", 1, "purged", removed);
-}
-
-static json_t *admin_dead(struct rconn *rc, const struct sv_config *cfg, json_t *args)
-{
-	const char *sub = json_string_value(json_array_get(args, 0));
-	const char *a1 = json_string_value(json_array_get(args, 1));
-	const char *a2 = json_string_value(json_array_get(args, 2));
-	if (!sub || strcmp(sub, "list") == 0) {
-		/* dead list [STREAM] [N]: a lone number is N. */
-		const char *stream = a1, *count = a2;
-		if (a1 && !a2 && strspn(a1, "0123456789") == strlen(a1)) {
-			stream = NULL;
-			count = a1;
-		}
-		long long n = count ? atoll(count) : 20;
-		return dead_list(rc, cfg, stream, n > 0 ? n : 20);
-	}
-	if (strcmp(sub, "retry") == 0)
-		return dead_retry(rc, cfg, a1);
-	if (strcmp(sub, "purge") == 0)
-		return dead_purge(rc, cfg, args);
-	return error_reply("unknown dead subcommand: %s", sub);
-}
-
 /* Clean slate: destroy every group of every configured stream and delete
  * the streams.  Dead-letter streams are kept (`dead purge` removes them).
  * Running workers re-create their groups (consumer loop self-heal). */
@@ -491,7 +291,7 @@ json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const struct d
 	if (strcmp(cmd, "pending") == 0)
 		return admin_pending(rc, cfg, disc, args);
 	if (strcmp(cmd, "dead") == 0)
-		return admin_dead(rc, cfg, args);
+		return admin_dead(rc, cfg, disc, args);
 	if (strcmp(cmd, "drain") == 0)
 		return admin_drain(rc, cfg);
 	return error_reply("unknown command: %s", cmd);

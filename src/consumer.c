@@ -574,10 +574,77 @@ void consumer_finish(struct consumer *c)
 		flush_acks(c);
 }
 
-/* Move one entry to STREAM:dead together with its XACK (MULTI/EXEC). */
+/* One dead letter per stream entry, whatever the number of groups that
+ * refuse it (issue 12): the dead letter is XADDed, then this script, in the
+ * same MULTI, looks the origin up in the stream's index (KEYS[2], origin id
+ * -> JSON ["DEAD_ID", group...]).  When a live dead letter of that origin
+ * exists, the new one is deleted again and the group added to the index;
+ * else the new one is indexed.  The XACK is the script's last step, so an
+ * XADD that failed (the key is not a stream) acks nothing.  Index writes
+ * use pcall: a foreign value there costs a duplicate, never the letter.
+ * KEYS: dead stream, index, stream; ARGV: origin id, group, entry id. */
+static const char dead_join_script[] =
+	"local new = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1][1] "
+	"local keep = new "
+	"local cur = redis.pcall('HGET', KEYS[2], ARGV[1]) "
+	"if type(cur) == 'string' then "
+	"  local ok, v = pcall(cjson.decode, cur) "
+	"  if ok and type(v) == 'table' and type(v[1]) == 'string' and v[1] ~= new then "
+	"    local e = redis.pcall('XRANGE', KEYS[1], v[1], v[1]) "
+	"    if type(e) == 'table' and #e == 1 then "
+	"      local have = false "
+	"      for i = 2, #v do if v[i] == ARGV[2] then have = true end end "
+	"      if not have then v[#v + 1] = ARGV[2] end "
+	"      local w = redis.pcall('HSET', KEYS[2], ARGV[1], cjson.encode(v)) "
+	"      if type(w) == 'number' then "
+	"        redis.call('XDEL', KEYS[1], new) "
+	"        keep = v[1] "
+	"      end "
+	"    end "
+	"  end "
+	"end "
+	"if keep == new then redis.pcall('HSET', KEYS[2], ARGV[1], cjson.encode({new, ARGV[2]})) end "
+	"redis.call('XACK', KEYS[3], ARGV[2], ARGV[3]) "
+	"return keep";
+
+/* The dead-letter index of a stream, NS:deadidx:STREAM (HACKING.md).  The
+ * consumer sees the namespace only in its heartbeat's NS:workers key. */
+static char *dead_index_key(struct consumer *c, const char *stream)
+{
+	const char *wk = hb(c)->workers_key;
+	size_t ns = strlen(wk) - strlen(":workers");
+	size_t len = ns + strlen(":deadidx:") + strlen(stream) + 1;
+	char *key = util_xcalloc(1, len);
+	snprintf(key, len, "%.*s:deadidx:%s", (int)ns, wk, stream);
+	return key;
+}
+
+/* The entry's origin: a copy re-driven by `dead retry` starts with
+ * origin_id (the original id), which names it and is not one of its
+ * original fields.  Returns the index of the first original field. */
+static size_t dead_origin(const struct sv_entry *e, char *origin, size_t len)
+{
+	snprintf(origin, len, "%s", e->id);
+	if (e->nfields == 0 || e->fields[0].name_len != 9 || memcmp(e->fields[0].name, "origin_id", 9) != 0 ||
+	    e->fields[0].value_len >= len)
+		return 0;
+	char id[ID_MAX];
+	uint64_t ms, seq;
+	memcpy(id, e->fields[0].value, e->fields[0].value_len);
+	id[e->fields[0].value_len] = '\0';
+	if (event_parse_id(id, &ms, &seq) < 0)
+		return 0;
+	snprintf(origin, len, "%s", id);
+	return 1;
+}
+
+/* Move one entry to STREAM:dead together with its XACK, in one MULTI:
+ * XADD, then dead_join_script (one letter per origin; the XACK). */
 static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
 {
 	const struct sv_entry *e = &ce->e;
+	char origin[ID_MAX];
+	size_t first = dead_origin(e, origin, sizeof(origin));
 	size_t argc = 3 + 12 + 2 * e->nfields;
 	const char **argv = malloc(argc * sizeof(*argv));
 	size_t *lens = malloc(argc * sizeof(*lens));
@@ -585,7 +652,7 @@ static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
 		abort();
 	char deliveries[24];
 	snprintf(deliveries, sizeof(deliveries), "%lld", (long long)ce->deliveries);
-	const char *head[] = {"XADD", c->st[si].dead_key, "*", "origin_id", e->id, "origin_stream",
+	const char *head[] = {"XADD", c->st[si].dead_key, "*", "origin_id", origin, "origin_stream",
 			      e->stream, "group", c->pool->group, "consumer", consumer_name(c),
 			      "reason", ce->reason ? ce->reason : "unknown", "deliveries", deliveries};
 	size_t n = 0;
@@ -593,30 +660,54 @@ static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
 		argv[n] = head[n];
 		lens[n] = strlen(head[n]);
 	}
-	for (size_t f = 0; f < e->nfields; f++) {
+	for (size_t f = first; f < e->nfields; f++) {
 		argv[n] = e->fields[f].name;
 		lens[n++] = e->fields[f].name_len;
 		argv[n] = e->fields[f].value;
 		lens[n++] = e->fields[f].value_len;
 	}
-	redisReply *r = rconn_pair_atomic(conn(c), (int)n, argv, lens, "XACK %s %s %s", e->stream,
-					  c->pool->group, e->id);
+	char *idx = dead_index_key(c, e->stream);
+	redisContext *rx = conn(c)->c;
+	if (!rx) {
+		free(argv);
+		free(lens);
+		free(idx);
+		return -ENOTCONN;
+	}
+	redisAppendCommand(rx, "MULTI");
+	redisAppendCommandArgv(rx, (int)n, argv, lens);
+	redisAppendCommand(rx, "EVAL %s 3 %s %s %s %s %s %s", dead_join_script, c->st[si].dead_key, idx, e->stream,
+			   origin, c->pool->group, e->id);
+	redisAppendCommand(rx, "EXEC");
 	free(argv);
 	free(lens);
+	free(idx);
+	/* MULTI and the QUEUED replies say nothing EXEC does not. */
+	for (int i = 0; i < 3; i++) {
+		redisReply *q = rconn_get_reply(conn(c));
+		if (!q)
+			return -ENOTCONN;
+		freeReplyObject(q);
+	}
+	redisReply *r = rconn_get_reply(conn(c));
 	if (!r)
 		return -ENOTCONN;
 	int ret = 0;
-	if (r->type != REDIS_REPLY_ARRAY) {
-		log_error("dead-lettering %s %s failed: %s", e->stream, e->id,
-			  r->type == REDIS_REPLY_ERROR ? r->str : "transaction aborted");
+	const char *why = r->type == REDIS_REPLY_ERROR ? r->str : "transaction aborted";
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_ERROR)
+		why = r->element[1]->str;
+	else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING)
+		why = NULL;
+	if (why) {
+		log_error("dead-lettering %s %s failed: %s", e->stream, e->id, why);
 		ret = -EPROTO;
-	}
-	freeReplyObject(r);
-	if (ret == 0) {
+	} else {
 		hb(c)->dead_lettered++;
 		log_kv(LOG_WARN, KV("stream", e->stream, "id", e->id, "reason", ce->reason ? ce->reason : ""),
-		       "entry dead-lettered to %s", c->st[si].dead_key);
+		       "entry dead-lettered to %s as %s (origin %s)", c->st[si].dead_key,
+		       r->element[1]->str, origin);
 	}
+	freeReplyObject(r);
 	return ret;
 }
 

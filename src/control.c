@@ -319,6 +319,24 @@ void control_reply(struct control_client *c, json_t *reply)
 		}
 	}
 	size_t len = strlen(s);
+	if (len + 1 > CONTROL_MAX_OUTPUT) {
+		/* A reply the queue cannot hold is an answer too: say so rather
+		 * than drop the client (a reset tells the operator nothing).
+		 * Commands whose data can be large page or chunk it instead. */
+		log_kv(LOG_WARN, NULL, "a reply of %zu bytes to pid %ld is over %u bytes; refused", len,
+		       (long)c->peer_pid, (unsigned)CONTROL_MAX_OUTPUT);
+		free(s);
+		json_t *e = json_pack("{s:b}", "ok", 0);
+		json_object_set_new(e, "error", json_sprintf("the reply is too large (%zu bytes, at most %u)", len,
+							     (unsigned)CONTROL_MAX_OUTPUT));
+		s = json_dumps(e, JSON_COMPACT);
+		json_decref(e);
+		if (!s) {
+			client_drop(c, "out of memory");
+			return;
+		}
+		len = strlen(s);
+	}
 	s[len] = '\n'; /* replaces the NUL; the length is known */
 	queue_out(c, s, len + 1);
 	free(s);

@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "control.h"
+#include "ctl_dead.h"
 #include "log.h"
 #include "store.h"
 #include "sv_config.h"
@@ -71,7 +72,9 @@ static void usage(FILE *f)
 		"  scale POOL N                    resize a pool live\n"
 		"  pending [--stream NAME]         streams, groups, lag and pending entries\n"
 		"                                  (one summary row per pattern and group)\n"
-		"  dead list [STREAM] [N]          show dead letters\n"
+		"  dead list [STREAM] [N] [--after ID]\n"
+		"                                  dead letters, newest first, N a page\n"
+		"  dead show ID [--raw FILE]       one dead letter whole\n"
 		"  dead retry ID|all               re-drive dead letters\n"
 		"  dead purge [--older-than MS]    delete dead letters\n"
 		"  snapshot RUN [--pool POOL] [--wait SECONDS]\n"
@@ -391,6 +394,9 @@ static json_t *make_request(const char *cmd, char **args, int nargs)
 }
 
 static bool reply_ok(const json_t *reply) { return json_is_true(json_object_get(reply, "ok")); }
+
+/* ctl_dead's way to the daemon. */
+static json_t *dead_call(void *ctx, json_t *req) { return call_daemon(ctx, req, DEFAULT_TIMEOUT_MS); }
 
 /* ---- commands ------------------------------------------------------- */
 
@@ -1235,36 +1241,8 @@ static int run(struct opts *o, const char *cmd, int argc, char **argv)
 		if (!parse_uint(argv[1], NULL))
 			return usage_error("scale: N must be a non-negative integer, not \"%s\"", argv[1]);
 	} else if (!strcmp(cmd, "dead")) {
-		if (argc < 1)
-			return usage_error("dead needs list, retry or purge");
-		const char *sub = argv[0];
-		if (!strcmp(sub, "list")) {
-			if (argc > 3)
-				return usage_error("usage: dead list [STREAM] [N]");
-			if (argc == 3 && !parse_uint(argv[2], NULL))
-				return usage_error("dead list: N must be a non-negative integer");
-		} else if (!strcmp(sub, "retry")) {
-			if (argc != 2)
-				return usage_error("usage: dead retry ID|all");
-		} else if (!strcmp(sub, "purge")) {
-			if (argc == 2 && !strncmp(argv[1], "--older-than=", 13)) {
-				if (!parse_uint(argv[1] + 13, NULL))
-					return usage_error("dead purge: --older-than needs milliseconds");
-				/* The daemon takes the option and its value as two words. */
-				static char opt[] = "--older-than";
-				split_args[0] = argv[0];
-				split_args[1] = opt;
-				split_args[2] = argv[1] + 13;
-				argv = split_args;
-				argc = 3;
-			} else if (argc != 1 && !(argc == 3 && !strcmp(argv[1], "--older-than"))) {
-				return usage_error("usage: dead purge [--older-than MS]");
-			} else if (argc == 3 && !parse_uint(argv[2], NULL)) {
-				return usage_error("dead purge: --older-than needs milliseconds");
-			}
-		} else {
-			return usage_error("dead: unknown subcommand \"%s\"", sub);
-		}
+		struct ctl_dead_io io = {.prog = prog, .json = o->json, .call = dead_call, .ctx = o};
+		return ctl_dead(&io, argc, argv);
 	} else if (!strcmp(cmd, "drain")) {
 		if (argc != 1 || strcmp(argv[0], "--yes") != 0)
 			return usage_error("drain destroys every consumer group and deletes the "

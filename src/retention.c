@@ -1,6 +1,7 @@
 /* retention: XTRIM MINID behind every group's oldest unprocessed entry, and
  * deleting idle, fully read pattern streams. */
 #include "retention.h"
+#include "admin_dead.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -84,12 +85,15 @@ static long long trim_stream(struct rconn *rc, const struct sv_config *cfg, cons
 
 static long long trim_dead(struct rconn *rc, const struct sv_config *cfg, const char *stream)
 {
-	redisReply *r = rconn_command(rc, "XTRIM %s:dead MINID ~ %lld-0", stream,
-				      (long long)(util_wall_ms() - cfg->retention.dead_keep_ms));
+	long long min_ms = util_wall_ms() - cfg->retention.dead_keep_ms;
+	redisReply *r = rconn_command(rc, "XTRIM %s:dead MINID ~ %lld-0", stream, min_ms);
 	if (!r)
 		return -ENOTCONN;
 	long long n = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
 	freeReplyObject(r);
+	/* The one-letter-per-origin index keeps no entry of a trimmed letter. */
+	if (n > 0 && admin_dead_index_prune(rc, cfg, stream, min_ms) < 0)
+		return -ENOTCONN;
 	return n;
 }
 
