@@ -70,6 +70,9 @@ static char *heartbeat_json(const struct heartbeat *hb)
 	if (!o)
 		return NULL;
 	json_object_set_new(o, "lost", json_integer((json_int_t)hb->lost));
+	json_object_set_new(o, "forgotten", json_integer((json_int_t)hb->forgotten));
+	json_object_set_new(o, "conflicts", json_integer((json_int_t)hb->conflicts));
+	json_object_set_new(o, "reruns", json_integer((json_int_t)hb->reruns));
 	json_object_set_new(o, "current", hb->current[0] ? json_string(hb->current) : json_null());
 	json_object_set_new(o, "last_error",
 			    hb->last_error[0] ? json_string(hb->last_error) : json_null());

@@ -132,6 +132,10 @@ static json_t *slot_status(struct master *m, const struct slot *s, int64_t now, 
 	json_object_set_new(o, "failed", json_integer(json_integer_value(json_object_get(hb, "failed"))));
 	json_object_set_new(o, "dead_lettered",
 			    json_integer(json_integer_value(json_object_get(hb, "dead_lettered"))));
+	/* Run lifecycle counters of this process (heartbeat.h). */
+	static const char *const lifecycle[] = {"forgotten", "conflicts", "reruns"};
+	for (size_t i = 0; i < ARRAY_SIZE(lifecycle); i++)
+		json_object_set_new(o, lifecycle[i], json_integer(json_integer_value(json_object_get(hb, lifecycle[i]))));
 	json_object_set_new(o, "restarts", json_integer(s->restarts));
 	json_object_set_new(o, "pending", json_integer(s->pending));
 	/* The worker's stream set and active read set (issue 11). */
@@ -403,9 +407,14 @@ static json_t *counters_json(const char *pool, const struct counters *c)
 	json_t *hist = json_array();
 	for (size_t i = 0; i < HB_HIST_N; i++)
 		json_array_append_new(hist, json_integer((json_int_t)c->batch_hist[i]));
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:I}", "name", pool, "processed", (json_int_t)c->processed,
-			 "failed", (json_int_t)c->failed, "dead_lettered", (json_int_t)c->dead_lettered, "lost",
-			 (json_int_t)c->lost, "batch_hist", hist, "batch_sum_us", (json_int_t)c->batch_sum_us);
+	json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:I}", "name", pool, "processed",
+			      (json_int_t)c->processed, "failed", (json_int_t)c->failed, "dead_lettered",
+			      (json_int_t)c->dead_lettered, "lost", (json_int_t)c->lost, "batch_hist", hist,
+			      "batch_sum_us", (json_int_t)c->batch_sum_us);
+	json_object_set_new(o, "forgotten", json_integer((json_int_t)c->forgotten));
+	json_object_set_new(o, "conflicts", json_integer((json_int_t)c->conflicts));
+	json_object_set_new(o, "reruns", json_integer((json_int_t)c->reruns));
+	return o;
 }
 
 static json_t *metrics_state(struct master *m)
