@@ -459,7 +459,7 @@ static void cmd_metrics(struct master *m, struct control_client *c)
 
 /* ---------- control requests ---------- */
 
-/* pending, dead ..., drain: the monitor owns the Redis connection. */
+/* pending, dead ..., drain, forget: the monitor owns the Redis connection. */
 static void cmd_forward(struct master *m, struct control_client *c, const char *cmd, json_t *req)
 {
 	if (!m->monitor || m->monitor_stop_sent) {
@@ -467,13 +467,16 @@ static void cmd_forward(struct master *m, struct control_client *c, const char *
 		return;
 	}
 	json_t *args = json_object_get(req, "args");
-	if (strcmp(cmd, "drain") == 0) {
+	if (strcmp(cmd, "drain") == 0 || strcmp(cmd, "forget") == 0) {
 		bool yes = false;
 		size_t i;
 		json_t *v;
 		json_array_foreach(args, i, v) yes |= json_is_string(v) && strcmp(json_string_value(v), "--yes") == 0;
 		if (!yes) {
-			control_reply_error(c, "drain destroys every consumer group and stream: confirm with --yes");
+			control_reply_error(c, strcmp(cmd, "drain") == 0
+						       ? "drain destroys every consumer group and stream: confirm with --yes"
+						       : "forget deletes the runs' stored events and snapshots everywhere: "
+							 "confirm with --yes");
 			return;
 		}
 	}
@@ -515,7 +518,8 @@ void master_cmd_on_request(void *ctx, struct control_client *c, json_t *req)
 		cmd_config(m, c);
 	} else if (strcmp(cmd, "metrics") == 0) {
 		cmd_metrics(m, c);
-	} else if (!strcmp(cmd, "pending") || !strcmp(cmd, "dead") || !strcmp(cmd, "drain")) {
+	} else if (!strcmp(cmd, "pending") || !strcmp(cmd, "dead") || !strcmp(cmd, "drain") ||
+		   !strcmp(cmd, "forget")) {
 		cmd_forward(m, c, cmd, req);
 	} else if (strcmp(cmd, "shutdown") == 0) {
 		control_reply(c, json_pack("{s:b}", "ok", 1));
