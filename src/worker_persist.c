@@ -32,6 +32,12 @@ struct persist {
 	char forget_key[160];     /* NS:forget */
 	char forget_last[48];     /* id of the last NS:forget entry applied here */
 	int64_t next_forget_poll; /* monotonic ms */
+	/* The batch last handed to us (first entry id, size) and whether
+	 * NS:forget was read since it arrived: a degraded retry of it needs
+	 * no new read, so it can commit while Redis is away. */
+	char batch_first[48];
+	size_t batch_n;
+	bool batch_polled;
 };
 
 static const char *pool_sqlite_path(const struct persist *p)
@@ -224,7 +230,17 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 		p->events = util_xcalloc(p->cap, sizeof(*p->events));
 	}
 	struct heartbeat *hb = consumer_host(c)->hb;
+	bool retry = b->n == p->batch_n && b->n && strcmp(b->v[0].e.id, p->batch_first) == 0;
+	if (!retry) {
+		snprintf(p->batch_first, sizeof(p->batch_first), "%s", b->n ? b->v[0].e.id : "");
+		p->batch_n = b->n;
+		p->batch_polled = false;
+	}
 	int r = poll_forgets(p, c);
+	if (r == 0)
+		p->batch_polled = true;
+	else if (r == -ENOTCONN && p->batch_polled)
+		r = 0; /* read after this batch arrived: its forgets are applied */
 	if (r == -ENOTCONN) {
 		snprintf(hb->last_error, sizeof(hb->last_error), "redis: cannot read %s", p->forget_key);
 		return -EAGAIN;
