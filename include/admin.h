@@ -4,8 +4,11 @@
  * groups; per pattern and group one summary row over the streams
  * discovery knows, at most ADMIN_PATTERN_MAX of them; `--stream NAME`:
  * one stream's rows),
- * `dead list|retry|purge`, and `drain`.  Each takes the request's args and
- * returns the reply object for the control client. */
+ * `dead list|retry|purge`, `drain`, and `forget RUN... --yes` (the run
+ * lifecycle: tombstones in NS:forgotten, the runs' tool done hashes
+ * deleted, one NS:forget entry for the persistence workers; one Lua
+ * script per call).  Each takes the request's args and returns the reply
+ * object for the control client. */
 #ifndef SV_ADMIN_H
 #define SV_ADMIN_H
 
@@ -19,7 +22,7 @@
 #define ADMIN_PATTERN_MAX 10000
 #define ADMIN_PATTERN_BATCH 256
 
-/* cmd is "pending", "dead" or "drain"; args a JSON array of strings;
+/* cmd is "pending", "dead", "drain" or "forget"; args a JSON array of strings;
  * disc the monitor's discoverer (the pattern streams known), or NULL.
  * Never returns NULL. */
 json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const struct discover *disc, const char *cmd,

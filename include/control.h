@@ -25,7 +25,8 @@
  *   shutdown                  {"ok":true}  (sent before the stop begins)
  *   config                    {"ok":true,"sqlite_path","namespace","node","streams":[...],
  *                              "redis":"redacted url","socket"}
- *   pending | dead ... | drain --yes | metrics   (answered through the monitor)
+ *   pending | dead ... | drain --yes | forget RUN... --yes   (answered through the monitor)
+ *   metrics
  */
 #ifndef SV_CONTROL_H
 #define SV_CONTROL_H

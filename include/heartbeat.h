@@ -49,6 +49,10 @@ struct heartbeat {
 
 	enum hb_status status;
 	uint64_t processed, failed, dead_lettered, lost;
+	/* run lifecycle: entries of forgotten runs acked unstored, conflicting
+	 * duplicates dead-lettered, tool re-runs (a second output, or a call
+	 * run again after its first delivery) */
+	uint64_t forgotten, conflicts, reruns;
 	uint64_t batch_hist[HB_HIST_N]; /* batches by processing time */
 	uint64_t batch_sum_us;
 	int64_t restarts;

@@ -37,6 +37,7 @@ struct pool;
 /* Counters of processes gone, so totals never go backwards. */
 struct counters {
 	uint64_t processed, failed, dead_lettered, lost;
+	uint64_t forgotten, conflicts, reruns; /* run lifecycle (heartbeat.h) */
 	uint64_t batch_hist[HB_HIST_N];
 	uint64_t batch_sum_us;
 };

@@ -6,6 +6,7 @@
  * Input: {"node":N, "redis_up":bool,
  *         "workers":[{"name","pool","state","restarts","beat_age_ms"}...],
  *         "pools":[{"name","processed","failed","dead_lettered","lost",
+ *                   "forgotten","conflicts","reruns",
  *                   "batch_hist":[HB_HIST_N counts],"batch_sum_us"}...],
  *         "groups":[{"stream","group","length","lag","pending",
  *                    "oldest_pending_idle_ms","configured","pinned"}...],

@@ -10,7 +10,7 @@
  *   (or store_rollback on any negative return)
  * then XACK (and dead-letter the entries store_apply refused).
  *
- * Schema (version 2, PRAGMA user_version; migrations only go forward; a
+ * Schema (version 3, PRAGMA user_version; migrations only go forward; a
  * read-only open takes any older version as it is):
  *   events(run, seq, parent_seq, call_id, stream, entry_ms, entry_seq,
  *          ord_major, ord_minor, type, data, produced_ms, persisted_ms)
@@ -31,6 +31,9 @@
  *     body is the snapshot JSON; ord_* is the order key of the last applied
  *     event; updated_ms is the wall clock of the commit that wrote it.
  *   meta(key PRIMARY KEY, value)  (version 2) STORE_META_* below.
+ *   (version 3) snapshots.quarantined: a conflicting duplicate was seen
+ *     (STORE_CONFLICT); forgotten(run PRIMARY KEY, pos_ms, pos_seq,
+ *     forgotten_ms): each forgotten run's forget position (store_forget).
  *
  * Applying an event: insert it (a duplicate changes nothing); if it sorts
  * after the run's last applied event, the reducer applies it in place (fast
@@ -86,7 +89,7 @@
 #include "event.h"
 #include "sv_config.h"
 
-#define STORE_SCHEMA_VERSION 2
+#define STORE_SCHEMA_VERSION 3
 
 /* Rows of the meta table (schema 2): every writer's store_open records
  * its reducer's name (reducer_kind_name) and version (reducer_version), so
@@ -95,12 +98,22 @@
  * reducer is unknown. */
 #define STORE_META_REDUCER "reducer"
 #define STORE_META_REDUCER_VERSION "reducer_version"
+/* (schema 3) The id of the last NS:forget entry applied to the file. */
+#define STORE_META_FORGET_LAST "forget_last"
+
+/* The dead-letter reason of STORE_CONFLICT. */
+#define STORE_CONFLICT_REASON "conflicts with stored event"
 
 enum {
 	STORE_OK = 0,
 	STORE_DUPLICATE = 1,     /* dedupe key already stored: ack, nothing changed */
 	STORE_REDUCER_ERROR = 2, /* the reducer refuses the event: dead-letter it (err) */
 	STORE_ARCHIVED = 3,      /* the run's events were pruned: dead-letter "run archived" */
+	STORE_FORGOTTEN = 4,     /* written before its run's forget position: ack, never store */
+	STORE_CONFLICT = 5,      /* conflicting duplicate, or an event of a quarantined run:
+				  * dead-letter with STORE_CONFLICT_REASON (err) */
+	STORE_RERUN = 6,         /* a tool.output for a call whose output is stored, from
+				  * another entry (the tool ran again): ack, the first stays */
 };
 
 struct store;
@@ -123,9 +136,9 @@ void store_close(struct store *s);
 
 int store_begin(struct store *s);
 /* Apply one event inside the transaction.  Returns STORE_OK,
- * STORE_DUPLICATE, STORE_REDUCER_ERROR or STORE_ARCHIVED (with a message in
- * err), or a negative errno after which the caller must store_rollback the
- * whole batch. */
+ * STORE_DUPLICATE, STORE_FORGOTTEN, STORE_RERUN, STORE_REDUCER_ERROR,
+ * STORE_ARCHIVED or STORE_CONFLICT (with a message in err), or a negative
+ * errno after which the caller must store_rollback the whole batch. */
 int store_apply(struct store *s, const struct sv_event *ev, char *err, size_t errlen);
 /* Rebuild what needs it, write each touched snapshot once (updated_ms =
  * now), COMMIT.  On failure the transaction is rolled back (touched cache
@@ -152,9 +165,24 @@ void store_snapshot_clear(struct store_snapshot *snap);
  * a batch).  Returns the number of runs archived, or a negative errno. */
 int64_t store_prune(struct store *s, int64_t older_than_ms);
 
+/* Forget runs (streamvisorctl forget), in a transaction of its own (never
+ * inside a batch): delete their events and snapshots (quarantine with
+ * them), record pos (the forget position, an entry id) as each run's
+ * tombstone, so that store_apply answers STORE_FORGOTTEN for an entry
+ * whose logical id sorts before it, and record entry_id (the NS:forget
+ * entry) as applied.  An entry_id not after the recorded one was applied
+ * already (by another worker of the file): nothing is written.  Cached
+ * state of the runs is dropped either way.  Returns the number of runs
+ * that had a snapshot here, or a negative errno. */
+int store_forget(struct store *s, const char *entry_id, uint64_t pos_ms, uint64_t pos_seq,
+		 const char *const *runs, size_t n);
+/* The id of the last NS:forget entry applied ("0-0" when none). */
+int store_forget_last(struct store *s, char *id, size_t len);
+
 /* Counters since store_open. */
 struct store_stats {
 	uint64_t applied, duplicates, refused, late, rebuilds, rebuild_events;
+	uint64_t forgotten, conflicts, reruns, runs_forgotten;
 	uint64_t cache_hits, cache_stale, cache_misses, snapshot_writes, commits;
 };
 void store_stats(const struct store *s, struct store_stats *out);

@@ -30,5 +30,10 @@ char *worker_tool_sanitize(const char *buf, size_t len, size_t max, int *truncat
  * "NS:tool:LEN:RUN:CALL_ID" with LEN the run's length in bytes: whole,
  * and unambiguous however either id is split. */
 char *worker_tool_done_key(const char *ns, const char *run, const char *call_id);
+/* The run's done hash "NS:tooldone:RUN" (call id -> the output's entry
+ * id, TTL renewed at each output): what tool workers record now, so
+ * `forget` finds a run's done calls in one key.  Done keys of the form
+ * above are still honoured when set after the run's last forget. */
+char *worker_tool_done_hash(const char *ns, const char *run);
 
 #endif

@@ -1,9 +1,10 @@
-/* admin: pending / dead / drain on behalf of streamvisorctl (dead letters:
- * admin_dead.c). */
+/* admin: pending / dead / drain / forget on behalf of streamvisorctl (dead
+ * letters: admin_dead.c). */
 #include "admin.h"
 #include "admin_dead.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,6 +282,127 @@ static json_t *admin_drain(struct rconn *rc, const struct sv_config *cfg)
 	return json_pack("{s:b, s:o}", "ok", 1, "drained", done);
 }
 
+/* ---- forget RUN... --yes ---- */
+
+/* Runs one forget may name (the control request's 64 KiB bound them too). */
+#define ADMIN_FORGET_MAX 1000
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = NULL;
+	int n = vasprintf(&s, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		abort();
+	return s;
+}
+
+/* One call, atomically: the Redis clock in ms gives the forget position
+ * "MS-0" (an entry id: entries before it belong to the old runs); each
+ * run's tombstone in NS:forgotten, its tool done hash deleted, and one
+ * NS:forget entry that every persistence worker applies to its own SQLite
+ * file.  KEYS: NS:forgotten, NS:forget, then NS:tooldone:RUN per run;
+ * ARGV: the runs as a JSON array, then the runs.  Returns {position,
+ * entry id, done hashes deleted}. */
+static const char forget_script[] =
+	"local t = redis.call('TIME') "
+	"local pos = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)) .. '-0' "
+	"local done = 0 "
+	"for i = 2, #ARGV do "
+	"  redis.call('HSET', KEYS[1], ARGV[i], pos) "
+	"  done = done + redis.call('DEL', KEYS[i + 1]) "
+	"end "
+	"local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'runs', ARGV[1], 'position', pos) "
+	"return {pos, id, done}";
+
+/* The runs of `forget RUN... --yes` (the master checked --yes); NULL with
+ * *why when there is none or one is not a usable run id. */
+static json_t *forget_runs(json_t *args, const char **why)
+{
+	json_t *runs = json_array();
+	size_t i;
+	json_t *v;
+	*why = NULL;
+	json_array_foreach(args, i, v) {
+		const char *r = json_string_value(v);
+		if (r && strcmp(r, "--yes") == 0)
+			continue;
+		if (!r || !*r || strlen(r) != json_string_length(v)) {
+			*why = "a run id must be a non-empty string without NUL";
+			break;
+		}
+		json_array_append(runs, v);
+	}
+	if (!*why && json_array_size(runs) == 0)
+		*why = "forget: name at least one run";
+	if (!*why && json_array_size(runs) > ADMIN_FORGET_MAX)
+		*why = "forget: too many runs in one call (at most 1000)";
+	if (*why) {
+		json_decref(runs);
+		return NULL;
+	}
+	return runs;
+}
+
+static json_t *admin_forget(struct rconn *rc, const struct sv_config *cfg, json_t *args)
+{
+	const char *why;
+	json_t *runs = forget_runs(args, &why);
+	if (!runs)
+		return error_reply("%s", why);
+	size_t n = json_array_size(runs);
+	char *runs_json = json_dumps(runs, JSON_COMPACT);
+	size_t argc = 6 + 2 * n;
+	const char **argv = util_xcalloc(argc, sizeof(*argv));
+	char **keys = util_xcalloc(n + 2, sizeof(*keys));
+	keys[0] = xasprintf("%s:forgotten", cfg->namespace);
+	keys[1] = xasprintf("%s:forget", cfg->namespace);
+	size_t k = 0;
+	argv[k++] = "EVAL";
+	argv[k++] = forget_script;
+	char nkeys[24];
+	snprintf(nkeys, sizeof(nkeys), "%zu", n + 2);
+	argv[k++] = nkeys;
+	argv[k++] = keys[0];
+	argv[k++] = keys[1];
+	for (size_t i = 0; i < n; i++) {
+		keys[i + 2] = xasprintf("%s:tooldone:%s", cfg->namespace, json_string_value(json_array_get(runs, i)));
+		argv[k++] = keys[i + 2];
+	}
+	argv[k++] = runs_json ? runs_json : "[]";
+	for (size_t i = 0; i < n; i++)
+		argv[k++] = json_string_value(json_array_get(runs, i));
+	redisReply *r = rconn_commandv(rc, (int)k, argv, NULL);
+	json_t *reply;
+	if (!r) {
+		reply = redis_gone(rc);
+	} else if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING ||
+		   r->element[1]->type != REDIS_REPLY_STRING) {
+		log_error("%s: forget script: %s", __func__, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+		reply = error_reply("forget failed: %s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+	} else {
+		log_kv(LOG_WARN, KV("position", r->element[0]->str, "forget_entry", r->element[1]->str),
+		       "forget: %zu run(s) (first %s): tombstones written, %lld tool done hashes deleted; "
+		       "persistence workers delete their stored state", n,
+		       json_string_value(json_array_get(runs, 0)), (long long)r->element[2]->integer);
+		reply = json_pack("{s:b, s:O, s:s, s:s, s:I}", "ok", 1, "forgotten", runs, "position",
+				  r->element[0]->str, "entry", r->element[1]->str, "tool_done_deleted",
+				  (json_int_t)r->element[2]->integer);
+	}
+	if (r)
+		freeReplyObject(r);
+	for (size_t i = 0; i < n + 2; i++)
+		free(keys[i]);
+	free(keys);
+	free(argv);
+	free(runs_json);
+	json_decref(runs);
+	return reply;
+}
+
 json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const struct discover *disc, const char *cmd,
 		   json_t *args)
 {
@@ -294,5 +416,7 @@ json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const struct d
 		return admin_dead(rc, cfg, disc, args);
 	if (strcmp(cmd, "drain") == 0)
 		return admin_drain(rc, cfg);
+	if (strcmp(cmd, "forget") == 0)
+		return admin_forget(rc, cfg, args);
 	return error_reply("unknown command: %s", cmd);
 }

@@ -80,6 +80,8 @@ static void usage(FILE *f)
 		"  snapshot RUN [--pool POOL] [--wait SECONDS]\n"
 		"                                  print a run's snapshot (reads SQLite)\n"
 		"  drain --yes                     destroy the consumer groups and delete the streams\n"
+		"  forget RUN... --yes [--no-wait] make runs as if never seen (stored events, snapshots,\n"
+		"                                  tool done keys; on every node)\n"
 		"  metrics                         Prometheus text exposition\n"
 		"  shutdown                        stop the daemon gracefully\n"
 		"\n"
@@ -1125,6 +1127,111 @@ out:
 	return code;
 }
 
+/* ---- forget ---------------------------------------------------------- */
+
+#define FORGET_WAIT_S 10.0
+#define FORGET_USAGE "usage: forget RUN... --yes [--no-wait]"
+
+struct forget_args {
+	bool yes, no_wait;
+	int nruns;
+};
+
+/* forget RUN... --yes [--no-wait]; the options are taken out of argv
+ * (*argc shrinks), so only the runs and --yes go to the daemon. */
+static int parse_forget_args(int *argc, char **argv, struct forget_args *a)
+{
+	int n = 0;
+	for (int i = 0; i < *argc; i++) {
+		if (strcmp(argv[i], "--no-wait") == 0) {
+			a->no_wait = true;
+			continue;
+		}
+		if (strcmp(argv[i], "--yes") == 0)
+			a->yes = true;
+		else if (argv[i][0] == '\0')
+			return usage_error("forget: a run id cannot be empty");
+		else
+			a->nruns++;
+		argv[n++] = argv[i];
+	}
+	*argc = n;
+	if (!a->nruns)
+		return usage_error(FORGET_USAGE);
+	if (!a->yes)
+		return usage_error("forget deletes the runs' stored events and snapshots on every node and "
+				   "their tool done keys; confirm with \"forget RUN... --yes\"");
+	return 0;
+}
+
+static bool parse_entry_id(const char *s, uint64_t *ms, uint64_t *seq)
+{
+	char tail;
+	return s && sscanf(s, "%" SCNu64 "-%" SCNu64 "%c", ms, seq, &tail) == 2;
+}
+
+/* Has the file applied the NS:forget entry ms-seq (meta forget_last)?  A
+ * file not there yet holds nothing to forget. */
+static bool forget_applied(struct snap_db *s, uint64_t ms, uint64_t seq)
+{
+	char err[256];
+	if (!s->db) {
+		if (access(s->path, F_OK) < 0 && errno == ENOENT)
+			return true;
+		if (snap_open(s, err, sizeof(err)) < 0)
+			return false;
+	}
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = '" STORE_META_FORGET_LAST "'", -1, &st,
+			       NULL) != SQLITE_OK)
+		return false; /* an older schema: the workers migrate it at start */
+	uint64_t lms, lseq;
+	bool done = sqlite3_step(st) == SQLITE_ROW &&
+		    parse_entry_id((const char *)sqlite3_column_text(st, 0), &lms, &lseq) &&
+		    (lms > ms || (lms == ms && lseq >= seq));
+	sqlite3_finalize(st);
+	return done;
+}
+
+/* Wait until this node's persistence files applied the forget (its
+ * NS:forget entry), so a snapshot read next no longer shows the old
+ * run.  Other nodes' files apply it on their own. */
+static void forget_wait(const struct opts *o, const char *entry)
+{
+	uint64_t ms, seq;
+	struct snap_dbs l = {0};
+	if (!parse_entry_id(entry, &ms, &seq))
+		return;
+	if (o->cfg)
+		snap_sources_from_config(o->cfg, &l);
+	else if (snap_sources_from_daemon(o, &l) < 0)
+		return;
+	int64_t deadline = util_mono_ms() + (int64_t)(FORGET_WAIT_S * 1000);
+	for (size_t i = 0; i < l.n; i++) {
+		while (!forget_applied(&l.v[i], ms, seq) && util_mono_ms() < deadline)
+			poll(NULL, 0, 50);
+		if (!forget_applied(&l.v[i], ms, seq))
+			fprintf(stderr,
+				"%s: forget: %s (%s) has not applied it yet (workers paused or down?); its "
+				"workers apply it before their next batch\n",
+				prog, l.v[i].path, snap_db_name(&l.v[i]));
+	}
+	snap_dbs_free(&l);
+}
+
+static int show_forget(const struct opts *o, json_t *reply, const struct forget_args *a)
+{
+	if (reply_ok(reply) && !a->no_wait)
+		forget_wait(o, json_string_value(json_object_get(reply, "entry")));
+	if (o->json || !reply_ok(reply))
+		return show_generic(o, reply, "ok");
+	json_t *runs = json_object_get(reply, "forgotten");
+	const char *pos = json_string_value(json_object_get(reply, "position"));
+	printf("forgot %zu run%s at position %s\n", json_array_size(runs), json_array_size(runs) == 1 ? "" : "s",
+	       pos ? pos : "?");
+	return EXIT_OK;
+}
+
 /* ---- main ----------------------------------------------------------- */
 
 /* The client load: the socket and SQLite paths without the daemon's
@@ -1213,6 +1320,7 @@ static int parse_snapshot_args(int argc, char **argv, struct snap_args *a)
 static int run(struct opts *o, const char *cmd, int argc, char **argv)
 {
 	char *split_args[3]; /* "--opt=VALUE" as two words */
+	struct forget_args fa = {0};
 	/* Check the arguments before talking to anyone. */
 	if (!strcmp(cmd, "status")) {
 		if (argc > 1)
@@ -1248,6 +1356,10 @@ static int run(struct opts *o, const char *cmd, int argc, char **argv)
 			return usage_error("drain destroys every consumer group and deletes the "
 					   "streams (pending entries are lost); confirm with "
 					   "\"drain --yes\"");
+	} else if (!strcmp(cmd, "forget")) {
+		int r = parse_forget_args(&argc, argv, &fa);
+		if (r)
+			return r;
 	} else if (!strcmp(cmd, "snapshot")) {
 		struct snap_args sa = {0};
 		if (parse_snapshot_args(argc, argv, &sa) < 0)
@@ -1275,6 +1387,8 @@ static int run(struct opts *o, const char *cmd, int argc, char **argv)
 		code = show_scale(o, reply);
 	else if (!strcmp(cmd, "shutdown"))
 		code = show_generic(o, reply, "shutting down");
+	else if (!strcmp(cmd, "forget"))
+		code = show_forget(o, reply, &fa);
 	else
 		code = show_generic(o, reply, "ok");
 	json_decref(reply);

@@ -83,6 +83,9 @@ static char *heartbeat_json(const struct heartbeat *hb)
 	if (!o)
 		return NULL;
 	json_object_set_new(o, "lost", json_integer((json_int_t)hb->lost));
+	json_object_set_new(o, "forgotten", json_integer((json_int_t)hb->forgotten));
+	json_object_set_new(o, "conflicts", json_integer((json_int_t)hb->conflicts));
+	json_object_set_new(o, "reruns", json_integer((json_int_t)hb->reruns));
 	json_object_set_new(o, "current", hb->current[0] ? json_string(hb->current) : json_null());
 	json_object_set_new(o, "calls", calls_json(hb));
 	json_object_set_new(o, "calls_more", json_integer((json_int_t)hb->calls_more));

@@ -54,6 +54,9 @@ void master_counters_add_hb(struct counters *c, const json_t *hb)
 	c->failed += (uint64_t)json_integer_value(json_object_get(hb, "failed"));
 	c->dead_lettered += (uint64_t)json_integer_value(json_object_get(hb, "dead_lettered"));
 	c->lost += (uint64_t)json_integer_value(json_object_get(hb, "lost"));
+	c->forgotten += (uint64_t)json_integer_value(json_object_get(hb, "forgotten"));
+	c->conflicts += (uint64_t)json_integer_value(json_object_get(hb, "conflicts"));
+	c->reruns += (uint64_t)json_integer_value(json_object_get(hb, "reruns"));
 	json_t *hist = json_object_get(hb, "batch_hist");
 	for (size_t i = 0; i < HB_HIST_N; i++)
 		c->batch_hist[i] += (uint64_t)json_integer_value(json_array_get(hist, i));
@@ -66,6 +69,9 @@ void master_counters_add(struct counters *c, const struct counters *o)
 	c->failed += o->failed;
 	c->dead_lettered += o->dead_lettered;
 	c->lost += o->lost;
+	c->forgotten += o->forgotten;
+	c->conflicts += o->conflicts;
+	c->reruns += o->reruns;
 	for (size_t i = 0; i < HB_HIST_N; i++)
 		c->batch_hist[i] += o->batch_hist[i];
 	c->batch_sum_us += o->batch_sum_us;

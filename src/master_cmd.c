@@ -144,6 +144,10 @@ static json_t *slot_status(struct master *m, const struct slot *s, int64_t now, 
 	json_object_set_new(o, "failed", json_integer(json_integer_value(json_object_get(hb, "failed"))));
 	json_object_set_new(o, "dead_lettered",
 			    json_integer(json_integer_value(json_object_get(hb, "dead_lettered"))));
+	/* Run lifecycle counters of this process (heartbeat.h). */
+	static const char *const lifecycle[] = {"forgotten", "conflicts", "reruns"};
+	for (size_t i = 0; i < ARRAY_SIZE(lifecycle); i++)
+		json_object_set_new(o, lifecycle[i], json_integer(json_integer_value(json_object_get(hb, lifecycle[i]))));
 	json_object_set_new(o, "restarts", json_integer(s->restarts));
 	json_object_set_new(o, "pending", json_integer(s->pending));
 	/* The worker's stream set and active read set (issue 11). */
@@ -419,9 +423,14 @@ static json_t *counters_json(const char *pool, const struct counters *c)
 	json_t *hist = json_array();
 	for (size_t i = 0; i < HB_HIST_N; i++)
 		json_array_append_new(hist, json_integer((json_int_t)c->batch_hist[i]));
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:I}", "name", pool, "processed", (json_int_t)c->processed,
-			 "failed", (json_int_t)c->failed, "dead_lettered", (json_int_t)c->dead_lettered, "lost",
-			 (json_int_t)c->lost, "batch_hist", hist, "batch_sum_us", (json_int_t)c->batch_sum_us);
+	json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:I}", "name", pool, "processed",
+			      (json_int_t)c->processed, "failed", (json_int_t)c->failed, "dead_lettered",
+			      (json_int_t)c->dead_lettered, "lost", (json_int_t)c->lost, "batch_hist", hist,
+			      "batch_sum_us", (json_int_t)c->batch_sum_us);
+	json_object_set_new(o, "forgotten", json_integer((json_int_t)c->forgotten));
+	json_object_set_new(o, "conflicts", json_integer((json_int_t)c->conflicts));
+	json_object_set_new(o, "reruns", json_integer((json_int_t)c->reruns));
+	return o;
 }
 
 static json_t *metrics_state(struct master *m)
@@ -466,7 +475,7 @@ static void cmd_metrics(struct master *m, struct control_client *c)
 
 /* ---------- control requests ---------- */
 
-/* pending, dead ..., drain: the monitor owns the Redis connection. */
+/* pending, dead ..., drain, forget: the monitor owns the Redis connection. */
 static void cmd_forward(struct master *m, struct control_client *c, const char *cmd, json_t *req)
 {
 	if (!m->monitor || m->monitor_stop_sent) {
@@ -474,13 +483,16 @@ static void cmd_forward(struct master *m, struct control_client *c, const char *
 		return;
 	}
 	json_t *args = json_object_get(req, "args");
-	if (strcmp(cmd, "drain") == 0) {
+	if (strcmp(cmd, "drain") == 0 || strcmp(cmd, "forget") == 0) {
 		bool yes = false;
 		size_t i;
 		json_t *v;
 		json_array_foreach(args, i, v) yes |= json_is_string(v) && strcmp(json_string_value(v), "--yes") == 0;
 		if (!yes) {
-			control_reply_error(c, "drain destroys every consumer group and stream: confirm with --yes");
+			control_reply_error(c, strcmp(cmd, "drain") == 0
+						       ? "drain destroys every consumer group and stream: confirm with --yes"
+						       : "forget deletes the runs' stored events and snapshots everywhere: "
+							 "confirm with --yes");
 			return;
 		}
 	}
@@ -522,7 +534,8 @@ void master_cmd_on_request(void *ctx, struct control_client *c, json_t *req)
 		cmd_config(m, c);
 	} else if (strcmp(cmd, "metrics") == 0) {
 		cmd_metrics(m, c);
-	} else if (!strcmp(cmd, "pending") || !strcmp(cmd, "dead") || !strcmp(cmd, "drain")) {
+	} else if (!strcmp(cmd, "pending") || !strcmp(cmd, "dead") || !strcmp(cmd, "drain") ||
+		   !strcmp(cmd, "forget")) {
 		cmd_forward(m, c, cmd, req);
 	} else if (strcmp(cmd, "shutdown") == 0) {
 		control_reply(c, json_pack("{s:b}", "ok", 1));

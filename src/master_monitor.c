@@ -174,7 +174,7 @@ bool master_slot_late(const struct master *m, const struct slot *s)
 
 static const char *const hb_counts[] = {"incarnation", "started_ms", "processed", "failed", "dead_lettered",
 					"lost", "restarts", "redis_rtt_us", "batch_sum_us", "slot",
-					"client_id"};
+					"client_id", "forgotten", "conflicts", "reruns"};
 static const char *const hb_texts[] = {"pool", "kind", "status"};
 static const char *const hb_optional_texts[] = {"current", "last_error"};
 /* A worker's stream set and active read set: shown, never acted on. */

@@ -131,6 +131,12 @@ static void pool_counters(struct out *o, const json_t *pools)
 		{"failed", "streamvisor_failed_total", "Failures (tool errors, durable-write retries), per pool."},
 		{"dead_lettered", "streamvisor_dead_lettered_total", "Entries moved to a dead-letter stream, per pool."},
 		{"lost", "streamvisor_lost_total", "Pending entries found deleted from their stream, per pool."},
+		{"forgotten", "streamvisor_forgotten_entries_total",
+		 "Entries of forgotten runs written before their forget: acknowledged, never stored, per pool."},
+		{"conflicts", "streamvisor_conflicts_total",
+		 "Events dead-lettered as conflicting with a stored event (or of a quarantined run), per pool."},
+		{"reruns", "streamvisor_tool_reruns_total",
+		 "Tool calls run again (at least once execution) and later outputs of a stored call, per pool."},
 	};
 	char lp[256];
 	size_t i;

@@ -42,6 +42,11 @@ struct entry {
 	/* transaction state */
 	bool in_txn, dirty, need_rebuild, archived;
 	bool late;                  /* an event of this txn sorts before row_last */
+	/* Run lifecycle (schema 3): the row's quarantine flag (a conflicting
+	 * duplicate was seen), and the run's forget position, if any: entries
+	 * whose logical id sorts before it belong to the forgotten run. */
+	bool quarantined, has_tomb;
+	uint64_t tomb_ms, tomb_seq;
 	uint64_t epoch;             /* when it last matched its row */
 	struct event_key row_last;  /* the row's position when the txn began */
 	int64_t row_count;
@@ -62,6 +67,8 @@ enum stmt_id {
 	ST_SNAP_META, ST_SNAP_BODY, ST_SNAP_INSERT, ST_SNAP_UPDATE,
 	ST_COUNT_UPTO, ST_REPLAY_SEQ, ST_REPLAY_NOSEQ, ST_GET,
 	ST_PRUNE_LIST, ST_PRUNE_EVENTS, ST_PRUNE_EVENTS_NOSEQ, ST_PRUNE_MARK,
+	ST_TOMB_ANY, ST_TOMB_GET, ST_TOMB_SET, ST_FORGET_SNAP,
+	ST_DUP_SEQ, ST_DUP_CALL, ST_DUP_ORIGIN, ST_QUARANTINE,
 	ST_N
 };
 
@@ -78,13 +85,13 @@ static const char *const stmt_sql[ST_N] = {
 		" ON CONFLICT DO NOTHING",
 	[ST_UNDO_INSERT] = "DELETE FROM events WHERE rowid = ?1",
 	[ST_SNAP_META] =
-		"SELECT rowid, event_count, ord_major, ord_minor, ord_ms, ord_seq, archived, body"
-		" FROM snapshots WHERE run = ?1",
+		"SELECT rowid, event_count, ord_major, ord_minor, ord_ms, ord_seq, archived, body,"
+		" quarantined FROM snapshots WHERE run = ?1",
 	[ST_SNAP_BODY] = "SELECT body FROM snapshots WHERE rowid = ?1",
 	[ST_SNAP_INSERT] =
 		"INSERT INTO snapshots(status, complete, body, event_count, last_seq, updated_ms,"
-		" ord_major, ord_minor, ord_ms, ord_seq, run)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+		" ord_major, ord_minor, ord_ms, ord_seq, run, quarantined)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
 	[ST_SNAP_UPDATE] =
 		"UPDATE snapshots SET status = ?1, complete = ?2, body = ?3, event_count = ?4,"
 		" last_seq = ?5, updated_ms = ?6, ord_major = ?7, ord_minor = ?8, ord_ms = ?9,"
@@ -115,6 +122,25 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_PRUNE_EVENTS] = "DELETE FROM events WHERE run = ?1 AND seq IS NOT NULL",
 	[ST_PRUNE_EVENTS_NOSEQ] = "DELETE FROM events WHERE run = ?1 AND seq IS NULL",
 	[ST_PRUNE_MARK] = "UPDATE snapshots SET archived = 1 WHERE rowid = ?1",
+	/* Run lifecycle (schema 3). */
+	[ST_TOMB_ANY] = "SELECT EXISTS (SELECT 1 FROM forgotten)",
+	[ST_TOMB_GET] = "SELECT pos_ms, pos_seq FROM forgotten WHERE run = ?1",
+	/* A later forget of the same run moves its position on, never back. */
+	[ST_TOMB_SET] =
+		"INSERT INTO forgotten(run, pos_ms, pos_seq, forgotten_ms) VALUES (?1, ?2, ?3, ?4)"
+		" ON CONFLICT(run) DO UPDATE SET pos_ms = excluded.pos_ms, pos_seq = excluded.pos_seq,"
+		" forgotten_ms = excluded.forgotten_ms"
+		" WHERE (excluded.pos_ms, excluded.pos_seq) > (pos_ms, pos_seq)",
+	[ST_FORGET_SNAP] = "DELETE FROM snapshots WHERE run = ?1",
+	/* The stored event a duplicate collided with, per dedupe key. */
+	[ST_DUP_SEQ] = "SELECT type, data FROM events WHERE run = ?1 AND seq = ?2",
+	[ST_DUP_CALL] =
+		"SELECT stream, entry_ms, entry_seq FROM events WHERE run = ?1 AND call_id = ?2"
+		" AND seq IS NULL AND type = 'tool.output'",
+	[ST_DUP_ORIGIN] =
+		"SELECT 1 FROM events WHERE stream = ?1 AND entry_ms = ?2 AND entry_seq = ?3"
+		" AND seq IS NULL AND (type <> 'tool.output' OR call_id IS NULL)",
+	[ST_QUARANTINE] = "UPDATE snapshots SET quarantined = 1 WHERE run = ?1",
 };
 
 /* Schema migrations: migrations[v] takes user_version v to v + 1. */
@@ -142,6 +168,13 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
 	/* 2: which reducer writes the file (STORE_META_*), so a reader can
 	 * reduce stored events the way the writer did. */
 	"CREATE TABLE meta(key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL) WITHOUT ROWID;",
+	/* 3: the run lifecycle.  A run with a conflicting duplicate is
+	 * quarantined until it is forgotten; forgotten holds each forgotten
+	 * run's forget position (an entry id), so entries of the old run still
+	 * in a stream are never stored again. */
+	"ALTER TABLE snapshots ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0;"
+	"CREATE TABLE forgotten(run TEXT PRIMARY KEY NOT NULL, pos_ms INTEGER NOT NULL,"
+	"  pos_seq INTEGER NOT NULL, forgotten_ms INTEGER NOT NULL) WITHOUT ROWID;",
 };
 
 struct store {
@@ -166,6 +199,9 @@ struct store {
 	 * current epoch needs no new check against its row. */
 	int64_t data_version;
 	bool dv_known;
+	/* The forgotten table has rows (checked once per epoch): without any,
+	 * no run needs a tombstone lookup. */
+	bool have_tombs;
 	uint64_t epoch;
 	struct entry **touched;
 	size_t ntouched, touched_cap;
@@ -871,6 +907,35 @@ void store_close(struct store *s)
 
 /* ---- transactions ---- */
 
+/* Refresh s->have_tombs. */
+static int tombs_any(struct store *s)
+{
+	sqlite3_stmt *st = s->st[ST_TOMB_ANY];
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		s->have_tombs = sqlite3_column_int(st, 0) != 0;
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? 0 : sql_fail(s, rc, stmt_sql[ST_TOMB_ANY]);
+}
+
+/* The run's forget position, into e->has_tomb/tomb_*. */
+static int load_tomb(struct store *s, struct entry *e)
+{
+	e->has_tomb = false;
+	if (!s->have_tombs)
+		return 0;
+	sqlite3_stmt *st = s->st[ST_TOMB_GET];
+	sqlite3_bind_text(st, 1, e->run, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		e->has_tomb = true;
+		e->tomb_ms = (uint64_t)sqlite3_column_int64(st, 0);
+		e->tomb_seq = (uint64_t)sqlite3_column_int64(st, 1);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_fail(s, rc, stmt_sql[ST_TOMB_GET]);
+}
+
 int store_begin(struct store *s)
 {
 	if (s->in_txn || s->readonly) {
@@ -889,8 +954,14 @@ int store_begin(struct store *s)
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 		return rc;
 	}
-	if (!s->dv_known || dv != s->data_version)
+	if (!s->dv_known || dv != s->data_version) {
 		s->epoch++;
+		/* Another connection may have applied a forget. */
+		if ((rc = tombs_any(s)) < 0) {
+			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+			return rc;
+		}
+	}
 	s->data_version = dv;
 	s->dv_known = true;
 	s->in_txn = true;
@@ -1013,6 +1084,7 @@ static int txn_entry(struct store *s, const char *run, struct entry **out)
 		int64_t rcount = sqlite3_column_int64(st, 1);
 		key_of_row(st, 2, &rk);
 		e->rowid = sqlite3_column_int64(st, 0);
+		e->quarantined = sqlite3_column_int(st, 8) != 0;
 		if (sqlite3_column_int64(st, 6)) {
 			e->archived = true;
 			json_decref(e->body);
@@ -1042,8 +1114,13 @@ static int txn_entry(struct store *s, const char *run, struct entry **out)
 		}
 		rc = SQLITE_OK;
 	} else if (rc == SQLITE_DONE) {
-		/* A new run (a row would exist for any stored event). */
+		/* A new run (a row would exist for any stored event), or one
+		 * forgotten since: no checkpoint of an old state applies. */
 		json_decref(e->body);
+		json_decref(e->base);
+		json_decref(e->ckpt);
+		e->base = e->ckpt = NULL;
+		e->quarantined = false;
 		e->body = reducer_new(s->kind, run);
 		e->count = 0;
 		e->last = KEY_NONE;
@@ -1054,6 +1131,8 @@ static int txn_entry(struct store *s, const char *run, struct entry **out)
 	sqlite3_clear_bindings(st);
 	if (rc != SQLITE_OK)
 		return rc == SQLITE_NOMEM ? -ENOMEM : sql_fail(s, rc, stmt_sql[ST_SNAP_META]);
+	if ((rc = load_tomb(s, e)) < 0)
+		return rc;
 	e->late = false;
 	e->row_last = e->last;
 	e->row_count = e->count;
@@ -1123,6 +1202,122 @@ static int insert_event(struct store *s, const struct sv_event *ev, const struct
 	return sqlite3_changes(s->db) > 0;
 }
 
+/* ---- duplicates, conflicts, forgotten runs ---- */
+
+enum twin { TWIN_NONE, TWIN_SAME, TWIN_DIFFERENT };
+
+static bool is_tool_output(const struct sv_event *ev)
+{
+	return strcmp(ev->type, "tool.output") == 0;
+}
+
+/* Two data fields, compared as JSON values (key order and spacing do not
+ * matter); text that does not parse is compared byte for byte. */
+static bool same_data(const char *stored, size_t slen, const struct sv_event *ev)
+{
+	if (!stored || !ev->data_raw)
+		return !stored && !ev->data_raw;
+	json_t *a = json_loadb(stored, slen, JSON_ALLOW_NUL, NULL);
+	json_t *b = ev->data ? json_incref(ev->data) : json_loadb(ev->data_raw, ev->data_len, JSON_ALLOW_NUL, NULL);
+	bool eq = a && b ? json_equal(a, b) : slen == ev->data_len && memcmp(stored, ev->data_raw, slen) == 0;
+	json_decref(a);
+	json_decref(b);
+	return eq;
+}
+
+/* The stored event holding ev's dedupe key, compared with ev: a producer
+ * event by type and data, a tool.output by the entry that carried it (the
+ * same entry delivered again, or another run of the tool), any other
+ * event by its logical id (the key is the whole identity). */
+static int stored_twin(struct store *s, const struct sv_event *ev, enum twin *out)
+{
+	const char *stream = ev->origin_stream ? ev->origin_stream : ev->stream;
+	enum stmt_id id = ev->seq > 0 ? ST_DUP_SEQ : is_tool_output(ev) && ev->call_id ? ST_DUP_CALL : ST_DUP_ORIGIN;
+	sqlite3_stmt *st = s->st[id];
+	if (id == ST_DUP_SEQ) {
+		sqlite3_bind_text(st, 1, ev->run, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, ev->seq);
+	} else if (id == ST_DUP_CALL) {
+		sqlite3_bind_text(st, 1, ev->run, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, ev->call_id, -1, SQLITE_STATIC);
+	} else {
+		sqlite3_bind_text(st, 1, stream, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 2, (sqlite3_int64)ev->origin_ms);
+		sqlite3_bind_int64(st, 3, (sqlite3_int64)ev->origin_seq);
+	}
+	*out = TWIN_NONE;
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && id == ST_DUP_SEQ) {
+		const char *type = (const char *)sqlite3_column_text(st, 0);
+		const char *data = (const char *)sqlite3_column_text(st, 1);
+		bool same = type && strcmp(type, ev->type) == 0 &&
+			    same_data(data, (size_t)sqlite3_column_bytes(st, 1), ev);
+		*out = same ? TWIN_SAME : TWIN_DIFFERENT;
+	} else if (rc == SQLITE_ROW && id == ST_DUP_CALL) {
+		const char *sstream = (const char *)sqlite3_column_text(st, 0);
+		bool same = sstream && strcmp(sstream, stream) == 0 &&
+			    (uint64_t)sqlite3_column_int64(st, 1) == ev->origin_ms &&
+			    (uint64_t)sqlite3_column_int64(st, 2) == ev->origin_seq;
+		*out = same ? TWIN_SAME : TWIN_DIFFERENT;
+	} else if (rc == SQLITE_ROW) {
+		*out = TWIN_SAME;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_fail(s, rc, stmt_sql[id]);
+}
+
+/* Refuse ev as a conflict; the first one quarantines the run (its row
+ * flag, or the row the commit inserts), so a reused run id can never mix
+ * into the old run. */
+static int conflict(struct store *s, struct entry *e, const struct sv_event *ev, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "%s", STORE_CONFLICT_REASON);
+	s->stats.conflicts++;
+	if (e->quarantined)
+		return STORE_CONFLICT;
+	sqlite3_bind_text(s->st[ST_QUARANTINE], 1, e->run, -1, SQLITE_STATIC);
+	int rc = exec_st(s, ST_QUARANTINE);
+	if (rc < 0)
+		return rc;
+	e->quarantined = true;
+	log_kv(LOG_WARN, KV("run", ev->run, "entry", ev->id, "type", ev->type),
+	       "%s: run quarantined: seq %lld conflicts with a stored event (same run and seq, other type or "
+	       "data); its later events are dead-lettered too until `streamvisorctl forget`",
+	       __func__, (long long)ev->seq);
+	return STORE_CONFLICT;
+}
+
+/* ev's dedupe key is taken: a redelivery or a producer's retry (silent), a
+ * re-run of a tool (counted; the first stored output stays), or a
+ * conflicting producer event. */
+static int on_duplicate(struct store *s, struct entry *e, const struct sv_event *ev, char *err, size_t errlen)
+{
+	enum twin t;
+	int rc = stored_twin(s, ev, &t);
+	if (rc < 0)
+		return rc;
+	if (t != TWIN_DIFFERENT) {
+		s->stats.duplicates++;
+		return STORE_DUPLICATE;
+	}
+	if (is_tool_output(ev)) {
+		/* Tool execution is at least once: a re-run may say otherwise. */
+		s->stats.reruns++;
+		log_kv(LOG_INFO, KV("run", ev->run, "call_id", ev->call_id ? ev->call_id : "", "entry", ev->id),
+		       "tool.output of a re-run: the first stored output stays");
+		return STORE_RERUN;
+	}
+	return conflict(s, e, ev, err, errlen);
+}
+
+/* The entry was written before its run's forget position. */
+static bool before_forget(const struct entry *e, const struct sv_event *ev)
+{
+	return e->has_tomb &&
+	       (ev->origin_ms < e->tomb_ms || (ev->origin_ms == e->tomb_ms && ev->origin_seq < e->tomb_seq));
+}
+
 int store_apply(struct store *s, const struct sv_event *ev, char *err, size_t errlen)
 {
 	struct entry *e = NULL;
@@ -1137,6 +1332,21 @@ int store_apply(struct store *s, const struct sv_event *ev, char *err, size_t er
 	}
 	if ((rc = txn_entry(s, ev->run, &e)) < 0)
 		return rc;
+	if (before_forget(e, ev)) {
+		s->stats.forgotten++;
+		return STORE_FORGOTTEN;
+	}
+	if (e->quarantined) {
+		/* Only the very events already stored pass (silently). */
+		enum twin t;
+		if ((rc = stored_twin(s, ev, &t)) < 0)
+			return rc;
+		if (t == TWIN_SAME) {
+			s->stats.duplicates++;
+			return STORE_DUPLICATE;
+		}
+		return conflict(s, e, ev, err, errlen);
+	}
 	if (e->archived) {
 		snprintf(err, errlen, "run archived");
 		s->stats.refused++;
@@ -1148,11 +1358,8 @@ int store_apply(struct store *s, const struct sv_event *ev, char *err, size_t er
 		return STORE_REDUCER_ERROR;
 	}
 	event_order_key(ev, &k);
-	if ((rc = insert_event(s, ev, &k)) <= 0) {
-		if (rc == 0)
-			s->stats.duplicates++;
-		return rc < 0 ? rc : STORE_DUPLICATE;
-	}
+	if ((rc = insert_event(s, ev, &k)) <= 0)
+		return rc < 0 ? rc : on_duplicate(s, e, ev, err, errlen);
 	s->stats.applied++;
 	e->dirty = true;
 	if (event_key_cmp(&k, &e->row_last) <= 0)
@@ -1379,10 +1586,13 @@ static int write_snapshot(struct store *s, struct entry *e, int64_t now)
 	sqlite3_bind_int64(st, 5, reducer_last_seq(e->body));
 	sqlite3_bind_int64(st, 6, now);
 	bind_key(st, 7, &e->last);
-	if (e->rowid)
+	if (e->rowid) {
 		sqlite3_bind_int64(st, 11, e->rowid);
-	else
+	} else {
 		sqlite3_bind_text(st, 11, e->run, -1, SQLITE_STATIC);
+		/* A conflict within the batch that wrote the run's first events. */
+		sqlite3_bind_int(st, 12, e->quarantined);
+	}
 	int rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
@@ -1530,4 +1740,86 @@ int64_t store_prune(struct store *s, int64_t older_than_ms)
 		if (n < PRUNE_CHUNK)
 			return total;
 	}
+}
+
+/* ---- forgetting runs ---- */
+
+static int id_cmp(uint64_t ams, uint64_t aseq, uint64_t bms, uint64_t bseq)
+{
+	if (ams != bms)
+		return ams < bms ? -1 : 1;
+	return aseq < bseq ? -1 : aseq > bseq;
+}
+
+int store_forget_last(struct store *s, char *id, size_t len)
+{
+	int rc = meta_get(s, STORE_META_FORGET_LAST, id, len);
+	if (rc == 0 && !id[0])
+		snprintf(id, len, "0-0");
+	return rc;
+}
+
+/* Delete one run's events and snapshot and record its forget position;
+ * returns 1 when it had a snapshot, 0, or a negative errno. */
+static int forget_run(struct store *s, const char *run, uint64_t pos_ms, uint64_t pos_seq)
+{
+	sqlite3_bind_text(s->st[ST_PRUNE_EVENTS], 1, run, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s->st[ST_PRUNE_EVENTS_NOSEQ], 1, run, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s->st[ST_FORGET_SNAP], 1, run, -1, SQLITE_STATIC);
+	int rc;
+	if ((rc = exec_st(s, ST_PRUNE_EVENTS)) < 0 || (rc = exec_st(s, ST_PRUNE_EVENTS_NOSEQ)) < 0 ||
+	    (rc = exec_st(s, ST_FORGET_SNAP)) < 0)
+		return rc;
+	int had = sqlite3_changes(s->db) > 0;
+	sqlite3_stmt *st = s->st[ST_TOMB_SET];
+	sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)pos_ms);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)pos_seq);
+	sqlite3_bind_int64(st, 4, util_wall_ms());
+	if ((rc = exec_st(s, ST_TOMB_SET)) < 0)
+		return rc;
+	return had;
+}
+
+int store_forget(struct store *s, const char *entry_id, uint64_t pos_ms, uint64_t pos_seq,
+		 const char *const *runs, size_t n)
+{
+	uint64_t ems, eseq, lms, lseq;
+	char last[64];
+	if (s->in_txn || s->readonly || event_parse_id(entry_id, &ems, &eseq) < 0) {
+		set_err(s, "store_forget: %s", s->readonly ? "read-only" : s->in_txn ? "inside a transaction" : "bad id");
+		return -EINVAL;
+	}
+	int rc = exec_st(s, ST_BEGIN);
+	if (rc < 0)
+		return rc;
+	int64_t deleted = 0;
+	/* Every worker of the file applies every forget: the first one does
+	 * the work, the others find it recorded. */
+	if ((rc = store_forget_last(s, last, sizeof(last))) < 0)
+		goto out;
+	bool applied = event_parse_id(last, &lms, &lseq) == 0 && id_cmp(lms, lseq, ems, eseq) >= 0;
+	for (size_t i = 0; i < n && !applied && rc >= 0; i++)
+		if ((rc = forget_run(s, runs[i], pos_ms, pos_seq)) > 0)
+			deleted++;
+	if (rc >= 0 && !applied)
+		rc = meta_set(s, STORE_META_FORGET_LAST, entry_id);
+	if (rc >= 0)
+		rc = exec_st(s, ST_COMMIT);
+out:
+	if (rc < 0) {
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		s->dv_known = false;
+		return rc;
+	}
+	/* Whoever applied it, no cached state of these runs is valid now. */
+	for (size_t i = 0; i < n; i++) {
+		struct entry *e = cache_find(s, runs[i], hash_str(runs[i]));
+		if (e)
+			cache_drop(s, e);
+	}
+	if (n)
+		s->have_tombs = true;
+	s->stats.runs_forgotten += (uint64_t)deleted;
+	return (int)deleted;
 }

@@ -6,9 +6,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "log.h"
 #include "store.h"
 #include "util.h"
+
+/* NS:forget is read at least this often while idle, and before every
+ * batch (see poll_forgets). */
+#define FORGET_POLL_MS 1000
+#define FORGET_READ_COUNT 64
+/* Bounds on what an NS:forget entry may ask (anyone can write to Redis):
+ * runs per entry, bytes per run id. */
+#define FORGET_RUNS_MAX 10000
+#define FORGET_RUN_MAX 65536
 
 struct persist {
 	const struct sv_config *cfg;
@@ -18,6 +29,15 @@ struct persist {
 	struct sv_event *events;  /* decoded events of the batch in hand */
 	size_t cap;
 	int64_t next_prune;
+	char forget_key[160];     /* NS:forget */
+	char forget_last[48];     /* id of the last NS:forget entry applied here */
+	int64_t next_forget_poll; /* monotonic ms */
+	/* The batch last handed to us (first entry id, size) and whether
+	 * NS:forget was read since it arrived: a degraded retry of it needs
+	 * no new read, so it can commit while Redis is away. */
+	char batch_first[48];
+	size_t batch_n;
+	bool batch_polled;
 };
 
 static const char *pool_sqlite_path(const struct persist *p)
@@ -55,6 +75,111 @@ static int check_foreign_consumers(struct persist *p, struct consumer *c)
 	return 0;
 }
 
+/* ---- forgetting runs (streamvisorctl forget) ---- */
+
+/* Take the runs and the forget position of an NS:forget entry (fields
+ * "runs": a JSON array of run ids, "position": an entry id).  Returns the
+ * runs (json array, owned) or NULL with why set. */
+static json_t *forget_entry_decode(const redisReply *fields, uint64_t *pos_ms, uint64_t *pos_seq,
+				   const char **why)
+{
+	const redisReply *runs = NULL, *pos = NULL;
+	for (size_t i = 0; fields->type == REDIS_REPLY_ARRAY && i + 1 < fields->elements; i += 2) {
+		const redisReply *k = fields->element[i], *v = fields->element[i + 1];
+		if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+			continue;
+		if (strcmp(k->str, "runs") == 0)
+			runs = v;
+		else if (strcmp(k->str, "position") == 0)
+			pos = v;
+	}
+	*why = "no runs or position field";
+	if (!runs || !pos)
+		return NULL;
+	*why = "bad position";
+	if (event_parse_id(pos->str, pos_ms, pos_seq) < 0)
+		return NULL;
+	*why = "runs is not a JSON array of run ids";
+	json_t *a = json_loadb(runs->str, runs->len, 0, NULL);
+	size_t i;
+	json_t *r;
+	bool ok = json_is_array(a) && json_array_size(a) <= FORGET_RUNS_MAX;
+	json_array_foreach(a, i, r) ok = ok && json_is_string(r) && json_string_length(r) > 0 &&
+					 json_string_length(r) <= FORGET_RUN_MAX &&
+					 strlen(json_string_value(r)) == json_string_length(r);
+	if (!ok) {
+		json_decref(a);
+		return NULL;
+	}
+	return a;
+}
+
+/* Apply one NS:forget entry to the SQLite file (an entry that makes no
+ * sense is recorded as applied, with nothing forgotten). */
+static int forget_apply(struct persist *p, const char *id, const redisReply *fields)
+{
+	uint64_t pos_ms = 0, pos_seq = 0;
+	const char *why = NULL;
+	json_t *a = forget_entry_decode(fields, &pos_ms, &pos_seq, &why);
+	size_t n = a ? json_array_size(a) : 0;
+	const char **runs = util_xcalloc(n ? n : 1, sizeof(*runs));
+	for (size_t i = 0; i < n; i++)
+		runs[i] = json_string_value(json_array_get(a, i));
+	if (!a)
+		log_warn("%s: %s entry %s ignored: %s", __func__, p->forget_key, id, why);
+	int r = store_forget(p->store, id, pos_ms, pos_seq, runs, n);
+	if (r > 0 || (r == 0 && n > 0))
+		log_kv(LOG_INFO, KV("forget_entry", id, "run", runs[0]),
+		       "forgot %zu run(s) before position %llu-%llu (%d with stored state in this file)", n,
+		       (unsigned long long)pos_ms, (unsigned long long)pos_seq, r);
+	free(runs);
+	json_decref(a);
+	return r < 0 ? r : 0;
+}
+
+/* Apply the forgets written since the last one applied.  Before every
+ * batch: a producer that reuses a run id writes after its forget, so by
+ * the time its entries are read the forget is in NS:forget, and applied
+ * here before them (they must not meet the old run's events).  Returns 0,
+ * -ENOTCONN, or a store error. */
+static int poll_forgets(struct persist *p, struct consumer *c)
+{
+	struct rconn *rc = consumer_host(c)->rc;
+	p->next_forget_poll = util_mono_ms() + FORGET_POLL_MS;
+	for (;;) {
+		redisReply *r = rconn_command(rc, "XREAD COUNT %d STREAMS %s %s", FORGET_READ_COUNT, p->forget_key,
+					      p->forget_last);
+		if (!r)
+			return -ENOTCONN;
+		if (r->type == REDIS_REPLY_ERROR) {
+			/* Not a stream (someone wrote another type there). */
+			log_warn("%s: XREAD %s: %s", __func__, p->forget_key, r->str);
+			freeReplyObject(r);
+			return 0;
+		}
+		size_t got = 0;
+		int ret = 0;
+		const redisReply *entries = r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+							    r->element[0]->type == REDIS_REPLY_ARRAY &&
+							    r->element[0]->elements == 2
+						    ? r->element[0]->element[1]
+						    : NULL;
+		for (size_t i = 0; entries && entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++) {
+			const redisReply *e = entries->element[i];
+			if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+			    e->element[0]->len >= sizeof(p->forget_last))
+				continue;
+			got++;
+			if ((ret = forget_apply(p, e->element[0]->str, e->element[1])) < 0)
+				break;
+			snprintf(p->forget_last, sizeof(p->forget_last), "%s", e->element[0]->str);
+		}
+		freeReplyObject(r);
+		if (ret < 0 || got < FORGET_READ_COUNT)
+			return ret;
+	}
+}
+
 static int persist_start(void *ctx, struct consumer *c)
 {
 	struct persist *p = ctx;
@@ -69,6 +194,11 @@ static int persist_start(void *ctx, struct consumer *c)
 	};
 	if (store_open(&p->store, pool_sqlite_path(p), &opts) < 0)
 		return -EIO; /* store_open logged why */
+	snprintf(p->forget_key, sizeof(p->forget_key), "%s:forget", p->cfg->namespace);
+	if (store_forget_last(p->store, p->forget_last, sizeof(p->forget_last)) < 0)
+		return -EIO;
+	/* A failure here is retried before the first batch. */
+	(void)poll_forgets(p, c);
 	return 0;
 }
 
@@ -99,10 +229,28 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 		p->cap = b->n;
 		p->events = util_xcalloc(p->cap, sizeof(*p->events));
 	}
-	int r = store_begin(p->store);
+	struct heartbeat *hb = consumer_host(c)->hb;
+	bool retry = b->n == p->batch_n && b->n && strcmp(b->v[0].e.id, p->batch_first) == 0;
+	if (!retry) {
+		snprintf(p->batch_first, sizeof(p->batch_first), "%s", b->n ? b->v[0].e.id : "");
+		p->batch_n = b->n;
+		p->batch_polled = false;
+	}
+	int r = poll_forgets(p, c);
+	if (r == 0)
+		p->batch_polled = true;
+	else if (r == -ENOTCONN && p->batch_polled)
+		r = 0; /* read after this batch arrived: its forgets are applied */
+	if (r == -ENOTCONN) {
+		snprintf(hb->last_error, sizeof(hb->last_error), "redis: cannot read %s", p->forget_key);
+		return -EAGAIN;
+	}
+	if (r < 0)
+		return fail_batch(p, c, 0, "forget", r);
+	r = store_begin(p->store);
 	if (r < 0)
 		return fail_batch(p, c, 0, "BEGIN", r);
-	size_t decoded = 0;
+	size_t decoded = 0, forgotten = 0;
 	for (size_t i = 0; i < b->n; i++) {
 		struct consumer_entry *ce = &b->v[i];
 		if (ce->verdict == CE_DEAD || ce->verdict == CE_DROP)
@@ -118,19 +266,26 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 		r = store_apply(p->store, ev, ce->reason_buf, sizeof(ce->reason_buf));
 		if (r < 0)
 			return fail_batch(p, c, decoded, "insert", r);
-		if (r == STORE_REDUCER_ERROR || r == STORE_ARCHIVED) {
+		if (r == STORE_REDUCER_ERROR || r == STORE_ARCHIVED || r == STORE_CONFLICT) {
 			ce->verdict = CE_DEAD;
 			if (r == STORE_ARCHIVED)
 				snprintf(ce->reason_buf, sizeof(ce->reason_buf), "run archived");
 			ce->reason = ce->reason_buf;
+			hb->conflicts += r == STORE_CONFLICT;
 		} else {
 			ce->verdict = CE_ACK;
+			forgotten += r == STORE_FORGOTTEN;
+			hb->reruns += r == STORE_RERUN;
 		}
 	}
 	r = store_commit(p->store);
 	if (r < 0)
 		return fail_batch(p, c, decoded, "COMMIT", r);
 	clear_events(p, decoded);
+	if (forgotten) {
+		hb->forgotten += forgotten;
+		log_info("acked %zu entries of forgotten runs (written before their forget): not stored", forgotten);
+	}
 	return 0;
 }
 
@@ -139,7 +294,8 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 static void persist_idle(void *ctx, struct consumer *c)
 {
 	struct persist *p = ctx;
-	(void)c;
+	if (p->store && util_mono_ms() >= p->next_forget_poll)
+		(void)poll_forgets(p, c); /* retried at the next batch */
 	int64_t keep = p->cfg->retention.events_keep_ms;
 	if (keep <= 0 || p->slot != 0 || !p->store || util_mono_ms() < p->next_prune)
 		return;

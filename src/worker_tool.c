@@ -25,19 +25,69 @@
 #define STDERR_LINES_PER_S 20
 #define OUTPUT_ID_MAX 48 /* a stream entry id, "ms-seq", NUL included */
 
-/* SET done NX EX; only if it was set, XADD the output (the done key then
- * holds its id, for the log of a call skipped as done); XACK either way.
- * ARGV[4] "1": the call's stream was found by a pattern, and a stream
- * deleted meanwhile (a harness reset) is never created again by a late
- * output (EXISTS rather than NOMKSTREAM: Redis before 6.2 has none). */
-static const char publish_script[] =
-	"if redis.call('SET', KEYS[1], 'done', 'NX', 'EX', ARGV[3]) then "
-	"  if ARGV[4] == '0' or redis.call('EXISTS', KEYS[2]) == 1 then "
-	"    local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5)) "
-	"    redis.call('SET', KEYS[1], id, 'EX', ARGV[3]) "
-	"  end "
+/* Done keys and forgotten runs, shared by both scripts below.  KEYS[1] the
+ * call's done key of earlier versions (worker_tool_done_key), KEYS[2] the
+ * run's done hash (worker_tool_done_hash), KEYS[3] NS:forgotten;
+ * ARGV[1] run, ARGV[2] call id, ARGV[3] the call's entry id, ARGV[4] the
+ * done TTL in seconds.
+ *   forgotten(): the call's entry sorts before its run's forget position:
+ *     it belongs to a forgotten run.
+ *   done(): the hash has the call, or an old-style key does that was set
+ *     after the run's last forget (its set time is told by its TTL; an
+ *     older one belongs to the forgotten run: forget cannot find those
+ *     keys without a SCAN). */
+#define DONE_LUA \
+	"local function split(id) " \
+	"  local a, b = string.match(id or '', '^(%d+)-(%d+)$') " \
+	"  return tonumber(a), tonumber(b) " \
+	"end " \
+	"local tomb = redis.call('HGET', KEYS[3], ARGV[1]) " \
+	"local function forgotten() " \
+	"  local am, as = split(ARGV[3]) " \
+	"  local bm, bs = split(tomb) " \
+	"  return am ~= nil and bm ~= nil and (am < bm or (am == bm and as < bs)) " \
+	"end " \
+	"local function done() " \
+	"  if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return true end " \
+	"  local ttl = redis.call('PTTL', KEYS[1]) " \
+	"  if ttl == -2 then return false end " \
+	"  local bm = split(tomb) " \
+	"  if ttl < 0 or bm == nil then return true end " \
+	"  local t = redis.call('TIME') " \
+	"  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) " \
+	"  return now - (tonumber(ARGV[4]) * 1000 - ttl) >= bm " \
 	"end "
-	"return redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])";
+
+/* Before running a call: 2 its run was forgotten since, 1 done, 0 to run. */
+static const char check_script[] =
+	DONE_LUA
+	"if forgotten() then return 2 end "
+	"if done() then return 1 end "
+	"return 0";
+
+/* Publish: unless the call's run was forgotten meanwhile (a call in
+ * flight at the forget publishes nothing: returns -1) or the call is done
+ * already, XADD the output and record it in the run's done hash (call id
+ * -> output id, the hash's TTL renewed); XACK either way.  KEYS[4] the
+ * stream; ARGV[5] the group; ARGV[6] "1": the call's stream was found by a
+ * pattern, and a stream deleted meanwhile (a harness reset) is never
+ * created again by a late output (EXISTS rather than NOMKSTREAM: Redis
+ * before 6.2 has none); ARGV[7..] the entry's fields. */
+static const char publish_script[] =
+	DONE_LUA
+	"if forgotten() then "
+	"  redis.call('XACK', KEYS[4], ARGV[5], ARGV[3]) "
+	"  return -1 "
+	"end "
+	"if not done() then "
+	"  local id = 'done' "
+	"  if ARGV[6] == '0' or redis.call('EXISTS', KEYS[4]) == 1 then "
+	"    id = redis.call('XADD', KEYS[4], '*', unpack(ARGV, 7)) "
+	"  end "
+	"  redis.call('HSET', KEYS[2], ARGV[2], id) "
+	"  redis.call('EXPIRE', KEYS[2], ARGV[4]) "
+	"end "
+	"return redis.call('XACK', KEYS[4], ARGV[5], ARGV[3])";
 
 
 /* The kind's own state; host services (connection, heartbeat, waiting,
@@ -52,14 +102,18 @@ struct call {
 	const char *run, *call_id, *name;
 	int64_t seq;
 	char *arguments;       /* JSON text for stdin */
-	char *done_key;        /* worker_tool_done_key() */
+	char *done_key;        /* worker_tool_done_key(): earlier versions' */
+	char *done_hash;       /* worker_tool_done_hash() */
+	char *forgotten_key;   /* NS:forgotten */
 };
 
 static void call_free(struct call *call)
 {
 	free(call->arguments);
 	free(call->done_key);
-	call->arguments = call->done_key = NULL;
+	free(call->done_hash);
+	free(call->forgotten_key);
+	call->arguments = call->done_key = call->done_hash = call->forgotten_key = NULL;
 }
 
 /* What running the tool produced. */
@@ -157,6 +211,11 @@ char *worker_tool_done_key(const char *ns, const char *run, const char *call_id)
 	return xasprintf("%s:tool:%zu:%s:%s", ns, strlen(run), run, call_id);
 }
 
+char *worker_tool_done_hash(const char *ns, const char *run)
+{
+	return xasprintf("%s:tooldone:%s", ns, run);
+}
+
 static const char *field(const struct sv_entry *e, const char *name, size_t *len)
 {
 	const char *v = NULL;
@@ -211,6 +270,8 @@ static const char *call_decode(const char *ns, const struct consumer_entry *ce, 
 			  : args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY)
 				 : util_xstrdup("{}");
 	call->done_key = worker_tool_done_key(ns, run, call_id);
+	call->done_hash = worker_tool_done_hash(ns, run);
+	call->forgotten_key = xasprintf("%s:forgotten", ns);
 	return NULL;
 }
 
@@ -659,8 +720,13 @@ static void run_tool(struct consumer *c, struct consumer_batch *b, size_t index,
 
 /* ---------- publishing ---------- */
 
-/* One Lua script: done key, tool.output, XACK.  Returns 0, -ENOMEM,
- * -ENOTCONN (dropped) or -EPROTO (the script failed; logged). */
+/* What the scripts below answer about a call (check_script's values). */
+enum { TOOL_RUN = 0, TOOL_DONE = 1, TOOL_FORGOTTEN = 2 };
+
+/* One Lua script: done keys, forgotten run, tool.output, XACK.  Returns
+ * 0, TOOL_FORGOTTEN (the run was forgotten while the tool ran: nothing
+ * published, acked), -ENOMEM, -ENOTCONN (dropped) or -EPROTO (the script
+ * failed; logged). */
 static int publish(struct consumer *c, const struct call *call, const struct outcome *oc)
 {
 	json_t *data = json_pack("{s:s, s:s, s:s, s:b, s:I, s:b}", "call_id", call->call_id, "name", call->name,
@@ -674,16 +740,20 @@ static int publish(struct consumer *c, const struct call *call, const struct out
 	char seq[24], ts[24];
 	snprintf(seq, sizeof(seq), "%lld", (long long)call->seq);
 	snprintf(ts, sizeof(ts), "%lld", (long long)util_wall_ms());
-	const char *argv[24];
+	const char *argv[32];
 	int n = 0;
 	argv[n++] = "EVAL";
 	argv[n++] = publish_script;
-	argv[n++] = "2";
+	argv[n++] = "4";
 	argv[n++] = call->done_key;
+	argv[n++] = call->done_hash;
+	argv[n++] = call->forgotten_key;
 	argv[n++] = call->stream; /* the call's own stream (a per-run stream too) */
-	argv[n++] = consumer_group(c);
+	argv[n++] = call->run;
+	argv[n++] = call->call_id;
 	argv[n++] = call->entry_id;
 	argv[n++] = TOOL_DONE_TTL_S;
+	argv[n++] = consumer_group(c);
 	/* A literal name, or a stream a pattern found? */
 	argv[n++] = config_strlist_has(&consumer_host(c)->pool->streams, call->stream) ? "0" : "1";
 	argv[n++] = "run";
@@ -706,27 +776,44 @@ static int publish(struct consumer *c, const struct call *call, const struct out
 		return -ENOTCONN;
 	int ret = 0;
 	if (r->type == REDIS_REPLY_ERROR) {
-		log_error("publishing tool.output for %s/%s: %s", call->run, call->call_id, r->str);
+		log_error("%s: publishing tool.output for %s/%s: %s", __func__, call->run, call->call_id, r->str);
 		ret = -EPROTO;
+	} else if (r->type == REDIS_REPLY_INTEGER && r->integer == -1) {
+		ret = TOOL_FORGOTTEN;
 	}
 	freeReplyObject(r);
 	return ret;
 }
 
-/* Done already?  Then output (OUTPUT_ID_MAX bytes) gets the id of its
- * tool.output, or "" when the key does not say (an older "done" value,
+/* The id of a done call's tool.output (OUTPUT_ID_MAX bytes), for the log
+ * of a call skipped as done; "" when nothing says (an old-style done key,
  * or the call's stream was gone at the publish). */
-static bool already_done(struct rconn *rc, const struct call *call, char *output, int *err)
+static void done_output(struct rconn *rc, const struct call *call, char *output)
 {
-	redisReply *r = rconn_command(rc, "GET %s", call->done_key);
-	*err = !r;
-	bool done = r && r->type == REDIS_REPLY_STRING;
 	output[0] = '\0';
-	if (done && strcmp(r->str, "done") != 0 && r->len < OUTPUT_ID_MAX && strspn(r->str, "0123456789-") == r->len)
-		memcpy(output, r->str, r->len + 1);
+	redisReply *r = rconn_command(rc, "HGET %s %s", call->done_hash, call->call_id);
+	if (r && r->type == REDIS_REPLY_STRING && r->len < OUTPUT_ID_MAX &&
+	    strspn(r->str, "0123456789-") == (size_t)r->len)
+		memcpy(output, r->str, (size_t)r->len + 1);
 	if (r)
 		freeReplyObject(r);
-	return done;
+}
+
+/* Before running: TOOL_RUN, TOOL_DONE, TOOL_FORGOTTEN, or -ENOTCONN. */
+static int call_state(struct rconn *rc, const struct call *call)
+{
+	const char *argv[] = {"EVAL", check_script, "3", call->done_key, call->done_hash, call->forgotten_key,
+			      call->run, call->call_id, call->entry_id, TOOL_DONE_TTL_S};
+	redisReply *r = rconn_commandv(rc, (int)ARRAY_SIZE(argv), argv, NULL);
+	if (!r)
+		return -ENOTCONN;
+	int state = TOOL_RUN;
+	if (r->type == REDIS_REPLY_INTEGER && (r->integer == TOOL_DONE || r->integer == TOOL_FORGOTTEN))
+		state = (int)r->integer;
+	else if (r->type == REDIS_REPLY_ERROR)
+		log_warn("%s: done check for %s/%s: %s (running it)", __func__, call->run, call->call_id, r->str);
+	freeReplyObject(r);
+	return state;
 }
 
 /* ---------- the calls in hand, for status ---------- */
@@ -820,7 +907,6 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 		call_free(&call);
 		return;
 	}
-	int err;
 	if (index > 0 && b->history == false) {
 		const char *ids[1] = {ce->e.id};
 		bool owned = true;
@@ -831,16 +917,31 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 			return;
 		}
 	}
-	char output[OUTPUT_ID_MAX];
 	bool ran = false;
-	if (already_done(h->rc, &call, output, &err)) {
+	int state = call_state(h->rc, &call);
+	if (state == TOOL_DONE) {
+		char output[OUTPUT_ID_MAX];
+		done_output(h->rc, &call, output);
 		log_kv(LOG_INFO, KV("run", call.run, "call_id", call.call_id),
 		       "tool.call entry %s of %s: call already done, output entry %s: acked, not run again",
 		       ce->e.id, ce->e.stream, output[0] ? output : "not recorded");
 		ce->verdict = CE_ACK;
-	} else if (err) {
+	} else if (state == TOOL_FORGOTTEN) {
+		log_kv(LOG_INFO, KV("run", call.run, "call_id", call.call_id, "entry", ce->e.id),
+		       "tool call of a forgotten run (written before its forget): acked, not run");
+		h->hb->forgotten++;
+		ce->verdict = CE_ACK;
+	} else if (state < 0) {
 		ce->verdict = CE_DROP; /* connection lost: it stays pending, taken over later */
 	} else {
+		if (ce->deliveries > 1) {
+			/* Delivered before: a worker may have run it already and
+			 * died before publishing (execution is at least once). */
+			h->hb->reruns++;
+			log_kv(LOG_INFO, KV("run", call.run, "call_id", call.call_id, "entry", ce->e.id),
+			       "tool call delivered %lld times and not done: running it again (a re-run)",
+			       (long long)ce->deliveries);
+		}
 		struct outcome oc = {0};
 		const struct tool_config *t = config_find_tool(tw->cfg, call.name);
 		if (!t) {
@@ -855,9 +956,15 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 			run_tool(c, b, index, t, &call, &oc);
 			ran = true;
 		}
+		int pr;
 		if (oc.stolen || oc.interrupted) {
 			ce->verdict = CE_DROP;
-		} else if (publish(c, &call, &oc) == 0) {
+		} else if ((pr = publish(c, &call, &oc)) == TOOL_FORGOTTEN) {
+			ce->verdict = CE_DONE;
+			h->hb->forgotten++;
+			log_kv(LOG_INFO, KV("run", call.run, "call_id", call.call_id, "entry", ce->e.id),
+			       "tool call finished after its run was forgotten: output dropped, acked");
+		} else if (pr == 0) {
 			ce->verdict = CE_DONE;
 			if (oc.is_error)
 				h->hb->failed++;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A tool call whose per-run stream is deleted while the tool runs (a
 # harness reset): the call's output is not written, so the deleted stream
-# is not created again by it; the entry is acked and the done key set, so
+# is not created again by it; the entry is acked and the done mark set, so
 # the call never runs twice.  Streams named literally keep getting their
 # outputs as always.
 set -euo pipefail
@@ -25,10 +25,10 @@ data='{"call_id":"c1","name":"slow","arguments":{"sleep":3}}'
 rcli XADD "$S" '*' run late1 type tool.call seq 1 data "$data" >/dev/null
 wait_for 20 '[ -s "$COUNTER" ]' || fail "the tool never started: $(worker_table 2>&1)"
 rcli DEL "$S" >/dev/null
-wait_for 20 '[ "$(rcli EXISTS "$SV_NS:tool:late1:c1")" = 1 ]' || fail "the call never finished (no done key)"
+wait_for 20 '[ "$(rcli HEXISTS "$SV_NS:tooldone:late1" c1)" = 1 ]' || fail "the call never finished (no done mark)"
 sleep "$(scaled 1)"
 [ "$(rcli EXISTS "$S")" = 0 ] || fail "the late tool.output created $S again: $(rcli XRANGE "$S" - + | head -n 20)"
-ok "$S stays deleted; the done key is set"
+ok "$S stays deleted; the done mark is set"
 
 check "a literal stream still gets its output"
 : >"$COUNTER"

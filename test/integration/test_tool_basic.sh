@@ -40,12 +40,13 @@ pyjson 'isinstance(d["duration_ms"], int) and 0 <= d["duration_ms"] < 5000' <<<"
 	|| fail "duration_ms missing or absurd: $d"
 ok "one tool.output with output, exit_code 0, duration_ms, truncated false"
 
-check "done key and ack"
-[ "$(rcli EXISTS "$SV_NS:tool:R1:c1")" = 1 ] || fail "done key $SV_NS:tool:R1:c1 missing"
-ttl=$(rcli TTL "$SV_NS:tool:R1:c1")
-[ "$ttl" -gt 86000 ] && [ "$ttl" -le 86400 ] || fail "done key TTL $ttl, want ~86400"
+check "done hash and ack"
+out_id=$(tool_outputs R1 c1 | pyjson 'd["id"]')
+[ "$(rcli HGET "$SV_NS:tooldone:R1" c1)" = "$out_id" ] || fail "done hash $SV_NS:tooldone:R1 c1: $(rcli HGETALL "$SV_NS:tooldone:R1"), want $out_id"
+ttl=$(rcli TTL "$SV_NS:tooldone:R1")
+[ "$ttl" -gt 86000 ] && [ "$ttl" -le 86400 ] || fail "done hash TTL $ttl, want ~86400"
 wait_for 10 '[ "$(tools_pending)" = 0 ]' || fail "group tools still has $(tools_pending) pending"
-ok "done key with TTL $ttl; nothing pending in group tools"
+ok "done hash names the output $out_id, TTL $ttl; nothing pending in group tools"
 
 check "a JSON string argument goes to stdin as its raw text"
 xadd_call R1 3 c2 echo '"plain text, not JSON"' >/dev/null

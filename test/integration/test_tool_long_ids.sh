@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Done keys of long ids (worker_tool_done_key): two calls whose run/call_id
+# Done marks of long ids (worker_tool_done_hash: one hash per run, a field
+# per call id; worker_tool_done_key of earlier versions): two calls whose run/call_id
 # pairs share a 512-byte prefix (a long run with two call ids, and a short
 # run with two long call ids) each run once and get exactly one
 # tool.output; the tool sees the whole ids; a replay of a long call is
@@ -34,10 +35,12 @@ grep -qF " $LONG_RUN c2" "$COUNTER" || fail "the tool did not see the whole run 
 grep -qF " S ${LONG_CID}B" "$COUNTER" || fail "the tool did not see the whole call id"
 ok "4 calls, 4 runs, one output each, whole ids in the environment"
 
-check "the done keys are whole and distinct"
-[ "$(rcli --scan --pattern "$SV_NS:tool:*" | wc -l)" = 4 ] || fail "done keys: $(rcli --scan --pattern "$SV_NS:tool:*" | cut -c1-40)"
-[ "$(rcli EXISTS "$SV_NS:tool:601:$LONG_RUN:c2")" = 1 ] || fail "no long-form done key for c2"
-ok "4 done keys"
+check "the done marks are whole and distinct"
+[ "$(rcli --scan --pattern "$SV_NS:tooldone:*" | wc -l)" = 2 ] || fail "done hashes: $(rcli --scan --pattern "$SV_NS:tooldone:*" | cut -c1-40)"
+[ "$(rcli HLEN "$SV_NS:tooldone:$LONG_RUN")" = 2 ] || fail "done hash of the long run: $(rcli HKEYS "$SV_NS:tooldone:$LONG_RUN")"
+[ "$(rcli HEXISTS "$SV_NS:tooldone:S" "${LONG_CID}B")" = 1 ] || fail "no whole done mark for ${LONG_CID:0:8}...B"
+[ "$(rcli HLEN "$SV_NS:tooldone:S")" = 2 ] || fail "done hash of S: $(rcli HKEYS "$SV_NS:tooldone:S" | cut -c1-40)"
+ok "2 done hashes of 2 calls each"
 
 check "a replay of a long call is acked without a second run or output"
 xadd_call "$LONG_RUN" 2 c2 count '{"sleep":0}' >/dev/null

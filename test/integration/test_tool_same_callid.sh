@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The done key is per run and call id (NS:tool:RUN:CALL_ID): two runs using
+# The done mark is per run and call id (NS:tooldone:RUN, field CALL_ID): two runs using
 # the same call_id each get their own tool.output (and snapshot item),
 # while a replayed call of the same run (a producer's retried XADD) is
 # acked without running the tool or publishing a second output.
@@ -26,7 +26,7 @@ for r in RA RB; do
 	[ "$(count_outputs "$r" same)" = 1 ] || fail "$r: want 1 output: $(tool_outputs "$r" same)"
 	[ "$(out_field "$r" same 'o["run"] == "'"$r"'" and d["call_id"] == "same" and d["is_error"] is False and d["output"] == "slept 0\n"')" = true ] \
 		|| fail "$r: $(tool_outputs "$r" same)"
-	[ "$(rcli EXISTS "$SV_NS:tool:$r:same")" = 1 ] || fail "done key $SV_NS:tool:$r:same missing"
+	[ "$(rcli HEXISTS "$SV_NS:tooldone:$r" same)" = 1 ] || fail "done mark $SV_NS:tooldone:$r same missing"
 done
 grep -q " RA same$" "$COUNTER" && grep -q " RB same$" "$COUNTER" || fail "the tool did not run once per run: $(cat "$COUNTER")"
 [ "$(wc -l <"$COUNTER")" = 2 ] || fail "executions: $(cat "$COUNTER")"

@@ -240,7 +240,10 @@ static void test_reducer_recorded(void **state)
 	/* Back to schema 1, as a file written before the meta table. */
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, "DROP TABLE meta; PRAGMA user_version = 1", NULL, NULL, NULL),
+	assert_int_equal(sqlite3_exec(db,
+				      "DROP TABLE meta; DROP TABLE forgotten;"
+				      " ALTER TABLE snapshots DROP COLUMN quarantined; PRAGMA user_version = 1",
+				      NULL, NULL, NULL),
 			 SQLITE_OK);
 	sqlite3_close(db);
 	struct store_opts ro = {.readonly = true};
@@ -267,7 +270,7 @@ static void test_dedupe(void **state)
 		    "\"data\":{\"call_id\":\"c1\",\"name\":\"t\"}}");
 	mkev(&e[3], "{\"id\":\"103-0\",\"run\":\"r\",\"type\":\"tool.output\",\"parent_seq\":2,"
 		    "\"call_id\":\"c1\",\"data\":{\"call_id\":\"c1\",\"output\":\"a\"}}");
-	/* the same tool output published again (another entry) */
+	/* the same call's output published again (another entry): a re-run */
 	mkev(&e[4], "{\"id\":\"104-0\",\"run\":\"r\",\"type\":\"tool.output\",\"parent_seq\":2,"
 		    "\"call_id\":\"c1\",\"data\":{\"call_id\":\"c1\",\"output\":\"b\"}}");
 	/* events without seq: deduped on (stream, entry id) */
@@ -278,7 +281,7 @@ static void test_dedupe(void **state)
 	mkev(&e[8], "{\"id\":\"300-0\",\"run\":\"r\",\"type\":\"note\",\"origin_id\":\"105-0\"}");
 	/* a re-driven dead letter never stored before: sorts at its origin id */
 	mkev(&e[9], "{\"id\":\"301-0\",\"run\":\"r\",\"type\":\"note\",\"origin_id\":\"99-0\"}");
-	static const int want[] = {STORE_OK, STORE_DUPLICATE, STORE_OK, STORE_OK, STORE_DUPLICATE,
+	static const int want[] = {STORE_OK, STORE_DUPLICATE, STORE_OK, STORE_OK, STORE_RERUN,
 				   STORE_OK, STORE_DUPLICATE, STORE_OK, STORE_DUPLICATE, STORE_OK};
 	for (int i = 0; i < 10; i++) {
 		/* one transaction for the first half, then one per entry */
@@ -305,10 +308,241 @@ static void test_dedupe(void **state)
 	json_decref(snap);
 	struct store_stats st;
 	store_stats(s, &st);
-	assert_int_equal(st.duplicates, 4);
+	assert_int_equal(st.duplicates, 3);
+	assert_int_equal(st.reruns, 1);
 	assert_true(st.rebuilds >= 1); /* 99-0 arrived late */
 	for (int i = 0; i < 10; i++)
 		event_clear(&e[i]);
+	store_close(s);
+}
+
+/* ---- run lifecycle: conflicts, forget ---- */
+
+static int64_t count_sql(const char *path, const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int64_t n = -1;
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+/* Apply each event in a transaction of its own; returns the results. */
+static void apply_each(struct store *s, struct sv_event *e, int n, int *got)
+{
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(store_begin(s), 0);
+		got[i] = apply1(s, &e[i]);
+		assert_int_equal(store_commit(s), 0);
+	}
+}
+
+/* A producer event with the (run, seq) of a stored one: identical (data
+ * compared as JSON) is silent; different quarantines the run, and every
+ * later event of it is refused until it is forgotten; a tool.output is
+ * exempt (a re-run). */
+static void test_conflict_quarantine(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *s = open_store(path, REDUCER_RESPONSE);
+	struct sv_event e[9];
+	mkev(&e[0], "{\"id\":\"100-0\",\"run\":\"r\",\"type\":\"response.created\",\"seq\":1,"
+		    "\"data\":{\"model\":\"m\",\"metadata\":{\"a\":1,\"b\":2}}}");
+	/* the same event, keys in another order: identical */
+	mkev(&e[1], "{\"id\":\"101-0\",\"run\":\"r\",\"type\":\"response.created\",\"seq\":1,"
+		    "\"data\":{\"metadata\":{\"b\":2,\"a\":1},\"model\":\"m\"}}");
+	mkev(&e[2], "{\"id\":\"102-0\",\"run\":\"r\",\"type\":\"tool.call\",\"seq\":2,"
+		    "\"data\":{\"call_id\":\"c1\",\"name\":\"t\"}}");
+	mkev(&e[3], "{\"id\":\"103-0\",\"run\":\"r\",\"type\":\"tool.output\",\"parent_seq\":2,"
+		    "\"call_id\":\"c1\",\"data\":{\"call_id\":\"c1\",\"output\":\"a\"}}");
+	/* the same seq, other data: a conflict */
+	mkev(&e[4], "{\"id\":\"200-0\",\"run\":\"r\",\"type\":\"response.created\",\"seq\":1,"
+		    "\"data\":{\"model\":\"new\"}}");
+	/* a new seq of the quarantined run: refused too */
+	mkev(&e[5], "{\"id\":\"201-0\",\"run\":\"r\",\"type\":\"response.completed\",\"seq\":3}");
+	/* a stored event delivered again: still silent */
+	mkev(&e[6], "{\"id\":\"102-0\",\"run\":\"r\",\"type\":\"tool.call\",\"seq\":2,"
+		    "\"data\":{\"call_id\":\"c1\",\"name\":\"t\"}}");
+	/* same seq, other type, in another run: that run only */
+	mkev(&e[7], "{\"id\":\"300-0\",\"run\":\"q\",\"type\":\"response.created\",\"seq\":1}");
+	mkev(&e[8], "{\"id\":\"301-0\",\"run\":\"q\",\"type\":\"usage\",\"seq\":1}");
+	static const int want[] = {STORE_OK, STORE_DUPLICATE, STORE_OK, STORE_OK, STORE_CONFLICT,
+				   STORE_CONFLICT, STORE_DUPLICATE, STORE_OK, STORE_CONFLICT};
+	int got[9];
+	apply_each(s, e, 9, got);
+	for (int i = 0; i < 9; i++)
+		if (got[i] != want[i])
+			fail_msg("entry %d: got %d, want %d", i, got[i], want[i]);
+	struct store_snapshot meta;
+	json_t *snap = snapshot(s, "r", &meta);
+	assert_int_equal(meta.event_count, 3);
+	assert_string_equal(json_string_value(json_object_get(snap, "model")), "m");
+	store_snapshot_clear(&meta);
+	json_decref(snap);
+	assert_int_equal(count_sql(path, "SELECT count(*) FROM snapshots WHERE quarantined = 1"), 2);
+
+	/* The quarantine holds across connections (the row's flag). */
+	store_close(s);
+	s = open_store(path, REDUCER_RESPONSE);
+	assert_int_equal(store_begin(s), 0);
+	char err[256];
+	assert_int_equal(store_apply(s, &e[5], err, sizeof(err)), STORE_CONFLICT);
+	assert_string_equal(err, STORE_CONFLICT_REASON);
+	assert_int_equal(store_commit(s), 0);
+
+	/* A conflict in the batch that stores the run's first event. */
+	struct sv_event f[2];
+	mkev(&f[0], "{\"id\":\"400-0\",\"run\":\"n\",\"type\":\"response.created\",\"seq\":1}");
+	mkev(&f[1], "{\"id\":\"401-0\",\"run\":\"n\",\"type\":\"response.failed\",\"seq\":1}");
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(apply1(s, &f[0]), STORE_OK);
+	assert_int_equal(apply1(s, &f[1]), STORE_CONFLICT);
+	assert_int_equal(store_commit(s), 0);
+	assert_int_equal(count_sql(path, "SELECT quarantined FROM snapshots WHERE run = 'n'"), 1);
+
+	/* forget lifts the quarantine */
+	const char *runs[] = {"r"};
+	assert_int_equal(store_forget(s, "5-0", 1000, 0, runs, 1), 1);
+	assert_int_equal(count_events(path, "r"), 0);
+	assert_int_equal(count_sql(path, "SELECT count(*) FROM snapshots WHERE run = 'r'"), 0);
+	struct sv_event g;
+	mkev(&g, "{\"id\":\"1001-0\",\"run\":\"r\",\"type\":\"response.created\",\"seq\":1,"
+		 "\"data\":{\"model\":\"new\"}}");
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(apply1(s, &g), STORE_OK);
+	assert_int_equal(store_commit(s), 0);
+	snap = snapshot(s, "r", NULL);
+	assert_string_equal(json_string_value(json_object_get(snap, "model")), "new");
+	json_decref(snap);
+	struct store_stats st;
+	store_stats(s, &st);
+	assert_int_equal(st.conflicts, 2);
+	event_clear(&g);
+	for (int i = 0; i < 2; i++)
+		event_clear(&f[i]);
+	for (int i = 0; i < 9; i++)
+		event_clear(&e[i]);
+	store_close(s);
+}
+
+/* forget deletes the run's events and snapshot; entries from before the
+ * forget position are refused (STORE_FORGOTTEN) on this and on another
+ * connection to the file, later ones start the run anew; each NS:forget
+ * entry is applied once per file; a second forget moves the position. */
+static void test_forget(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *a = open_store(path, REDUCER_RESPONSE);
+	struct store *b = open_store(path, REDUCER_RESPONSE);
+	struct sv_event old[3], neu[3], other;
+	for (int i = 0; i < 3; i++) {
+		mkev(&old[i], "{\"id\":\"%d-0\",\"run\":\"r\",\"type\":\"%s\",\"seq\":%d,\"data\":{\"model\":\"old\"}}",
+		     100 + i, i == 0 ? "response.created" : i == 1 ? "usage" : "response.completed", i + 1);
+		mkev(&neu[i], "{\"id\":\"%d-0\",\"run\":\"r\",\"type\":\"%s\",\"seq\":%d,\"data\":{\"model\":\"new\"}}",
+		     2000 + i, i == 0 ? "response.created" : i == 1 ? "item.started" : "response.failed", i + 1);
+	}
+	mkev(&other, "{\"id\":\"150-0\",\"run\":\"keep\",\"type\":\"response.created\",\"seq\":1}");
+	int got[3];
+	apply_each(a, old, 2, got);
+	apply_each(b, &other, 1, got);
+	/* b has r cached from here on */
+	assert_int_equal(store_begin(b), 0);
+	assert_int_equal(apply1(b, &old[0]), STORE_DUPLICATE);
+	assert_int_equal(store_commit(b), 0);
+
+	const char *runs[] = {"r", "never-seen"};
+	char last[64];
+	assert_int_equal(store_forget_last(a, last, sizeof(last)), 0);
+	assert_string_equal(last, "0-0");
+	assert_int_equal(store_forget(a, "7-1", 1000, 0, runs, 2), 1);
+	assert_int_equal(store_forget_last(b, last, sizeof(last)), 0);
+	assert_string_equal(last, "7-1");
+	/* b applies the same entry: recorded already, nothing to do */
+	assert_int_equal(store_forget(b, "7-1", 1000, 0, runs, 2), 0);
+	assert_int_equal(count_events(path, "r"), 0);
+	assert_int_equal(count_events(path, "keep"), 1);
+
+	/* the old run's unread entry, on either connection: refused */
+	assert_int_equal(store_begin(b), 0);
+	assert_int_equal(apply1(b, &old[2]), STORE_FORGOTTEN);
+	assert_int_equal(store_commit(b), 0);
+	assert_int_equal(store_begin(a), 0);
+	assert_int_equal(apply1(a, &old[1]), STORE_FORGOTTEN);
+	/* the new run, no conflict with the old one */
+	assert_int_equal(apply1(a, &neu[0]), STORE_OK);
+	assert_int_equal(store_commit(a), 0);
+	apply_each(b, &neu[1], 2, got);
+	assert_int_equal(got[0], STORE_OK);
+	assert_int_equal(got[1], STORE_OK);
+	struct store_snapshot meta;
+	json_t *snap = snapshot(a, "r", &meta);
+	assert_int_equal(meta.event_count, 3);
+	assert_string_equal(meta.status, "failed");
+	assert_string_equal(json_string_value(json_object_get(snap, "model")), "new");
+	store_snapshot_clear(&meta);
+	json_decref(snap);
+
+	/* forgotten again, later: the new run's entries are old now */
+	assert_int_equal(store_forget(b, "8-0", 5000, 0, runs, 1), 1);
+	assert_int_equal(store_forget(a, "7-5", 6000, 0, runs, 1), 0); /* an older entry: ignored */
+	assert_int_equal(count_sql(path, "SELECT pos_ms FROM forgotten WHERE run = 'r'"), 5000);
+	assert_int_equal(store_begin(a), 0);
+	assert_int_equal(apply1(a, &neu[0]), STORE_FORGOTTEN);
+	assert_int_equal(store_commit(a), 0);
+	assert_int_equal(count_events(path, "r"), 0);
+	struct store_stats st;
+	store_stats(a, &st);
+	assert_int_equal(st.forgotten, 2);
+	for (int i = 0; i < 3; i++) {
+		event_clear(&old[i]);
+		event_clear(&neu[i]);
+	}
+	event_clear(&other);
+	store_close(a);
+	store_close(b);
+}
+
+/* A file of schema 2 with runs in it moves to schema 3 and keeps them. */
+static void test_migrate_v2(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *s = open_store(path, REDUCER_MERGE);
+	struct sv_event e;
+	mkev(&e, "{\"id\":\"100-0\",\"run\":\"r\",\"type\":\"x\",\"seq\":1,\"data\":{\"k\":1}}");
+	int got;
+	apply_each(s, &e, 1, &got);
+	store_close(s);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+				      "DROP TABLE forgotten; ALTER TABLE snapshots DROP COLUMN quarantined;"
+				      " PRAGMA user_version = 2",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	s = open_store(path, REDUCER_MERGE);
+	assert_int_equal(count_sql(path, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
+	assert_int_equal(count_sql(path, "SELECT quarantined FROM snapshots WHERE run = 'r'"), 0);
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(apply1(s, &e), STORE_DUPLICATE);
+	assert_int_equal(store_commit(s), 0);
+	struct store_snapshot meta;
+	json_t *snap = snapshot(s, "r", &meta);
+	assert_int_equal(meta.event_count, 1);
+	store_snapshot_clear(&meta);
+	json_decref(snap);
+	event_clear(&e);
 	store_close(s);
 }
 
@@ -877,6 +1111,9 @@ int main(void)
 		cmocka_unit_test(test_readonly_and_missing),
 		cmocka_unit_test(test_reducer_recorded),
 		cmocka_unit_test(test_dedupe),
+		cmocka_unit_test(test_conflict_quarantine),
+		cmocka_unit_test(test_forget),
+		cmocka_unit_test(test_migrate_v2),
 		cmocka_unit_test(test_golden_through_store),
 		cmocka_unit_test(test_out_of_order),
 		cmocka_unit_test(test_tool_output_checkpoint),

@@ -83,12 +83,28 @@ static void test_long_split_unambiguous(void **state)
 	free(run2);
 }
 
+/* The run's done hash: one key per run, whole however long, never one of
+ * the done keys above (another prefix). */
+static void test_done_hash(void **state)
+{
+	(void)state;
+	char *h = worker_tool_done_hash("sv", "r:1");
+	assert_string_equal(h, "sv:tooldone:r:1");
+	free(h);
+	char *run = repeat('x', 1000, "");
+	h = worker_tool_done_hash("sv", run);
+	assert_int_equal(strlen(h), strlen("sv:tooldone:") + 1000);
+	free(h);
+	free(run);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_short_keys_unchanged),
 		cmocka_unit_test(test_long_pairs_distinct),
 		cmocka_unit_test(test_long_split_unambiguous),
+		cmocka_unit_test(test_done_hash),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
