@@ -46,7 +46,7 @@ ok "RA and RB: tool_call completed + tool_output"
 
 check "a replayed call of the same run is acked without a second run or output, logged with both entry ids"
 out_id=$(tool_outputs RA same | pyjson 'd["id"]')
-[ "$(rcli GET "$SV_NS:tool:RA:same")" = "$out_id" ] || fail "done key holds $(rcli GET "$SV_NS:tool:RA:same"), not the output $out_id"
+[ "$(rcli HGET "$SV_NS:tooldone:RA" same)" = "$out_id" ] || fail "done hash holds $(rcli HGET "$SV_NS:tooldone:RA" same), not the output $out_id"
 replay=$(xadd_call RA 2 same count '{"sleep":0}')
 wait_for 15 '[ "$(tools_pending)" = 0 ] && [ "$(group_info tools lag)" = 0 ]' || fail "the replayed call was not acked"
 sleep 1
