@@ -41,9 +41,11 @@
  * event and SCAN is only a safety net: at most one call per
  * DISCOVER_NOTIFY_SCAN_GAP_MS and a pass at most every
  * DISCOVER_NOTIFY_PASS_MS.  A SCAN call of COUNT 1000 with MATCH and TYPE
- * costs Redis ~0.65 ms, so a keyspace of 1,000,000 keys costs ~0.26% of
- * a core instead of the 6.5% of a paced pass at 100 calls a second. */
-#define DISCOVER_NOTIFY_SCAN_GAP_MS 250
+ * costs Redis ~0.65-1 ms, so a keyspace of 1,000,000 keys costs ~0.1% of
+ * a core instead of the 6.5% of a paced pass at 100 calls a second (the
+ * first pass after a start or a new subscription runs at that pace: it
+ * finds the streams that exist already). */
+#define DISCOVER_NOTIFY_SCAN_GAP_MS 1000
 #define DISCOVER_NOTIFY_PASS_MS 60000
 /* JSON bytes of one CHAN_MON_STREAMS message at most (names are counted
  * at their worst-case escaped size), so the master can relay a message as
@@ -96,6 +98,9 @@ struct disc_pattern {
 	json_t *add, *remove, *wake; /* to report */
 	bool logged;              /* first completed pass logged at info */
 	bool warned_slow;         /* a pass took far longer than period_ms */
+	bool full_pace;           /* this pass at discover_ms pace even with
+				   * notifications (the first after a start or
+				   * a new subscription) */
 	size_t logged_n;          /* the count last logged */
 };
 

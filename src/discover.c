@@ -248,6 +248,7 @@ int discover_init(struct discover *d, const struct sv_config *cfg, discover_emit
 			p->pattern = util_xstrdup(pc->patterns.v[j]);
 			p->period_ms = pc->discover_ms;
 			p->wake_after_ms = pc->idle_ms / 2;
+			p->full_pace = true;
 			strcpy(p->cursor, "0");
 			p->add = json_array();
 			p->remove = json_array();
@@ -309,9 +310,11 @@ static void notify_open(struct discover *d)
 	log_debug("discovery: subscribed to keyspace events of %zu patterns", d->np);
 	/* What changed while nobody listened is found by a pass started now. */
 	int64_t now = util_mono_ms();
-	for (size_t i = 0; i < d->np; i++)
+	for (size_t i = 0; i < d->np; i++) {
+		d->p[i].full_pace = true;
 		if (!d->p[i].in_pass)
 			d->p[i].next_call_ms = now;
+	}
 }
 
 /* Does the server publish keyspace events for streams?  Only looked at;
@@ -393,27 +396,30 @@ void discover_read(struct discover *d)
 
 /* ---------- SCAN passes ---------- */
 
-/* New streams come by notification: SCAN is only the safety net. */
-static bool notifying(const struct discover *d)
+/* New streams come by notification: SCAN is only the safety net, except
+ * for the first pass after the start or a new subscription, which finds
+ * the streams that exist already (or came while nobody listened) at the
+ * full pace. */
+static bool safety_net(const struct discover *d, const struct disc_pattern *p)
 {
-	return d->notify_on && d->sub.c;
+	return d->notify_on && d->sub.c && !p->full_pace;
 }
 
 static int64_t pass_period(const struct discover *d, const struct disc_pattern *p)
 {
-	return notifying(d) && p->period_ms < DISCOVER_NOTIFY_PASS_MS ? DISCOVER_NOTIFY_PASS_MS : p->period_ms;
+	return safety_net(d, p) && p->period_ms < DISCOVER_NOTIFY_PASS_MS ? DISCOVER_NOTIFY_PASS_MS : p->period_ms;
 }
 
-static int64_t least_gap(const struct discover *d)
+static int64_t least_gap(const struct discover *d, const struct disc_pattern *p)
 {
-	return notifying(d) ? DISCOVER_NOTIFY_SCAN_GAP_MS : DISCOVER_SCAN_GAP_MS;
+	return safety_net(d, p) ? DISCOVER_NOTIFY_SCAN_GAP_MS : DISCOVER_SCAN_GAP_MS;
 }
 
 /* A pass much longer than discover_ms without notifications: the
  * keyspace is too large for the period (said once a pattern). */
 static void warn_slow_pass(const struct discover *d, struct disc_pattern *p, int64_t now)
 {
-	if (notifying(d) || p->warned_slow || now - p->pass_start_ms <= 2 * p->period_ms)
+	if ((d->notify_on && d->sub.c) || p->warned_slow || now - p->pass_start_ms <= 2 * p->period_ms)
 		return;
 	p->warned_slow = true;
 	log_warn("discovery of %s: a SCAN pass took %lld ms (%u calls), longer than discover_ms (%lld): new "
@@ -430,7 +436,8 @@ static void end_pass(struct discover *d, struct disc_pattern *p, struct rconn *r
 	p->prev_calls = p->calls;
 	warn_slow_pass(d, p, now);
 	int64_t next = p->pass_start_ms + pass_period(d, p);
-	p->next_call_ms = next > now + least_gap(d) ? next : now + least_gap(d);
+	p->full_pace = false;
+	p->next_call_ms = next > now + least_gap(d, p) ? next : now + least_gap(d, p);
 	json_t *unseen = disc_known_unseen(&p->known);
 	size_t n = json_array_size(unseen), i;
 	json_t *v;
@@ -496,8 +503,8 @@ static void step_pattern(struct discover *d, struct disc_pattern *p, struct rcon
 		/* Spread the pass: as many calls as the last one took, over
 		 * the period, never closer than the least gap. */
 		int64_t gap = p->prev_calls ? pass_period(d, p) / (int64_t)p->prev_calls : 0;
-		if (gap < least_gap(d))
-			gap = least_gap(d);
+		if (gap < least_gap(d, p))
+			gap = least_gap(d, p);
 		int64_t sched = p->next_call_ms;
 		scan_call(d, p, rc, now);
 		if (p->in_pass)
