@@ -23,9 +23,10 @@
 # --discover-ms set the pool's read_keys/discover_ms (else the defaults).
 # --new-streams N: the pool reads the pattern as with --streams-per-run and
 # svbench creates N new run streams one at a time, 200 ms apart, timing
-# XADD -> snapshot of each.  Before the daemon starts, --idle-streams N
-# writes N matched streams with one first event each (idle once read),
-# --populate N adds N unrelated string keys (DEBUG POPULATE: redis-server
+# XADD -> snapshot of each.  --idle-streams N first writes N matched
+# streams with one first event each (once the daemon runs) and waits until
+# they are read and idle; before the start, --populate N adds N unrelated
+# string keys (DEBUG POPULATE: redis-server
 # then runs with --enable-debug-command local), and --notify sets the
 # server's notify-keyspace-events to Kt (the operator's choice; the daemon
 # never sets it).  --tools adds a tool pool on the same pattern.
@@ -114,17 +115,6 @@ for _ in $(seq 100); do "${rcli[@]}" ping >/dev/null 2>&1 && break; sleep 0.05; 
 "${rcli[@]}" ping >/dev/null || { echo "bench.sh: redis-server did not start" >&2; exit 1; }
 if [ "$populate" != 0 ]; then
 	"${rcli[@]}" DEBUG POPULATE "$populate" unrelated >/dev/null
-fi
-if [ "$idle_streams" != 0 ]; then
-	# one valid first event (response.created, seq 1) per stream, in one script
-	"${rcli[@]}" EVAL "
-local fmt, n, ts = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-for i = 1, n do
-  local run = string.format('idle-%07d', i)
-  redis.call('XADD', (string.gsub(fmt, '{run}', run)), '*', 'run', run, 'type', 'response.created',
-    'seq', '1', 'ts', ts, 'data', '{\"model\":\"bench-model\"}')
-end
-return n" 0 "$stream_fmt" "$idle_streams" "$(($(date +%s%N) / 1000000))" >/dev/null
 fi
 [ "$notify" = 1 ] && "${rcli[@]}" CONFIG SET notify-keyspace-events Kt >/dev/null
 
@@ -229,6 +219,23 @@ newstreams)
 	[ "$populate" != 0 ] && setup="$setup unrelated_keys=$populate"
 	[ "$notify" = 1 ] && setup="$setup notify=Kt"
 	[ "$tools" = 1 ] && setup="$setup tools=1"
+	if [ "$idle_streams" != 0 ]; then
+		# written while the daemon runs, as producers do (with --notify, streams
+		# that exist before the start wait for the slow SCAN safety net)
+		if [ "$notify" = 1 ]; then
+			for _ in $(seq 100); do [ "$("${rcli[@]}" PUBSUB NUMPAT)" -ge 1 ] && break; sleep 0.1; done
+		fi
+		# one valid first event (response.created, seq 1) per stream, in one script
+		t_idle0=$(date +%s%N)
+		"${rcli[@]}" EVAL "
+	local fmt, n, ts = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+	for i = 1, n do
+	  local run = string.format('idle-%07d', i)
+	  redis.call('XADD', (string.gsub(fmt, '{run}', run)), '*', 'run', run, 'type', 'response.created',
+	    'seq', '1', 'ts', ts, 'data', '{\"model\":\"bench-model\"}')
+	end
+	return n" 0 "$stream_fmt" "$idle_streams" "$(($(date +%s%N) / 1000000))" >/dev/null
+	fi
 	# every idle stream read (its snapshot there) before the first new one
 	if [ "$idle_streams" != 0 ]; then
 		for _ in $(seq 600); do
@@ -237,7 +244,17 @@ newstreams)
 			sleep 0.5
 		done
 		[ "${n:-0}" -ge "$idle_streams" ] || { echo "bench.sh: only $n of $idle_streams idle streams persisted" >&2; exit 1; }
-		sleep 2
+		t_idle1=$(date +%s%N) idle=0
+		# and idle: every worker's heartbeat says "active": 0 (after idle_ms)
+		for _ in $(seq 120); do
+			if "${rcli[@]}" --json HGETALL sv:workers | python3 -c 'import json,sys; d=json.load(sys.stdin); v=list(d.values()) if isinstance(d,dict) else d[1::2]; sys.exit(0 if v and all(json.loads(x).get("active")==0 for x in v) else 1)'; then
+				idle=1
+				break
+			fi
+			sleep 0.5
+		done
+		[ "$idle" = 1 ] || { echo "bench.sh: the workers' heartbeats never said \"active\": 0" >&2; exit 1; }
+		echo "bench.sh: $idle_streams idle streams persisted after $(((t_idle1 - t_idle0) / 1000000)) ms, idle after $((($(date +%s%N) - t_idle0) / 1000000)) ms" >&2
 	fi
 	out=$("${nice_cmd[@]}" "$svbench" --redis "$redis_url" --sqlite "$dir/snapshots.db" --new-streams "$new_streams" \
 		--stream-fmt "$stream_fmt" "$@")
