@@ -2,12 +2,13 @@
 # Issue 11, done-when 3: the idle cost of many pattern streams.
 #
 # A private redis-server holds 1,000,000 unrelated keys (DEBUG POPULATE,
-# hence --enable-debug-command local) and 10,000 streams
-# codex:run:N:events with one valid first event each.  The TEST sets
+# hence --enable-debug-command local).  The TEST sets
 # notify-keyspace-events to Kt (the operator's choice: the daemon never
 # changes the server's configuration).  The daemon runs a persistence and
 # a tool pool on the pattern codex:run:*:events with a small idle_ms and a
-# small retention.keep_ms, heartbeat and block_ms at their defaults.
+# small retention.keep_ms, heartbeat and block_ms at their defaults; once
+# it runs, 10,000 streams codex:run:N:events get one valid first event
+# each.
 #
 # Once every stream is persisted, both groups are at lag 0 with nothing
 # pending on every stream and every worker's heartbeat says "active": 0,
