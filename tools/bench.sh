@@ -5,6 +5,7 @@
 #                  [--runs N] [--tcp] [--tools] [--respawn [COUNT]] [--rss]
 #                  [--perf FILE] [--keep]
 #                  [--streams-per-run [--stream-fmt FMT] [--read-keys N] [--discover-ms N]]
+#                  [--new-streams N [--idle-streams N] [--populate N] [--notify]]
 #                  [-- SVBENCH ARGS...]
 #
 # Creates a temp dir, starts redis-server (unix socket, no persistence; TCP
@@ -14,11 +15,21 @@
 #   svbench (the workload)          by default,
 #   svbench respawn --count COUNT   with --respawn,
 #   svbench rss                     with --rss (idle: before any load),
+#   svbench --new-streams N         with --new-streams (discovery latency),
 # prints "workers=N batch=B sync=S {json}" and stops everything.
 # --streams-per-run: svbench writes each run to its own stream (FMT, default
 # bench:run:{run}:events) and the pool's streams are the pattern FMT with
 # {run} -> * (bench:run:*:events) instead of "events"; --read-keys and
 # --discover-ms set the pool's read_keys/discover_ms (else the defaults).
+# --new-streams N: the pool reads the pattern as with --streams-per-run and
+# svbench creates N new run streams one at a time, 200 ms apart, timing
+# XADD -> snapshot of each.  --idle-streams N first writes N matched
+# streams with one first event each (once the daemon runs) and waits until
+# they are read and idle; before the start, --populate N adds N unrelated
+# string keys (DEBUG POPULATE: redis-server
+# then runs with --enable-debug-command local), and --notify sets the
+# server's notify-keyspace-events to Kt (the operator's choice; the daemon
+# never sets it).  --tools adds a tool pool on the same pattern.
 # --perf FILE records `perf record -g` of the persistence workers during the
 # workload.  The build dir is $BUILD, or ../build-bench, ../build next to
 # this script.
@@ -27,6 +38,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 workers=1 batch=256 sync=full rate=0 runs=4000 tcp=0 tools=0 mode=bench count=20 perf_out= keep=0
 per_run=0 stream_fmt='bench:run:{run}:events' read_keys= discover_ms=
+new_streams=0 idle_streams=0 populate=0 notify=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--workers) workers=$2; shift 2 ;;
@@ -44,8 +56,12 @@ while [ $# -gt 0 ]; do
 	--stream-fmt) stream_fmt=$2; shift 2 ;;
 	--read-keys) read_keys=$2; shift 2 ;;
 	--discover-ms) discover_ms=$2; shift 2 ;;
+	--new-streams) mode=newstreams per_run=1 new_streams=$2; shift 2 ;;
+	--idle-streams) idle_streams=$2; shift 2 ;;
+	--populate) populate=$2; shift 2 ;;
+	--notify) notify=1; shift ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,33p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -82,24 +98,32 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- redis
+redis_extra=()
+[ "$populate" != 0 ] && redis_extra=(--enable-debug-command local)
 if [ "$tcp" = 1 ]; then
 	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 	"${nice_cmd[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-		--logfile "$dir/redis.log" &
+		--logfile "$dir/redis.log" "${redis_extra[@]}" &
 	redis_url="redis://127.0.0.1:$port/0" rcli=(redis-cli -p "$port")
 else
 	"${nice_cmd[@]}" redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save '' \
-		--appendonly no --dir "$dir" --logfile "$dir/redis.log" &
+		--appendonly no --dir "$dir" --logfile "$dir/redis.log" "${redis_extra[@]}" &
 	redis_url="unix://$dir/redis.sock" rcli=(redis-cli -s "$dir/redis.sock")
 fi
 redis_pid=$!
 for _ in $(seq 100); do "${rcli[@]}" ping >/dev/null 2>&1 && break; sleep 0.05; done
 "${rcli[@]}" ping >/dev/null || { echo "bench.sh: redis-server did not start" >&2; exit 1; }
+if [ "$populate" != 0 ]; then
+	"${rcli[@]}" DEBUG POPULATE "$populate" unrelated >/dev/null
+fi
+[ "$notify" = 1 ] && "${rcli[@]}" CONFIG SET notify-keyspace-events Kt >/dev/null
 
 # --- streamvisord
 tool_pool= tool_def=
 if [ "$tools" = 1 ]; then
-	tool_pool=', { name = "tools"; kind = "tool"; count = 1; }'
+	tool_streams=
+	[ "$per_run" = 1 ] && tool_streams=" streams = [ \"${stream_fmt//\{run\}/*}\" ];${discover_ms:+ discover_ms = $discover_ms;}"
+	tool_pool=", { name = \"tools\"; kind = \"tool\"; count = 1;$tool_streams }"
 	tool_def='tools = ( { name = "echo"; command = [ "/bin/cat" ]; env = [ "LANG=C" ]; } );'
 fi
 # the persistence pool's own streams/read_keys/discover_ms (empty: the global "events")
@@ -188,6 +212,52 @@ bench)
 respawn)
 	# idle: restart.start_ms (1000) passes before each worker is RUNNING again
 	out=$("${nice_cmd[@]}" "$svbench" respawn --socket "$dir/ctl.sock" --redis "$redis_url" --namespace sv --count "$count" "$@")
+	;;
+newstreams)
+	setup="$setup new_streams=$new_streams"
+	[ "$idle_streams" != 0 ] && setup="$setup idle_streams=$idle_streams"
+	[ "$populate" != 0 ] && setup="$setup unrelated_keys=$populate"
+	[ "$notify" = 1 ] && setup="$setup notify=Kt"
+	[ "$tools" = 1 ] && setup="$setup tools=1"
+	if [ "$idle_streams" != 0 ]; then
+		# written while the daemon runs, as producers do (with --notify, streams
+		# that exist before the start wait for the slow SCAN safety net)
+		if [ "$notify" = 1 ]; then
+			for _ in $(seq 100); do [ "$("${rcli[@]}" PUBSUB NUMPAT)" -ge 1 ] && break; sleep 0.1; done
+		fi
+		# one valid first event (response.created, seq 1) per stream, in one script
+		t_idle0=$(date +%s%N)
+		"${rcli[@]}" EVAL "
+	local fmt, n, ts = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+	for i = 1, n do
+	  local run = string.format('idle-%07d', i)
+	  redis.call('XADD', (string.gsub(fmt, '{run}', run)), '*', 'run', run, 'type', 'response.created',
+	    'seq', '1', 'ts', ts, 'data', '{\"model\":\"bench-model\"}')
+	end
+	return n" 0 "$stream_fmt" "$idle_streams" "$(($(date +%s%N) / 1000000))" >/dev/null
+	fi
+	# every idle stream read (its snapshot there) before the first new one
+	if [ "$idle_streams" != 0 ]; then
+		for _ in $(seq 600); do
+			n=$(sqlite3 -readonly "$dir/snapshots.db" 'SELECT count(*) FROM snapshots' 2>/dev/null || echo 0)
+			[ "${n:-0}" -ge "$idle_streams" ] && break
+			sleep 0.5
+		done
+		[ "${n:-0}" -ge "$idle_streams" ] || { echo "bench.sh: only $n of $idle_streams idle streams persisted" >&2; exit 1; }
+		t_idle1=$(date +%s%N) idle=0
+		# and idle: every worker's heartbeat says "active": 0 (after idle_ms)
+		for _ in $(seq 120); do
+			if "${rcli[@]}" --json HGETALL sv:workers | python3 -c 'import json,sys; d=json.load(sys.stdin); v=list(d.values()) if isinstance(d,dict) else d[1::2]; sys.exit(0 if v and all(json.loads(x).get("active")==0 for x in v) else 1)'; then
+				idle=1
+				break
+			fi
+			sleep 0.5
+		done
+		[ "$idle" = 1 ] || { echo "bench.sh: the workers' heartbeats never said \"active\": 0" >&2; exit 1; }
+		echo "bench.sh: $idle_streams idle streams persisted after $(((t_idle1 - t_idle0) / 1000000)) ms, idle after $((($(date +%s%N) - t_idle0) / 1000000)) ms" >&2
+	fi
+	out=$("${nice_cmd[@]}" "$svbench" --redis "$redis_url" --sqlite "$dir/snapshots.db" --new-streams "$new_streams" \
+		--stream-fmt "$stream_fmt" "$@")
 	;;
 rss)
 	sleep 1 # settle: every worker registered and idle in XREADGROUP

@@ -13,6 +13,18 @@
  *       "bench:run:{run}:events"; a pool reads them through a pattern such as
  *       "bench:run:*:events").  --stream is then ignored.
  *
+ *   svbench --new-streams N --sqlite PATH [--redis URL] [--stream-fmt FMT]
+ *           [--interval-ms 200] [--timeout S] [--prefix STR] [--poll-us N]
+ *       Discovery latency (issue 11): N times, one at a time, XADDs the first
+ *       event (response.created, seq 1) of a new run into a stream of its
+ *       own that did not exist (FMT, default "bench:run:{run}:events"; the
+ *       daemon reads it through a pattern) and polls the SQLite file
+ *       read-only until the run's snapshot is there: the time from just
+ *       before the XADD to the snapshot seen.  interval-ms apart (after the
+ *       previous one was seen), so that each is a discovery of its own.
+ *       --timeout S is the wait for each (default 10).  Prints one JSON line
+ *       with p50/p99/max; exit 1 when one was not seen in time.
+ *
  *   svbench respawn --socket CTLSOCK [--redis URL] [--namespace sv] [--count 20]
  *           [--pool NAME]
  *       SIGKILLs a RUNNING worker, measures fork latency (kill -> a new child
@@ -703,6 +715,83 @@ next:
 	return 0;
 }
 
+/* ------------------------------------------------------- new streams */
+
+/* --new-streams: N new streams, one at a time; XADD -> snapshot seen. */
+static int run_new_streams(struct bench *b, long n, long interval_ms)
+{
+	build_layout(b);
+	redisContext *c = redis_open(b->redis_url);
+	struct watcher w = { 0 };
+	int64_t *lat = xmalloc(sizeof(int64_t) * (size_t)n);
+	size_t nlat = 0;
+	long failed = 0;
+	char rid[96], sname[512], data[256], seqs[24], tss[24];
+
+	for (long i = 0; i < n; i++) {
+		size_t rlen = run_id(b, i, rid, sizeof(rid));
+		size_t slen = run_stream(b, rid, rlen, sname, sizeof(sname));
+		const char *type;
+		size_t dlen = event_data(b, i, 1, &type, data, sizeof(data));
+		redisReply *r = redisCommand(c, "EXISTS %b", sname, slen);
+		if (!r || r->type != REDIS_REPLY_INTEGER)
+			die("EXISTS %s: %s", sname, r ? r->str : c->errstr);
+		if (r->integer)
+			die("%s exists already: not a new stream (use another --prefix)", sname);
+		freeReplyObject(r);
+		int64_t tus = wall_us();
+		snprintf(seqs, sizeof(seqs), "1");
+		snprintf(tss, sizeof(tss), "%" PRId64, tus / 1000);
+		int64_t t0 = util_mono_us();
+		r = redisCommand(c, "XADD %b * run %b type %s seq %s ts %s data %b", sname, slen, rid, rlen, type, seqs,
+				 tss, data, dlen);
+		if (!r || r->type == REDIS_REPLY_ERROR)
+			die("XADD %s: %s", sname, r ? r->str : c->errstr);
+		freeReplyObject(r);
+		int64_t deadline = t0 + b->timeout_s * 1000000;
+		bool seen = false;
+		while (!seen) {
+			if (watcher_open(&w, b->sqlite_path)) {
+				bool comp;
+				long got = watcher_get(&w, rid, rlen, &comp);
+				if (got >= 1) {
+					lat[nlat++] = util_mono_us() - t0;
+					seen = true;
+					break;
+				}
+			}
+			if (util_mono_us() > deadline)
+				break;
+			sleep_us(b->poll_us);
+		}
+		if (!seen) {
+			failed++;
+			fprintf(stderr, "svbench: %s: run %s not persisted within %lds\n", sname, rid, b->timeout_s);
+		} else if (getenv("SVBENCH_VERBOSE")) {
+			fprintf(stderr, "svbench: %s persisted after %.2f ms\n", sname, (double)lat[nlat - 1] / 1000.0);
+		}
+		if (i + 1 < n)
+			sleep_us(interval_ms * 1000);
+	}
+	qsort(lat, nlat, sizeof(*lat), cmp_i64);
+	printf("{\"new_streams\":%ld,\"interval_ms\":%ld,\"persisted\":%zu,\"failed\":%ld,"
+	       "\"first_event_ms\":{\"p50\":%.2f,\"p99\":%.2f,\"max\":%.2f,\"min\":%.2f}}\n",
+	       n, interval_ms, nlat, failed, pct_ms(lat, nlat, 50), pct_ms(lat, nlat, 99),
+	       nlat ? (double)lat[nlat - 1] / 1000.0 : 0.0, nlat ? (double)lat[0] / 1000.0 : 0.0);
+	fflush(stdout);
+	if (w.get)
+		sqlite3_finalize(w.get);
+	if (w.begin)
+		sqlite3_finalize(w.begin);
+	if (w.commit)
+		sqlite3_finalize(w.commit);
+	sqlite3_close(w.db);
+	redisFree(c);
+	free(lat);
+	free(b->layout);
+	return failed ? 1 : 0;
+}
+
 /* ------------------------------------------------------- control socket */
 
 static json_t *ctl_status(const char *path)
@@ -1100,6 +1189,8 @@ static void usage(void)
 	      "               [--interleave N] [--rate EV/S] [--timeout S] [--prefix STR] [--no-tool-call]\n"
 	      "               [--batch N] [--sample N] [--poll-us N]\n"
 	      "               [--streams-per-run [--stream-fmt FMT (default bench:run:{run}:events)]]\n"
+	      "       svbench --new-streams N --sqlite PATH [--redis URL] [--stream-fmt FMT] [--interval-ms 200]\n"
+	      "               [--timeout S (each, default 10)] [--prefix STR] [--poll-us N (default 1000)]\n"
 	      "       svbench respawn --socket CTLSOCK [--redis URL] [--namespace sv] [--count 20] [--pool P]\n"
 	      "       svbench rss --socket CTLSOCK [--pid MASTERPID]\n",
 	      stderr);
@@ -1119,7 +1210,7 @@ int main(int argc, char **argv)
 		.runs = 4000, .events = 58, .interleave = 200, .batch = 512, .sample = 10,
 		.poll_us = 2000, .timeout_s = 600, .tool_call = true,
 	};
-	enum { O_NOTOOL = 1000, O_BATCH, O_SAMPLE, O_POLL, O_PERRUN, O_SFMT };
+	enum { O_NOTOOL = 1000, O_BATCH, O_SAMPLE, O_POLL, O_PERRUN, O_SFMT, O_NEW, O_INTERVAL };
 	static const struct option lo[] = {
 		{ "redis", required_argument, NULL, 'r' }, { "stream", required_argument, NULL, 's' },
 		{ "runs", required_argument, NULL, 'n' }, { "events", required_argument, NULL, 'e' },
@@ -1129,10 +1220,12 @@ int main(int argc, char **argv)
 		{ "batch", required_argument, NULL, O_BATCH }, { "sample", required_argument, NULL, O_SAMPLE },
 		{ "poll-us", required_argument, NULL, O_POLL }, { "help", no_argument, NULL, 'h' },
 		{ "streams-per-run", no_argument, NULL, O_PERRUN }, { "stream-fmt", required_argument, NULL, O_SFMT },
+		{ "new-streams", required_argument, NULL, O_NEW }, { "interval-ms", required_argument, NULL, O_INTERVAL },
 		{ 0, 0, 0, 0 },
 	};
 	int ch;
-	bool poll_set = false, per_run = false;
+	bool poll_set = false, per_run = false, timeout_set = false;
+	long new_streams = 0, interval_ms = 200;
 	const char *stream_fmt = "bench:run:{run}:events";
 	while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (ch) {
@@ -1149,7 +1242,7 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'q': b.sqlite_path = optarg; break;
-		case 't': b.timeout_s = parse_long("--timeout", optarg, 1, 86400 * 7); break;
+		case 't': b.timeout_s = parse_long("--timeout", optarg, 1, 86400 * 7); timeout_set = true; break;
 		case 'p':
 			if (strlen(optarg) >= sizeof(b.prefix) - 8)
 				die("--prefix: too long");
@@ -1165,6 +1258,8 @@ int main(int argc, char **argv)
 				die("--stream-fmt: must contain {run}");
 			stream_fmt = optarg;
 			break;
+		case O_NEW: new_streams = parse_long("--new-streams", optarg, 1, 1000000); break;
+		case O_INTERVAL: interval_ms = parse_long("--interval-ms", optarg, 0, 3600000); break;
 		default: usage();
 		}
 	}
@@ -1176,5 +1271,14 @@ int main(int argc, char **argv)
 		b.poll_us = 1000;
 	if (!b.prefix[0])
 		snprintf(b.prefix, sizeof(b.prefix), "b%08" PRIx32, util_rand32());
+	if (new_streams) {
+		/* one event per run: the first of the standard layout */
+		b.stream_fmt = stream_fmt;
+		if (!timeout_set)
+			b.timeout_s = 10;
+		if (!poll_set)
+			b.poll_us = 1000;
+		return run_new_streams(&b, new_streams, interval_ms);
+	}
 	return run_workload(&b);
 }
