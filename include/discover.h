@@ -69,6 +69,9 @@ struct disc_known {
 void disc_known_free(struct disc_known *k);
 /* Index of name, or -1. */
 long disc_known_find(const struct disc_known *k, const char *name);
+/* Index of the first name sorting after `after` (NULL: 0): where a walk
+ * over k resumes, unmoved by names added or dropped meanwhile. */
+size_t disc_known_after(const struct disc_known *k, const char *after);
 /* A pass starts: nothing seen yet. */
 void disc_known_pass_begin(struct disc_known *k);
 /* name was seen (SCAN or a notification): 1 when it is new (now known),

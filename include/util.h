@@ -3,6 +3,7 @@
 #define SV_UTIL_H
 
 #include <stdbool.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -30,6 +31,9 @@ int util_write_all(int fd, const void *buf, size_t len);
 
 /* strdup that aborts on OOM (start-up and config paths only). */
 char *util_xstrdup(const char *s);
+/* vasprintf that aborts when out of memory, like the other util_x*. */
+char *util_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *util_xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 void *util_xcalloc(size_t n, size_t size);
 
 /* Uniform random 32-bit value (seeded per process from getrandom). */

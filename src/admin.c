@@ -287,19 +287,6 @@ static json_t *admin_drain(struct rconn *rc, const struct sv_config *cfg)
 /* Runs one forget may name (the control request's 64 KiB bound them too). */
 #define ADMIN_FORGET_MAX 1000
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	char *s = NULL;
-	int n = vasprintf(&s, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		abort();
-	return s;
-}
-
 /* One call, atomically: the Redis clock in ms gives the forget position
  * "MS-0" (an entry id: entries before it belong to the old runs); each
  * run's tombstone in NS:forgotten, its tool done hash deleted, and one
@@ -358,8 +345,8 @@ static json_t *admin_forget(struct rconn *rc, const struct sv_config *cfg, json_
 	size_t argc = 6 + 2 * n;
 	const char **argv = util_xcalloc(argc, sizeof(*argv));
 	char **keys = util_xcalloc(n + 2, sizeof(*keys));
-	keys[0] = xasprintf("%s:forgotten", cfg->namespace);
-	keys[1] = xasprintf("%s:forget", cfg->namespace);
+	keys[0] = util_xasprintf("%s:forgotten", cfg->namespace);
+	keys[1] = util_xasprintf("%s:forget", cfg->namespace);
 	size_t k = 0;
 	argv[k++] = "EVAL";
 	argv[k++] = forget_script;
@@ -369,7 +356,7 @@ static json_t *admin_forget(struct rconn *rc, const struct sv_config *cfg, json_
 	argv[k++] = keys[0];
 	argv[k++] = keys[1];
 	for (size_t i = 0; i < n; i++) {
-		keys[i + 2] = xasprintf("%s:tooldone:%s", cfg->namespace, json_string_value(json_array_get(runs, i)));
+		keys[i + 2] = util_xasprintf("%s:tooldone:%s", cfg->namespace, json_string_value(json_array_get(runs, i)));
 		argv[k++] = keys[i + 2];
 	}
 	argv[k++] = runs_json ? runs_json : "[]";

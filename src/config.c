@@ -160,31 +160,12 @@ static void errs_push(struct config_errors *e, char *msg)
 	e->v[e->n++] = msg;
 }
 
-static char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
-static char *xvasprintf(const char *fmt, va_list ap)
-{
-	char *s = NULL;
-	if (vasprintf(&s, fmt, ap) < 0)
-		abort();
-	return s;
-}
-
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	char *s = xvasprintf(fmt, ap);
-	va_end(ap);
-	return s;
-}
-
 /* The name to print for a file libconfig reports (see the header note). */
 static char *display_file(const struct ld *ld, const char *src)
 {
 	if (!src || strcmp(src, ld->path) == 0 || src[0] == '/' || strcmp(ld->dir_given, ".") == 0)
 		return util_xstrdup(src ? src : ld->path);
-	return xasprintf("%s/%s", ld->dir_given, src);
+	return util_xasprintf("%s/%s", ld->dir_given, src);
 }
 
 static void err_file_line(struct ld *ld, const char *src, unsigned line, const char *fmt, va_list ap)
@@ -192,13 +173,13 @@ static void err_file_line(struct ld *ld, const char *src, unsigned line, const c
 static void err_file_line(struct ld *ld, const char *src, unsigned line, const char *fmt, va_list ap)
 {
 	char *f = display_file(ld, src);
-	char *m = xvasprintf(fmt, ap);
+	char *m = util_xvasprintf(fmt, ap);
 	struct pending *v = realloc(ld->pend, (ld->npend + 1) * sizeof(*v));
 	if (!v)
 		abort();
 	ld->pend = v;
 	line = line ? line : 1;
-	ld->pend[ld->npend] = (struct pending){f, line, ld->npend, xasprintf("%s:%u: %s", f, line, m)};
+	ld->pend[ld->npend] = (struct pending){f, line, ld->npend, util_xasprintf("%s:%u: %s", f, line, m)};
 	ld->npend++;
 	free(m);
 }
@@ -296,7 +277,7 @@ static char *resolve_path(const struct ld *ld, const char *p)
 		return util_xstrdup("");
 	if (p[0] == '/')
 		return path_normalize(p);
-	char *j = xasprintf("%s/%s", ld->cfg->dir, p);
+	char *j = util_xasprintf("%s/%s", ld->cfg->dir, p);
 	char *r = path_normalize(j);
 	free(j);
 	return r;
@@ -331,7 +312,7 @@ static struct srcfile *source_file(struct ld *ld, const char *name)
 	if (strcmp(name, ld->path) == 0 || name[0] == '/')
 		open_path = util_xstrdup(name);
 	else
-		open_path = xasprintf("%s/%s", ld->cfg->dir, name);
+		open_path = util_xasprintf("%s/%s", ld->cfg->dir, name);
 	FILE *fp = fopen(open_path, "r");
 	free(open_path);
 	if (!fp)
@@ -1593,7 +1574,7 @@ static int check_includes(struct ld *ld, const char *file, const char *dir, int 
 		if (ch == '\n')
 			lineno++;
 		if (ch == '\0') {
-			errs_push(ld->errs, xasprintf("%s:%d: NUL byte in the configuration", file, lineno));
+			errs_push(ld->errs, util_xasprintf("%s:%d: NUL byte in the configuration", file, lineno));
 			fclose(fp);
 			return -EINVAL;
 		}
@@ -1611,8 +1592,8 @@ static int check_includes(struct ld *ld, const char *file, const char *dir, int 
 		const char *q = *p == '"' ? strchr(p + 1, '"') : NULL;
 		if (!q)
 			continue; /* malformed: libconfig reports the syntax error */
-		char *name = xasprintf("%.*s", (int)(q - p - 1), p + 1);
-		char *target = name[0] == '/' ? xasprintf("%s", name) : xasprintf("%s/%s", dir, name);
+		char *name = util_xasprintf("%.*s", (int)(q - p - 1), p + 1);
+		char *target = name[0] == '/' ? util_xasprintf("%s", name) : util_xasprintf("%s/%s", dir, name);
 		struct stat st;
 		const char *why = NULL;
 		if (strlen(name) != (size_t)(q - p - 1) || strchr(name, '\\'))
@@ -1624,10 +1605,10 @@ static int check_includes(struct ld *ld, const char *file, const char *dir, int 
 		else if (access(target, R_OK) < 0)
 			why = strerror(errno);
 		if (why) {
-			errs_push(ld->errs, xasprintf("%s:%d: cannot include \"%s\": %s", file, lineno, name, why));
+			errs_push(ld->errs, util_xasprintf("%s:%d: cannot include \"%s\": %s", file, lineno, name, why));
 			ret = -EINVAL;
 		} else if (depth >= 10) {
-			errs_push(ld->errs, xasprintf("%s:%d: @include nested too deeply", file, lineno));
+			errs_push(ld->errs, util_xasprintf("%s:%d: @include nested too deeply", file, lineno));
 			ret = -EINVAL;
 		} else if (check_includes(ld, target, dir, depth + 1) < 0) {
 			ret = -EINVAL;
@@ -1655,7 +1636,7 @@ static int load(struct ld *ld)
 	if (fp)
 		fclose(fp);
 	if (e) {
-		errs_push(ld->errs, xasprintf("%s: cannot read: %s", path, strerror(e)));
+		errs_push(ld->errs, util_xasprintf("%s: cannot read: %s", path, strerror(e)));
 		return -e;
 	}
 
@@ -1666,7 +1647,7 @@ static int load(struct ld *ld)
 	} else {
 		char cwd[PATH_MAX];
 		if (d[0] != '/' && getcwd(cwd, sizeof(cwd))) {
-			char *j = xasprintf("%s/%s", cwd, d);
+			char *j = util_xasprintf("%s/%s", cwd, d);
 			cfg->dir = path_normalize(j);
 			free(j);
 		} else {
@@ -1682,11 +1663,11 @@ static int load(struct ld *ld)
 		const char *ef = config_error_file(&ld->lc);
 		const char *et = config_error_text(&ld->lc);
 		if (config_error_type(&ld->lc) == CONFIG_ERR_FILE_IO && !ef) {
-			errs_push(ld->errs, xasprintf("%s: cannot read: %s", path, et ? et : "I/O error"));
+			errs_push(ld->errs, util_xasprintf("%s: cannot read: %s", path, et ? et : "I/O error"));
 			return -EIO;
 		}
 		char *f = display_file(ld, ef);
-		errs_push(ld->errs, xasprintf("%s:%d: %s", f, config_error_line(&ld->lc), et ? et : "syntax error"));
+		errs_push(ld->errs, util_xasprintf("%s:%d: %s", f, config_error_line(&ld->lc), et ? et : "syntax error"));
 		free(f);
 		return -EINVAL;
 	}

@@ -49,6 +49,19 @@ long disc_known_find(const struct disc_known *k, const char *name)
 	return found ? (long)i : -1;
 }
 
+size_t disc_known_after(const struct disc_known *k, const char *after)
+{
+	size_t lo = 0, hi = k->n;
+	while (after && lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (strcmp(k->v[mid].name, after) <= 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
 void disc_known_pass_begin(struct disc_known *k)
 {
 	for (size_t i = 0; i < k->n; i++)

@@ -196,20 +196,6 @@ void patsum_free(struct patsum *ps)
 	memset(ps, 0, sizeof(*ps));
 }
 
-/* Index of the first name of k after `after` (k is sorted by strcmp). */
-static size_t first_after(const struct disc_known *k, const char *after)
-{
-	size_t lo = 0, hi = k->n;
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (strcmp(k->v[mid].name, after) <= 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
 /* The pattern being walked is done: publish its figures, go on. */
 static void finish_pattern(struct patsum *ps, size_t matched, int64_t now_ms)
 {
@@ -249,7 +235,7 @@ void patsum_step(struct patsum *ps, struct rconn *rc, const struct discover *d, 
 		struct patsum_pat *p = &ps->p[ps->at];
 		const struct disc_known *k = discover_known(d, p->pattern);
 		size_t n = k ? k->n : 0;
-		size_t from = ps->after && k ? first_after(k, ps->after) : 0;
+		size_t from = ps->after && k ? disc_known_after(k, ps->after) : 0;
 		size_t to = from + (PATSUM_STEP_KEYS - keys) < n ? from + (PATSUM_STEP_KEYS - keys) : n;
 		if (from < to) {
 			if (patsum_batch(rc, k, from, to, p->groups, p->cur) < 0) {

@@ -313,20 +313,6 @@ static bool idle_literal(const struct sv_config *cfg, const char *name)
 	return false;
 }
 
-/* The first index of k whose name sorts after `after` (NULL: 0). */
-static size_t idle_resume(const struct disc_known *k, const char *after)
-{
-	size_t lo = 0, hi = k->n;
-	while (after && lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		if (strcmp(k->v[mid].name, after) <= 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo;
-}
-
 /* argv of the script for name: the registries and local groups of every
  * local pattern it matches (a name two patterns match waits for both). */
 static int idle_argv(struct retention_idle *ri, const char *name, const char *cutoff, bool sha)
@@ -417,7 +403,7 @@ static size_t idle_collect(struct retention_idle *ri, const char **names)
 	size_t n = 0;
 	while (ri->pat < ri->np && n < RETENTION_IDLE_BATCH) {
 		const struct disc_known *k = discover_known(ri->disc, ri->p[ri->pat].pattern);
-		size_t i = k ? idle_resume(k, ri->after) : 0;
+		size_t i = k ? disc_known_after(k, ri->after) : 0;
 		for (; k && i < k->n && n < RETENTION_IDLE_BATCH; i++)
 			if (!idle_literal(ri->cfg, k->v[i].name))
 				names[n++] = k->v[i].name;

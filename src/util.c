@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <sys/syscall.h>
 #include <limits.h>
 #include <fcntl.h>
@@ -76,6 +77,23 @@ char *util_xstrdup(const char *s)
 	if (!d)
 		abort();
 	return d;
+}
+
+char *util_xvasprintf(const char *fmt, va_list ap)
+{
+	char *s = NULL;
+	if (vasprintf(&s, fmt, ap) < 0)
+		abort();
+	return s;
+}
+
+char *util_xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = util_xvasprintf(fmt, ap);
+	va_end(ap);
+	return s;
 }
 
 void *util_xcalloc(size_t n, size_t size)

@@ -187,33 +187,20 @@ char *worker_tool_sanitize(const char *buf, size_t len, size_t max, int *truncat
  * versions held untruncated, so their done keys stay valid. */
 #define DONE_KEY_SHORT_MAX 511
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	char *s = NULL;
-	int n = vasprintf(&s, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		abort();
-	return s;
-}
-
 char *worker_tool_done_key(const char *ns, const char *run, const char *call_id)
 {
-	char *key = xasprintf("%s:tool:%s:%s", ns, run, call_id);
+	char *key = util_xasprintf("%s:tool:%s:%s", ns, run, call_id);
 	if (strlen(key) <= DONE_KEY_SHORT_MAX)
 		return key;
 	/* Longer than any short-form key, so the two forms never meet; the
 	 * run's length says where the run ends and the call id begins. */
 	free(key);
-	return xasprintf("%s:tool:%zu:%s:%s", ns, strlen(run), run, call_id);
+	return util_xasprintf("%s:tool:%zu:%s:%s", ns, strlen(run), run, call_id);
 }
 
 char *worker_tool_done_hash(const char *ns, const char *run)
 {
-	return xasprintf("%s:tooldone:%s", ns, run);
+	return util_xasprintf("%s:tooldone:%s", ns, run);
 }
 
 static const char *field(const struct sv_entry *e, const char *name, size_t *len)
@@ -271,7 +258,7 @@ static const char *call_decode(const char *ns, const struct consumer_entry *ce, 
 				 : util_xstrdup("{}");
 	call->done_key = worker_tool_done_key(ns, run, call_id);
 	call->done_hash = worker_tool_done_hash(ns, run);
-	call->forgotten_key = xasprintf("%s:forgotten", ns);
+	call->forgotten_key = util_xasprintf("%s:forgotten", ns);
 	return NULL;
 }
 
@@ -317,8 +304,8 @@ static void child_exec(const struct tool_config *t, const struct call *call, int
 		have_path |= strncmp(t->env.v[i], "PATH=", 5) == 0;
 	}
 	/* Whole ids, however long (a cut one would name another call). */
-	char *runv = xasprintf("STREAMVISOR_RUN=%s", call->run);
-	char *callv = xasprintf("STREAMVISOR_CALL_ID=%s", call->call_id);
+	char *runv = util_xasprintf("STREAMVISOR_RUN=%s", call->run);
+	char *callv = util_xasprintf("STREAMVISOR_CALL_ID=%s", call->call_id);
 	if (envp) {
 		if (!have_path)
 			envp[n++] = "PATH=/usr/local/bin:/usr/bin:/bin";
