@@ -51,6 +51,14 @@ static const char *reply_error(const json_t *reply)
 	return e ? e : "the daemon refused the request";
 }
 
+/* One JSON line on stdout (--json). */
+static void print_json(const json_t *o)
+{
+	char *s = json_dumps(o, JSON_COMPACT);
+	puts(s ? s : "{}");
+	free(s);
+}
+
 static bool is_uint(const char *s)
 {
 	return s && *s && strspn(s, "0123456789") == strlen(s);
@@ -265,9 +273,7 @@ static int cmd_list(const struct ctl_dead_io *io, int argc, char **argv)
 	json_t *reply = io->call(io->ctx, json_pack("{s:s, s:o}", "cmd", "dead", "args", args));
 	bool ok = json_is_true(json_object_get(reply, "ok"));
 	if (io->json) {
-		char *s = json_dumps(reply, JSON_COMPACT);
-		puts(s ? s : "{}");
-		free(s);
+		print_json(reply);
 	} else if (ok) {
 		print_list(reply);
 	} else {
@@ -348,9 +354,7 @@ static json_t *show_fetch(const struct ctl_dead_io *io, const char *id, const ch
 		json_t *reply = io->call(io->ctx, json_pack("{s:s, s:o}", "cmd", "dead", "args", args));
 		if (!json_is_true(json_object_get(reply, "ok"))) {
 			if (io->json) {
-				char *s = json_dumps(reply, JSON_COMPACT);
-				puts(s ? s : "{}");
-				free(s);
+				print_json(reply);
 			} else {
 				fprintf(stderr, "%s: %s\n", io->prog,
 					reply_error(reply));
@@ -497,9 +501,7 @@ static int cmd_show(const struct ctl_dead_io *io, int argc, char **argv)
 			json_array_append_new(fields, json_pack("{s:o, s:o}", "name", bytes_json(&it.v[i]), "value",
 								bytes_json(&it.v[i + 1])));
 		json_object_set_new(meta, "fields", fields);
-		char *s = json_dumps(meta, JSON_COMPACT);
-		puts(s ? s : "{}");
-		free(s);
+		print_json(meta);
 	} else {
 		print_show(meta, &it, raw);
 	}
@@ -550,9 +552,7 @@ static int cmd_simple(const struct ctl_dead_io *io, const char *sub, int argc, c
 	json_t *reply = io->call(io->ctx, json_pack("{s:s, s:o}", "cmd", "dead", "args", args));
 	bool ok = json_is_true(json_object_get(reply, "ok"));
 	if (io->json) {
-		char *s = json_dumps(reply, JSON_COMPACT);
-		puts(s ? s : "{}");
-		free(s);
+		print_json(reply);
 	} else {
 		size_t i;
 		json_t *r;

@@ -8,7 +8,11 @@ class RespError(Exception):
 
 
 class Redis:
-    def __init__(self, path, timeout=30.0, password=None):
+    """raw=True: bulk strings come back as bytes (byte-exact, for entries
+    that are not UTF-8); otherwise as text."""
+
+    def __init__(self, path, timeout=30.0, password=None, raw=False):
+        self.raw = raw
         self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.s.settimeout(timeout)
         self.s.connect(path)
@@ -54,7 +58,7 @@ class Redis:
             data = self.f.read(n + 2)
             if len(data) != n + 2:
                 raise ConnectionError("short read")
-            return data[:-2].decode("utf-8", "replace")
+            return data[:-2] if self.raw else data[:-2].decode("utf-8", "replace")
         if t == b"*":
             n = int(rest)
             if n < 0:

@@ -1,6 +1,5 @@
 """Helpers of the dead_* integration tests: write and read stream entries
-byte-exact (test/integration/resp.py decodes replies as text, which loses
-non-UTF-8 bytes).
+byte-exact (resp.py's client in raw mode: bulk strings as bytes).
 
   deadit.py xadd SOCK STREAM HEX...        XADD with each argument hex-encoded; prints the id
   deadit.py xadd-big SOCK STREAM RUN SIZE  run/type/seq and a JSON data of SIZE bytes; prints the id
@@ -12,45 +11,11 @@ non-UTF-8 bytes).
 """
 import hashlib
 import json
-import socket
+import os
 import sys
 
-
-class Raw:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.settimeout(60)
-        self.s.connect(path)
-        self.f = self.s.makefile("rb", buffering=1 << 16)
-
-    def read(self):
-        line = self.f.readline()
-        t, rest = line[:1], line[1:-2]
-        if t == b"+":
-            return rest
-        if t == b"-":
-            raise RuntimeError(rest.decode("utf-8", "replace"))
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = self.f.read(n + 2)
-            return data[:-2]
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.read() for _ in range(n)]
-        raise RuntimeError("bad reply %r" % line)
-
-    def cmd(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            if isinstance(a, str):
-                a = a.encode()
-            out += [b"$%d\r\n" % len(a), a, b"\r\n"]
-        self.s.sendall(b"".join(out))
-        return self.read()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from resp import Redis  # noqa: E402
 
 
 def entries(r, stream, eid=None):
@@ -70,7 +35,7 @@ def main():
             i = colon + 2 + n
         print(json.dumps([items[k:k + 2] for k in range(0, len(items), 2)]))
         return
-    r = Raw(sock)
+    r = Redis(sock, timeout=60, raw=True)
     stream = sys.argv[3]
     if op == "xadd":
         print(r.cmd("XADD", stream, "*", *[bytes.fromhex(a) for a in sys.argv[4:]]).decode())
