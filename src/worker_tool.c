@@ -29,9 +29,11 @@
  * call's done key of earlier versions (worker_tool_done_key), KEYS[2] the
  * run's done hash (worker_tool_done_hash), KEYS[3] NS:forgotten;
  * ARGV[1] run, ARGV[2] call id, ARGV[3] the call's entry id, ARGV[4] the
- * done TTL in seconds.
- *   forgotten(): the call's entry sorts before its run's forget position:
- *     it belongs to a forgotten run.
+ * done TTL in seconds, ARGV[5] the call's logical id (origin_id for a
+ * re-driven dead letter, else the entry id).
+ *   forgotten(): the call's logical id sorts before its run's forget
+ *     position: it belongs to a forgotten run (also when re-driven from a
+ *     dead letter after the forget).
  *   done(): the hash has the call, or an old-style key does that was set
  *     after the run's last forget (its set time is told by its TTL; an
  *     older one belongs to the forgotten run: forget cannot find those
@@ -43,7 +45,7 @@
 	"end " \
 	"local tomb = redis.call('HGET', KEYS[3], ARGV[1]) " \
 	"local function forgotten() " \
-	"  local am, as = split(ARGV[3]) " \
+	"  local am, as = split(ARGV[5]) " \
 	"  local bm, bs = split(tomb) " \
 	"  return am ~= nil and bm ~= nil and (am < bm or (am == bm and as < bs)) " \
 	"end " \
@@ -69,25 +71,25 @@ static const char check_script[] =
  * flight at the forget publishes nothing: returns -1) or the call is done
  * already, XADD the output and record it in the run's done hash (call id
  * -> output id, the hash's TTL renewed); XACK either way.  KEYS[4] the
- * stream; ARGV[5] the group; ARGV[6] "1": the call's stream was found by a
+ * stream; ARGV[6] the group; ARGV[7] "1": the call's stream was found by a
  * pattern, and a stream deleted meanwhile (a harness reset) is never
  * created again by a late output (EXISTS rather than NOMKSTREAM: Redis
- * before 6.2 has none); ARGV[7..] the entry's fields. */
+ * before 6.2 has none); ARGV[8..] the entry's fields. */
 static const char publish_script[] =
 	DONE_LUA
 	"if forgotten() then "
-	"  redis.call('XACK', KEYS[4], ARGV[5], ARGV[3]) "
+	"  redis.call('XACK', KEYS[4], ARGV[6], ARGV[3]) "
 	"  return -1 "
 	"end "
 	"if not done() then "
 	"  local id = 'done' "
-	"  if ARGV[6] == '0' or redis.call('EXISTS', KEYS[4]) == 1 then "
-	"    id = redis.call('XADD', KEYS[4], '*', unpack(ARGV, 7)) "
+	"  if ARGV[7] == '0' or redis.call('EXISTS', KEYS[4]) == 1 then "
+	"    id = redis.call('XADD', KEYS[4], '*', unpack(ARGV, 8)) "
 	"  end "
 	"  redis.call('HSET', KEYS[2], ARGV[2], id) "
 	"  redis.call('EXPIRE', KEYS[2], ARGV[4]) "
 	"end "
-	"return redis.call('XACK', KEYS[4], ARGV[5], ARGV[3])";
+	"return redis.call('XACK', KEYS[4], ARGV[6], ARGV[3])";
 
 
 /* The kind's own state; host services (connection, heartbeat, waiting,
@@ -99,6 +101,7 @@ struct tool_worker {
 /* One call in hand. */
 struct call {
 	const char *stream, *entry_id;
+	const char *logical_id; /* origin_id of a re-driven dead letter, else entry_id */
 	const char *run, *call_id, *name;
 	int64_t seq;
 	char *arguments;       /* JSON text for stdin */
@@ -246,6 +249,8 @@ static const char *call_decode(const char *ns, const struct consumer_entry *ce, 
 		return "tool.call without name";
 	call->stream = ce->e.stream;
 	call->entry_id = ce->e.id;
+	const char *origin = field(&ce->e, "origin_id", NULL);
+	call->logical_id = origin ? origin : ce->e.id;
 	call->run = run;
 	call->call_id = call_id;
 	call->name = name;
@@ -740,6 +745,7 @@ static int publish(struct consumer *c, const struct call *call, const struct out
 	argv[n++] = call->call_id;
 	argv[n++] = call->entry_id;
 	argv[n++] = TOOL_DONE_TTL_S;
+	argv[n++] = call->logical_id;
 	argv[n++] = consumer_group(c);
 	/* A literal name, or a stream a pattern found? */
 	argv[n++] = config_strlist_has(&consumer_host(c)->pool->streams, call->stream) ? "0" : "1";
@@ -790,7 +796,7 @@ static void done_output(struct rconn *rc, const struct call *call, char *output)
 static int call_state(struct rconn *rc, const struct call *call)
 {
 	const char *argv[] = {"EVAL", check_script, "3", call->done_key, call->done_hash, call->forgotten_key,
-			      call->run, call->call_id, call->entry_id, TOOL_DONE_TTL_S};
+			      call->run, call->call_id, call->entry_id, TOOL_DONE_TTL_S, call->logical_id};
 	redisReply *r = rconn_commandv(rc, (int)ARRAY_SIZE(argv), argv, NULL);
 	if (!r)
 		return -ENOTCONN;

@@ -118,6 +118,17 @@ wait_for 20 'snap_is T "d[\"complete\"] and d[\"model\"] == \"new\" and d[\"even
 [ "$(dead_len)" = 0 ] || fail "dead letters: $(rcli XRANGE events:dead - + | head -n 30)"
 ok "new T complete"
 
+check "a re-driven copy of a forgotten run's call (origin_id before the forget) is not run"
+ctl forget F --yes >/dev/null || fail "forget F"
+data='{"call_id":"f1","name":"slow","arguments":{"sleep":0}}'
+rcli XADD events '*' origin_id 1-0 run F type tool.call seq 1 data "$data" >/dev/null
+wait_for 20 '[ "$(tools_pending)" = 0 ] && [ "$(group_info tools lag)" = 0 ]' || fail "the copy was not acked"
+sleep "$(scaled 1)"
+[ "$(count_outputs F f1)" = 0 ] || fail "the forgotten run's re-driven call ran: $(tool_outputs F f1)"
+xadd_call F 2 f2 slow '{"sleep":0}' >/dev/null
+wait_output 20 F f2 || fail "a new call of F after the forget did not run"
+ok "the copy acked unrun; a new call of F runs"
+
 check "counted in status --json and metrics"
 st=$(status_json | pyjson 'sum(w.get("forgotten", 0) for w in d["workers"])')
 [ "$st" -ge 4 ] || fail "status --json forgotten: $st"
