@@ -65,6 +65,8 @@ struct cstream {
 	long long shortfall;     /* acks Redis did not count */
 	char *history_cursor;    /* NULL once this stream's own pending are read */
 	char *claim_cursor;      /* XAUTOCLAIM cursor */
+	bool short_read;         /* its last read of the rotation gave less than COUNT */
+	size_t got;              /* its entries in the round trip being processed */
 };
 
 /* A change asked by consumer_streams_update, applied at the start of the
@@ -83,6 +85,10 @@ struct consumer {
 	size_t nstreams, st_cap;
 	size_t rotate;           /* next stream of the rotation (read_keys) */
 	size_t empty_keys;       /* keys read in a row that returned nothing */
+	size_t read_width;       /* keys per read of the rotation, 1..read_keys (fill_observe) */
+	long long yield_x256[2]; /* rotation reads, smoothed: of keys whose last read was full,
+				  * entries per COUNT [0]; of short ones, entries per key [1];
+				  * x256, -1 unknown */
 	size_t idle_rotate;      /* next stream of the idle re-check rotation */
 	size_t claim_rotate;     /* next idle stream of the claim sweeps */
 	int64_t next_recheck_ms; /* the next re-check of idle pattern streams */
@@ -197,6 +203,8 @@ struct consumer *consumer_new(const struct consumer_host *host, const struct con
 		stream_add(c, pool->streams.v[i], false);
 	c->one_at_a_time = host->unclean;
 	c->connects = host->rc->connects;
+	c->read_width = (size_t)pool->read_keys;
+	c->yield_x256[0] = c->yield_x256[1] = -1;
 	c->next_claim_ms = util_mono_ms() + pool->claim_idle_ms / 2;
 	backoff_init(&c->heal_backoff, 100, 5000);
 	return c;
@@ -1060,16 +1068,25 @@ static int process_history_reply(struct consumer *c, redisReply *r, const struct
 	return ret;
 }
 
-/* New entries: every stream's part of the reply in one batch, so a read
- * over many per-run streams is still one transaction of the kind. */
-static int process_new_reply(struct consumer *c, redisReply *r, const struct read_plan *rp, size_t *got)
+/* New entries: every stream's part of the replies of one round trip
+ * (rp[k] the plan of r[k]; a reply that is not an array is skipped) in
+ * one batch, so reads over many per-run streams are still one
+ * transaction of the kind. */
+static int process_new_replies(struct consumer *c, redisReply *const *r, const struct read_plan *rp, size_t n,
+			       size_t *got)
 {
-	size_t nentries = 0, nfields = 0, si, from = 0;
-	for (size_t s = 0; s < r->elements; s++) {
-		redisReply *entries = reply_part(c, r->element[s], rp, &from, &si);
-		if (entries) {
-			nentries += entries->elements;
-			nfields += count_fields(entries);
+	size_t nentries = 0, nfields = 0, si, from;
+	for (size_t k = 0; k < n; k++) {
+		if (r[k]->type != REDIS_REPLY_ARRAY)
+			continue;
+		from = 0;
+		for (size_t s = 0; s < r[k]->elements; s++) {
+			redisReply *entries = reply_part(c, r[k]->element[s], &rp[k], &from, &si);
+			if (entries) {
+				c->st[si].got = entries->elements;
+				nentries += entries->elements;
+				nfields += count_fields(entries);
+			}
 		}
 	}
 	*got = nentries;
@@ -1077,13 +1094,17 @@ static int process_new_reply(struct consumer *c, redisReply *r, const struct rea
 		return 0;
 	struct consumer_batch b = {.history = false};
 	batch_reserve(c, &b, nentries, nfields);
-	from = 0;
 	int64_t now = util_mono_ms();
-	for (size_t s = 0; s < r->elements; s++) {
-		redisReply *entries = reply_part(c, r->element[s], rp, &from, &si);
-		if (entries && entries->elements) {
-			stream_touch(&c->st[si], now);
-			build_batch(c, entries, si, &b);
+	for (size_t k = 0; k < n; k++) {
+		if (r[k]->type != REDIS_REPLY_ARRAY)
+			continue;
+		from = 0;
+		for (size_t s = 0; s < r[k]->elements; s++) {
+			redisReply *entries = reply_part(c, r[k]->element[s], &rp[k], &from, &si);
+			if (entries && entries->elements) {
+				stream_touch(&c->st[si], now);
+				build_batch(c, entries, si, &b);
+			}
 		}
 	}
 	return b.n ? process_batch(c, &b) : 0;
@@ -1096,7 +1117,7 @@ static int process_read_reply(struct consumer *c, redisReply *r, const struct re
 	*got = 0;
 	if (r->type != REDIS_REPLY_ARRAY)
 		return 0;
-	return history ? process_history_reply(c, r, rp, got) : process_new_reply(c, r, rp, got);
+	return history ? process_history_reply(c, r, rp, got) : process_new_replies(c, &r, rp, 1, got);
 }
 
 /* The keys of one XREADGROUP.  New entries (">"): of the active streams
@@ -1138,8 +1159,11 @@ static void plan_read(struct consumer *c, bool history, struct read_plan *rp)
 		}
 		return;
 	}
-	/* Entries are coming: the next read_keys active keys of the rotation,
-	 * without blocking, so no stream starves. */
+	/* Entries are coming: the next read_keys active keys of the rotation
+	 * (fewer while they have more behind: read_width), without blocking,
+	 * so no stream starves. */
+	if (c->read_width && c->read_width < max)
+		max = c->read_width;
 	rp->idx = util_xcalloc(max, sizeof(*rp->idx));
 	size_t j = c->rotate < c->nstreams ? c->rotate : 0;
 	for (size_t seen = 0; seen < c->nstreams && rp->n < max; seen++) {
@@ -1150,6 +1174,13 @@ static void plan_read(struct consumer *c, bool history, struct read_plan *rp)
 	c->rotate = j;
 }
 
+/* COUNT of a read: batch shared among its keys, at least 1 each. */
+static long long read_count(const struct consumer *c, const struct read_plan *rp)
+{
+	long long per_key = c->pool->batch / (long long)(rp->n ? rp->n : 1);
+	return per_key < 1 ? 1 : per_key;
+}
+
 static void append_read(struct consumer *c, bool history, const struct read_plan *rp)
 {
 	const struct pool_config *p = c->pool;
@@ -1158,9 +1189,7 @@ static void append_read(struct consumer *c, bool history, const struct read_plan
 	if (!argv)
 		abort();
 	char count[24], block[24];
-	long long per_key = (long long)p->batch / (long long)(rp->n ? rp->n : 1);
-	if (per_key < 1)
-		per_key = 1;
+	long long per_key = read_count(c, rp);
 	snprintf(count, sizeof(count), "%lld", history && c->one_at_a_time ? 1LL : per_key);
 	snprintf(block, sizeof(block), "%lld", (long long)rp->block_ms);
 	size_t n = 0;
@@ -1209,30 +1238,42 @@ static bool beat_now(struct consumer *c, bool blocking)
 	return c->idle || 2 * elapsed >= h->interval_ms;
 }
 
-/* One pipelined round trip: queued acks, the heartbeat when due, and the
- * read.  Returns the read's reply or NULL (connection dropped). */
-static redisReply *round_trip(struct consumer *c, bool history, const struct read_plan *rp)
+/* One pipelined round trip: queued acks, the heartbeat when due, and
+ * nreads reads (rp[0..nreads-1]).  Their replies go to out[]; returns how
+ * many came (fewer than nreads: the connection dropped on the way). */
+static size_t round_trip_reads(struct consumer *c, bool history, const struct read_plan *rp, size_t nreads,
+			       redisReply **out)
 {
 	if (!conn(c)->c)
-		return NULL; /* dropped by an earlier command of this round */
+		return 0; /* dropped by an earlier command of this round */
 	int64_t t0 = util_mono_us();
 	int nacks = append_acks(c);
 	int nbeat = beat_now(c, !history && rp->block) ? heartbeat_append(hb(c), conn(c)) : 0;
-	append_read(c, history, rp);
+	for (size_t k = 0; k < nreads; k++)
+		append_read(c, history, &rp[k]);
 	if (nacks && read_ack_replies(c) < 0)
-		return NULL;
+		return 0;
 	if (nbeat) {
 		int r = heartbeat_replies(hb(c), conn(c), nbeat);
 		if (r == -EPERM)
 			ask_stop(c); /* someone else owns our name: stop cleanly */
 		else if (r < 0)
-			return NULL; /* -ENOTCONN: dropped and logged; the next round reconnects */
+			return 0; /* -ENOTCONN: dropped and logged; the next round reconnects */
 		hb(c)->redis_rtt_us = util_mono_us() - t0;
 	}
-	redisReply *r = rconn_get_reply(conn(c));
-	if (r)
+	size_t got = 0;
+	while (got < nreads && (out[got] = rconn_get_reply(conn(c))))
+		got++;
+	if (got == nreads)
 		check_shortfalls(c);
-	return r;
+	return got;
+}
+
+/* round_trip_reads of one read: its reply, or NULL (connection dropped). */
+static redisReply *round_trip(struct consumer *c, bool history, const struct read_plan *rp)
+{
+	redisReply *r = NULL;
+	return round_trip_reads(c, history, rp, 1, &r) ? r : NULL;
 }
 
 /* No active stream to read (a pool of patterns only, none discovered yet,
@@ -1299,33 +1340,129 @@ static int read_history(struct consumer *c)
 	return ret < 0 ? 0 : ret;
 }
 
+/* Reads of new entries pipelined in one round trip at most (plan_fill). */
+#define FILL_READS_MAX 8
+
+/* Entries expected (x256) of one key in a read of the rotation (COUNT
+ * count): by what keys like it gave lately, a key whose last read was
+ * full (COUNT entries: likely more behind; a new stream too) or short
+ * (drained by then). */
+static long long key_yield(const struct consumer *c, const struct cstream *s, long long count)
+{
+	long long y = c->yield_x256[s->short_read];
+	if (s->short_read)
+		return y < 0 ? 0 : y;
+	return y < 0 ? count * 256 : y * count;
+}
+
+/* The reads after rp[0], a non-blocking read of the rotation, in the same
+ * round trip: the next keys of the rotation, read_width each, until the
+ * keys' expected entries make two thirds of a batch.  Streams drained to
+ * a few entries each, or mostly empty, give a read far fewer than batch
+ * entries, and every round trip is a Redis round trip and a transaction
+ * of the kind of its own.  At most FILL_READS_MAX reads (so at most that
+ * many times batch entries), no key twice.  Returns the reads, rp[0]
+ * included. */
+static size_t plan_fill(struct consumer *c, struct read_plan *rp)
+{
+	size_t cap = FILL_READS_MAX, n = 0;
+	if (cap > rp[0].nactive / rp[0].n)
+		cap = rp[0].nactive / rp[0].n;
+	long long expected = 0, enough = c->pool->batch * 256 * 2 / 3;
+	for (;;) {
+		long long count = read_count(c, &rp[n]);
+		for (size_t j = 0; j < rp[n].n; j++)
+			expected += key_yield(c, &c->st[rp[n].idx[j]], count);
+		if (++n >= cap || expected >= enough)
+			break;
+		plan_read(c, false, &rp[n]);
+		if (rp[n].block || rp[n].n == 0) {
+			free(rp[n].idx);
+			break;
+		}
+	}
+	return n;
+}
+
+/* After a round trip of new entries (got of them; process_new_replies
+ * noted each key's): each key read in the rotation is full or short for
+ * the next plan, the yield of each kind is smoothed in, and the keys per
+ * read adapt.  Streams with a backlog (most keys full, a batch filled)
+ * are read by fewer keys at a time with a larger COUNT: each is drained
+ * in fewer visits (one XACK and one pass of the kind over it, instead of
+ * one every turn of a rotation over thousands of streams); a round trip
+ * that did not fill a batch widens them again, up to read_keys.  A
+ * blocking read starts over at read_keys. */
+static void fill_observe(struct consumer *c, const struct read_plan *rp, size_t n, size_t got_all)
+{
+	size_t max = (size_t)c->pool->read_keys;
+	if (rp[0].block) {
+		c->read_width = max;
+		c->yield_x256[0] = c->yield_x256[1] = -1;
+		return;
+	}
+	size_t got[2] = {0, 0}, keys[2] = {0, 0}, full = 0, nkeys = 0;
+	for (size_t k = 0; k < n; k++) {
+		long long count = read_count(c, &rp[k]);
+		for (size_t j = 0; j < rp[k].n; j++) {
+			struct cstream *s = &c->st[rp[k].idx[j]];
+			got[s->short_read] += s->short_read ? s->got : s->got * 256 / (size_t)count;
+			keys[s->short_read]++;
+			s->short_read = (long long)s->got < count;
+			full += !s->short_read;
+			nkeys++;
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		if (!keys[i])
+			continue;
+		long long y = (long long)(got[i] * (i ? 256 : 1) / keys[i]), *avg = &c->yield_x256[i];
+		*avg = *avg < 0 ? y : (*avg + y + 1) / 2;
+	}
+	if (got_all * 3 < (size_t)c->pool->batch * 2)
+		c->read_width = c->read_width * 2 < max ? c->read_width * 2 : max;
+	else if (full * 4 >= nkeys * 3 && c->read_width > 1)
+		c->read_width /= 2;
+}
+
+/* New entries: one read (blocking on every active key, or the next
+ * read_keys keys of the rotation), or several of the rotation in one
+ * round trip (plan_fill); whatever they bring is one batch.  A read that
+ * failed (the first error is handled) does not keep the others' entries
+ * from being processed. */
 static int read_new(struct consumer *c)
 {
-	struct read_plan rp;
-	plan_read(c, false, &rp);
-	if (rp.n == 0) {
-		free(rp.idx);
+	struct read_plan rp[FILL_READS_MAX];
+	redisReply *r[FILL_READS_MAX];
+	plan_read(c, false, &rp[0]);
+	if (rp[0].n == 0) {
+		free(rp[0].idx);
 		return wait_for_streams(c);
 	}
-	redisReply *r = round_trip(c, false, &rp);
-	size_t keys = rp.n;
-	if (!r) {
-		free(rp.idx);
-		return 0;
+	size_t nreads = rp[0].block ? 1 : plan_fill(c, rp);
+	size_t nr = round_trip_reads(c, false, rp, nreads, r), keys = 0, got = 0;
+	bool failed = false;
+	for (size_t k = 0; k < nr; k++) {
+		keys += rp[k].n;
+		for (size_t j = 0; j < rp[k].n; j++)
+			c->st[rp[k].idx[j]].got = 0;
+		if (!failed && read_error(c, r[k], "new"))
+			failed = true;
 	}
-	int ret = 0;
-	if (!read_error(c, r, "new")) {
+	int ret = nr ? process_new_replies(c, r, rp, nr, &got) : 0;
+	if (nr && !failed) {
 		c->heal_streak = 0;
-		size_t got;
-		ret = process_read_reply(c, r, &rp, false, &got);
 		c->empty_keys = got == 0 ? c->empty_keys + keys : 0;
+		fill_observe(c, rp, nr, got);
 		/* idle: a whole turn of the rotation found nothing. */
-		c->idle = got == 0 && c->empty_keys >= rp.nactive;
+		c->idle = got == 0 && c->empty_keys >= rp[0].nactive;
 		if (c->idle && c->kind.idle)
 			c->kind.idle(c->kind.ctx, c);
 	}
-	free(rp.idx);
-	freeReplyObject(r);
+	for (size_t k = 0; k < nreads; k++)
+		free(rp[k].idx);
+	for (size_t k = 0; k < nr; k++)
+		freeReplyObject(r[k]);
 	return ret < 0 ? 0 : ret;
 }
 

@@ -20,7 +20,11 @@
  *               read from 0 of a new group; one DEL'ed is dropped and never
  *               re-created while a literal stream still heals; 40 streams
  *               read 8 keys at a time all get read; a removed stream is
- *               no longer read.
+ *               no longer read;
+ *   fill/deep   streams with little each: several reads in one round trip,
+ *               one batch of many streams; streams with much behind: fewer
+ *               keys per read with a larger COUNT; busy streams starve
+ *               none of the others.
  * REDIS_SERVER names the redis-server binary; without it the program
  * exits 77 (skipped). */
 #include <setjmp.h>
@@ -777,6 +781,166 @@ static void test_pattern_rotation(void **state)
 	fake_finish(f);
 }
 
+/* The most distinct streams one batch held; *largest: the largest batch. */
+static size_t most_streams_in_a_batch(const struct fake *f, size_t *largest)
+{
+	size_t most = 0;
+	*largest = 0;
+	for (size_t b = 1; b <= f->nbatches; b++) {
+		size_t n = 0;
+		for (size_t i = 0; i < f->nrecs; i++) {
+			const struct rec *r = &f->recs[i];
+			if (r->batch != b)
+				continue;
+			if (r->batch_n > *largest)
+				*largest = r->batch_n;
+			bool again = false;
+			for (size_t j = 0; j < i && !again; j++)
+				again = f->recs[j].batch == b && strcmp(f->recs[j].stream, r->stream) == 0;
+			n += !again;
+		}
+		if (n > most)
+			most = n;
+	}
+	return most;
+}
+
+/* The most entries of one stream in one batch. */
+static size_t most_of_a_stream_in_a_batch(const struct fake *f)
+{
+	size_t most = 0;
+	for (size_t i = 0; i < f->nrecs; i++) {
+		size_t n = 0;
+		for (size_t j = 0; j < f->nrecs; j++)
+			n += f->recs[j].batch == f->recs[i].batch && strcmp(f->recs[j].stream, f->recs[i].stream) == 0;
+		if (n > most)
+			most = n;
+	}
+	return most;
+}
+
+/* Streams run:0 .. run:n-1, each with per entries, added to the set. */
+static void add_runs(struct fake *f, int n, int per)
+{
+	char name[32];
+	for (int s = 0; s < n; s++) {
+		snprintf(name, sizeof(name), "run:%d", s);
+		add_to(name, per, NULL);
+		streams_add(f, name);
+	}
+}
+
+/* Every stream run:from .. run:to-1 handed over exactly per entries. */
+static void assert_runs_once(const struct fake *f, int from, int to, size_t per)
+{
+	char name[32];
+	for (int s = from; s < to; s++) {
+		snprintf(name, sizeof(name), "run:%d", s);
+		if (seen_of(f, name) != per)
+			fail_msg("%s: %zu entries handed over, want %zu", name, seen_of(f, name), per);
+	}
+}
+
+static void keys_of_4(struct pool_config *p)
+{
+	p->read_keys = 4;
+	p->batch = 64;
+	p->claim_idle_ms = 60000;
+}
+
+/* (consumer.c's FILL_READS_MAX) */
+#define FILL_READS_MAX 8
+
+/* 40 streams of 2 entries, at most 4 keys per read: a read gives far
+ * fewer than a batch, so one round trip carries several reads (of 4 keys
+ * each), and what they bring is one batch of many streams; each entry
+ * once, and no batch over FILL_READS_MAX times batch. */
+static void test_fill_reads(void **state)
+{
+	(void)state;
+	enum { NS = 40, PER = 2 };
+	cmd_ok("XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
+	struct fake *f = fake_new(false, keys_of_4);
+	add_runs(f, NS, PER);
+	ROUND_UNTIL(f, f->nrecs >= NS * PER);
+	for (int i = 0; i < 3; i++)
+		round_once(f);
+	assert_runs_once(f, 0, NS, PER);
+	size_t largest, most = most_streams_in_a_batch(f, &largest);
+	if (most <= 4)
+		fail_msg("at most %zu streams in one batch: one read (4 keys) per round trip", most);
+	assert_true(largest <= FILL_READS_MAX * 64);
+	ROUND_UNTIL(f, pending_of("run:0") == 0 && pending_of("run:39") == 0);
+	fake_finish(f);
+}
+
+static void keys_of_4_batch_16(struct pool_config *p)
+{
+	p->read_keys = 4;
+	p->batch = 16;
+	p->claim_idle_ms = 60000;
+}
+
+/* 12 streams with 40 entries each behind, 4 keys of COUNT 4 per read:
+ * the keys come back full, so reads narrow to fewer keys with a larger
+ * COUNT (a stream drained in fewer visits), never past batch per read;
+ * every entry once. */
+static void test_deep_reads(void **state)
+{
+	(void)state;
+	enum { NS = 12, PER = 40 };
+	cmd_ok("XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
+	struct fake *f = fake_new(false, keys_of_4_batch_16);
+	add_runs(f, NS, PER);
+	ROUND_UNTIL(f, f->nrecs >= NS * PER);
+	for (int i = 0; i < 3; i++)
+		round_once(f);
+	assert_runs_once(f, 0, NS, PER);
+	size_t largest;
+	most_streams_in_a_batch(f, &largest);
+	size_t deep = most_of_a_stream_in_a_batch(f);
+	if (deep <= 16 / 4)
+		fail_msg("at most %zu entries of a stream in one batch: COUNT stayed batch / read_keys", deep);
+	assert_true(largest <= FILL_READS_MAX * 16);
+	fake_finish(f);
+}
+
+/* 3 streams always more than full (8 new entries each every round) among
+ * 20 with 2 entries each, 4 keys per read: the busy ones narrow nothing
+ * for the others, whose entries are all read (no stream starves), and
+ * the busy ones keep being read. */
+static void test_busy_streams_no_starving(void **state)
+{
+	(void)state;
+	enum { NS = 23, HOT = 3, PER = 2 };
+	cmd_ok("XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
+	struct fake *f = fake_new(false, keys_of_4_batch_16);
+	add_runs(f, NS, PER);
+	char name[32];
+	bool done = false;
+	int64_t until = util_mono_ms() + DEADLINE_MS;
+	while (!done && util_mono_ms() < until) {
+		for (int s = 0; s < HOT; s++) {
+			snprintf(name, sizeof(name), "run:%d", s);
+			add_to(name, 8, NULL);
+		}
+		round_once(f);
+		done = true;
+		for (int s = HOT; s < NS && done; s++) {
+			snprintf(name, sizeof(name), "run:%d", s);
+			done = seen_of(f, name) >= PER;
+		}
+	}
+	if (!done)
+		fail_msg("a stream starved: %zu entries of run:%d read", seen_of(f, "run:22"), NS - 1);
+	assert_runs_once(f, HOT, NS, PER);
+	for (int s = 0; s < HOT; s++) {
+		snprintf(name, sizeof(name), "run:%d", s);
+		assert_true(seen_of(f, name) >= PER);
+	}
+	fake_finish(f);
+}
+
 /* A removed stream is no longer read; the others are. */
 static void test_pattern_removed(void **state)
 {
@@ -900,6 +1064,9 @@ int main(void)
 		cmocka_unit_test_setup(test_pattern_deleted, reset),
 		cmocka_unit_test_setup(test_pattern_rotation, reset),
 		cmocka_unit_test_setup(test_pattern_removed, reset),
+		cmocka_unit_test_setup(test_fill_reads, reset),
+		cmocka_unit_test_setup(test_deep_reads, reset),
+		cmocka_unit_test_setup(test_busy_streams_no_starving, reset),
 		cmocka_unit_test_setup(test_pattern_idle, reset),
 		cmocka_unit_test_setup(test_pattern_recreated, reset),
 	};
