@@ -520,6 +520,12 @@ static void step_pattern(struct discover *d, struct disc_pattern *p, struct rcon
 			gap = least_gap(d, p);
 		int64_t sched = p->next_call_ms;
 		scan_call(d, p, rc, now);
+		/* More calls than the last pass took: the keyspace grew and the
+		 * spread no longer fits it (a pass that found one call's worth
+		 * of keys would then find 1000 new streams a period); the rest
+		 * of the pass goes at the least gap. */
+		if (p->in_pass && p->calls >= p->prev_calls)
+			gap = least_gap(d, p);
 		if (p->in_pass)
 			p->next_call_ms = sched + gap < now ? now : sched + gap;
 	}
