@@ -3,8 +3,8 @@
 #
 #   tools/bench.sh [--workers N] [--batch B] [--sync full|normal] [--rate R]
 #                  [--runs N] [--tcp] [--tools] [--respawn [COUNT]] [--rss]
-#                  [--perf FILE] [--keep]
-#                  [--streams-per-run [--stream-fmt FMT] [--read-keys N] [--discover-ms N]]
+#                  [--perf FILE] [--keep] [--cmdstats]
+#                  [--streams-per-run [--stream-fmt FMT] [--read-keys N] [--discover-ms N] [--notify]]
 #                  [--new-streams N [--idle-streams N] [--populate N] [--notify]]
 #                  [-- SVBENCH ARGS...]
 #
@@ -20,7 +20,9 @@
 # --streams-per-run: svbench writes each run to its own stream (FMT, default
 # bench:run:{run}:events) and the pool's streams are the pattern FMT with
 # {run} -> * (bench:run:*:events) instead of "events"; --read-keys and
-# --discover-ms set the pool's read_keys/discover_ms (else the defaults).
+# --discover-ms set the pool's read_keys/discover_ms (else the defaults);
+# with --notify (below) new streams are found at their first entry instead
+# of at the next SCAN pass.
 # --new-streams N: the pool reads the pattern as with --streams-per-run and
 # svbench creates N new run streams one at a time, 200 ms apart, timing
 # XADD -> snapshot of each.  --idle-streams N first writes N matched
@@ -30,15 +32,17 @@
 # then runs with --enable-debug-command local), and --notify sets the
 # server's notify-keyspace-events to Kt (the operator's choice; the daemon
 # never sets it).  --tools adds a tool pool on the same pattern.
-# --perf FILE records `perf record -g` of the persistence workers during the
-# workload.  The build dir is $BUILD, or ../build-bench, ../build next to
+# --cmdstats prints, after the workload, the server's INFO commandstats of
+# the commands the workers and the monitor send (XREADGROUP, XACK, ...) to
+# stderr.  --perf FILE records `perf record -g` of the persistence workers
+# during the workload.  The build dir is $BUILD, or ../build-bench, ../build next to
 # this script.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 workers=1 batch=256 sync=full rate=0 runs=4000 tcp=0 tools=0 mode=bench count=20 perf_out= keep=0
 per_run=0 stream_fmt='bench:run:{run}:events' read_keys= discover_ms=
-new_streams=0 idle_streams=0 populate=0 notify=0
+new_streams=0 idle_streams=0 populate=0 notify=0 cmdstats=0
 while [ $# -gt 0 ]; do
 	case $1 in
 	--workers) workers=$2; shift 2 ;;
@@ -60,8 +64,9 @@ while [ $# -gt 0 ]; do
 	--idle-streams) idle_streams=$2; shift 2 ;;
 	--populate) populate=$2; shift 2 ;;
 	--notify) notify=1; shift ;;
+	--cmdstats) cmdstats=1; shift ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,39p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -196,6 +201,7 @@ svbench_extra=()
 case $mode in
 bench)
 	[ "$rate" != 0 ] && setup="$setup rate=$rate"
+	[ "$notify" = 1 ] && setup="$setup notify=Kt"
 	if [ -n "$perf_out" ]; then
 		pids=$(worker_pids | tr ' ' ,)
 		perf record --call-graph dwarf,16384 -F 499 -o "$perf_out" -p "$pids" >/dev/null 2>"$dir/perf.log" &
@@ -265,3 +271,7 @@ rss)
 	;;
 esac
 echo "$setup $out"
+if [ "$cmdstats" = 1 ]; then
+	"${rcli[@]}" INFO commandstats | tr -d '\r' |
+		grep -E '^cmdstat_(xreadgroup|xack|xautoclaim|xgroup|scan|eval|evalsha|client)' >&2 || true
+fi
