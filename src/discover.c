@@ -523,7 +523,8 @@ static void step_pattern(struct discover *d, struct disc_pattern *p, struct rcon
 		/* More calls than the last pass took: the keyspace grew and the
 		 * spread no longer fits it (a pass that found one call's worth
 		 * of keys would then find 1000 new streams a period); the rest
-		 * of the pass goes at the least gap. */
+		 * of the pass goes at the least gap (10 ms; 1 s in the safety
+		 * net while notifications are on). */
 		if (p->in_pass && p->calls >= p->prev_calls)
 			gap = least_gap(d, p);
 		if (p->in_pass)
