@@ -434,8 +434,23 @@ static int list_stream(struct rconn *rc, const struct dead_scope *s, size_t si, 
 	return ret;
 }
 
-/* "groups" of each row from the stream's index, when the index names
- * this very letter (pipelined HGETs).  Returns 0 or -ENOTCONN. */
+/* "groups" of row from r, its origin's HGET of the stream's index, when
+ * the index names this very letter. */
+static void index_groups(json_t *row, const redisReply *r)
+{
+	json_t *v = r->type == REDIS_REPLY_STRING ? json_loadb(r->str, r->len, 0, NULL) : NULL;
+	if (json_is_array(v) && json_equal(json_array_get(v, 0), json_object_get(row, "id"))) {
+		json_t *groups = json_array();
+		for (size_t k = 1; k < json_array_size(v); k++)
+			if (json_is_string(json_array_get(v, k)))
+				json_array_append(groups, json_array_get(v, k));
+		json_object_set_new(row, "groups", groups);
+	}
+	json_decref(v);
+}
+
+/* "groups" of each row from the stream's index (pipelined HGETs).
+ * Returns 0 or -ENOTCONN. */
 static int rows_groups(struct rconn *rc, const struct sv_config *cfg, const struct dead_scope *s,
 		       struct dead_rows *rs)
 {
@@ -450,17 +465,8 @@ static int rows_groups(struct rconn *rc, const struct sv_config *cfg, const stru
 		redisReply *r = rconn_get_reply(rc);
 		if (!r)
 			return -ENOTCONN;
-		json_t *v = r->type == REDIS_REPLY_STRING ? json_loadb(r->str, r->len, 0, NULL) : NULL;
+		index_groups(rs->v[i].json, r);
 		freeReplyObject(r);
-		json_t *id = json_object_get(rs->v[i].json, "id");
-		if (json_is_array(v) && json_equal(json_array_get(v, 0), id)) {
-			json_t *groups = json_array();
-			for (size_t k = 1; k < json_array_size(v); k++)
-				if (json_is_string(json_array_get(v, k)))
-					json_array_append(groups, json_array_get(v, k));
-			json_object_set_new(rs->v[i].json, "groups", groups);
-		}
-		json_decref(v);
 	}
 	return 0;
 }
@@ -581,6 +587,13 @@ static json_t *dead_show(struct rconn *rc, const struct sv_config *cfg, const st
 		char *key = dead_key_of(s.v[si]);
 		reply = dead_meta_json(key, s.v[si], &l);
 		free(key);
+		char *idx = dead_index_key(cfg, s.v[si]);
+		redisReply *g = rconn_command(rc, "HGET %s %s", idx, l.origin[0] ? l.origin : "-");
+		free(idx);
+		if (g) {
+			index_groups(reply, g); /* every group that refused it */
+			freeReplyObject(g);
+		}
 		size_t items = l.f->elements - l.first, budget = DEAD_CHUNK;
 		json_t *parts = json_array();
 		while (item < items && json_array_size(parts) < DEAD_PARTS_MAX) {

@@ -59,7 +59,9 @@ same_raw "$TMPD/raw" events "$ORIG" 0 || fail "--raw differs from the original"
 ctl -t 20 --json dead show "$DID" >"$TMPD/show.json" || fail "dead show --json failed"
 [ "$(pyjson '[len(f["value"]) for f in d["fields"] if f["name"] == "data"][0]' <"$TMPD/show.json")" = "$BIG" ] ||
 	fail "dead show --json lacks the whole data"
-ok "whole"
+[ "$(pyjson 'sorted(d["groups"])' <"$TMPD/show.json")" = "[\"$GROUP\", \"tools\"]" ] ||
+	fail "dead show groups: $(pyjson 'd["groups"]' <"$TMPD/show.json")"
+ok "whole, listing both groups"
 
 copies() { $DI digest "$RSOCK" events | pyjson 'len([e for e in d if e[1][0][0] == "6f726967696e5f6964"])'; }
 check "dead retry all, twice: one re-drive each, one dead letter, ORIGIN_ID the original"
