@@ -14,6 +14,7 @@
 enum pool_kind { POOL_PERSISTENCE = 0, POOL_TOOL };
 enum reducer_kind { REDUCER_RESPONSE = 0, REDUCER_MERGE };
 enum sqlite_sync { SV_SYNC_FULL = 0, SV_SYNC_NORMAL };
+enum tool_mode { TOOL_EXEC = 0, TOOL_PERSISTENT };
 
 /* v[n] is NULL, so a command list is an argv. */
 struct strlist {
@@ -43,6 +44,10 @@ struct pool_config {
 	int64_t max_rss_mb;     /* 0 = off */
 	char *sqlite_path;      /* persistence: resolved; default sqlite.path.
 				 * tool pools: NULL */
+	struct strlist tools;   /* tool pools: the tools it serves (issue 13);
+				 * calls for others are acked without output and
+				 * without touching their done key */
+	bool tools_given;       /* false: serves every tool (tools empty) */
 	int line;
 };
 
@@ -54,6 +59,12 @@ struct tool_config {
 	struct strlist env;     /* "K=V" */
 	char *cwd;              /* "/" */
 	int64_t rlimit_cpu_s, rlimit_as_mb, rlimit_nofile; /* 0 = unlimited */
+	enum tool_mode mode;    /* exec: one process per call (default) */
+	/* persistent only (issue 13, streamvisor-handlers(7)): */
+	int64_t concurrency;    /* 1: calls in flight per handler, 1 .. 1000 */
+	int64_t start_timeout_ms; /* 10000: from start to {"ready": true} */
+	int64_t max_calls;      /* 0 = never: recycle after this many calls */
+	int64_t max_rss_mb;     /* 0 = off: recycle over this RSS */
 	int line;
 };
 
@@ -159,6 +170,15 @@ const struct pool_config *config_find_pool(const struct sv_config *cfg, const ch
 const struct tool_config *config_find_tool(const struct sv_config *cfg, const char *name);
 
 const char *config_pool_kind_name(enum pool_kind k);
+const char *config_tool_mode_name(enum tool_mode m);
+/* Does the tool pool serve tool name (pools[].tools, or every tool when
+ * not given)? */
+bool config_pool_serves(const struct pool_config *p, const char *name);
+/* Could an entry of some stream be read by both pools (a literal in both,
+ * a literal matching the other's pattern, or two patterns not told apart
+ * by their literal prefixes)?  Conservative: true when unsure. */
+bool config_pools_may_share_stream(const struct pool_config *a, const struct pool_config *b, char *example,
+				   size_t len);
 
 /* Stream patterns (issue 11).  A `streams` entry holding an unescaped
  * '*', '?' or '[' is a pattern; '\\' escapes the one character after it.

@@ -56,6 +56,10 @@
  *   pools[].idle_ms                    100 .. 86400000
  *   pools[].idle_check_rate            1 .. 1000000 (keys a second)
  *   tools[].max_output                 1 .. 67108864 bytes
+ *   tools[].concurrency                1 .. 1000 (persistent only)
+ *   tools[].start_timeout_ms           duration (persistent only)
+ *   tools[].max_calls                  0 (never) .. 1000000000 (persistent only)
+ *   tools[].max_rss_mb                 0 (off) .. 1048576 (persistent only)
  *   tools[].rlimits.cpu_s              0 .. 2592000, as_mb 0 .. 16777216,
  *                                      nofile 0 .. 1048576 (0 = unlimited)
  *   control.mode                       octal string, <= 0777
@@ -1157,7 +1161,8 @@ static void tool_free(struct tool_config *t)
 static void load_tools(struct ld *ld, const config_setting_t *root)
 {
 	static const char *const keys[] = {"name", "command", "timeout_ms", "max_output", "env", "cwd",
-					   "rlimits", NULL};
+					   "rlimits", "mode", "concurrency", "start_timeout_ms", "max_calls",
+					   "max_rss_mb", NULL};
 	static const char *const rkeys[] = {"cpu_s", "as_mb", "nofile", NULL};
 	struct sv_config *cfg = ld->cfg;
 	config_setting_t *list = member(root, "tools");
@@ -1232,6 +1237,27 @@ static void load_tools(struct ld *ld, const config_setting_t *root)
 		tc->rlimit_as_mb = v;
 		get_int(ld, rg, rw, "nofile", 0, 0, INT64_C(1048576), &v);
 		tc->rlimit_nofile = v;
+
+		char *mode = NULL;
+		s = get_str(ld, e, where, "mode", "exec", &mode);
+		if (strcmp(mode, "exec") == 0)
+			tc->mode = TOOL_EXEC;
+		else if (strcmp(mode, "persistent") == 0)
+			tc->mode = TOOL_PERSISTENT;
+		else
+			errf(ld, s, "%s.mode must be \"exec\" or \"persistent\", not \"%s\"", where, mode);
+		free(mode);
+		/* The handler's settings mean nothing to an exec tool: refuse
+		 * them there rather than ignore them silently. */
+		const config_setting_t *ps[4];
+		ps[0] = get_int(ld, e, where, "concurrency", 1, 1, MAX_COUNT, &tc->concurrency);
+		ps[1] = get_int(ld, e, where, "start_timeout_ms", 10000, 1, MAX_DURATION_MS, &tc->start_timeout_ms);
+		ps[2] = get_int(ld, e, where, "max_calls", 0, 0, INT64_C(1000000000), &tc->max_calls);
+		ps[3] = get_int(ld, e, where, "max_rss_mb", 0, 0, 1048576, &tc->max_rss_mb);
+		for (size_t k = 0; k < ARRAY_SIZE(ps) && tc->mode == TOOL_EXEC; k++)
+			if (ps[k])
+				errf(ld, ps[k], "%s.%s applies to persistent tools only (mode = \"persistent\")", where,
+				     config_setting_name(ps[k]));
 	}
 }
 
@@ -1241,12 +1267,15 @@ static void pool_free(struct pool_config *p)
 	free(p->group);
 	strlist_free(&p->streams);
 	strlist_free(&p->patterns);
+	strlist_free(&p->tools);
 	free(p->sqlite_path);
 }
 
 struct pool_lines {
-	const config_setting_t *entry, *name, *block, *claim, *maxdel, *sqlite;
+	const config_setting_t *entry, *name, *block, *claim, *maxdel, *sqlite, *tools;
 };
+
+static void check_tool_overlap(struct ld *ld, const struct pool_lines *pl);
 
 static void check_sqlite_dirs(struct ld *ld, const struct pool_lines *pl);
 
@@ -1255,7 +1284,7 @@ static void load_pools(struct ld *ld, const config_setting_t *root)
 	static const char *const keys[] = {"name", "kind", "count", "group", "streams", "batch", "block_ms",
 					   "claim_idle_ms", "max_deliveries", "reducer", "max_rss_mb",
 					   "sqlite_path", "discover_ms", "read_keys", "idle_ms",
-					   "idle_check_rate", NULL};
+					   "idle_check_rate", "tools", NULL};
 	struct sv_config *cfg = ld->cfg;
 	config_setting_t *list = member(root, "pools");
 	if (!list)
@@ -1364,6 +1393,25 @@ static void load_pools(struct ld *ld, const config_setting_t *root)
 		if (pers) /* "" = sqlite.path */
 			p->sqlite_path = sp[0] ? resolve_path(ld, sp) : util_xstrdup(cfg->sqlite.path);
 		free(sp);
+
+		s = get_strlist(ld, e, where, "tools", &p->tools);
+		L->tools = s;
+		p->tools_given = s != NULL;
+		if (s && kind_ok && pers) {
+			errf(ld, s, "%s: tools applies to tool pools only", where);
+		} else if (s && p->tools.n == 0) {
+			errf(ld, s, "%s.tools must name at least one tool (leave it out to serve every tool)", where);
+		} else if (s) {
+			for (size_t j = 0; j < p->tools.n; j++) {
+				if (!config_find_tool(cfg, p->tools.v[j]))
+					errf(ld, s, "%s.tools: no tool named \"%s\" in tools", where, p->tools.v[j]);
+				for (size_t k = 0; k < j; k++)
+					if (strcmp(p->tools.v[j], p->tools.v[k]) == 0) {
+						errf(ld, s, "%s.tools: duplicate tool \"%s\"", where, p->tools.v[j]);
+						break;
+					}
+			}
+		}
 	}
 
 	/* Cross-checks with the heartbeat, redis and restart settings. */
@@ -1402,7 +1450,105 @@ static void load_pools(struct ld *ld, const config_setting_t *root)
 		}
 	}
 	check_sqlite_dirs(ld, pl);
+	check_tool_overlap(ld, pl);
 	free(pl);
+}
+
+/* ---- tool pools that would both answer a call --------------------------- */
+
+/* The literal text of a pattern before its first wildcard, escapes
+ * removed (malloc'd). */
+static char *pattern_prefix(const char *pat)
+{
+	char *out = util_xstrdup(pat), *o = out;
+	for (const char *p = pat; *p; p++) {
+		if (*p == '*' || *p == '?' || *p == '[')
+			break;
+		if (*p == '\\' && p[1])
+			p++;
+		*o++ = *p;
+	}
+	*o = '\0';
+	return out;
+}
+
+bool config_pools_may_share_stream(const struct pool_config *a, const struct pool_config *b, char *example,
+				   size_t len)
+{
+	for (size_t i = 0; i < a->streams.n; i++)
+		if (config_strlist_has(&b->streams, a->streams.v[i]) || config_match_any(&b->patterns, a->streams.v[i])) {
+			snprintf(example, len, "%s", a->streams.v[i]);
+			return true;
+		}
+	for (size_t i = 0; i < b->streams.n; i++)
+		if (config_match_any(&a->patterns, b->streams.v[i])) {
+			snprintf(example, len, "%s", b->streams.v[i]);
+			return true;
+		}
+	/* Two patterns: told apart only when neither literal prefix is a
+	 * prefix of the other ("a:*" and "b:*"); anything subtler counts as
+	 * an overlap. */
+	for (size_t i = 0; i < a->patterns.n; i++)
+		for (size_t j = 0; j < b->patterns.n; j++) {
+			char *pa = pattern_prefix(a->patterns.v[i]), *pb = pattern_prefix(b->patterns.v[j]);
+			size_t la = strlen(pa), lb = strlen(pb);
+			bool may = strncmp(pa, pb, la < lb ? la : lb) == 0;
+			free(pa);
+			free(pb);
+			if (may) {
+				snprintf(example, len, "%s / %s", a->patterns.v[i], b->patterns.v[j]);
+				return true;
+			}
+		}
+	return false;
+}
+
+bool config_pool_serves(const struct pool_config *p, const char *name)
+{
+	return !p->tools_given || config_strlist_has(&p->tools, name);
+}
+
+/* A tool both pools serve (the first of a's list, or of the tools), or
+ * NULL; "any tool" when neither names its tools and no tool is defined. */
+static const char *common_tool(const struct sv_config *cfg, const struct pool_config *a,
+			       const struct pool_config *b)
+{
+	if (!a->tools_given && !b->tools_given)
+		return cfg->ntools ? cfg->tools[0].name : "any tool";
+	const struct pool_config *named = a->tools_given ? a : b, *other = named == a ? b : a;
+	for (size_t i = 0; i < named->tools.n; i++)
+		if (config_pool_serves(other, named->tools.v[i]))
+			return named->tools.v[i];
+	return NULL;
+}
+
+/* Two tool pools reading one stream through different groups both get
+ * every call on it: each would publish an output for the tools they both
+ * serve (done marks are per call, so the second publish is skipped, but
+ * which pool answers is a race).  Refused: the pools must name disjoint
+ * tools, or share a group. */
+static void check_tool_overlap(struct ld *ld, const struct pool_lines *pl)
+{
+	const struct sv_config *cfg = ld->cfg;
+	for (size_t i = 0; i < cfg->npools; i++) {
+		const struct pool_config *p = &cfg->pools[i];
+		if (p->kind != POOL_TOOL || !p->group || !p->name)
+			continue;
+		for (size_t j = 0; j < i; j++) {
+			const struct pool_config *q = &cfg->pools[j];
+			if (q->kind != POOL_TOOL || !q->group || !q->name || strcmp(q->group, p->group) == 0)
+				continue;
+			const char *tool = common_tool(cfg, q, p);
+			char where[512];
+			if (!tool || !config_pools_may_share_stream(q, p, where, sizeof(where)))
+				continue;
+			errf(ld, pl[i].tools ? pl[i].tools : pl[i].entry,
+			     "tool pools %s and %s would both answer tool \"%s\" on %s through different groups "
+			     "(%s, %s): give them disjoint pools[].tools, the same group, or disjoint streams",
+			     q->name, p->name, tool, where, q->group, p->group);
+			break;
+		}
+	}
 }
 
 /* ---- SQLite directories ------------------------------------------------ */
@@ -1844,7 +1990,9 @@ static bool tool_equal(const struct tool_config *a, const struct tool_config *b)
 	       a->timeout_ms == b->timeout_ms && a->max_output == b->max_output &&
 	       strlist_equal(&a->env, &b->env) && str_eq(a->cwd, b->cwd) &&
 	       a->rlimit_cpu_s == b->rlimit_cpu_s && a->rlimit_as_mb == b->rlimit_as_mb &&
-	       a->rlimit_nofile == b->rlimit_nofile;
+	       a->rlimit_nofile == b->rlimit_nofile && a->mode == b->mode && a->concurrency == b->concurrency &&
+	       a->start_timeout_ms == b->start_timeout_ms && a->max_calls == b->max_calls &&
+	       a->max_rss_mb == b->max_rss_mb;
 }
 
 bool config_tools_equal(const struct sv_config *a, const struct sv_config *b)
@@ -1873,7 +2021,8 @@ bool config_pool_changed(const struct sv_config *old, const struct pool_config *
 	    a->claim_idle_ms != b->claim_idle_ms || a->max_deliveries != b->max_deliveries ||
 	    a->reducer != b->reducer || a->max_rss_mb != b->max_rss_mb || !str_eq(a->sqlite_path, b->sqlite_path) ||
 	    !strlist_equal(&a->patterns, &b->patterns) || a->discover_ms != b->discover_ms ||
-	    a->read_keys != b->read_keys || a->idle_ms != b->idle_ms || a->idle_check_rate != b->idle_check_rate)
+	    a->read_keys != b->read_keys || a->idle_ms != b->idle_ms || a->idle_check_rate != b->idle_check_rate ||
+	    a->tools_given != b->tools_given || !strlist_equal(&a->tools, &b->tools))
 		return true;
 	/* Workers beat at heartbeat.interval_ms and give their fencing key a
 	 * TTL of timeout_ms: a running worker would keep the old values. */
@@ -1903,4 +2052,9 @@ const struct tool_config *config_find_tool(const struct sv_config *cfg, const ch
 const char *config_pool_kind_name(enum pool_kind k)
 {
 	return k == POOL_TOOL ? "tool" : "persistence";
+}
+
+const char *config_tool_mode_name(enum tool_mode m)
+{
+	return m == TOOL_PERSISTENT ? "persistent" : "exec";
 }

@@ -971,6 +971,21 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 	call_free(&call);
 }
 
+/* Does the pool serve the call's tool?  A call whose name cannot be read
+ * is the pool's to dead-letter (true). */
+static bool serves_call(const struct pool_config *pool, const struct sv_entry *e)
+{
+	if (!pool->tools_given)
+		return true;
+	size_t dlen = 0;
+	const char *draw = field(e, "data", &dlen);
+	json_t *data = draw ? json_loadb(draw, dlen, JSON_ALLOW_NUL, NULL) : NULL;
+	const char *name = json_string_value(json_object_get(data, "name"));
+	bool serves = !name || config_pool_serves(pool, name);
+	json_decref(data);
+	return serves;
+}
+
 static int tool_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 {
 	struct tool_worker *tw = ctx;
@@ -983,6 +998,12 @@ static int tool_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 			ce->verdict = CE_ACK; /* not ours to act on */
 			continue;
 		}
+		if (!serves_call(h->pool, &ce->e)) {
+			/* Another pool's tool (pools[].tools): acked, no output,
+			 * its done key untouched, so that pool answers. */
+			ce->verdict = CE_ACK;
+			continue;
+		}
 		if (h->stopping(h->ctx)) {
 			ce->verdict = CE_DROP; /* stopping: leave the rest pending */
 			continue;
@@ -992,12 +1013,31 @@ static int tool_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 	return 0;
 }
 
+/* Persistent tools (issue 13, doc/issue13-design.md) are accepted by the
+ * configuration but not run yet: a pool that would serve one refuses to
+ * start (exit 78, FATAL) rather than exec the handler once per call. */
+static int tool_start(void *ctx, struct consumer *c)
+{
+	struct tool_worker *tw = ctx;
+	const struct pool_config *pool = consumer_host(c)->pool;
+	for (size_t i = 0; i < tw->cfg->ntools; i++) {
+		const struct tool_config *t = &tw->cfg->tools[i];
+		if (t->mode == TOOL_PERSISTENT && config_pool_serves(pool, t->name)) {
+			log_error("%s: pool %s: tool %s has mode \"persistent\", which this version does not run "
+				  "yet (leave it out of pools[].tools)",
+				  __func__, pool->name, t->name);
+			return -EINVAL;
+		}
+	}
+	return 0;
+}
+
 int worker_tool_init(const struct sv_config *cfg, struct consumer_kind *kind)
 {
 	struct tool_worker *tw = util_xcalloc(1, sizeof(*tw));
 	tw->cfg = cfg;
 	kind->ctx = tw;
-	kind->start = NULL;
+	kind->start = tool_start;
 	kind->idle = NULL;
 	kind->batch = tool_batch;
 	return 0;

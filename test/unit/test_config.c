@@ -978,6 +978,125 @@ static void test_pool_changed(void **state)
 	config_free(a);
 }
 
+/* Issue 13: tools[].mode and the handler's settings, pools[].tools, and
+ * the refusal of two tool pools that would both answer one call. */
+static void test_tool_modes(void **state)
+{
+	(void)state;
+	/* Defaults: exec, and the persistent settings at their defaults. */
+	struct sv_config *cfg = expect_ok("streams = [\"e\"];\n"
+					  "tools = ( { name = \"t\"; command = [\"/bin/cat\"]; } );\n");
+	assert_int_equal(cfg->tools[0].mode, TOOL_EXEC);
+	assert_int_equal(cfg->tools[0].concurrency, 1);
+	assert_int_equal(cfg->tools[0].start_timeout_ms, 10000);
+	assert_int_equal(cfg->tools[0].max_calls, 0);
+	assert_int_equal(cfg->tools[0].max_rss_mb, 0);
+	assert_string_equal(config_tool_mode_name(cfg->tools[0].mode), "exec");
+	config_free(cfg);
+	cfg = expect_ok("streams = [\"e\"];\n"
+			"tools = ( { name = \"h\"; command = [\"/bin/cat\"]; mode = \"persistent\"; concurrency = 1000;\n"
+			"  start_timeout_ms = 500; max_calls = 100; max_rss_mb = 256; } );\n");
+	assert_int_equal(cfg->tools[0].mode, TOOL_PERSISTENT);
+	assert_int_equal(cfg->tools[0].concurrency, 1000);
+	assert_int_equal(cfg->tools[0].start_timeout_ms, 500);
+	assert_int_equal(cfg->tools[0].max_calls, 100);
+	assert_int_equal(cfg->tools[0].max_rss_mb, 256);
+	assert_string_equal(config_tool_mode_name(cfg->tools[0].mode), "persistent");
+	config_free(cfg);
+	expect_errors("streams = [\"e\"];\n"
+		      "tools = ( { name = \"h\"; command = [\"/bin/cat\"]; mode = \"daemon\"; },\n"
+		      "  { name = \"p\"; command = [\"/bin/cat\"]; mode = \"persistent\"; concurrency = 0;\n"
+		      "    max_calls = -1; max_rss_mb = 1048577; start_timeout_ms = 0; },\n"
+		      "  { name = \"q\"; command = [\"/bin/cat\"]; mode = \"persistent\"; concurrency = 1001; } );\n",
+		      6, 2, "tools[0].mode must be \"exec\" or \"persistent\", not \"daemon\"", 3,
+		      "tools[1].concurrency must be between 1 and 1000 (got 0)", 4,
+		      "tools[1].start_timeout_ms must be between 1 and", 4, "tools[1].max_calls must not be negative", 4,
+		      "tools[1].max_rss_mb must be between 0 and 1048576", 5, "tools[2].concurrency must be between");
+	/* The handler's settings on an exec tool are refused, not ignored. */
+	expect_errors("streams = [\"e\"];\n"
+		      "tools = ( { name = \"t\"; command = [\"/bin/cat\"];\n"
+		      "  concurrency = 4; max_calls = 10; } );\n",
+		      2, 3, "tools[0].concurrency applies to persistent tools only", 3,
+		      "tools[0].max_calls applies to persistent tools only");
+}
+
+static void test_pool_tools(void **state)
+{
+	(void)state;
+	static const char tools[] = "tools = ( { name = \"a\"; command = [\"/bin/cat\"]; },\n"
+				    "  { name = \"b\"; command = [\"/bin/cat\"]; } );\n";
+	char text[2048];
+	/* Disjoint tools through different groups on one stream: fine. */
+	snprintf(text, sizeof(text),
+		 "streams = [\"e\"];\n%s"
+		 "pools = ( { name = \"pa\"; kind = \"tool\"; group = \"ga\"; tools = [\"a\"]; },\n"
+		 "  { name = \"pb\"; kind = \"tool\"; group = \"gb\"; tools = [\"b\"]; } );\n",
+		 tools);
+	struct sv_config *cfg = expect_ok(text);
+	assert_true(cfg->pools[0].tools_given);
+	assert_true(config_pool_serves(&cfg->pools[0], "a"));
+	assert_false(config_pool_serves(&cfg->pools[0], "b"));
+	config_free(cfg);
+	/* Without tools a pool serves every tool; two such pools in one
+	 * group share the work (fine). */
+	snprintf(text, sizeof(text),
+		 "streams = [\"e\"];\n%s"
+		 "pools = ( { name = \"p1\"; kind = \"tool\"; }, { name = \"p2\"; kind = \"tool\"; } );\n", tools);
+	cfg = expect_ok(text);
+	assert_false(cfg->pools[0].tools_given);
+	assert_true(config_pool_serves(&cfg->pools[0], "b"));
+	config_free(cfg);
+	/* Different groups, overlapping tools, one stream: refused at the
+	 * second pool's tools. */
+	snprintf(text, sizeof(text),
+		 "streams = [\"e\"];\n%s"
+		 "pools = ( { name = \"pa\"; kind = \"tool\"; group = \"ga\"; tools = [\"a\", \"b\"]; },\n"
+		 "  { name = \"pb\"; kind = \"tool\"; group = \"gb\";\n"
+		 "    tools = [\"b\"]; } );\n",
+		 tools);
+	expect_errors(text, 1, 6, "tool pools pa and pb would both answer tool \"b\" on e through different groups");
+	/* One serves every tool: it overlaps anything on its streams. */
+	snprintf(text, sizeof(text),
+		 "streams = [\"e\"];\n%s"
+		 "pools = ( { name = \"pa\"; kind = \"tool\"; group = \"ga\"; },\n"
+		 "  { name = \"pb\"; kind = \"tool\"; group = \"gb\"; tools = [\"b\"]; } );\n",
+		 tools);
+	expect_errors(text, 1, 5, "would both answer tool \"b\"");
+	/* Disjoint literal streams: fine; a literal matched by the other's
+	 * pattern: refused; patterns with disjoint prefixes: fine; patterns
+	 * that could meet: refused. */
+	snprintf(text, sizeof(text),
+		 "streams = [\"e\"];\n%s"
+		 "pools = ( { name = \"pa\"; kind = \"tool\"; group = \"ga\"; streams = [\"x\"]; },\n"
+		 "  { name = \"pb\"; kind = \"tool\"; group = \"gb\"; streams = [\"y\", \"run:*\"]; },\n"
+		 "  { name = \"pc\"; kind = \"tool\"; group = \"gc\"; streams = [\"job:*\"]; } );\n",
+		 tools);
+	cfg = expect_ok(text);
+	config_free(cfg);
+	snprintf(text, sizeof(text),
+		 "streams = [\"e\"];\n%s"
+		 "pools = ( { name = \"pa\"; kind = \"tool\"; group = \"ga\"; streams = [\"run:1\"]; },\n"
+		 "  { name = \"pb\"; kind = \"tool\"; group = \"gb\"; streams = [\"run:*\"]; } );\n",
+		 tools);
+	expect_errors(text, 1, 5, "on run:1 through different groups");
+	snprintf(text, sizeof(text),
+		 "streams = [\"e\"];\n%s"
+		 "pools = ( { name = \"pa\"; kind = \"tool\"; group = \"ga\"; streams = [\"r*\"]; },\n"
+		 "  { name = \"pb\"; kind = \"tool\"; group = \"gb\"; streams = [\"run:?\"]; } );\n",
+		 tools);
+	expect_errors(text, 1, 5, "on r* / run:? through different groups");
+	/* tools: known names, no duplicates, not empty, tool pools only. */
+	snprintf(text, sizeof(text),
+		 "streams = [\"e\"];\n%s"
+		 "pools = ( { name = \"pa\"; kind = \"tool\"; tools = [\"a\", \"zz\", \"a\"]; },\n"
+		 "  { name = \"pb\"; kind = \"tool\"; group = \"gb\"; streams = [\"x\"]; tools = []; },\n"
+		 "  { name = \"pp\"; kind = \"persistence\"; tools = [\"a\"]; } );\n",
+		 tools);
+	expect_errors(text, 4, 4, "pools[0].tools: no tool named \"zz\" in tools", 4,
+		      "pools[0].tools: duplicate tool \"a\"", 5, "pools[1].tools must name at least one tool", 6,
+		      "pools[2]: tools applies to tool pools only");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1002,6 +1121,8 @@ int main(void)
 		cmocka_unit_test(test_pool_changed),
 		cmocka_unit_test(test_patterns_classify),
 		cmocka_unit_test(test_patterns_config),
+		cmocka_unit_test(test_tool_modes),
+		cmocka_unit_test(test_pool_tools),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
