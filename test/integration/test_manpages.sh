@@ -8,7 +8,7 @@
 # The only mandoc messages tolerated are the ones about our own pages not
 # being installed yet ("referenced manual not found" for an .Xr to
 # streamvisord(8), streamvisorctl(1), streamvisor.conf(5) or
-# streamvisor-events(7), and mandoc's
+# streamvisor-events(7) or streamvisor-handlers(7), and mandoc's
 # "outdated mandoc.db lacks ... entry" for the same pages).  -Wwarning
 # normally hides those STYLE messages; the filter is for mandoc versions
 # that report them anyway.
@@ -17,7 +17,7 @@ set -euo pipefail
 src=${SV_SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 man=$src/man
 pages=("$man/streamvisord.8" "$man/streamvisorctl.1" "$man/streamvisor.conf.5"
-	"$man/streamvisor-events.7")
+	"$man/streamvisor-events.7" "$man/streamvisor-handlers.7")
 # Any other page in man/ is linted too.
 for p in "$man"/*.[1-9]; do
 	case " ${pages[*]} " in *" $p "*) ;; *) pages+=("$p") ;; esac
@@ -34,8 +34,8 @@ ok() { printf 'ok   %s\n' "$1"; pass=$((pass + 1)); }
 ko() { printf 'FAIL %s: %s\n' "$1" "$2"; fail=$((fail + 1)); }
 
 # Our own pages, as .Xr NAME SECTION and as NAME(SECTION).
-own_xr='Xr (streamvisord 8|streamvisorctl 1|streamvisor\.conf 5|streamvisor-events 7)'
-own_db='(streamvisord\(8\)|streamvisorctl\(1\)|streamvisor\.conf\(5\)|streamvisor-events\(7\))'
+own_xr='Xr (streamvisord 8|streamvisorctl 1|streamvisor\.conf 5|streamvisor-events 7|streamvisor-handlers 7)'
+own_db='(streamvisord\(8\)|streamvisorctl\(1\)|streamvisor\.conf\(5\)|streamvisor-events\(7\)|streamvisor-handlers\(7\))'
 allowed="^mandoc: .*: STYLE: referenced manual not found: ${own_xr}( \([0-9]+ times\))?\$"
 allowed_db="^mandoc: outdated mandoc\.db lacks ${own_db} entry, run makewhatis .*\$"
 
@@ -77,11 +77,13 @@ keys=(
 	pools
 	'pools[].name' 'pools[].kind' 'pools[].count' 'pools[].group' 'pools[].streams'
 	'pools[].batch' 'pools[].block_ms' 'pools[].claim_idle_ms' 'pools[].max_deliveries'
-	'pools[].reducer' 'pools[].max_rss_mb' 'pools[].sqlite_path'
+	'pools[].reducer' 'pools[].max_rss_mb' 'pools[].sqlite_path' 'pools[].tools'
 	tools
 	'tools[].name' 'tools[].command' 'tools[].timeout_ms' 'tools[].max_output'
 	'tools[].env' 'tools[].cwd'
 	'tools[].rlimits.cpu_s' 'tools[].rlimits.as_mb' 'tools[].rlimits.nofile'
+	'tools[].mode' 'tools[].concurrency' 'tools[].start_timeout_ms' 'tools[].max_calls'
+	'tools[].max_rss_mb'
 	retention.trim_acked retention.keep_ms retention.dead_keep_ms retention.events_keep_ms
 	metrics.listen
 	log.level log.format log.file
@@ -128,6 +130,21 @@ if ((${#missing[@]})); then
 	ko "streamvisor-events.7 event types" "missing: ${missing[*]}"
 else
 	ok "streamvisor-events.7 documents every event type of both reducers"
+fi
+
+# streamvisor-handlers(7) documents every message of the protocol.
+h7=$man/streamvisor-handlers.7
+missing=()
+for w in '"ready": true' '"cancel":' '"deadline_ms":' '"error": {"message":' '"output":'; do
+	grep -qF -e "$w" "$h7" || missing+=("$w")
+done
+for s in 'FROM STREAMVISOR (STANDARD INPUT)' 'TO STREAMVISOR (FILE DESCRIPTOR 3)' 'End of input'; do
+	grep -qE "^\.S[hs] ${s//[()]/.}\$" "$h7" || missing+=("section '$s'")
+done
+if ((${#missing[@]})); then
+	ko "streamvisor-handlers.7 protocol" "missing: ${missing[*]}"
+else
+	ok "streamvisor-handlers.7 documents every message of the protocol"
 fi
 
 # Every page is installed and every other page points to the event protocol.
