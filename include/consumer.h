@@ -18,7 +18,9 @@
 #ifndef SV_CONSUMER_H
 #define SV_CONSUMER_H
 
+#include <poll.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -77,8 +79,50 @@ struct consumer_kind {
 	/* Optional: periodic housekeeping when a read found nothing. */
 	void (*idle)(void *ctx, struct consumer *c);
 	int (*batch)(void *ctx, struct consumer *c, struct consumer_batch *b);
+	/* The three hooks below are optional (all NULL: exec tools,
+	 * persistence; the loop is then exactly the one without them).  They
+	 * are for a kind that keeps entries in hand (CE_DEFER) and works on
+	 * fds of its own while the consumer reads (persistent tools).
+	 *
+	 * poll_fds: the fds to watch while the consumer waits, at most max
+	 * (CONSUMER_POLL_MAX) of them, each with fd and events set (revents
+	 * is cleared by the consumer); *deadline_ms (monotonic, util_mono_ms;
+	 * INT64_MAX on entry: none) may be lowered to the kind's next
+	 * deadline (timeouts, renewals, restarts).  Returns how many.  Called
+	 * before every poll() of a wait: while a blocking read is in flight on
+	 * the consumer's connection (the XREADGROUP is sent, its reply read
+	 * only once the Redis fd is readable), and while capacity() is 0.
+	 * Nothing may be sent on the consumer's connection (host->rc) from
+	 * these hooks: a read is in flight on it; use a connection of the
+	 * kind's own (consumer_renew_on). */
+	size_t (*poll_fds)(void *ctx, struct pollfd *fds, size_t max, int64_t *deadline_ms);
+	/* poll_fds' fds with their revents, after a poll() in which one of
+	 * them fired or the deadline passed (then possibly none fired).  n is
+	 * what poll_fds returned.  May call consumer_settle(). */
+	void (*poll_ready)(void *ctx, struct consumer *c, const struct pollfd *fds, size_t n);
+	/* How many new entries the kind can take now (its free slots).  The
+	 * entries of one round trip (new entries of every read of it, a
+	 * history batch, a claim sweep, an idle re-check) never outnumber it:
+	 * reads name at most that many keys, with COUNT shared among them.
+	 * One exception, documented rather than paid for with a delivery:
+	 * with more active streams than free slots, the consumer reads them
+	 * in rotation, capacity() keys at a time, and once a whole turn found
+	 * nothing it blocks on every active key with COUNT 1 (so an entry on
+	 * any of them ends the wait at once); streams that receive an entry
+	 * at the very same moment may then bring one entry each, up to
+	 * (active streams - free slots) beyond capacity, which the kind keeps
+	 * waiting.  (Giving them back would cost a delivery each: Redis has
+	 * no "undeliver".)  0: the consumer reads nothing (no new
+	 * entries, no history, no claim sweep: those wait until there is
+	 * room), and waits in the poll loop (bounded by block_ms and the
+	 * heartbeat), sending its acks, heartbeats and settled verdicts, until
+	 * there is room, something to settle, or news.  Absent: unbounded. */
+	size_t (*capacity)(void *ctx);
 	void *ctx;
 };
+
+/* Fds poll_fds may hand over at most. */
+#define CONSUMER_POLL_MAX 256
 
 enum consumer_verdict {
 	CE_UNDECIDED = 0, /* the handler did not say: acked */
@@ -86,6 +130,14 @@ enum consumer_verdict {
 	CE_DEAD,          /* move to STREAM:dead with reason (acked atomically) */
 	CE_DONE,          /* the handler acked it itself (tool publish script) */
 	CE_DROP,          /* no longer ours (claimed by another consumer): leave it */
+	CE_DEFER,         /* the kind owns it now: it publishes and acks it itself
+			   * (tool publish script) or settles it later
+			   * (consumer_settle); not acked, not counted, not renewed
+			   * by the consumer (the kind renews its own entries:
+			   * consumer_renew_on).  A history batch (own pending read
+			   * again after a reconnect) may hand over an entry the kind
+			   * already holds: it recognises it by stream and id and
+			   * answers CE_DEFER again without taking it twice. */
 };
 
 struct consumer_entry {
@@ -146,6 +198,28 @@ const char *consumer_name(const struct consumer *c);
  * dropped. */
 int consumer_renew(struct consumer *c, const char *stream, const char *const *ids, size_t n,
 		   bool *owned);
+/* consumer_renew on an explicit connection: a kind's own second
+ * connection (rc), usable while a read is in flight on the consumer's.
+ * The owner check is the same (the consumer's group and name). */
+int consumer_renew_on(struct consumer *c, struct rconn *rc, const char *stream, const char *const *ids,
+		      size_t n, bool *owned);
+/* Settle an entry the kind deferred (CE_DEFER) other than by its own
+ * publish: v is CE_ACK (ack it, counted as processed), CE_DEAD (dead
+ * letter with reason, copied; its fields are read back with XRANGE and
+ * its delivery count with the owner check: an entry no longer ours is
+ * left alone, one deleted meanwhile is acked as lost) or CE_DROP (leave it
+ * pending: a successor takes it over).  Queued, and applied at the start
+ * of the next consumer_step (acks go out with that round's pipeline);
+ * settling is not sending.  The queue is not bounded by the consumer: it
+ * holds the kind's own deferred entries, so it is bounded by what the
+ * kind keeps in hand (its concurrency, capped by capacity()).  A verdict
+ * that cannot be applied for want of a connection stays queued.  Returns
+ * 0, or -EINVAL (another verdict, an id too long, a stream not in the
+ * set). */
+int consumer_settle(struct consumer *c, const char *stream, const char *id, enum consumer_verdict v,
+		    const char *reason);
+/* Verdicts settled and not applied yet. */
+size_t consumer_settle_pending(const struct consumer *c);
 /* Names of consumers of the group on stream (XINFO CONSUMERS); for the
  * foreign-node check.  Returns a redisReply array (free it) or NULL. */
 redisReply *consumer_list(struct consumer *c, const char *stream);

@@ -3,6 +3,7 @@
 #include "consumer.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,15 @@ struct cstream {
 	size_t got;              /* its entries in the round trip being processed */
 };
 
+/* A verdict of consumer_settle, applied at the start of the next
+ * consumer_step (apply_settled). */
+struct settled {
+	char *stream;
+	char id[ID_MAX];
+	enum consumer_verdict verdict;
+	char reason[160];
+};
+
 /* A change asked by consumer_streams_update, applied at the start of the
  * next consumer_step (never in the middle of a round trip). */
 enum stream_op_kind { OP_ADD, OP_REMOVE, OP_WAKE };
@@ -113,6 +123,11 @@ struct consumer {
 	struct sv_field *fields;
 	size_t fields_cap;
 	size_t fields_used;       /* of fields, by the batch being built */
+	struct settled *settle;   /* consumer_settle's queue */
+	size_t nsettle, settle_cap;
+	size_t budget;            /* entries the round trip being planned may bring
+				   * (kind_capacity); SIZE_MAX: unbounded */
+	size_t sweep_rotate;      /* claim sweeps with a budget: first stream next time */
 };
 
 /* ---------- small helpers ---------- */
@@ -206,6 +221,7 @@ struct consumer *consumer_new(const struct consumer_host *host, const struct con
 	c->read_width = (size_t)pool->read_keys;
 	c->yield_x256[0] = c->yield_x256[1] = -1;
 	c->next_claim_ms = util_mono_ms() + pool->claim_idle_ms / 2;
+	c->budget = SIZE_MAX;
 	backoff_init(&c->heal_backoff, 100, 5000);
 	return c;
 }
@@ -220,6 +236,9 @@ void consumer_free(struct consumer *c)
 	for (size_t i = 0; i < c->nops; i++)
 		free(c->ops[i].name);
 	free(c->ops);
+	for (size_t i = 0; i < c->nsettle; i++)
+		free(c->settle[i].stream);
+	free(c->settle);
 	free(c->argv);
 	free(c->entries);
 	free(c->fields);
@@ -576,10 +595,14 @@ static int flush_acks(struct consumer *c)
 	return r;
 }
 
+static void apply_settled(struct consumer *c);
+
 void consumer_finish(struct consumer *c)
 {
-	if (c && conn(c)->c)
+	if (c && conn(c)->c) {
+		apply_settled(c);
 		flush_acks(c);
+	}
 }
 
 /* One dead letter per stream entry, whatever the number of groups that
@@ -796,8 +819,8 @@ static void build_batch(struct consumer *c, redisReply *entries, size_t si, stru
 	c->fields_used = (size_t)(fb - c->fields);
 }
 
-static int claim_own(struct consumer *c, const char *stream, const char *const *ids, size_t n,
-		     bool *owned, long long *deliveries);
+static int claim_own(struct consumer *c, struct rconn *rc, const char *stream, const char *const *ids,
+		     size_t n, bool *owned, long long *deliveries);
 
 /* Entries read again (history) or claimed: renew them through the Lua
  * script, which gives their delivery counts and makes those durable.
@@ -812,7 +835,7 @@ static int claim_reread(struct consumer *c, struct consumer_batch *b)
 	for (size_t i = 0; i < b->n; i++)
 		ids[i] = b->v[i].e.id;
 	int64_t t0 = util_mono_ms();
-	int r = claim_own(c, b->stream, ids, b->n, owned, deliveries);
+	int r = claim_own(c, conn(c), b->stream, ids, b->n, owned, deliveries);
 	log_debug("owner check of %zu entries read again: %d still ours, %lld ms", b->n, r,
 		  (long long)(util_mono_ms() - t0));
 	for (size_t i = 0; r >= 0 && i < b->n; i++) {
@@ -851,7 +874,8 @@ static void prejudge(struct consumer *c, struct consumer_batch *b)
 	}
 }
 
-/* Renew the undecided entries from..to (one stream's run of the batch). */
+/* Renew the undecided entries from..to (one stream's run of the batch).
+ * Deferred ones (CE_DEFER) are the kind's: it renews them itself. */
 static void renew_run(struct consumer *c, struct consumer_batch *b, size_t from, size_t to,
 		      const char **ids, bool *owned)
 {
@@ -998,6 +1022,7 @@ static int process_batch(struct consumer *c, struct consumer_batch *b)
 			hb(c)->processed++;
 			break;
 		case CE_DROP:
+		case CE_DEFER: /* the kind's now: it acks or settles it */
 			break;
 		}
 	}
@@ -1015,6 +1040,7 @@ struct read_plan {
 	bool block;
 	int64_t block_ms;   /* with block */
 	size_t nactive;     /* active streams when planned (new entries) */
+	long long limit;    /* COUNT per key at most (the kind's capacity); 0: no cap */
 };
 
 /* One stream's part of an XREADGROUP reply: [stream, [entries...]], or
@@ -1120,23 +1146,40 @@ static int process_read_reply(struct consumer *c, redisReply *r, const struct re
 	return history ? process_history_reply(c, r, rp, got) : process_new_replies(c, &r, rp, 1, got);
 }
 
+/* COUNT per key of a read of n keys that may bring budget entries in
+ * all (0: no cap). */
+static long long budget_limit(size_t budget, size_t n)
+{
+	if (budget == SIZE_MAX)
+		return 0;
+	return n && budget >= n ? (long long)(budget / n) : 1;
+}
+
 /* The keys of one XREADGROUP.  New entries (">"): of the active streams
  * only (idle pattern streams are re-checked apart: recheck_idle); while
  * entries come, the next read_keys of them in rotation, so no stream
  * starves; once a whole turn found nothing, one blocking read on every
  * active key.  History (own pending, cursor per stream): the first
- * read_keys streams not done yet, active or not. */
-static void plan_read(struct consumer *c, bool history, struct read_plan *rp)
+ * read_keys streams not done yet, active or not.  budget (the kind's
+ * capacity, SIZE_MAX: none, else >= 1) caps the keys and COUNT so that
+ * the read brings at most budget entries; with more active streams than
+ * budget, they are read in rotation even when few (consumer.h:
+ * capacity). */
+static void plan_read(struct consumer *c, bool history, struct read_plan *rp, size_t budget)
 {
 	size_t max = (size_t)c->pool->read_keys;
 	rp->n = 0;
 	rp->block = false;
 	rp->block_ms = c->pool->block_ms;
+	rp->limit = 0;
 	if (history) {
+		if (max > budget)
+			max = budget;
 		rp->idx = util_xcalloc(max ? max : 1, sizeof(*rp->idx));
 		for (size_t i = 0; i < c->nstreams && rp->n < max; i++)
 			if (c->st[i].history_cursor && !c->st[i].gone)
 				rp->idx[rp->n++] = i;
+		rp->limit = budget_limit(budget, rp->n);
 		return;
 	}
 	size_t nact = consumer_active_count(c);
@@ -1146,12 +1189,13 @@ static void plan_read(struct consumer *c, bool history, struct read_plan *rp)
 	 * on some keys would hold up entries waiting on the others for
 	 * block_ms per slice).  COUNT per key keeps the reply bounded.  Idle
 	 * streams wait for their re-check: the block ends by then. */
-	if (nact <= max || c->empty_keys >= nact) {
+	if ((nact <= max && nact <= budget) || c->empty_keys >= nact) {
 		rp->idx = util_xcalloc(nact ? nact : 1, sizeof(*rp->idx));
 		for (size_t i = 0; i < c->nstreams; i++)
 			if (c->st[i].active)
 				rp->idx[rp->n++] = i;
 		rp->block = true;
+		rp->limit = budget_limit(budget, rp->n);
 		if (nact < c->nstreams) {
 			int64_t until = c->next_recheck_ms - util_mono_ms();
 			if (until < rp->block_ms)
@@ -1164,7 +1208,9 @@ static void plan_read(struct consumer *c, bool history, struct read_plan *rp)
 	 * so no stream starves. */
 	if (c->read_width && c->read_width < max)
 		max = c->read_width;
-	rp->idx = util_xcalloc(max, sizeof(*rp->idx));
+	if (max > budget)
+		max = budget;
+	rp->idx = util_xcalloc(max ? max : 1, sizeof(*rp->idx));
 	size_t j = c->rotate < c->nstreams ? c->rotate : 0;
 	for (size_t seen = 0; seen < c->nstreams && rp->n < max; seen++) {
 		if (c->st[j].active)
@@ -1172,13 +1218,17 @@ static void plan_read(struct consumer *c, bool history, struct read_plan *rp)
 		j = (j + 1) % c->nstreams;
 	}
 	c->rotate = j;
+	rp->limit = budget_limit(budget, rp->n);
 }
 
-/* COUNT of a read: batch shared among its keys, at least 1 each. */
+/* COUNT of a read: batch shared among its keys, at least 1 each, at most
+ * the plan's limit. */
 static long long read_count(const struct consumer *c, const struct read_plan *rp)
 {
 	long long per_key = c->pool->batch / (long long)(rp->n ? rp->n : 1);
-	return per_key < 1 ? 1 : per_key;
+	if (per_key < 1)
+		per_key = 1;
+	return rp->limit && per_key > rp->limit ? rp->limit : per_key;
 }
 
 static void append_read(struct consumer *c, bool history, const struct read_plan *rp)
@@ -1238,19 +1288,128 @@ static bool beat_now(struct consumer *c, bool blocking)
 	return c->idle || 2 * elapsed >= h->interval_ms;
 }
 
+/* The kind's free slots (SIZE_MAX without a capacity hook). */
+static size_t kind_capacity(struct consumer *c)
+{
+	return c->kind.capacity ? c->kind.capacity(c->kind.ctx) : SIZE_MAX;
+}
+
+/* Wait in poll() on the kind's fds (poll_fds), the host's wake fd and,
+ * when rfd >= 0, the Redis fd, calling poll_ready as the kind's fire (or
+ * its deadline passes) and applying the host's news as it comes.  Returns
+ * true when rfd is readable; false when `until` passed or, without rfd
+ * (capacity 0), as soon as there is something else to do: room in the
+ * kind, a verdict settled, a stop, a pause. */
+static bool kind_poll(struct consumer *c, int rfd, int64_t until)
+{
+	struct pollfd fds[2 + CONSUMER_POLL_MAX];
+	for (;;) {
+		int64_t now = util_mono_ms();
+		if (now >= until)
+			return false;
+		nfds_t n = 0;
+		int ri = -1, wake = -1;
+		if (rfd >= 0)
+			ri = (int)n, fds[n++] = (struct pollfd){.fd = rfd, .events = POLLIN};
+		if (c->host.wake_fd >= 0)
+			wake = (int)n, fds[n++] = (struct pollfd){.fd = c->host.wake_fd, .events = POLLIN};
+		nfds_t k0 = n;
+		size_t nk = 0;
+		int64_t deadline = INT64_MAX;
+		if (c->kind.poll_fds) {
+			nk = c->kind.poll_fds(c->kind.ctx, fds + k0, CONSUMER_POLL_MAX, &deadline);
+			if (nk > CONSUMER_POLL_MAX)
+				nk = CONSUMER_POLL_MAX;
+		}
+		for (size_t i = 0; i < k0 + nk; i++)
+			fds[i].revents = 0;
+		int64_t wait = until - now;
+		if (deadline - now < wait)
+			wait = deadline > now ? deadline - now : 0;
+		if (poll(fds, k0 + nk, (int)wait) < 0 && errno != EINTR) {
+			log_error("%s: poll: %s", __func__, strerror(errno));
+			return false;
+		}
+		bool fired = util_mono_ms() >= deadline;
+		for (size_t i = k0; i < k0 + nk && !fired; i++)
+			fired = fds[i].revents != 0;
+		if (fired && c->kind.poll_ready)
+			c->kind.poll_ready(c->kind.ctx, c, fds + k0, nk);
+		if (wake >= 0 && fds[wake].revents)
+			host_wait(c, 0);
+		if (ri >= 0 && fds[ri].revents)
+			return true;
+		if (rfd < 0 && (c->nsettle || stopping(c) || c->host.paused(c->host.ctx) || kind_capacity(c) > 0))
+			return false;
+	}
+}
+
+/* Send what hiredis has buffered (a blocking context: a write waits at
+ * most command_timeout_ms).  Returns 0, or -ENOTCONN (dropped). */
+static int flush_out(struct consumer *c)
+{
+	struct rconn *rc = conn(c);
+	int done = 0;
+	while (rc->c && !done)
+		if (redisBufferWrite(rc->c, &done) != REDIS_OK)
+			rconn_drop(rc, rc->c->errstr);
+	return rc->c ? 0 : -ENOTCONN;
+}
+
+/* The reply of a blocking read sent at sent_ms, while the kind's fds are
+ * serviced (kind_poll): read only when the Redis fd is readable, or
+ * already buffered by an earlier reply of the pipeline.  Past
+ * command_timeout_ms the connection is dropped, as a blocking read's
+ * socket timeout would.  NULL: dropped. */
+static redisReply *poll_reply(struct consumer *c, int64_t sent_ms)
+{
+	struct rconn *rc = conn(c);
+	int64_t until = sent_ms + rc->cfg->redis.command_timeout_ms;
+	for (;;) {
+		void *r = NULL;
+		if (!rc->c)
+			return NULL;
+		if (redisReaderGetReply(rc->c->reader, &r) != REDIS_OK) {
+			rconn_drop(rc, rc->c->reader->errstr[0] ? rc->c->reader->errstr : "protocol error");
+			return NULL;
+		}
+		if (r)
+			return r;
+		if (!kind_poll(c, rc->c->fd, until)) {
+			if (util_mono_ms() >= until) {
+				rconn_drop(rc, "XREADGROUP reply timed out");
+				return NULL;
+			}
+			continue; /* poll failed: try again (until bounds it) */
+		}
+		if (redisBufferRead(rc->c) != REDIS_OK) {
+			rconn_drop(rc, rc->c->errstr);
+			return NULL;
+		}
+	}
+}
+
 /* One pipelined round trip: queued acks, the heartbeat when due, and
  * nreads reads (rp[0..nreads-1]).  Their replies go to out[]; returns how
- * many came (fewer than nreads: the connection dropped on the way). */
+ * many came (fewer than nreads: the connection dropped on the way).  A
+ * kind with fds of its own (poll_fds) is serviced while a blocking read
+ * waits: the pipeline is sent, the acks' and heartbeat's replies read
+ * (Redis answers them before it blocks), then the read's reply waited for
+ * in poll() (poll_reply). */
 static size_t round_trip_reads(struct consumer *c, bool history, const struct read_plan *rp, size_t nreads,
 			       redisReply **out)
 {
 	if (!conn(c)->c)
 		return 0; /* dropped by an earlier command of this round */
+	bool polled = c->kind.poll_fds && !history && nreads == 1 && rp[0].block;
 	int64_t t0 = util_mono_us();
 	int nacks = append_acks(c);
 	int nbeat = beat_now(c, !history && rp->block) ? heartbeat_append(hb(c), conn(c)) : 0;
 	for (size_t k = 0; k < nreads; k++)
 		append_read(c, history, &rp[k]);
+	int64_t sent_ms = util_mono_ms();
+	if (polled && flush_out(c) < 0)
+		return 0;
 	if (nacks && read_ack_replies(c) < 0)
 		return 0;
 	if (nbeat) {
@@ -1262,11 +1421,31 @@ static size_t round_trip_reads(struct consumer *c, bool history, const struct re
 		hb(c)->redis_rtt_us = util_mono_us() - t0;
 	}
 	size_t got = 0;
-	while (got < nreads && (out[got] = rconn_get_reply(conn(c))))
-		got++;
+	if (polled)
+		got = (out[0] = poll_reply(c, sent_ms)) != NULL;
+	else
+		while (got < nreads && (out[got] = rconn_get_reply(conn(c))))
+			got++;
 	if (got == nreads)
 		check_shortfalls(c);
 	return got;
+}
+
+/* The kind has no room (capacity 0): read nothing, but send the queued
+ * acks, beat, and service the kind's fds until there is room, something
+ * settled, news, the next beat or block_ms.  History, claim sweeps and
+ * idle re-checks wait for room too (they would bring entries). */
+static int service_wait(struct consumer *c)
+{
+	flush_acks(c);
+	heartbeat_beat_if_due(hb(c), conn(c));
+	int64_t now = util_mono_ms(), wait = c->pool->block_ms;
+	int64_t next = heartbeat_next_ms(hb(c), now);
+	if (next < wait)
+		wait = next;
+	kind_poll(c, -1, now + (wait > 0 ? wait : 0));
+	heartbeat_beat_if_due(hb(c), conn(c));
+	return 0;
 }
 
 /* round_trip_reads of one read: its reply, or NULL (connection dropped). */
@@ -1313,7 +1492,7 @@ static bool read_error(struct consumer *c, redisReply *r, const char *what)
 static int read_history(struct consumer *c)
 {
 	struct read_plan rp;
-	plan_read(c, true, &rp);
+	plan_read(c, true, &rp, c->budget);
 	if (rp.n == 0) {
 		free(rp.idx);
 		c->takeover_done = true;
@@ -1369,13 +1548,18 @@ static size_t plan_fill(struct consumer *c, struct read_plan *rp)
 	if (cap > rp[0].nactive / rp[0].n)
 		cap = rp[0].nactive / rp[0].n;
 	long long expected = 0, enough = c->pool->batch * 256 * 2 / 3;
+	size_t budget = c->budget;
 	for (;;) {
 		long long count = read_count(c, &rp[n]);
 		for (size_t j = 0; j < rp[n].n; j++)
 			expected += key_yield(c, &c->st[rp[n].idx[j]], count);
-		if (++n >= cap || expected >= enough)
+		if (budget != SIZE_MAX) {
+			size_t most = (size_t)count * rp[n].n;
+			budget = budget > most ? budget - most : 0;
+		}
+		if (++n >= cap || expected >= enough || budget == 0)
 			break;
-		plan_read(c, false, &rp[n]);
+		plan_read(c, false, &rp[n], budget);
 		if (rp[n].block || rp[n].n == 0) {
 			free(rp[n].idx);
 			break;
@@ -1434,7 +1618,7 @@ static int read_new(struct consumer *c)
 {
 	struct read_plan rp[FILL_READS_MAX];
 	redisReply *r[FILL_READS_MAX];
-	plan_read(c, false, &rp[0]);
+	plan_read(c, false, &rp[0], c->budget);
 	if (rp[0].n == 0) {
 		free(rp[0].idx);
 		return wait_for_streams(c);
@@ -1540,15 +1724,19 @@ static int recheck_idle(struct consumer *c)
 {
 	c->next_recheck_ms = util_mono_ms() + RECHECK_TICK_MS;
 	size_t want = recheck_keys(c), max = (size_t)c->pool->read_keys;
+	if (want > c->budget)
+		want = c->budget; /* the kind's capacity: a key per free slot at most */
 	size_t *idx = util_xcalloc(want, sizeof(*idx));
 	size_t n = pick_streams(c, &c->idle_rotate, want, PICK_IDLE_OR_PARKED, idx);
 	n = probe_parked(c, idx, n);
+	long long limit = budget_limit(c->budget, n);
 	size_t nreads = (n + max - 1) / max;
 	redisReply **replies = util_xcalloc(nreads ? nreads : 1, sizeof(*replies));
 	struct read_plan *plans = util_xcalloc(nreads ? nreads : 1, sizeof(*plans));
 	for (size_t k = 0; k < nreads && conn(c)->c; k++) {
 		plans[k].idx = idx + k * max;
 		plans[k].n = n - k * max < max ? n - k * max : max;
+		plans[k].limit = limit;
 		append_read(c, false, &plans[k]);
 	}
 	size_t got_replies = 0;
@@ -1595,6 +1783,22 @@ static int sweep_claims(struct consumer *c)
 	size_t *idx = util_xcalloc(c->nstreams ? c->nstreams : 1, sizeof(*idx)), at = 0;
 	size_t n = pick_streams(c, &at, c->nstreams, PICK_ACTIVE, idx);
 	n += pick_streams(c, &c->claim_rotate, SWEEP_IDLE_MAX, PICK_IDLE, idx + n);
+	if (c->budget != SIZE_MAX) {
+		/* The kind's capacity: COUNT shared among the streams, a
+		 * stream per free slot at most, from a rotation of the ones
+		 * picked so that every stream gets its turn. */
+		size_t keep = n < c->budget ? n : c->budget, from = n ? c->sweep_rotate % n : 0;
+		size_t *kept = util_xcalloc(keep ? keep : 1, sizeof(*kept));
+		for (size_t k = 0; k < keep; k++)
+			kept[k] = idx[(from + k) % n];
+		c->sweep_rotate = from + keep;
+		memcpy(idx, kept, keep * sizeof(*idx));
+		free(kept);
+		n = keep;
+		long long limit = budget_limit(c->budget, n);
+		if (limit < c->pool->batch)
+			snprintf(count, sizeof(count), "%lld", limit);
+	}
 	for (size_t k = 0; k < n; k++) {
 		const struct cstream *cs = &c->st[idx[k]];
 		redisAppendCommand(rc->c, "XAUTOCLAIM %s %s %s %s %s COUNT %s", cs->name, c->pool->group,
@@ -1661,10 +1865,117 @@ static void history_after_reconnect(struct consumer *c)
 	log_info("new redis connection: reading own pending entries first");
 }
 
+/* ---------- verdicts settled by the kind ---------- */
+
+int consumer_settle(struct consumer *c, const char *stream, const char *id, enum consumer_verdict v,
+		    const char *reason)
+{
+	if (v != CE_ACK && v != CE_DEAD && v != CE_DROP) {
+		log_error("%s: verdict %d cannot settle an entry", __func__, (int)v);
+		return -EINVAL;
+	}
+	if (!stream || !id || strlen(id) >= ID_MAX || stream_index(c, stream) == SIZE_MAX) {
+		log_error("%s: %s %s is not an entry of this consumer's streams", __func__, stream ? stream : "(null)",
+			  id ? id : "(null)");
+		return -EINVAL;
+	}
+	if (c->nsettle == c->settle_cap) {
+		c->settle_cap = c->settle_cap ? c->settle_cap * 2 : 16;
+		c->settle = realloc(c->settle, c->settle_cap * sizeof(*c->settle));
+		if (!c->settle)
+			abort();
+	}
+	struct settled *st = &c->settle[c->nsettle++];
+	st->stream = util_xstrdup(stream);
+	snprintf(st->id, sizeof(st->id), "%s", id);
+	st->verdict = v;
+	snprintf(st->reason, sizeof(st->reason), "%s", reason ? reason : "unknown");
+	return 0;
+}
+
+size_t consumer_settle_pending(const struct consumer *c)
+{
+	return c->nsettle;
+}
+
+/* A settled dead letter: its fields read back (XRANGE) and its delivery
+ * count taken with the owner check (claim_own).  An entry no longer ours
+ * is left to its owner; one deleted meanwhile is acked as lost.  Returns
+ * 0, -ENOTCONN (stays queued) or dead_letter's -EPROTO (logged; the entry
+ * stays pending, and a claim sweep hands it over again later). */
+static int settle_dead(struct consumer *c, size_t si, const struct settled *st)
+{
+	const char *ids[1] = {st->id};
+	bool owned = false;
+	long long deliveries = 1;
+	int r = claim_own(c, conn(c), st->stream, ids, 1, &owned, &deliveries);
+	if (r < 0)
+		return r;
+	if (!owned) {
+		log_kv(LOG_WARN, KV("stream", st->stream, "id", st->id),
+		       "settled dead letter is no longer ours (claimed by another consumer): left to it");
+		return 0;
+	}
+	redisReply *x = rconn_command(conn(c), "XRANGE %s %s %s", st->stream, st->id, st->id);
+	if (!x)
+		return -ENOTCONN;
+	int ret = 0;
+	if (x->type != REDIS_REPLY_ARRAY) {
+		log_error("%s: XRANGE %s %s: %s", __func__, st->stream, st->id,
+			  x->type == REDIS_REPLY_ERROR ? x->str : "not an array");
+		ret = -EPROTO;
+	} else if (x->elements == 0) {
+		log_kv(LOG_WARN, KV("stream", st->stream, "id", st->id), "pending entry was deleted: acked as lost");
+		hb(c)->lost++;
+		idlist_push(&c->st[si].acks, st->id);
+	} else {
+		struct consumer_batch b = {.history = true};
+		batch_reserve(c, &b, x->elements, count_fields(x));
+		build_batch(c, x, si, &b);
+		if (b.n) {
+			b.v[0].deliveries = deliveries;
+			b.v[0].verdict = CE_DEAD;
+			b.v[0].reason = st->reason;
+			ret = dead_letter(c, si, &b.v[0]);
+		}
+	}
+	freeReplyObject(x);
+	return ret;
+}
+
+/* Apply consumer_settle's queue, in order, before anything else of the
+ * step (before stream changes: a stream removed meanwhile still gets its
+ * acks, sent when it leaves).  Acks join the stream's queue (sent with the
+ * next pipeline); dead letters are written now.  A dropped connection
+ * stops it: the rest stays queued for the next step. */
+static void apply_settled(struct consumer *c)
+{
+	size_t k = 0;
+	for (; k < c->nsettle && conn(c)->c; k++) {
+		struct settled *st = &c->settle[k];
+		size_t si = stream_index(c, st->stream);
+		if (si == SIZE_MAX) {
+			log_kv(LOG_WARN, KV("stream", st->stream, "id", st->id),
+			       "settled entry's stream left the set: left pending");
+		} else if (st->verdict == CE_ACK) {
+			idlist_push(&c->st[si].acks, st->id);
+			hb(c)->processed++;
+		} else if (st->verdict == CE_DEAD && settle_dead(c, si, st) == -ENOTCONN) {
+			break;
+		}
+		/* CE_DROP: left pending, for a successor. */
+	}
+	for (size_t i = 0; i < k; i++)
+		free(c->settle[i].stream);
+	memmove(c->settle, c->settle + k, (c->nsettle - k) * sizeof(*c->settle));
+	c->nsettle -= k;
+}
+
 int consumer_step(struct consumer *c)
 {
 	/* pause/resume, log level and stream changes arrive between reads. */
 	host_wait(c, 0);
+	apply_settled(c);
 	apply_stream_ops(c);
 	history_after_reconnect(c);
 	if (!c->groups_ready) {
@@ -1696,6 +2007,11 @@ int consumer_step(struct consumer *c)
 	}
 	if (hb(c)->status == HB_PAUSED || hb(c)->status == HB_STARTING)
 		hb(c)->status = HB_IDLE;
+	/* What this round may bring (the kind's free slots); none: service
+	 * the kind only. */
+	c->budget = kind_capacity(c);
+	if (c->budget == 0)
+		return service_wait(c);
 	if (!c->takeover_done)
 		return read_history(c);
 	int64_t now = util_mono_ms();
@@ -1734,8 +2050,8 @@ static int mark_owned(const redisReply *r, size_t n, bool *owned, long long *del
  * not NULL, stores the delivery count of each owned id.  Returns how many
  * are still owned, or -ENOTCONN when the connection dropped.  A script error
  * (old Redis, scripting disabled) keeps everything as owned. */
-static int claim_own(struct consumer *c, const char *stream, const char *const *ids, size_t n,
-		     bool *owned, long long *deliveries)
+static int claim_own(struct consumer *c, struct rconn *rc, const char *stream, const char *const *ids,
+		     size_t n, bool *owned, long long *deliveries)
 {
 	size_t argc = 6 + n;
 	const char **argv = util_xcalloc(argc, sizeof(*argv));
@@ -1747,7 +2063,7 @@ static int claim_own(struct consumer *c, const char *stream, const char *const *
 	argv[5] = consumer_name(c);
 	for (size_t i = 0; i < n; i++)
 		argv[6 + i] = ids[i];
-	redisReply *r = rconn_commandv(conn(c), (int)argc, argv, NULL);
+	redisReply *r = rconn_commandv(rc, (int)argc, argv, NULL);
 	free(argv);
 	if (!r)
 		return -ENOTCONN;
@@ -1772,7 +2088,13 @@ static int claim_own(struct consumer *c, const char *stream, const char *const *
 int consumer_renew(struct consumer *c, const char *stream, const char *const *ids, size_t n,
 		   bool *owned)
 {
-	return claim_own(c, stream, ids, n, owned, NULL);
+	return claim_own(c, conn(c), stream, ids, n, owned, NULL);
+}
+
+int consumer_renew_on(struct consumer *c, struct rconn *rc, const char *stream, const char *const *ids,
+		      size_t n, bool *owned)
+{
+	return claim_own(c, rc, stream, ids, n, owned, NULL);
 }
 
 redisReply *consumer_list(struct consumer *c, const char *stream)

@@ -24,7 +24,15 @@
  *   fill/deep   streams with little each: several reads in one round trip,
  *               one batch of many streams; streams with much behind: fewer
  *               keys per read with a larger COUNT; busy streams starve
- *               none of the others.
+ *               none of the others;
+ *   defer       (issue 13) entries the kind defers are not acked; settled
+ *               later (consumer_settle) they are acked once, dead-lettered
+ *               once, or left pending;
+ *   poll fds    a kind's fd that becomes readable while the read blocks
+ *               is serviced at once, and the read's reply still handed
+ *               over;
+ *   capacity    never more entries in hand than the kind's free slots,
+ *               new or claimed; none read while it has none.
  * REDIS_SERVER names the redis-server binary; without it the program
  * exits 77 (skipped). */
 #include <setjmp.h>
@@ -211,6 +219,14 @@ struct fake {
 	enum consumer_verdict verdict;  /* given to every entry */
 	struct rec recs[MAX_RECS];
 	size_t nrecs, nbatches;
+	/* deferring kinds (issue 13) */
+	bool defer;                     /* CE_DEFER every undecided entry */
+	struct rec held[MAX_RECS];      /* deferred, not settled yet */
+	size_t nheld, most_held;
+	size_t cap;                     /* capacity(): cap - nheld */
+	int pipe_r;                     /* poll_fds: this fd, when >= 0 */
+	unsigned ready_calls;           /* poll_ready saw it readable */
+	int64_t ready_ms;               /* the first time */
 };
 
 static void host_wait(void *ctx, int64_t ms)
@@ -247,12 +263,48 @@ static int kind_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 		r->batch = f->nbatches;
 		r->batch_n = b->n;
 		ce->verdict = f->verdict;
+		if (f->defer) {
+			ce->verdict = CE_DEFER;
+			f->held[f->nheld++] = *r;
+			if (f->nheld > f->most_held)
+				f->most_held = f->nheld;
+		}
 	}
 	return 0;
 }
 
-/* A new incarnation of consumer ME; unclean: its predecessor crashed. */
-static struct fake *fake_new(bool unclean, void (*tune)(struct pool_config *))
+static size_t kind_capacity(void *ctx)
+{
+	struct fake *f = ctx;
+	return f->cap > f->nheld ? f->cap - f->nheld : 0;
+}
+
+static size_t kind_poll_fds(void *ctx, struct pollfd *fds, size_t max, int64_t *deadline_ms)
+{
+	struct fake *f = ctx;
+	(void)deadline_ms;
+	if (f->pipe_r < 0 || max < 1)
+		return 0;
+	fds[0] = (struct pollfd){.fd = f->pipe_r, .events = POLLIN};
+	return 1;
+}
+
+static void kind_poll_ready(void *ctx, struct consumer *c, const struct pollfd *fds, size_t n)
+{
+	struct fake *f = ctx;
+	(void)c;
+	for (size_t i = 0; i < n; i++) {
+		if (fds[i].fd != f->pipe_r || !(fds[i].revents & POLLIN))
+			continue;
+		char buf[64];
+		if (read(f->pipe_r, buf, sizeof(buf)) > 0 && f->ready_calls++ == 0)
+			f->ready_ms = util_mono_ms();
+	}
+}
+
+/* A new incarnation of consumer ME; unclean: its predecessor crashed;
+ * hooks: with the kind hooks poll_fds, poll_ready and capacity. */
+static struct fake *fake_new_kind(bool unclean, void (*tune)(struct pool_config *), bool hooks)
 {
 	struct fake *f = util_xcalloc(1, sizeof(*f));
 	f->pool = cfg->pools[0];
@@ -271,8 +323,20 @@ static struct fake *fake_new(bool unclean, void (*tune)(struct pool_config *))
 		.work_group = host_work_group,
 	};
 	struct consumer_kind kind = {.batch = kind_batch, .ctx = f};
+	f->pipe_r = -1;
+	f->cap = SIZE_MAX;
+	if (hooks) {
+		kind.poll_fds = kind_poll_fds;
+		kind.poll_ready = kind_poll_ready;
+		kind.capacity = kind_capacity;
+	}
 	f->c = consumer_new(&host, &kind);
 	return f;
+}
+
+static struct fake *fake_new(bool unclean, void (*tune)(struct pool_config *))
+{
+	return fake_new_kind(unclean, tune, false);
 }
 
 /* Clean exit: queued acks flushed, fence released. */
@@ -1006,6 +1070,194 @@ static void test_pattern_idle(void **state)
 	fake_finish(f);
 }
 
+/* ---------- deferred entries and the kind's hooks (issue 13) ---------- */
+
+/* Settle the held entry i (swap-removed from held). */
+static void settle_held(struct fake *f, size_t i, enum consumer_verdict v, const char *reason)
+{
+	assert_int_equal(consumer_settle(f->c, f->held[i].stream, f->held[i].id, v, reason), 0);
+	f->held[i] = f->held[--f->nheld];
+}
+
+static size_t held_index(const struct fake *f, const char *id)
+{
+	for (size_t i = 0; i < f->nheld; i++)
+		if (strcmp(f->held[i].id, id) == 0)
+			return i;
+	fail_msg("%s is not held", id);
+	return 0;
+}
+
+/* A field of the first entry of an XRANGE reply, or "". */
+static void entry_field(redisReply *r, const char *name, char *out, size_t len)
+{
+	out[0] = '\0';
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1)
+		return;
+	redisReply *fv = r->element[0]->element[1];
+	for (size_t k = 0; k + 1 < fv->elements; k += 2)
+		if (strcmp(fv->element[k]->str, name) == 0)
+			snprintf(out, len, "%s", fv->element[k + 1]->str);
+}
+
+/* Entries the kind defers stay pending, unacked and uncounted, across
+ * rounds; settled in a later step: CE_ACK acks (counted once), CE_DEAD
+ * makes exactly one dead letter with the reason and the original fields,
+ * CE_DROP leaves the entry pending. */
+static void test_defer_settle(void **state)
+{
+	(void)state;
+	char ids[6][ID_LEN];
+	cmd_ok("XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
+	add_entries(6, ids);
+	struct fake *f = fake_new(false, NULL);
+	f->defer = true;
+	ROUND_UNTIL(f, f->nrecs == 6);
+	for (int i = 0; i < 3; i++)
+		round_once(f);
+	assert_int_equal(pending(ME), 6);
+	assert_int_equal(f->hb.processed, 0);
+	assert_int_equal(f->nheld, 6);
+	/* Only ACK, DEAD and DROP settle; an entry of another stream neither. */
+	assert_int_equal(consumer_settle(f->c, STREAM, ids[0], CE_DEFER, NULL), -EINVAL);
+	assert_int_equal(consumer_settle(f->c, "nope", ids[0], CE_ACK, NULL), -EINVAL);
+
+	for (int i = 0; i < 4; i++)
+		settle_held(f, held_index(f, ids[i]), CE_ACK, NULL);
+	settle_held(f, held_index(f, ids[4]), CE_DEAD, "handler died 3 times on this call");
+	settle_held(f, held_index(f, ids[5]), CE_DROP, NULL);
+	assert_int_equal(consumer_settle_pending(f->c), 6);
+	ROUND_UNTIL(f, pending(NULL) == 1);
+	assert_int_equal(consumer_settle_pending(f->c), 0);
+	for (int i = 0; i < 3; i++)
+		round_once(f);
+	assert_int_equal(pending(NULL), 1);
+	redisReply *r = cmd("XPENDING " STREAM " " GROUP " - + 10");
+	assert_int_equal(r->elements, 1);
+	assert_string_equal(r->element[0]->element[0]->str, ids[5]);
+	freeReplyObject(r);
+	assert_int_equal(f->hb.processed, 4);
+	assert_int_equal(f->hb.dead_lettered, 1);
+	assert_int_equal(cmd_int("XLEN " STREAM ":dead"), 1);
+	r = cmd("XRANGE " STREAM ":dead - +");
+	char v[160];
+	entry_field(r, "origin_id", v, sizeof(v));
+	assert_string_equal(v, ids[4]);
+	entry_field(r, "reason", v, sizeof(v));
+	assert_string_equal(v, "handler died 3 times on this call");
+	entry_field(r, "deliveries", v, sizeof(v));
+	assert_string_equal(v, "1");
+	entry_field(r, "run", v, sizeof(v));
+	assert_string_equal(v, "r4");
+	freeReplyObject(r);
+	assert_each_once(f, ids, 6);
+	/* Settled again (a kind's mistake): no longer pending, so left
+	 * alone: still one dead letter. */
+	assert_int_equal(consumer_settle(f->c, STREAM, ids[4], CE_DEAD, "again"), 0);
+	for (int i = 0; i < 3; i++)
+		round_once(f);
+	assert_int_equal(cmd_int("XLEN " STREAM ":dead"), 1);
+	fake_finish(f);
+	assert_int_equal(pending(NULL), 1); /* the dropped one, for a successor */
+}
+
+static void very_long_block(struct pool_config *p)
+{
+	p->block_ms = 4000; /* < command_timeout_ms (5000) */
+	p->claim_idle_ms = 60000;
+}
+
+/* A kind's fd becomes readable while the consumer's read blocks for 4 s:
+ * poll_ready is called at once, and the entry that ends the block is
+ * still handed over by that same step. */
+static void test_poll_fds_while_blocked(void **state)
+{
+	(void)state;
+	char ids[2][ID_LEN];
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	cmd_ok("XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
+	add_entries(1, ids);
+	struct fake *f = fake_new_kind(false, very_long_block, true);
+	f->pipe_r = p[0];
+	ROUND_UNTIL(f, f->nrecs == 1);
+	ROUND_UNTIL(f, pending(NULL) == 0); /* a blocking round trip carried the ack */
+	assert_int_equal(f->ready_calls, 0);
+
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* While the parent's read blocks: the fd, then an entry. */
+		redisContext *rc = redisConnectUnix(sock);
+		util_sleep_ms(300, NULL);
+		if (write(p[1], "x", 1) != 1)
+			_exit(2);
+		util_sleep_ms(300, NULL);
+		redisReply *r = rc && !rc->err ? redisCommand(rc, "XADD " STREAM " * run late seq 1 data {}") : NULL;
+		_exit(r && r->type == REDIS_REPLY_STRING ? 0 : 1);
+	}
+	int64_t t0 = util_mono_ms();
+	round_once(f);
+	int64_t took = util_mono_ms() - t0;
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	assert_true(f->ready_calls >= 1);
+	if (f->ready_ms - t0 > 2000)
+		fail_msg("poll_ready came %lld ms into a 4000 ms block", (long long)(f->ready_ms - t0));
+	assert_int_equal(f->nrecs, 2);     /* the late entry, from the same step */
+	assert_true(took < 3000);
+	assert_non_null(f->rc.c);          /* not dropped */
+	ROUND_UNTIL(f, pending(NULL) == 0);
+	close(p[0]);
+	close(p[1]);
+	fake_finish(f);
+}
+
+static void claim_fast_batch_16(struct pool_config *p)
+{
+	p->claim_idle_ms = 300;
+	p->batch = 16;
+}
+
+/* capacity() 3: entries claimed from a dead consumer and new ones (COUNT
+ * would be 16) come at most 3 in hand at a time; with none free nothing is
+ * read; settled one by one, all are handed over once and acked. */
+static void test_capacity(void **state)
+{
+	(void)state;
+	enum { OLD = 10, NEW = 10 };
+	char ids[OLD + NEW][ID_LEN];
+	cmd_ok("XGROUP CREATE " STREAM " " GROUP " 0 MKSTREAM");
+	add_entries(OLD, ids);
+	redisReply *r = cmd("XREADGROUP GROUP " GROUP " t1/p/9 COUNT 100 STREAMS " STREAM " >");
+	freeReplyObject(r);
+	add_entries(NEW, ids + OLD);
+	struct fake *f = fake_new_kind(false, claim_fast_batch_16, true);
+	f->defer = true;
+	f->cap = 3;
+	ROUND_UNTIL(f, f->nheld == 3);
+	/* No room: rounds read nothing (and still return). */
+	size_t before = f->nrecs;
+	for (int i = 0; i < 3; i++)
+		round_once(f);
+	assert_int_equal(f->nrecs, before);
+	int64_t until = util_mono_ms() + DEADLINE_MS;
+	while ((!all_seen(f, ids, OLD + NEW) || f->nheld) && util_mono_ms() < until) {
+		if (f->nheld)
+			settle_held(f, 0, CE_ACK, NULL);
+		round_once(f);
+		assert_true(f->nheld <= 3);
+	}
+	if (!all_seen(f, ids, OLD + NEW))
+		fail_msg("%zu entries handed over, want %d", f->nrecs, OLD + NEW);
+	assert_each_once(f, ids, OLD + NEW);
+	assert_int_equal(f->most_held, 3);
+	ROUND_UNTIL(f, pending(NULL) == 0);
+	assert_int_equal(f->hb.processed, OLD + NEW);
+	fake_finish(f);
+}
+
 /* ---------- main ---------- */
 
 static int write_config(char *path, size_t len)
@@ -1069,6 +1321,9 @@ int main(void)
 		cmocka_unit_test_setup(test_busy_streams_no_starving, reset),
 		cmocka_unit_test_setup(test_pattern_idle, reset),
 		cmocka_unit_test_setup(test_pattern_recreated, reset),
+		cmocka_unit_test_setup(test_defer_settle, reset),
+		cmocka_unit_test_setup(test_poll_fds_while_blocked, reset),
+		cmocka_unit_test_setup(test_capacity, reset),
 	};
 	int failed = cmocka_run_group_tests(tests, NULL, NULL);
 	redisFree(admin);
