@@ -1950,6 +1950,8 @@ static int settle_dead(struct consumer *c, size_t si, const struct settled *st)
  * stops it: the rest stays queued for the next step. */
 static void apply_settled(struct consumer *c)
 {
+	if (!c->nsettle)
+		return;
 	size_t k = 0;
 	for (; k < c->nsettle && conn(c)->c; k++) {
 		struct settled *st = &c->settle[k];
