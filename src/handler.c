@@ -22,6 +22,8 @@
 #define HANDLER_CRASH_WINDOW_MS 10000
 #define HANDLER_RSS_EVERY_MS 1000
 #define HANDLER_ERRLINE_MAX 4096
+/* cur + 2 draining, 5 fds each: within HANDLER_POLL_MAX. */
+#define HANDLER_DRAINING_MAX 2
 
 struct hcall {
 	uint64_t id;
@@ -47,6 +49,7 @@ struct hproc {
 	bool ready, draining, gone;
 	int64_t ready_deadline, kill_at, next_rss_ms;
 	uint64_t sent;              /* calls sent to this process (max_calls) */
+	int64_t over_rss;           /* its RSS in MiB once over max_rss_mb */
 	struct outq inq;
 	struct linebuf anslb, outlb, errlb;
 	struct spawn_rate rate;
@@ -403,6 +406,32 @@ static void proc_drain(struct handler *h, struct hproc *p, int64_t kill_at, cons
 	log_kv(LOG_INFO, KV("tool", h->t->name, "handler_pid", p->pidstr), "handler draining: %s", why);
 }
 
+/* Recycle the current process when it reached max_calls or went over
+ * max_rss_mb: it drains, and a replacement starts at once (at the next
+ * service pass), so capacity stays under constant load.  At most
+ * HANDLER_DRAINING_MAX drain at a time (fds and processes stay bounded);
+ * past that it keeps serving until one of them is gone. */
+static void maybe_recycle(struct handler *h, struct hproc *p, int64_t now)
+{
+	bool calls = h->t->max_calls > 0 && p->sent >= (uint64_t)h->t->max_calls;
+	if (h->stopping || !p->ready || (!calls && !p->over_rss))
+		return;
+	size_t ndraining = 0;
+	for (const struct hproc *d = h->draining; d; d = d->next)
+		ndraining++;
+	if (ndraining >= HANDLER_DRAINING_MAX)
+		return;
+	char why[64];
+	if (calls)
+		snprintf(why, sizeof(why), "max_calls %lld reached", (long long)h->t->max_calls);
+	else
+		snprintf(why, sizeof(why), "RSS %lld MiB over max_rss_mb", (long long)p->over_rss);
+	proc_drain(h, p, now + h->cfg->restart.stop_timeout_ms, why);
+	h->down = HANDLER_DOWN;
+	h->next_start_ms = now;
+	notify(h);
+}
+
 /* A draining process with nothing left gets EOF on stdin. */
 static void proc_maybe_eof(struct hproc *p)
 {
@@ -652,13 +681,8 @@ int handler_send(struct handler *h, const struct handler_call *c)
 	p->calls[p->n++] = (struct hcall){.id = c->id, .owner = c->owner, .deadline_ms = c->deadline_ms,
 					  .timeout_ms = c->timeout_ms,
 					  .suspect = (c->flags & HANDLER_CALL_SUSPECT) != 0};
-	if (h->t->max_calls > 0 && ++p->sent >= (uint64_t)h->t->max_calls) {
-		/* Recycle: a replacement starts at the next service pass. */
-		proc_drain(h, p, util_mono_ms() + h->cfg->restart.stop_timeout_ms, "max_calls reached");
-		h->down = HANDLER_DOWN;
-		h->next_start_ms = util_mono_ms();
-		notify(h);
-	}
+	p->sent++;
+	maybe_recycle(h, p, util_mono_ms());
 	return 0;
 }
 
@@ -753,14 +777,11 @@ static void check_proc(struct handler *h, struct hproc *p, int64_t now)
 	if (p == h->cur && p->ready && h->t->max_rss_mb > 0 && now >= p->next_rss_ms) {
 		p->next_rss_ms = now + HANDLER_RSS_EVERY_MS;
 		int64_t mb = proc_rss_mb(p->sp.pid);
-		if (mb > h->t->max_rss_mb) {
-			char why[64];
-			snprintf(why, sizeof(why), "RSS %lld MiB over max_rss_mb", (long long)mb);
-			proc_drain(h, p, now + h->cfg->restart.stop_timeout_ms, why);
-			h->down = HANDLER_DOWN;
-			h->next_start_ms = now;
-		}
+		if (mb > h->t->max_rss_mb)
+			p->over_rss = mb;
 	}
+	if (p == h->cur)
+		maybe_recycle(h, p, now);
 	proc_maybe_eof(p);
 }
 
