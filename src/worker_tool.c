@@ -9,8 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,11 +16,11 @@
 #include <jansson.h>
 
 #include "log.h"
+#include "spawn.h"
 #include "util.h"
 
 #define TOOL_KILL_GRACE_MS 1000
 #define TOOL_DONE_TTL_S "86400"
-#define STDERR_LINES_PER_S 20
 #define OUTPUT_ID_MAX 48 /* a stream entry id, "ms-seq", NUL included */
 
 /* Done keys and forgotten runs, shared by both scripts below.  KEYS[1] the
@@ -269,65 +267,6 @@ static const char *call_decode(const char *ns, const struct consumer_entry *ce, 
 
 /* ---------- running ---------- */
 
-static void child_exec(const struct tool_config *t, const struct call *call, int in, int out, int err,
-		       int report)
-{
-	setpgid(0, 0);
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	dup2(in, 0);
-	dup2(out, 1);
-	dup2(err, 2);
-	int keep[] = {report};
-	util_close_fds_from(3, keep, 1);
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	for (int s = 1; s < NSIG; s++)
-		signal(s, SIG_DFL);
-	struct rlimit rl;
-	if (t->rlimit_cpu_s > 0) {
-		/* SIGXCPU at the limit (a tool may catch it and stop
-		 * cleanly), SIGKILL one second later. */
-		rl.rlim_cur = (rlim_t)t->rlimit_cpu_s;
-		rl.rlim_max = rl.rlim_cur + 1;
-		setrlimit(RLIMIT_CPU, &rl);
-	}
-	if (t->rlimit_as_mb > 0) {
-		rl.rlim_cur = rl.rlim_max = (rlim_t)t->rlimit_as_mb << 20;
-		setrlimit(RLIMIT_AS, &rl);
-	}
-	if (t->rlimit_nofile > 0) {
-		rl.rlim_cur = rl.rlim_max = (rlim_t)t->rlimit_nofile;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-	/* Exactly the configured environment, plus PATH and the call's ids. */
-	size_t n = t->env.n;
-	char **envp = calloc(n + 4, sizeof(char *));
-	bool have_path = false;
-	for (size_t i = 0; envp && i < n; i++) {
-		envp[i] = t->env.v[i];
-		have_path |= strncmp(t->env.v[i], "PATH=", 5) == 0;
-	}
-	/* Whole ids, however long (a cut one would name another call). */
-	char *runv = util_xasprintf("STREAMVISOR_RUN=%s", call->run);
-	char *callv = util_xasprintf("STREAMVISOR_CALL_ID=%s", call->call_id);
-	if (envp) {
-		if (!have_path)
-			envp[n++] = "PATH=/usr/local/bin:/usr/bin:/bin";
-		envp[n++] = runv;
-		envp[n++] = callv;
-	}
-	if (chdir(t->cwd && *t->cwd ? t->cwd : "/") < 0) {
-		int e = errno;
-		(void)!write(report, &e, sizeof(e));
-		_exit(127);
-	}
-	execve(t->command.v[0], t->command.v, envp);
-	int e = errno;
-	(void)!write(report, &e, sizeof(e));
-	_exit(127);
-}
-
 struct run_state {
 	const struct consumer_host *host;
 	struct consumer *c;
@@ -346,25 +285,17 @@ struct run_state {
 	bool timed_out;
 	int status;
 	bool exited;
-	int64_t stderr_window;
-	unsigned stderr_lines, stderr_dropped;
+	struct spawn_rate stderr_rate;
 };
 
 static void tool_stderr_line(struct run_state *rs, const char *line)
 {
-	int64_t now = util_mono_ms();
-	if (now - rs->stderr_window >= 1000) {
-		if (rs->stderr_dropped)
-			log_warn("tool %s call %s: %u stderr lines suppressed", rs->tool->name, rs->call->call_id,
-				 rs->stderr_dropped);
-		rs->stderr_window = now;
-		rs->stderr_lines = 0;
-		rs->stderr_dropped = 0;
-	}
-	if (rs->stderr_lines++ >= STDERR_LINES_PER_S) {
-		rs->stderr_dropped++;
+	unsigned suppressed;
+	bool take = spawn_rate_take(&rs->stderr_rate, util_mono_ms(), &suppressed);
+	if (suppressed)
+		log_warn("tool %s call %s: %u stderr lines suppressed", rs->tool->name, rs->call->call_id, suppressed);
+	if (!take)
 		return;
-	}
 	log_kv(LOG_INFO, KV("tool", rs->tool->name, "call_id", rs->call->call_id), "tool stderr: %.1000s", line);
 }
 
@@ -467,94 +398,31 @@ static bool renew_claim(struct run_state *rs)
 	return mine;
 }
 
-/* The tool's pipes, read (R) and write (W) ends: its stdin, stdout,
- * stderr, and the exec report (errno of a failed chdir/exec; EOF at a
- * successful exec thanks to O_CLOEXEC). */
-enum { P_IN_R, P_IN_W, P_OUT_R, P_OUT_W, P_ERR_R, P_ERR_W, P_REP_R, P_REP_W, P_N };
-
-static void close_fds(int *fds, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (fds[i] >= 0) {
-			close(fds[i]);
-			fds[i] = -1;
-		}
-}
-
-/* All four pipes or none: on failure every end opened so far is closed. */
-static int open_pipes(int fd[P_N])
-{
-	for (int i = 0; i < P_N; i++)
-		fd[i] = -1;
-	for (int i = 0; i < P_N; i += 2)
-		if (pipe2(fd + i, O_CLOEXEC) < 0) {
-			int e = -errno;
-			close_fds(fd, P_N);
-			return e;
-		}
-	return 0;
-}
-
-/* The child's errno when it could not chdir or exec, or 0 (EOF: exec'd). */
-static int exec_report(int fd)
-{
-	int e = 0;
-	ssize_t n;
-	do
-		n = read(fd, &e, sizeof(e));
-	while (n < 0 && errno == EINTR);
-	return n == (ssize_t)sizeof(e) ? e : 0;
-}
-
-/* Fork and exec the tool.  Returns 0 with rs->pid, rs->pidfd and the
- * parent's pipe ends set, or a negative errno with nothing left open and
- * no child left unreaped. */
+/* Fork and exec the tool with the call's ids in its environment.
+ * Returns 0 with rs->pid, rs->pidfd and the parent's pipe ends set, or a
+ * negative errno with nothing left open and no child left unreaped. */
 static int spawn_tool(struct run_state *rs)
 {
-	int fd[P_N];
-	int r = open_pipes(fd);
+	/* Whole ids, however long (a cut one would name another call). */
+	char *env[] = {util_xasprintf("STREAMVISOR_RUN=%s", rs->call->run),
+		       util_xasprintf("STREAMVISOR_CALL_ID=%s", rs->call->call_id)};
+	struct spawn_proc p;
+	int r = spawn_tool_start(rs->tool, env, ARRAY_SIZE(env), false, &p);
+	free(env[0]);
+	free(env[1]);
 	if (r < 0)
 		return r;
-	pid_t pid = fork();
-	if (pid < 0) {
-		r = -errno;
-		close_fds(fd, P_N);
-		return r;
-	}
-	if (pid == 0)
-		child_exec(rs->tool, rs->call, fd[P_IN_R], fd[P_OUT_W], fd[P_ERR_W], fd[P_REP_W]);
-	setpgid(pid, pid); /* also in the parent, against the race */
-	int child_ends[] = {fd[P_IN_R], fd[P_OUT_W], fd[P_ERR_W], fd[P_REP_W]};
-	close_fds(child_ends, ARRAY_SIZE(child_ends));
-	int e = exec_report(fd[P_REP_R]);
-	close(fd[P_REP_R]);
-	if (e) {
-		int ours[] = {fd[P_IN_W], fd[P_OUT_R], fd[P_ERR_R]};
-		close_fds(ours, ARRAY_SIZE(ours));
-		waitpid(pid, NULL, 0);
-		return -e;
-	}
-	rs->pid = pid;
-#ifdef SYS_pidfd_open
-	rs->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	if (rs->pidfd >= 0)
-		util_set_cloexec(rs->pidfd);
-#else
-	rs->pidfd = -1;
-#endif
-	rs->in = fd[P_IN_W];
-	rs->out = fd[P_OUT_R];
-	rs->err = fd[P_ERR_R];
-	util_set_nonblock(rs->in);
-	util_set_nonblock(rs->out);
-	util_set_nonblock(rs->err);
+	rs->pid = p.pid;
+	rs->pidfd = p.pidfd;
+	rs->in = p.in;
+	rs->out = p.out;
+	rs->err = p.err;
 	return 0;
 }
 
 static void kill_group(pid_t pgid, int sig)
 {
-	if (pgid > 0)
-		kill(-pgid, sig);
+	spawn_kill_group(pgid, sig);
 }
 
 static void run_loop(struct run_state *rs, struct outcome *oc)
