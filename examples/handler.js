@@ -4,14 +4,25 @@
 // fd 3 as they finish, in any order.  It echoes the arguments back; an
 // argument "sleep_ms" delays the answer, "fail" answers an error with
 // that message.  HANDLER_SLEEP_MS sets a default delay.  EOF on stdin:
-// finish the calls in flight, then exit.
+// finish the calls in flight, then exit.  With --once it is an exec tool
+// instead: the arguments on stdin, the same answer on stdout, then exit.
 'use strict';
 const fs = require('fs');
 const readline = require('readline');
+const defaultSleep = Number(process.env.HANDLER_SLEEP_MS || 0);
+
+if (process.argv.includes('--once')) {
+  let a = fs.readFileSync(0, 'utf8'); try { a = JSON.parse(a); } catch (e) { /* a string */ }
+  const o = a && typeof a === 'object' && !Array.isArray(a) ? a : {};
+  setTimeout(() => {
+    if ('fail' in o) { process.stderr.write(String(o.fail) + '\n'); process.exitCode = 1; }
+    else process.stdout.write(JSON.stringify({ echo: a, pid: process.pid }));
+  }, typeof o.sleep_ms === 'number' ? o.sleep_ms : defaultSleep);
+  return;
+}
 
 const out = fs.createWriteStream(null, { fd: 3 });
 const timers = new Map(); // id -> timer of a call in flight
-const defaultSleep = Number(process.env.HANDLER_SLEEP_MS || 0);
 
 function send(msg) {
   out.write(JSON.stringify(msg) + '\n');

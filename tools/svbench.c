@@ -34,6 +34,20 @@
  *   svbench rss --socket CTLSOCK [--pid MASTERPID]
  *       VmRSS/RssAnon of the master and of each worker.
  *
+ *   svbench tools [--redis URL] [--stream events] [--calls 1000] [--tool echo]
+ *           [--rate CALLS/S] [--window N] [--runs 10] [--args JSON]
+ *           [--batch 256] [--timeout 120] [--prefix STR]
+ *       Tool calls (issue 13): XADDs N tool.call events for tool NAME to the
+ *       stream (literal name), spread round-robin over R runs (PREFIX-rK),
+ *       call ids c0..cN-1 (unique), arguments JSON (default {"q":1}); as
+ *       fast as possible (pipelined, --batch per write), paced at --rate
+ *       calls/s, or closed-loop with at most --window calls without output.
+ *       Meanwhile an XREAD reader on the same stream, from its last entry
+ *       before the start, matches each tool.output by run + call_id.
+ *       calls_per_s = outputs / (first XADD -> last output read); latency =
+ *       XADD -> output read, per call.  Prints one JSON line; exit 1 when an
+ *       output is missing after --timeout S, duplicated, or is_error.
+ *
  * Two threads in the workload mode: the producer (formats RESP itself into
  * one buffer per pipeline batch: no allocation per event besides hiredis's
  * reply objects) and the watcher (main thread: polls the SQLite file
@@ -410,13 +424,15 @@ static int flush_out(struct bench *b, redisContext *c, struct obuf *o)
 	if (!o->len)
 		return 0;
 	if (redisAppendFormattedCommand(c, o->p, o->len) != REDIS_OK) {
-		snprintf(b->producer_err, sizeof(b->producer_err), "Redis: %s", c->errstr);
+		if (b)
+			snprintf(b->producer_err, sizeof(b->producer_err), "Redis: %s", c->errstr);
 		return -1;
 	}
 	int done = 0;
 	while (!done)
 		if (redisBufferWrite(c, &done) != REDIS_OK) {
-			snprintf(b->producer_err, sizeof(b->producer_err), "Redis: %s", c->errstr);
+			if (b)
+				snprintf(b->producer_err, sizeof(b->producer_err), "Redis: %s", c->errstr);
 			return -1;
 		}
 	o->len = 0;
@@ -1181,6 +1197,332 @@ static int cmd_rss(int argc, char **argv)
 	return 0;
 }
 
+/* ------------------------------------------------------- svbench tools */
+
+/* The tools benchmark (issue 13): N tool.call events for one tool, each
+ * call's output found by an XREAD reader on the same stream. */
+struct tbench {
+	const char *redis_url, *stream, *tool, *args;
+	char prefix[64];
+	long calls, runs, batch, window, timeout_s;
+	double rate;
+	int64_t *sent_us;        /* atomic: wall µs just before each call's XADD (0: not yet) */
+	int64_t *got_us;         /* reader only: when its output was read */
+	long produced;           /* atomic: calls sent (XADD replied) */
+	long received;           /* atomic: distinct outputs read */
+	int64_t t_first_us, t_last_xadd_us;
+	int producer_failed;     /* atomic */
+	char producer_err[256];
+	int stop;                /* atomic: the reader gave up */
+};
+
+static void tb_call(const struct tbench *b, long i, char *run, size_t rcap, char *cid, size_t ccap)
+{
+	snprintf(run, rcap, "%s-r%ld", b->prefix, i % b->runs);
+	snprintf(cid, ccap, "c%ld", i);
+}
+
+static void *tools_producer(void *arg)
+{
+	struct tbench *b = arg;
+	redisContext *c = redis_open(b->redis_url);
+	struct obuf o = { 0 };
+	char data[1024], run[96], cid[32];
+	long in_buf = 0, inflight = 0;
+	int64_t t0 = 0;
+	for (long i = 0; i < b->calls; i++) {
+		bool must_flush = false;
+		if (b->rate > 0) {
+			if (!t0)
+				t0 = util_mono_us();
+			int64_t due = t0 + (int64_t)((double)i * 1e6 / b->rate);
+			if (due > util_mono_us())
+				must_flush = true;
+		}
+		if (b->window > 0 && i - __atomic_load_n(&b->received, __ATOMIC_ACQUIRE) >= b->window)
+			must_flush = true;
+		if (must_flush) {
+			if (in_buf) {
+				if (flush_out(NULL, c, &o) < 0)
+					goto fail;
+				inflight += in_buf;
+				in_buf = 0;
+			}
+			for (; inflight; inflight--) {
+				redisReply *r;
+				if (redisGetReply(c, (void **)&r) != REDIS_OK)
+					goto fail;
+				if (r->type == REDIS_REPLY_ERROR) {
+					snprintf(b->producer_err, sizeof(b->producer_err), "XADD: %s", r->str);
+					freeReplyObject(r);
+					goto fail_msg;
+				}
+				freeReplyObject(r);
+				__atomic_add_fetch(&b->produced, 1, __ATOMIC_RELEASE);
+			}
+			if (b->rate > 0) {
+				int64_t due = t0 + (int64_t)((double)i * 1e6 / b->rate), now = util_mono_us();
+				if (due > now)
+					sleep_us(due - now);
+			}
+			while (b->window > 0 && i - __atomic_load_n(&b->received, __ATOMIC_ACQUIRE) >= b->window) {
+				if (__atomic_load_n(&b->stop, __ATOMIC_ACQUIRE))
+					goto out;
+				sleep_us(20);
+			}
+		}
+		tb_call(b, i, run, sizeof(run), cid, sizeof(cid));
+		int dn = snprintf(data, sizeof(data), "{\"call_id\":\"%s\",\"name\":\"%s\",\"arguments\":%s}", cid,
+				  b->tool, b->args);
+		if (dn < 0 || (size_t)dn >= sizeof(data)) {
+			snprintf(b->producer_err, sizeof(b->producer_err), "--args too long");
+			goto fail_msg;
+		}
+		int64_t tus = wall_us();
+		if (!b->t_first_us)
+			__atomic_store_n(&b->t_first_us, tus, __ATOMIC_RELEASE);
+		__atomic_store_n(&b->sent_us[i], tus, __ATOMIC_RELEASE);
+		ob_raw(&o, "*13\r\n$4\r\nXADD\r\n");
+		ob_bulk(&o, b->stream, strlen(b->stream));
+		ob_raw(&o, "$1\r\n*\r\n$3\r\nrun\r\n");
+		ob_bulk(&o, run, strlen(run));
+		ob_raw(&o, "$4\r\ntype\r\n$9\r\ntool.call\r\n$3\r\nseq\r\n");
+		ob_bulk_u64(&o, (uint64_t)(i / b->runs + 1));
+		ob_raw(&o, "$2\r\nts\r\n");
+		ob_bulk_u64(&o, (uint64_t)(tus / 1000));
+		ob_raw(&o, "$4\r\ndata\r\n");
+		ob_bulk(&o, data, (size_t)dn);
+		in_buf++;
+		if (in_buf >= b->batch || b->rate > 0 || b->window > 0) {
+			if (flush_out(NULL, c, &o) < 0)
+				goto fail;
+			inflight += in_buf;
+			in_buf = 0;
+			/* keep at most one batch of replies outstanding */
+			while (inflight > (b->rate > 0 || b->window > 0 ? 0 : b->batch)) {
+				redisReply *r;
+				if (redisGetReply(c, (void **)&r) != REDIS_OK)
+					goto fail;
+				bool err = r->type == REDIS_REPLY_ERROR;
+				if (err)
+					snprintf(b->producer_err, sizeof(b->producer_err), "XADD: %s", r->str);
+				freeReplyObject(r);
+				if (err)
+					goto fail_msg;
+				inflight--;
+				__atomic_add_fetch(&b->produced, 1, __ATOMIC_RELEASE);
+			}
+		}
+	}
+	if (in_buf && flush_out(NULL, c, &o) < 0)
+		goto fail;
+	inflight += in_buf;
+	for (; inflight; inflight--) {
+		redisReply *r;
+		if (redisGetReply(c, (void **)&r) != REDIS_OK)
+			goto fail;
+		freeReplyObject(r);
+		__atomic_add_fetch(&b->produced, 1, __ATOMIC_RELEASE);
+	}
+out:
+	b->t_last_xadd_us = wall_us();
+	free(o.p);
+	redisFree(c);
+	return NULL;
+fail:
+	snprintf(b->producer_err, sizeof(b->producer_err), "producer: %s", c->errstr[0] ? c->errstr : "I/O error");
+fail_msg:
+	__atomic_store_n(&b->producer_failed, 1, __ATOMIC_RELEASE);
+	free(o.p);
+	redisFree(c);
+	return NULL;
+}
+
+static const char *reply_field(const redisReply *fv, const char *k, size_t *len)
+{
+	for (size_t j = 0; j + 1 < fv->elements; j += 2)
+		if (fv->element[j]->type == REDIS_REPLY_STRING && strcmp(fv->element[j]->str, k) == 0) {
+			if (len)
+				*len = fv->element[j + 1]->len;
+			return fv->element[j + 1]->str;
+		}
+	return NULL;
+}
+
+static int cmd_tools(int argc, char **argv)
+{
+	struct tbench b = {
+		.redis_url = "redis://127.0.0.1:6379/0", .stream = "events", .tool = "echo", .args = "{\"q\":1}",
+		.calls = 1000, .runs = 10, .batch = 256, .timeout_s = 120,
+	};
+	static const struct option lo[] = {
+		{ "redis", required_argument, NULL, 'r' }, { "stream", required_argument, NULL, 's' },
+		{ "calls", required_argument, NULL, 'n' }, { "tool", required_argument, NULL, 'T' },
+		{ "rate", required_argument, NULL, 'R' }, { "timeout", required_argument, NULL, 't' },
+		{ "runs", required_argument, NULL, 'u' }, { "window", required_argument, NULL, 'w' },
+		{ "batch", required_argument, NULL, 'b' }, { "args", required_argument, NULL, 'a' },
+		{ "prefix", required_argument, NULL, 'p' }, { 0, 0, 0, 0 },
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'r': b.redis_url = optarg; break;
+		case 's': b.stream = optarg; break;
+		case 'n': b.calls = parse_long("--calls", optarg, 1, 100000000); break;
+		case 'T': b.tool = optarg; break;
+		case 'R': {
+			char *end;
+			b.rate = strtod(optarg, &end);
+			if (end == optarg || *end || b.rate < 0)
+				die("--rate: bad value '%s'", optarg);
+			break;
+		}
+		case 't': b.timeout_s = parse_long("--timeout", optarg, 1, 86400 * 7); break;
+		case 'u': b.runs = parse_long("--runs", optarg, 1, 100000000); break;
+		case 'w': b.window = parse_long("--window", optarg, 0, 100000000); break;
+		case 'b': b.batch = parse_long("--batch", optarg, 1, 1000000); break;
+		case 'a': {
+			json_error_t je;
+			json_t *j = json_loads(optarg, JSON_DECODE_ANY, &je);
+			if (!j)
+				die("--args: not JSON: %s", je.text);
+			json_decref(j);
+			b.args = optarg;
+			break;
+		}
+		case 'p':
+			if (strlen(optarg) >= sizeof(b.prefix) - 8)
+				die("--prefix: too long");
+			snprintf(b.prefix, sizeof(b.prefix), "%s", optarg);
+			break;
+		default:
+			die("usage: svbench tools [--redis URL] [--stream events] [--calls 1000] [--tool echo] [--rate CALLS/S]\n"
+			    "               [--window N] [--runs 10] [--args JSON] [--batch 256] [--timeout 120] [--prefix STR]");
+		}
+	}
+	if (optind != argc)
+		die("tools: unexpected argument '%s'", argv[optind]);
+	if (strchr(b.tool, '"') || strchr(b.tool, '\\'))
+		die("--tool: no quotes or backslashes");
+	if (!b.prefix[0])
+		snprintf(b.prefix, sizeof(b.prefix), "t%08" PRIx32, util_rand32());
+	if (b.runs > b.calls)
+		b.runs = b.calls;
+	b.sent_us = xmalloc(sizeof(int64_t) * (size_t)b.calls);
+	b.got_us = xmalloc(sizeof(int64_t) * (size_t)b.calls);
+	unsigned char *nout = xmalloc((size_t)b.calls);
+
+	redisContext *c = redis_open(b.redis_url);
+	/* read from the stream's current last entry on: nothing older matches */
+	char last[64] = "0-0";
+	redisReply *r = redisCommand(c, "XREVRANGE %s + - COUNT 1", b.stream);
+	if (!r)
+		die("XREVRANGE: %s", c->errstr);
+	if (r->type == REDIS_REPLY_ARRAY && r->elements == 1)
+		snprintf(last, sizeof(last), "%s", r->element[0]->element[0]->str);
+	freeReplyObject(r);
+
+	pthread_t th;
+	if (pthread_create(&th, NULL, tools_producer, &b))
+		die("pthread_create failed");
+	const size_t plen = strlen(b.prefix);
+	long received = 0, errors = 0, dups = 0, foreign = 0;
+	int64_t t_start = util_mono_us(), t_last_out = 0;
+	int64_t deadline = t_start + b.timeout_s * 1000000;
+	bool timed_out = false;
+	while (received < b.calls) {
+		if (__atomic_load_n(&b.producer_failed, __ATOMIC_ACQUIRE))
+			die("%s", b.producer_err);
+		if (util_mono_us() > deadline) {
+			timed_out = true;
+			break;
+		}
+		r = redisCommand(c, "XREAD COUNT 1000 BLOCK 500 STREAMS %s %s", b.stream, last);
+		if (!r)
+			die("XREAD: %s", c->errstr);
+		int64_t now = wall_us();
+		if (r->type == REDIS_REPLY_ERROR)
+			die("XREAD: %s", r->str);
+		if (r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+			redisReply *ents = r->element[0]->element[1];
+			for (size_t k = 0; k < ents->elements; k++) {
+				redisReply *e = ents->element[k], *fv = e->element[1];
+				snprintf(last, sizeof(last), "%s", e->element[0]->str);
+				const char *type = reply_field(fv, "type", NULL);
+				if (!type || strcmp(type, "tool.output") != 0)
+					continue;
+				const char *run = reply_field(fv, "run", NULL), *cid = reply_field(fv, "call_id", NULL);
+				if (!run || !cid || strncmp(run, b.prefix, plen) != 0 || run[plen] != '-' || cid[0] != 'c')
+					continue;
+				char *end;
+				long i = strtol(cid + 1, &end, 10);
+				char want[96], wcid[32];
+				if (*end || i < 0 || i >= b.calls)
+					continue;
+				tb_call(&b, i, want, sizeof(want), wcid, sizeof(wcid));
+				if (strcmp(want, run) != 0) {
+					foreign++;
+					continue;
+				}
+				if (nout[i]++) {
+					dups++;
+					continue;
+				}
+				b.got_us[i] = now;
+				t_last_out = now;
+				received++;
+				__atomic_store_n(&b.received, received, __ATOMIC_RELEASE);
+				size_t dl;
+				const char *d = reply_field(fv, "data", &dl);
+				json_t *dj = d ? json_loadb(d, dl, 0, NULL) : NULL;
+				if (!dj || json_is_true(json_object_get(dj, "is_error")))
+					errors++;
+				json_decref(dj);
+			}
+		}
+		freeReplyObject(r);
+	}
+	__atomic_store_n(&b.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	if (b.producer_failed)
+		die("%s", b.producer_err);
+	/* a late duplicate: one more short look */
+	r = redisCommand(c, "XREAD COUNT 10000 BLOCK 200 STREAMS %s %s", b.stream, last);
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
+		redisReply *ents = r->element[0]->element[1];
+		for (size_t k = 0; k < ents->elements; k++) {
+			redisReply *fv = ents->element[k]->element[1];
+			const char *type = reply_field(fv, "type", NULL), *run = reply_field(fv, "run", NULL);
+			if (type && run && strcmp(type, "tool.output") == 0 && strncmp(run, b.prefix, plen) == 0)
+				dups++;
+		}
+	}
+	if (r)
+		freeReplyObject(r);
+
+	int64_t *lat = xmalloc(sizeof(int64_t) * (size_t)b.calls);
+	size_t nl = 0;
+	for (long i = 0; i < b.calls; i++)
+		if (nout[i] && b.sent_us[i])
+			lat[nl++] = b.got_us[i] - b.sent_us[i];
+	double el = t_last_out > b.t_first_us && received ? (double)(t_last_out - b.t_first_us) / 1e6 : 0;
+	printf("{\"tool\":\"%s\",\"calls\":%ld,\"runs\":%ld,\"rate\":%.0f,\"window\":%ld,\"outputs\":%ld,"
+	       "\"missing\":%ld,\"duplicates\":%ld,\"errors\":%ld,\"foreign\":%ld,\"elapsed_s\":%.3f,"
+	       "\"calls_per_s\":%.1f,",
+	       b.tool, b.calls, b.runs, b.rate, b.window, received, b.calls - received, dups, errors, foreign, el,
+	       el > 0 ? (double)received / el : 0.0);
+	print_stats("latency_ms", lat, nl, false);
+	printf("}\n");
+	free(lat);
+	free(nout);
+	free(b.sent_us);
+	free(b.got_us);
+	redisFree(c);
+	if (timed_out)
+		fprintf(stderr, "svbench tools: %ld of %ld outputs after %lds\n", received, b.calls, b.timeout_s);
+	return timed_out || dups || errors ? 1 : 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static void usage(void)
@@ -1192,7 +1534,9 @@ static void usage(void)
 	      "       svbench --new-streams N --sqlite PATH [--redis URL] [--stream-fmt FMT] [--interval-ms 200]\n"
 	      "               [--timeout S (each, default 10)] [--prefix STR] [--poll-us N (default 1000)]\n"
 	      "       svbench respawn --socket CTLSOCK [--redis URL] [--namespace sv] [--count 20] [--pool P]\n"
-	      "       svbench rss --socket CTLSOCK [--pid MASTERPID]\n",
+	      "       svbench rss --socket CTLSOCK [--pid MASTERPID]\n"
+	      "       svbench tools [--redis URL] [--stream events] [--calls 1000] [--tool echo] [--rate CALLS/S]\n"
+	      "               [--window N] [--runs 10] [--args JSON] [--batch 256] [--timeout 120] [--prefix STR]\n",
 	      stderr);
 	exit(2);
 }
@@ -1204,6 +1548,8 @@ int main(int argc, char **argv)
 		return cmd_respawn(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "rss") == 0)
 		return cmd_rss(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "tools") == 0)
+		return cmd_tools(argc - 1, argv + 1);
 
 	struct bench b = {
 		.redis_url = "redis://127.0.0.1:6379/0", .stream = "events",

@@ -1,0 +1,164 @@
+#!/bin/bash
+# bench-tools.sh: `svbench tools` (issue 13) against a private streamvisord +
+# redis-server: tool calls -> tool.output, exec vs persistent mode of the
+# SAME handler program.
+#
+#   tools/bench-tools.sh --tools-mode exec|persistent [--handler FILE]
+#                        [--workers 2] [--concurrency C] [--calls N] [--tcp]
+#                        [--keep] [-- SVBENCH TOOLS ARGS...]
+#
+# Starts redis-server (unix socket, no persistence; --tcp: 127.0.0.1), a
+# daemon whose only pool is a tool pool of --workers (default 2) workers
+# reading "events", serving one tool "echo" whose program is --handler
+# (default examples/handler.js; .js runs under node, .py under python3):
+#   exec:        command = [ node, FILE, "--once" ]: one process per call,
+#                the arguments on stdin, the output on stdout;
+#   persistent:  mode = "persistent", command = [ node, FILE ], concurrency
+#                C (default 50) calls in flight per handler.
+# Then runs `svbench tools --tool echo --calls N` (default 200 for exec,
+# 20000 for persistent) and prints "mode=M workers=W ... {json}" with the
+# CPU seconds of the workers + their handlers and of redis-server.
+# The build dir is $BUILD, or ../build-rel, ../build-bench, ../build next to
+# this script.  NICE=-10 as for bench.sh.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+tmode= handler=$here/../examples/handler.js workers=2 conc=50 calls= tcp=0 keep=0
+while [ $# -gt 0 ]; do
+	case $1 in
+	--tools-mode) tmode=$2; shift 2 ;;
+	--handler) handler=$2; shift 2 ;;
+	--workers) workers=$2; shift 2 ;;
+	--concurrency) conc=$2; shift 2 ;;
+	--calls) calls=$2; shift 2 ;;
+	--tcp) tcp=1; shift ;;
+	--keep) keep=1; shift ;;
+	--) shift; break ;;
+	-h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+	*) echo "bench-tools.sh: unknown option $1" >&2; exit 2 ;;
+	esac
+done
+case $tmode in exec|persistent) ;; *) echo "bench-tools.sh: --tools-mode exec|persistent" >&2; exit 2 ;; esac
+handler=$(cd "$(dirname "$handler")" && pwd)/$(basename "$handler")
+[ -r "$handler" ] || { echo "bench-tools.sh: $handler not readable" >&2; exit 2; }
+case $handler in
+*.js) interp=$(command -v node) || { echo "bench-tools.sh: no node" >&2; exit 2; } ;;
+*.py) interp=$(command -v python3) ;;
+*) interp= ;;
+esac
+[ -n "$calls" ] || { [ "$tmode" = exec ] && calls=200 || calls=20000; }
+
+if [ -z "${BUILD:-}" ]; then
+	for d in "$here/../build-rel" "$here/../build-bench" "$here/../build"; do
+		[ -x "$d/src/streamvisord" ] && { BUILD=$d; break; }
+	done
+fi
+BUILD=$(cd "${BUILD:?no build dir: set BUILD}" && pwd)
+svd=$BUILD/src/streamvisord ctl=$BUILD/src/streamvisorctl svbench=$BUILD/tools/svbench
+for b in "$svd" "$ctl" "$svbench"; do [ -x "$b" ] || { echo "bench-tools.sh: $b missing" >&2; exit 2; }; done
+
+nice_cmd=()
+[ -n "${NICE:-}" ] && nice_cmd=(nice -n "$NICE")
+dir=$(mktemp -d /tmp/svbench-tools.XXXXXX)
+redis_pid= svd_pid=
+cleanup() {
+	set +e
+	if [ -n "$svd_pid" ] && kill -0 "$svd_pid" 2>/dev/null; then
+		kill -TERM "$svd_pid"
+		for _ in $(seq 100); do kill -0 "$svd_pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$svd_pid" 2>/dev/null
+	fi
+	[ -n "$redis_pid" ] && kill -TERM "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
+	if [ "$keep" = 1 ]; then echo "bench-tools.sh: kept $dir" >&2; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "$tcp" = 1 ]; then
+	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+	"${nice_cmd[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+		--logfile "$dir/redis.log" &
+	redis_url="redis://127.0.0.1:$port/0" rcli=(redis-cli -p "$port")
+else
+	"${nice_cmd[@]}" redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save '' \
+		--appendonly no --dir "$dir" --logfile "$dir/redis.log" &
+	redis_url="unix://$dir/redis.sock" rcli=(redis-cli -s "$dir/redis.sock")
+fi
+redis_pid=$!
+for _ in $(seq 100); do "${rcli[@]}" ping >/dev/null 2>&1 && break; sleep 0.05; done
+"${rcli[@]}" ping >/dev/null || { echo "bench-tools.sh: redis-server did not start" >&2; exit 1; }
+
+cmd="[ ${interp:+\"$interp\", }\"$handler\""
+if [ "$tmode" = exec ]; then
+	tool="{ name = \"echo\"; command = $cmd, \"--once\" ]; env = [ \"LANG=C\" ]; timeout_ms = 30000; }"
+else
+	tool="{ name = \"echo\"; mode = \"persistent\"; concurrency = $conc; command = $cmd ]; env = [ \"LANG=C\" ]; timeout_ms = 30000; }"
+fi
+cat >"$dir/sv.conf" <<EOC
+node = "bench";
+namespace = "sv";
+redis = { url = "$redis_url"; };
+sqlite = { path = "$dir/snapshots.db"; };
+control = { socket = "$dir/ctl.sock"; };
+heartbeat = { interval_ms = 2000; timeout_ms = 10000; };
+restart = { burst = 63; };
+streams = [ "events" ];
+pools = ( { name = "tools"; kind = "tool"; count = $workers; } );
+tools = ( $tool );
+log = { level = "warn"; };
+EOC
+"$svd" -t -c "$dir/sv.conf" >/dev/null || { echo "bench-tools.sh: config rejected" >&2; exit 1; }
+"${nice_cmd[@]}" "$svd" -c "$dir/sv.conf" 2>"$dir/streamvisord.log" &
+svd_pid=$!
+ok=0
+for _ in $(seq 200); do
+	if "$ctl" -s "$dir/ctl.sock" -t 2 status >/dev/null 2>&1; then ok=1; break; fi
+	kill -0 "$svd_pid" 2>/dev/null || break
+	sleep 0.05
+done
+if [ "$ok" != 1 ]; then
+	echo "bench-tools.sh: streamvisord did not become ready; its log:" >&2
+	cat "$dir/streamvisord.log" >&2
+	exit 1
+fi
+# persistent: give the handlers time to say ready (node starts in ~50-100 ms)
+sleep 1
+
+# CPU (utime+stime, and of reaped children: cutime+cstime) of a list of pids
+cpu_of() {
+	local t=0 p f
+	for p in "$@"; do
+		f=$(cut -d')' -f2- "/proc/$p/stat" 2>/dev/null) || continue
+		set -- $f
+		t=$((t + ${12} + ${13} + ${14} + ${15}))
+	done
+	echo "$t"
+}
+worker_pids() {
+	"$ctl" -s "$dir/ctl.sock" --json status tools |
+		python3 -c 'import json,sys; print(" ".join(str(w["pid"]) for w in json.load(sys.stdin)["workers"] if w.get("pid")))'
+}
+# the workers and every process below them (persistent handlers)
+tree_of() {
+	local p
+	for p in "$@"; do echo "$p"; tree_of $(cat /proc/"$p"/task/*/children 2>/dev/null); done
+}
+hz=$(getconf CLK_TCK)
+wp=$(worker_pids)
+tp=$(tree_of $wp | tr '\n' ' ')
+w0=$(cpu_of $tp) r0=$(cpu_of "$redis_pid")
+rc=0
+out=$("${nice_cmd[@]}" "$svbench" tools --redis "$redis_url" --stream events --tool echo --calls "$calls" "$@") || rc=$?
+tp2=$(tree_of $wp | tr '\n' ' ')
+w1=$(cpu_of $tp2) r1=$(cpu_of "$redis_pid")
+[ "$(worker_pids)" = "$wp" ] || echo "bench-tools.sh: a worker restarted during the run" >&2
+[ "$tp" = "$tp2" ] || echo "bench-tools.sh: handler processes changed during the run ($tp -> $tp2)" >&2
+setup="mode=$tmode handler=$(basename "$handler") workers=$workers"
+[ "$tmode" = persistent ] && setup="$setup concurrency=$conc"
+[ "$tcp" = 1 ] && setup="$setup redis=tcp"
+echo "$setup $out cpu: workers+handlers=$(python3 -c "print('%.2fs' % ($((w1 - w0))/$hz))") redis=$(python3 -c "print('%.2fs' % ($((r1 - r0))/$hz))")"
+if [ "$rc" != 0 ]; then
+	echo "bench-tools.sh: svbench tools exited $rc; daemon log tail:" >&2
+	tail -20 "$dir/streamvisord.log" >&2
+fi
+exit $rc
