@@ -15,7 +15,11 @@
 
 /* Fills kind (cfg: the namespace and the tools); host services come
  * through consumer_host().  Freed by worker_tool_free.  Returns 0. */
-int worker_tool_init(const struct sv_config *cfg, struct consumer_kind *kind);
+int worker_tool_init(const struct sv_config *cfg, const struct pool_config *pool, struct consumer_kind *kind);
+/* The worker stops, its consumer still there and no read in flight:
+ * persistent handlers drain (answers published up to
+ * restart.stop_timeout_ms, the rest left pending).  No-op for exec. */
+void worker_tool_finish(struct consumer_kind *kind, struct consumer *c);
 void worker_tool_free(struct consumer_kind *kind);
 
 /* Sanitize captured output: cut at max bytes on a character boundary and

@@ -360,7 +360,7 @@ static void worker_kind_init(struct worker *w)
 	if (w->pool->kind == POOL_PERSISTENCE)
 		worker_persist_init(w->cfg, w->pool, w->args->slot, &w->kind);
 	else if (w->pool->kind == POOL_TOOL)
-		worker_tool_init(w->cfg, &w->kind);
+		worker_tool_init(w->cfg, w->pool, &w->kind);
 	else
 		return;
 	struct consumer_host host;
@@ -371,6 +371,8 @@ static void worker_kind_init(struct worker *w)
 static void worker_kind_free(struct worker *w)
 {
 	if (w->consumer) {
+		if (w->pool->kind == POOL_TOOL)
+			worker_tool_finish(&w->kind, w->consumer);
 		consumer_finish(w->consumer);
 		consumer_free(w->consumer);
 		w->consumer = NULL;

@@ -1,5 +1,7 @@
 /* worker_tool: run configured commands for tool.call events. */
 #include "worker_tool.h"
+#include "worker_tool_int.h"
+#include "worker_tool_persist.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -94,21 +96,10 @@ static const char publish_script[] =
  * the master) come through consumer_host() of the consumer in hand. */
 struct tool_worker {
 	const struct sv_config *cfg;
+	struct pt *pt;         /* persistent tools the pool serves; NULL: none */
 };
 
-/* One call in hand. */
-struct call {
-	const char *stream, *entry_id;
-	const char *logical_id; /* origin_id of a re-driven dead letter, else entry_id */
-	const char *run, *call_id, *name;
-	int64_t seq;
-	char *arguments;       /* JSON text for stdin */
-	char *done_key;        /* worker_tool_done_key(): earlier versions' */
-	char *done_hash;       /* worker_tool_done_hash() */
-	char *forgotten_key;   /* NS:forgotten */
-};
-
-static void call_free(struct call *call)
+void worker_tool_call_free(struct call *call)
 {
 	free(call->arguments);
 	free(call->done_key);
@@ -116,17 +107,6 @@ static void call_free(struct call *call)
 	free(call->forgotten_key);
 	call->arguments = call->done_key = call->done_hash = call->forgotten_key = NULL;
 }
-
-/* What running the tool produced. */
-struct outcome {
-	char *output;
-	int is_error;
-	int truncated;
-	int exit_code;         /* -1: none (signal, timeout, not started) */
-	int64_t duration_ms;
-	bool stolen;           /* our claim was lost: publish nothing */
-	bool interrupted;      /* the worker is stopping: publish nothing */
-};
 
 /* ---------- UTF-8 ---------- */
 
@@ -580,18 +560,21 @@ static void run_tool(struct consumer *c, struct consumer_batch *b, size_t index,
 
 /* ---------- publishing ---------- */
 
-/* What the scripts below answer about a call (check_script's values). */
-enum { TOOL_RUN = 0, TOOL_DONE = 1, TOOL_FORGOTTEN = 2 };
 
 /* One Lua script: done keys, forgotten run, tool.output, XACK.  Returns
  * 0, TOOL_FORGOTTEN (the run was forgotten while the tool ran: nothing
  * published, acked), -ENOMEM, -ENOTCONN (dropped) or -EPROTO (the script
  * failed; logged). */
-static int publish(struct consumer *c, const struct call *call, const struct outcome *oc)
+int worker_tool_publish(struct rconn *rc, struct consumer *c, const struct call *call, const struct outcome *oc)
 {
 	json_t *data = json_pack("{s:s, s:s, s:s, s:b, s:I, s:b}", "call_id", call->call_id, "name", call->name,
 				 "output", oc->output ? oc->output : "", "is_error", oc->is_error, "duration_ms",
 				 (json_int_t)oc->duration_ms, "truncated", oc->truncated);
+	/* A handler's output is stored as given: a string stays a string,
+	 * any other JSON value is embedded as that value (the reducer keeps
+	 * data.output whatever its type). */
+	if (data && oc->json_output)
+		json_object_set(data, "output", oc->json_output);
 	json_object_set_new(data, "exit_code", oc->exit_code >= 0 ? json_integer(oc->exit_code) : json_null());
 	char *djs = json_dumps(data, JSON_COMPACT);
 	json_decref(data);
@@ -631,7 +614,7 @@ static int publish(struct consumer *c, const struct call *call, const struct out
 	argv[n++] = ts;
 	argv[n++] = "data";
 	argv[n++] = djs;
-	redisReply *r = rconn_commandv(consumer_host(c)->rc, n, argv, NULL);
+	redisReply *r = rconn_commandv(rc, n, argv, NULL);
 	free(djs);
 	if (!r)
 		return -ENOTCONN;
@@ -765,7 +748,7 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 		ce->verdict = CE_DEAD;
 		ce->reason = reason;
 		json_decref(data);
-		call_free(&call);
+		worker_tool_call_free(&call);
 		return;
 	}
 	if (index > 0 && b->history == false) {
@@ -774,7 +757,7 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 		if (consumer_renew(c, ce->e.stream, ids, 1, &owned) >= 0 && !owned) {
 			ce->verdict = CE_DROP;
 			json_decref(data);
-			call_free(&call);
+			worker_tool_call_free(&call);
 			return;
 		}
 	}
@@ -805,6 +788,14 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 		}
 		struct outcome oc = {0};
 		const struct tool_config *t = config_find_tool(tw->cfg, call.name);
+		if (t && t->mode == TOOL_PERSISTENT && tw->pt) {
+			/* The handler answers later: the kind owns the entry. */
+			ce->verdict = pt_take(tw->pt, c, ce, &call, t);
+			calls_done(h, false);
+			json_decref(data);
+			worker_tool_call_free(&call);
+			return;
+		}
 		if (!t) {
 			char msg[300];
 			snprintf(msg, sizeof(msg), "unknown tool: %s", call.name);
@@ -820,7 +811,7 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 		int pr;
 		if (oc.stolen || oc.interrupted) {
 			ce->verdict = CE_DROP;
-		} else if ((pr = publish(c, &call, &oc)) == TOOL_FORGOTTEN) {
+		} else if ((pr = worker_tool_publish(h->rc, c, &call, &oc)) == TOOL_FORGOTTEN) {
 			ce->verdict = CE_DONE;
 			h->hb->forgotten++;
 			log_kv(LOG_INFO, KV("run", call.run, "call_id", call.call_id, "entry", ce->e.id),
@@ -836,7 +827,7 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 	}
 	calls_done(h, ran);
 	json_decref(data);
-	call_free(&call);
+	worker_tool_call_free(&call);
 }
 
 /* Does the pool serve the call's tool?  A call whose name cannot be read
@@ -862,6 +853,12 @@ static int tool_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 		struct consumer_entry *ce = &b->v[i];
 		if (ce->verdict != CE_UNDECIDED)
 			continue;
+		if (pt_holds(tw->pt, ce->e.stream, ce->e.id)) {
+			/* Handed over again (own pending after a reconnect): it is
+			 * in hand already. */
+			ce->verdict = CE_DEFER;
+			continue;
+		}
 		if (!is_tool_call(&ce->e)) {
 			ce->verdict = CE_ACK; /* not ours to act on */
 			continue;
@@ -878,41 +875,62 @@ static int tool_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 		}
 		handle_call(tw, c, b, i);
 	}
+	if (tw->pt)
+		pt_after_batch(tw->pt, c);
 	return 0;
 }
 
-/* Persistent tools (issue 13, doc/issue13-design.md) are accepted by the
- * configuration but not run yet: a pool that would serve one refuses to
- * start (exit 78, FATAL) rather than exec the handler once per call. */
+/* Persistent tools (issue 13): their handlers are created here and
+ * started at the first service of the poll loop. */
 static int tool_start(void *ctx, struct consumer *c)
 {
 	struct tool_worker *tw = ctx;
-	const struct pool_config *pool = consumer_host(c)->pool;
-	for (size_t i = 0; i < tw->cfg->ntools; i++) {
-		const struct tool_config *t = &tw->cfg->tools[i];
-		if (t->mode == TOOL_PERSISTENT && config_pool_serves(pool, t->name)) {
-			log_error("%s: pool %s: tool %s has mode \"persistent\", which this version does not run "
-				  "yet (leave it out of pools[].tools)",
-				  __func__, pool->name, t->name);
-			return -EINVAL;
-		}
-	}
-	return 0;
+	return tw->pt ? pt_start(tw->pt, c) : 0;
 }
 
-int worker_tool_init(const struct sv_config *cfg, struct consumer_kind *kind)
+static size_t tool_poll_fds(void *ctx, struct pollfd *fds, size_t max, int64_t *deadline_ms)
+{
+	return pt_poll_fds(((struct tool_worker *)ctx)->pt, fds, max, deadline_ms);
+}
+
+static void tool_poll_ready(void *ctx, struct consumer *c, const struct pollfd *fds, size_t n)
+{
+	pt_poll_ready(((struct tool_worker *)ctx)->pt, c, fds, n);
+}
+
+static size_t tool_capacity(void *ctx)
+{
+	return pt_capacity(((struct tool_worker *)ctx)->pt);
+}
+
+int worker_tool_init(const struct sv_config *cfg, const struct pool_config *pool, struct consumer_kind *kind)
 {
 	struct tool_worker *tw = util_xcalloc(1, sizeof(*tw));
 	tw->cfg = cfg;
+	tw->pt = pool ? pt_new(cfg, pool) : NULL;
 	kind->ctx = tw;
 	kind->start = tool_start;
 	kind->idle = NULL;
 	kind->batch = tool_batch;
+	/* Exec only: no hooks, the loop is exactly the one without them. */
+	kind->poll_fds = tw->pt ? tool_poll_fds : NULL;
+	kind->poll_ready = tw->pt ? tool_poll_ready : NULL;
+	kind->capacity = tw->pt ? tool_capacity : NULL;
 	return 0;
+}
+
+void worker_tool_finish(struct consumer_kind *kind, struct consumer *c)
+{
+	struct tool_worker *tw = kind->ctx;
+	if (tw && tw->pt)
+		pt_finish(tw->pt, c);
 }
 
 void worker_tool_free(struct consumer_kind *kind)
 {
+	struct tool_worker *tw = kind->ctx;
+	if (tw)
+		pt_free(tw->pt);
 	free(kind->ctx);
 	kind->ctx = NULL;
 }
