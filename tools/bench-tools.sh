@@ -3,14 +3,15 @@
 # redis-server: tool calls -> tool.output, exec vs persistent mode of the
 # SAME handler program.
 #
-#   tools/bench-tools.sh --tools-mode exec|persistent [--handler FILE]
+#   tools/bench-tools.sh --tools-mode exec|persistent|both [--handler FILE]
 #                        [--workers 2] [--concurrency C] [--calls N] [--tcp]
 #                        [--keep] [-- SVBENCH TOOLS ARGS...]
 #
 # Starts redis-server (unix socket, no persistence; --tcp: 127.0.0.1), a
 # daemon whose only pool is a tool pool of --workers (default 2) workers
 # reading "events", serving one tool "echo" whose program is --handler
-# (default examples/handler.js; .js runs under node, .py under python3):
+# (default examples/handler.js; .js runs under node, .py under python3;
+# exec mode passes "--once", which examples/handler.js understands):
 #   exec:        command = [ node, FILE, "--once" ]: one process per call,
 #                the arguments on stdin, the output on stdout;
 #   persistent:  mode = "persistent", command = [ node, FILE ], concurrency
@@ -18,6 +19,9 @@
 # Then runs `svbench tools --tool echo --calls N` (default 200 for exec,
 # 20000 for persistent) and prints "mode=M workers=W ... {json}" with the
 # CPU seconds of the workers + their handlers and of redis-server.
+# --tools-mode both: exec then persistent, each in its own daemon, the same
+# handler program, SVBENCH ARGS passed to both; then one line
+# "ratio persistent/exec calls_per_s=R" (issue 13 asks for >= 100).
 # The build dir is $BUILD, or ../build-rel, ../build-bench, ../build next to
 # this script.  NICE=-10 as for bench.sh.
 set -euo pipefail
@@ -34,11 +38,26 @@ while [ $# -gt 0 ]; do
 	--tcp) tcp=1; shift ;;
 	--keep) keep=1; shift ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,26p' "$0"; exit 0 ;;
 	*) echo "bench-tools.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
-case $tmode in exec|persistent) ;; *) echo "bench-tools.sh: --tools-mode exec|persistent" >&2; exit 2 ;; esac
+case $tmode in exec|persistent|both) ;; *) echo "bench-tools.sh: --tools-mode exec|persistent|both" >&2; exit 2 ;; esac
+if [ "$tmode" = both ]; then
+	pass=(--handler "$handler" --workers "$workers" --concurrency "$conc")
+	[ "$tcp" = 1 ] && pass+=(--tcp)
+	[ "$keep" = 1 ] && pass+=(--keep)
+	[ -n "$calls" ] && pass+=(--calls "$calls")
+	e=$("$0" --tools-mode exec "${pass[@]}" -- "$@") || { echo "$e"; exit 1; }
+	echo "$e"
+	p=$("$0" --tools-mode persistent "${pass[@]}" -- "$@") || { echo "$p"; exit 1; }
+	echo "$p"
+	python3 -c 'import sys,json
+def cps(l): return json.loads(l[l.index("{"):l.index("} cpu:")+1])["calls_per_s"]
+e,p=cps(sys.argv[1]),cps(sys.argv[2])
+print("ratio persistent/exec calls_per_s=%.0f (%.1f / %.1f)" % (p/e if e else 0, p, e))' "$e" "$p"
+	exit 0
+fi
 handler=$(cd "$(dirname "$handler")" && pwd)/$(basename "$handler")
 [ -r "$handler" ] || { echo "bench-tools.sh: $handler not readable" >&2; exit 2; }
 case $handler in
