@@ -1486,8 +1486,8 @@ static int cmd_tools(int argc, char **argv)
 	pthread_join(th, NULL);
 	if (b.producer_failed)
 		die("%s", b.producer_err);
-	/* a late duplicate: one more short look */
-	r = redisCommand(c, "XREAD COUNT 10000 BLOCK 200 STREAMS %s %s", b.stream, last);
+	/* every call answered: one more short look for a late duplicate */
+	r = timed_out ? NULL : redisCommand(c, "XREAD COUNT 10000 BLOCK 200 STREAMS %s %s", b.stream, last);
 	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 1) {
 		redisReply *ents = r->element[0]->element[1];
 		for (size_t k = 0; k < ents->elements; k++) {
