@@ -69,6 +69,6 @@ if bad or extra:
 # outputs_count RUN: how many tool.outputs the run has.
 outputs_count() { tool_outputs "$1" | wc -l; }
 
-# handler_pids: pids of the persistent handler processes (children of
-# tool workers running CMD matching $1).
-handler_pids() { pgrep -f -- "$1" || true; }
+# handler_pids PATTERN PARENT: pids of the handler processes whose command
+# line matches PATTERN, children of the tool worker PARENT.
+handler_pids() { pgrep -P "$2" -f -- "$1" || true; }
