@@ -541,6 +541,7 @@ static void run_tool(struct consumer *c, struct consumer_batch *b, size_t index,
 	linebuf_free(&rs.errlb);
 	oc->duration_ms = util_mono_ms() - rs.start;
 	if (rs.timed_out) {
+		oc->timed_out = true;
 		char msg[64];
 		snprintf(msg, sizeof(msg), "timed out after %lld ms", (long long)t->timeout_ms);
 		oc->output = util_xstrdup(msg);
@@ -807,6 +808,10 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 			calls_show(h->hb, b, index, &call);
 			run_tool(c, b, index, t, &call, &oc);
 			ran = true;
+			if (!oc.stolen && !oc.interrupted)
+				heartbeat_tool_call(h->hb, t->name,
+						    oc.timed_out ? HB_TOOL_TIMEOUT : oc.is_error ? HB_TOOL_ERROR : HB_TOOL_OK,
+						    oc.duration_ms * 1000);
 		}
 		int pr;
 		if (oc.stolen || oc.interrupted) {

@@ -141,6 +141,13 @@ static size_t count_state(const struct pt *pt, enum pc_state s)
 
 /* ---------- handler events ---------- */
 
+/* The per tool counters of the heartbeat (status and metrics). */
+static void count_call(struct pt *pt, const struct pt_call *pc, enum hb_tool_result res)
+{
+	if (pt->c)
+		heartbeat_tool_call(consumer_host(pt->c)->hb, pc->tool->t->name, res, pc->duration_ms * 1000);
+}
+
 static void ev_answer(void *ctx, void *owner, const json_t *output, const char *error)
 {
 	struct pt *pt = ctx;
@@ -161,6 +168,7 @@ static void ev_answer(void *ctx, void *owner, const json_t *output, const char *
 		pc->out_json = json_incref((json_t *)output);
 		pc->is_error = false;
 	}
+	count_call(pt, pc, pc->is_error ? HB_TOOL_ERROR : HB_TOOL_OK);
 }
 
 static void ev_failed(void *ctx, void *owner, const char *why)
@@ -176,6 +184,8 @@ static void ev_failed(void *ctx, void *owner, const char *why)
 	pc->duration_ms = util_mono_ms() - pc->taken_ms;
 	pc->out_text = util_xstrdup(why);
 	pc->is_error = true;
+	/* handler.h: a timeout's why is "timed out after N ms". */
+	count_call(pt, pc, strncmp(why, "timed out", 9) == 0 ? HB_TOOL_TIMEOUT : HB_TOOL_ERROR);
 }
 
 static void ev_suspect(void *ctx, void *owner)
@@ -373,6 +383,8 @@ static void pump(struct pt *pt, struct consumer *c)
 				log_kv(LOG_INFO, KV("tool", tl->t->name, "call_id", pc->call.call_id, "entry", pc->call.entry_id),
 				       "re-dispatching a call its handler died with (delivery %lld), alone", n);
 				send_one(pt, tl, pc, HANDLER_CALL_SUSPECT);
+				if (pc->state == PC_SENT)
+					heartbeat_tool_redispatch(consumer_host(c)->hb, tl->t->name);
 				break;
 			}
 			continue;
@@ -398,10 +410,34 @@ static void show_text(char *dst, size_t len, const char *src)
 	free(t);
 }
 
-/* The heartbeat's calls: those in flight first, then the waiting ones. */
+/* The heartbeat's handlers (handler_status), at most HB_HANDLERS_MAX. */
+static void show_handlers(struct pt *pt, struct heartbeat *hb)
+{
+	hb->nhandlers = 0;
+	for (size_t k = 0; k < pt->ntools && hb->nhandlers < HB_HANDLERS_MAX; k++) {
+		struct pt_tool *tl = &pt->tools[k];
+		if (!tl->h)
+			continue;
+		struct handler_status st;
+		handler_status(tl->h, &st);
+		struct hb_handler *x = &hb->handlers[hb->nhandlers++];
+		show_text(x->tool, sizeof(x->tool), tl->t->name);
+		x->pid = st.pid;
+		snprintf(x->state, sizeof(x->state), "%s", handler_state_name(st.state));
+		x->draining = st.draining;
+		x->inflight = st.inflight;
+		x->served = st.served;
+		x->restarts = st.restarts;
+		show_text(x->last_error, sizeof(x->last_error), st.last_error ? st.last_error : "");
+	}
+}
+
+/* The heartbeat's calls: those in flight first, then the waiting ones;
+ * and the handlers. */
 static void show(struct pt *pt, struct consumer *c)
 {
 	struct heartbeat *hb = consumer_host(c)->hb;
+	show_handlers(pt, hb);
 	hb->ncalls = 0;
 	hb->calls_more = 0;
 	for (int pass = 0; pass < 2; pass++)
