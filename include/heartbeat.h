@@ -48,10 +48,13 @@ struct hb_handler {
 };
 
 /* Per tool counters of a tool worker, both modes, shown as "tools": one
- * entry per tool its pool serves (bounded by the configuration's tools).
+ * entry per tool its pool serves that counted a call (bounded by the
+ * configuration's tools, and to HB_TOOLS_BUDGET bytes of text: the
+ * tools past it are not reported).
  * Call durations in ms buckets, one more above the last. */
 #define HB_TOOL_HIST_BOUNDS {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}
 #define HB_TOOL_HIST_N 16
+#define HB_TOOLS_BUDGET (24u * 1024)
 struct hb_tool {
 	const char *name;         /* the configuration's tool name */
 	uint64_t calls, errors, timeouts, redispatches;

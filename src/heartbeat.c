@@ -84,11 +84,21 @@ static json_t *handlers_json(const struct heartbeat *hb)
 	return a;
 }
 
+/* Tools that counted something, while their text fits HB_TOOLS_BUDGET
+ * (a configuration of many tools must never push the beat over the size
+ * the monitor relays). */
 static json_t *tools_json(const struct heartbeat *hb)
 {
 	json_t *a = json_array();
+	size_t used = 0;
 	for (size_t i = 0; i < hb->ntools; i++) {
 		const struct hb_tool *t = &hb->tools[i];
+		if (!t->calls && !t->redispatches)
+			continue;
+		/* keys and 21 numbers of at most 20 digits, the name escaped */
+		used += 6 * strlen(t->name) + 600;
+		if (used > HB_TOOLS_BUDGET)
+			break;
 		json_t *hist = json_array();
 		for (int b = 0; b < HB_TOOL_HIST_N; b++)
 			json_array_append_new(hist, json_integer((json_int_t)t->hist[b]));
