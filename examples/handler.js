@@ -43,8 +43,11 @@ const rl = readline.createInterface({ input: process.stdin, terminal: false });
 rl.on('line', (line) => {
   const msg = JSON.parse(line);
   if ('cancel' in msg) {
-    clearTimeout(timers.get(msg.cancel));
-    timers.delete(msg.cancel);
+    if (timers.has(msg.cancel)) { // settle it: any answer, dropped by streamvisor
+      clearTimeout(timers.get(msg.cancel));
+      timers.delete(msg.cancel);
+      send({ id: msg.cancel, error: { message: 'cancelled' } });
+    }
     return;
   }
   const a = msg.arguments;

@@ -22,7 +22,8 @@ def work(call):
     cancelled = cancel[call["id"]].wait(opts.get("sleep_ms", default_sleep) / 1000)
     with lock:
         del cancel[call["id"]]
-    if cancelled:
+    if cancelled:  # settle it: any answer, dropped by streamvisor
+        send({"id": call["id"], "error": {"message": "cancelled"}})
         return
     if "fail" in opts:
         send({"id": call["id"], "error": {"message": str(opts["fail"])}})

@@ -32,5 +32,9 @@ json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const struct d
  * left out: walking them every interval would not be bounded (the
  * monitor's paced walker, patsum.h, summarises them). */
 json_t *admin_groups(struct rconn *rc, const struct sv_config *cfg);
+/* The dead-letter depth of each literal stream, {STREAM: XLEN STREAM:dead}
+ * (pipelined, one round trip), for metrics; NULL when the connection
+ * dropped. */
+json_t *admin_dead_depths(struct rconn *rc, const struct sv_config *cfg);
 
 #endif

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "rconn.h"
+#include "sv_config.h"
 
 /* Upper bounds (ms) of the batch processing time histogram; one more
  * bucket counts everything above the last. */
@@ -30,6 +31,37 @@ struct hb_call {
 	char entry[64];           /* the tool.call's entry id */
 	bool running;             /* else waiting in the batch */
 };
+
+/* A tool worker's persistent handlers (handler.h's handler_status), shown
+ * in the heartbeat as "handlers", at most HB_HANDLERS_MAX; texts as for
+ * calls (sanitized, cut with "...").  state is a handler_state_name(). */
+#define HB_HANDLERS_MAX 8
+#define HB_HANDLER_ERROR_MAX 160
+#define HB_HANDLER_STATES {"down", "starting", "ready", "backoff", "failed", "stopping", "stopped"}
+struct hb_handler {
+	char tool[HB_CALL_TEXT_MAX];
+	pid_t pid;                /* 0: none */
+	char state[16];
+	bool draining;
+	uint64_t inflight, served, restarts;
+	char last_error[HB_HANDLER_ERROR_MAX];
+};
+
+/* Per tool counters of a tool worker, both modes, shown as "tools": one
+ * entry per tool its pool serves that counted a call (bounded by the
+ * configuration's tools, and to HB_TOOLS_BUDGET bytes of text: the
+ * tools past it are not reported).
+ * Call durations in ms buckets, one more above the last. */
+#define HB_TOOL_HIST_BOUNDS {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000}
+#define HB_TOOL_HIST_N 16
+#define HB_TOOLS_BUDGET (24u * 1024)
+struct hb_tool {
+	const char *name;         /* the configuration's tool name */
+	uint64_t calls, errors, timeouts, redispatches;
+	uint64_t hist[HB_TOOL_HIST_N];
+	uint64_t sum_us;
+};
+enum hb_tool_result { HB_TOOL_OK = 0, HB_TOOL_ERROR, HB_TOOL_TIMEOUT };
 
 struct heartbeat {
 	char name[256];           /* NODE/POOL/SLOT */
@@ -66,6 +98,10 @@ struct heartbeat {
 	int64_t client_id;        /* the connection's CLIENT ID (rconn), 0 unknown */
 	int64_t streams;          /* streams in the consumer's set (literal and pattern) */
 	int64_t active;           /* of them, in the active read set (issue 11) */
+	struct hb_handler handlers[HB_HANDLERS_MAX];
+	size_t nhandlers;
+	struct hb_tool *tools;    /* heartbeat_tools_init; NULL for other kinds */
+	size_t ntools;
 };
 
 const char *heartbeat_status_name(enum hb_status s);
@@ -94,6 +130,15 @@ int heartbeat_append(struct heartbeat *hb, struct rconn *rc);
  * dropped, or -EPERM when the fence was lost (another process owns the
  * name: exit); a drop after a lost fence reports -ENOTCONN. */
 int heartbeat_replies(struct heartbeat *hb, struct rconn *rc, int n);
+/* A tool worker: one hb_tool per tool of cfg that pool serves. */
+void heartbeat_tools_init(struct heartbeat *hb, const struct sv_config *cfg, const struct pool_config *pool);
+/* Count one finished call of tool name (a tool not served: ignored); a
+ * timeout is an error too. */
+void heartbeat_tool_call(struct heartbeat *hb, const char *name, enum hb_tool_result res, int64_t us);
+/* Count one re-dispatch of a call its handler died with. */
+void heartbeat_tool_redispatch(struct heartbeat *hb, const char *name);
+/* Free what heartbeat_tools_init took. */
+void heartbeat_free(struct heartbeat *hb);
 /* Count one batch that took us microseconds. */
 void heartbeat_observe_batch(struct heartbeat *hb, int64_t us);
 /* Beat now (a round trip of its own): 0, -ENOTCONN or -EPERM. */

@@ -140,6 +140,8 @@ struct master {
 	json_int_t next_call_id;
 	json_t *groups;       /* stream/group figures from the monitor */
 	json_t *pattern_rows; /* checked per pattern summaries, master_monitor_check_patterns */
+	json_t *dead_letters; /* {stream: depth} of literal streams, master_monitor_check_dead */
+	json_t *tool_carry;   /* per tool counters of processes gone (master_tools_add_hb) */
 	json_t *warned_fields; /* NS:workers fields already logged as bad */
 	json_t *pattern_streams; /* {pattern: {name: true}}: discovered streams */
 	bool warned_streams;  /* a bad CHAN_MON_STREAMS name was logged */
@@ -157,6 +159,10 @@ extern struct master *master_instance; /* for the children: keep memory reachabl
 int64_t master_min_deadline(int64_t a, int64_t b);
 void master_counters_add_hb(struct counters *c, const json_t *hb);
 void master_counters_add(struct counters *c, const struct counters *o);
+/* Add a checked heartbeat's per tool counters ("tools") into acc,
+ * {TOOL: {"calls", "errors", "timeouts", "redispatches", "sum_us",
+ * "hist": [HB_TOOL_HIST_N]}}. */
+void master_tools_add_hb(json_t *acc, const json_t *hb);
 struct pool *master_find_pool(struct master *m, const char *name);
 void master_slot_act(struct master *m, struct slot *s, enum proc_action act);
 void master_slot_send(struct slot *s, enum chan_type type, const void *payload, size_t len);
@@ -186,8 +192,15 @@ bool master_slot_late(const struct master *m, const struct slot *s);
 void master_monitor_calls_answer(struct master *m, json_int_t id, json_t *reply);
 /* Check one heartbeat relayed from Redis (any client can write NS:workers):
  * returns a clean copy with only well-typed known fields, or NULL with the
- * reason in why. */
-json_t *master_monitor_check_beat(const json_t *hb, char *why, size_t whylen);
+ * reason in why.  Per tool counters ("tools") are kept only when they
+ * name distinct tools of cfg (NULL: never). */
+json_t *master_monitor_check_beat(const struct sv_config *cfg, const json_t *hb, char *why, size_t whylen);
+/* Check the dead-letter depths of a beats report ({STREAM: count}):
+ * 0 and *out (the streams cfg reads literally; others dropped, the
+ * monitor may run the configuration before a reload), or -EPROTO with
+ * the reason in why when it is not an object of non-negative integers. */
+int master_monitor_check_dead(const struct sv_config *cfg, const json_t *dead, json_t **out, char *why,
+			      size_t whylen);
 /* Check the per pattern summary rows of a beats report (patsum.c):
  * 0 and *out (the rows of pattern and group pairs cfg configures, each
  * with "taken_mono" instead of "age_ms"), or -EPROTO with the reason in

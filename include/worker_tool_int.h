@@ -36,6 +36,7 @@ struct outcome {
 	int truncated;
 	int exit_code;         /* -1: none (signal, timeout, not started, persistent) */
 	int64_t duration_ms;
+	bool timed_out;        /* the call's timeout_ms passed */
 	bool stolen;           /* our claim was lost: publish nothing */
 	bool interrupted;      /* the worker is stopping: publish nothing */
 };

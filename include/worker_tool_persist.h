@@ -38,6 +38,11 @@ void pt_after_batch(struct pt *pt, struct consumer *c);
 size_t pt_poll_fds(struct pt *pt, struct pollfd *fds, size_t max, int64_t *deadline_ms);
 void pt_poll_ready(struct pt *pt, struct consumer *c, const struct pollfd *fds, size_t n);
 size_t pt_capacity(struct pt *pt);
+/* The service pass of pt_poll_ready, from the run loop of an exec call in
+ * a pool that also serves persistent tools (fds from pt_poll_fds): the
+ * handlers go on, answers are published and entries renewed while the
+ * exec tool runs.  Leaves the heartbeat's calls alone (the exec call's). */
+void pt_service_exec(struct pt *pt, struct consumer *c, const struct pollfd *fds, size_t n);
 
 /* The worker stops (consumer still alive, no read in flight): handlers
  * stopped, answers published until they are gone or

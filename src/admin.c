@@ -138,6 +138,33 @@ static int stream_rows(struct rconn *rc, const char *stream, json_t *wanted, jso
 	return rc->c ? 0 : -ENOTCONN;
 }
 
+json_t *admin_dead_depths(struct rconn *rc, const struct sv_config *cfg)
+{
+	json_t *streams = configured_streams(cfg), *out = json_object();
+	if (!rc->c) {
+		json_decref(streams);
+		json_decref(out);
+		return NULL;
+	}
+	const char *stream;
+	json_t *v;
+	json_object_foreach(streams, stream, v)
+		redisAppendCommand(rc->c, "XLEN %s:dead", stream);
+	json_object_foreach(streams, stream, v) {
+		redisReply *r = rconn_get_reply(rc);
+		if (!r) {
+			json_decref(streams);
+			json_decref(out);
+			return NULL; /* rconn_drop logged it */
+		}
+		if (r->type == REDIS_REPLY_INTEGER && r->integer >= 0)
+			json_object_set_new(out, stream, json_integer(r->integer));
+		freeReplyObject(r);
+	}
+	json_decref(streams);
+	return out;
+}
+
 json_t *admin_groups(struct rconn *rc, const struct sv_config *cfg)
 {
 	json_t *streams = configured_streams(cfg);

@@ -455,6 +455,39 @@ static void show_patterns(const json_t *rows)
 	table_print(&t, "  ");
 }
 
+/* A persistent tool's handler, on a line of its own under its worker:
+ * "  handler TOOL", its state, pid, STATUS "draining" while an old process
+ * drains, PROCESSED the calls it answered, RESTARTS, PENDING the calls in
+ * flight, and its last error. */
+static void handler_row(struct table *t, size_t r, size_t ncols, const json_t *hd)
+{
+	char *tool = cell(json_object_get(hd, "tool")); /* control characters shown as '?' */
+	size_t len = strlen(tool) + 16;
+	char *name = malloc(len);
+	if (!name) {
+		fprintf(stderr, "%s: out of memory\n", prog);
+		exit(EXIT_REFUSED);
+	}
+	snprintf(name, len, "  handler %s", tool);
+	free(tool);
+	size_t c = 0;
+	table_set(t, r, c++, name);
+	table_set(t, r, c++, cell(json_object_get(hd, "state")));
+	table_set(t, r, c++, pid_cell(json_object_get(hd, "pid")));
+	table_set(t, r, c++, xstrdup("-"));
+	table_set(t, r, c++, xstrdup("-"));
+	table_set(t, r, c++, xstrdup(json_is_true(json_object_get(hd, "draining")) ? "draining" : "-"));
+	table_set(t, r, c++, cell(json_object_get(hd, "served")));
+	table_set(t, r, c++, xstrdup("-"));
+	table_set(t, r, c++, cell(json_object_get(hd, "restarts")));
+	table_set(t, r, c++, cell(json_object_get(hd, "inflight")));
+	while (c + 2 < ncols)
+		table_set(t, r, c++, xstrdup("-")); /* STREAMS, ACTIVE */
+	table_set(t, r, c++, xstrdup("-"));
+	const json_t *le = json_object_get(hd, "last_error");
+	table_set(t, r, c++, json_is_string(le) ? cell(le) : xstrdup(""));
+}
+
 /* The workers' table: STREAMS and ACTIVE only when a pool reads a
  * pattern (a literal-only configuration keeps its columns), and then
  * "-" for the workers of the other pools. */
@@ -467,15 +500,19 @@ static void show_workers(const json_t *reply)
 	struct table t;
 	size_t i;
 	json_t *w;
-	table_init(&t, ncols, json_array_size(workers));
+	size_t rows = json_array_size(workers);
+	json_array_foreach(workers, i, w) rows += json_array_size(json_object_get(w, "handlers"));
+	table_init(&t, ncols, rows);
 	for (size_t c = 0, k = 0; c < ARRAY_SIZE(status_cols); c++) {
 		if (c == STATUS_SET_AT)
 			for (size_t j = 0; j < nsets; j++)
 				table_set(&t, 0, k++, xstrdup(status_set_cols[j]));
 		table_set(&t, 0, k++, xstrdup(status_cols[c]));
 	}
+	size_t r = 0;
 	json_array_foreach(workers, i, w) {
-		size_t r = i + 1, c = 0;
+		size_t c = 0;
+		r++;
 		table_set(&t, r, c++, cell(json_object_get(w, "name")));
 		table_set(&t, r, c++, cell(json_object_get(w, "state")));
 		table_set(&t, r, c++, pid_cell(json_object_get(w, "pid")));
@@ -494,6 +531,10 @@ static void show_workers(const json_t *reply)
 		}
 		table_set(&t, r, c++, cell(json_object_get(w, "health")));
 		table_set(&t, r, c++, last_exit_cell(w));
+		size_t j;
+		json_t *hd;
+		json_array_foreach(json_object_get(w, "handlers"), j, hd)
+			handler_row(&t, ++r, ncols, hd);
 	}
 	table_print(&t, "");
 	json_decref(ppools);

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -66,6 +67,107 @@ static json_t *calls_json(const struct heartbeat *hb)
 	return a;
 }
 
+static json_t *handlers_json(const struct heartbeat *hb)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < hb->nhandlers && i < HB_HANDLERS_MAX; i++) {
+		const struct hb_handler *k = &hb->handlers[i];
+		json_t *o = json_pack("{s:s, s:s, s:b, s:I, s:I, s:I}", "tool", k->tool, "state", k->state,
+				      "draining", k->draining, "inflight", (json_int_t)k->inflight, "served",
+				      (json_int_t)k->served, "restarts", (json_int_t)k->restarts);
+		if (!o) /* text that is not UTF-8: left out */
+			continue;
+		json_object_set_new(o, "pid", k->pid > 0 ? json_integer(k->pid) : json_null());
+		json_object_set_new(o, "last_error", k->last_error[0] ? json_string(k->last_error) : json_null());
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
+/* Tools that counted something, while their text fits HB_TOOLS_BUDGET
+ * (a configuration of many tools must never push the beat over the size
+ * the monitor relays). */
+static json_t *tools_json(const struct heartbeat *hb)
+{
+	json_t *a = json_array();
+	size_t used = 0;
+	for (size_t i = 0; i < hb->ntools; i++) {
+		const struct hb_tool *t = &hb->tools[i];
+		if (!t->calls && !t->redispatches)
+			continue;
+		/* keys and 21 numbers of at most 20 digits, the name escaped */
+		used += 6 * strlen(t->name) + 600;
+		if (used > HB_TOOLS_BUDGET)
+			break;
+		json_t *hist = json_array();
+		for (int b = 0; b < HB_TOOL_HIST_N; b++)
+			json_array_append_new(hist, json_integer((json_int_t)t->hist[b]));
+		json_t *o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:o, s:I}", "tool", t->name, "calls",
+				      (json_int_t)t->calls, "errors", (json_int_t)t->errors, "timeouts",
+				      (json_int_t)t->timeouts, "redispatches", (json_int_t)t->redispatches, "hist",
+				      hist, "sum_us", (json_int_t)t->sum_us);
+		if (o)
+			json_array_append_new(a, o);
+	}
+	return a;
+}
+
+void heartbeat_tools_init(struct heartbeat *hb, const struct sv_config *cfg, const struct pool_config *pool)
+{
+	free(hb->tools);
+	hb->tools = NULL;
+	hb->ntools = 0;
+	size_t k = 0;
+	for (size_t i = 0; i < cfg->ntools; i++)
+		k += config_pool_serves(pool, cfg->tools[i].name);
+	if (!k)
+		return;
+	hb->tools = util_xcalloc(k, sizeof(*hb->tools));
+	for (size_t i = 0; i < cfg->ntools; i++)
+		if (config_pool_serves(pool, cfg->tools[i].name))
+			hb->tools[hb->ntools++].name = cfg->tools[i].name;
+}
+
+static struct hb_tool *tool_of(struct heartbeat *hb, const char *name)
+{
+	for (size_t i = 0; name && i < hb->ntools; i++)
+		if (strcmp(hb->tools[i].name, name) == 0)
+			return &hb->tools[i];
+	return NULL;
+}
+
+void heartbeat_tool_call(struct heartbeat *hb, const char *name, enum hb_tool_result res, int64_t us)
+{
+	static const int64_t bounds[] = HB_TOOL_HIST_BOUNDS;
+	struct hb_tool *t = tool_of(hb, name);
+	if (!t)
+		return;
+	if (us < 0)
+		us = 0;
+	t->calls++;
+	t->errors += res != HB_TOOL_OK;
+	t->timeouts += res == HB_TOOL_TIMEOUT;
+	int i = 0;
+	while (i < HB_TOOL_HIST_N - 1 && us > bounds[i] * 1000)
+		i++;
+	t->hist[i]++;
+	t->sum_us += (uint64_t)us;
+}
+
+void heartbeat_tool_redispatch(struct heartbeat *hb, const char *name)
+{
+	struct hb_tool *t = tool_of(hb, name);
+	if (t)
+		t->redispatches++;
+}
+
+void heartbeat_free(struct heartbeat *hb)
+{
+	free(hb->tools);
+	hb->tools = NULL;
+	hb->ntools = 0;
+}
+
 static char *heartbeat_json(const struct heartbeat *hb)
 {
 	json_t *o = json_pack("{s:i, s:s, s:s, s:i, s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I}",
@@ -89,6 +191,10 @@ static char *heartbeat_json(const struct heartbeat *hb)
 	json_object_set_new(o, "current", hb->current[0] ? json_string(hb->current) : json_null());
 	json_object_set_new(o, "calls", calls_json(hb));
 	json_object_set_new(o, "calls_more", json_integer((json_int_t)hb->calls_more));
+	if (hb->nhandlers)
+		json_object_set_new(o, "handlers", handlers_json(hb));
+	if (hb->ntools)
+		json_object_set_new(o, "tools", tools_json(hb));
 	json_object_set_new(o, "last_error",
 			    hb->last_error[0] ? json_string(hb->last_error) : json_null());
 	json_object_set_new(o, "tool_pgid", hb->tool_pgid ? json_integer(hb->tool_pgid) : json_null());
@@ -245,6 +351,7 @@ void heartbeat_release(struct heartbeat *hb, struct rconn *rc)
 	hb->current[0] = '\0';
 	hb->ncalls = 0;
 	hb->calls_more = 0;
+	hb->nhandlers = 0;
 	append_hset(hb, rc);
 	redisAppendCommand(rc->c, "EVAL %s 1 %s %s", release_script, hb->fence_key, hb->fence_val);
 	for (int i = 0; i < 2; i++) {

@@ -63,6 +63,38 @@ void master_counters_add_hb(struct counters *c, const json_t *hb)
 	c->batch_sum_us += (uint64_t)json_integer_value(json_object_get(hb, "batch_sum_us"));
 }
 
+void master_tools_add_hb(json_t *acc, const json_t *hb)
+{
+	static const char *const counts[] = {"calls", "errors", "timeouts", "redispatches", "sum_us"};
+	size_t i;
+	json_t *t;
+	json_array_foreach(json_object_get(hb, "tools"), i, t) {
+		const char *name = json_string_value(json_object_get(t, "tool"));
+		if (!name)
+			continue;
+		json_t *a = json_object_get(acc, name);
+		if (!a) {
+			a = json_object();
+			json_t *hist = json_array();
+			for (size_t b = 0; b < HB_TOOL_HIST_N; b++)
+				json_array_append_new(hist, json_integer(0));
+			json_object_set_new(a, "hist", hist);
+			for (size_t k = 0; k < ARRAY_SIZE(counts); k++)
+				json_object_set_new(a, counts[k], json_integer(0));
+			json_object_set_new(acc, name, a);
+		}
+		for (size_t k = 0; k < ARRAY_SIZE(counts); k++)
+			json_object_set_new(a, counts[k],
+					    json_integer(json_integer_value(json_object_get(a, counts[k])) +
+							 json_integer_value(json_object_get(t, counts[k]))));
+		json_t *hist = json_object_get(a, "hist"), *h = json_object_get(t, "hist");
+		for (size_t b = 0; b < HB_TOOL_HIST_N; b++)
+			json_array_set_new(hist, b,
+					   json_integer(json_integer_value(json_array_get(hist, b)) +
+							json_integer_value(json_array_get(h, b))));
+	}
+}
+
 void master_counters_add(struct counters *c, const struct counters *o)
 {
 	c->processed += o->processed;
@@ -383,6 +415,11 @@ static void slot_exited(struct master *m, struct slot *s, int code, bool violate
 	s->child = NULL;
 	s->tool_pid = 0;
 	master_counters_add_hb(&s->carry, s->hb);
+	if (s->hb && json_object_get(s->hb, "tools")) {
+		if (!m->tool_carry)
+			m->tool_carry = json_object();
+		master_tools_add_hb(m->tool_carry, s->hb);
+	}
 	json_decref(s->hb);
 	s->hb = NULL;
 	s->prev_pid = s->pid;
@@ -906,6 +943,8 @@ static void master_free(struct master *m)
 	json_decref(m->remote);
 	json_decref(m->groups);
 	json_decref(m->pattern_rows);
+	json_decref(m->dead_letters);
+	json_decref(m->tool_carry);
 	json_decref(m->warned_fields);
 	json_decref(m->pattern_streams);
 	metrics_http_close(m->http);

@@ -163,6 +163,9 @@ static json_t *slot_status(struct master *m, const struct slot *s, int64_t now, 
 	json_t *calls = hb ? json_object_get(hb, "calls") : NULL;
 	json_object_set_new(o, "calls", calls ? json_incref(calls) : json_array());
 	json_object_set_new(o, "calls_more", json_integer(json_integer_value(json_object_get(hb, "calls_more"))));
+	/* A tool worker's persistent handlers (checked, bounded). */
+	json_t *handlers = hb ? json_object_get(hb, "handlers") : NULL;
+	json_object_set_new(o, "handlers", handlers ? json_incref(handlers) : json_array());
 	json_object_set_new(o, "last_exit", s->last_exit[0] ? json_string(s->last_exit) : json_null());
 	json_t *le = hb ? json_object_get(hb, "last_error") : NULL;
 	if (!json_is_string(le) && (s->proc.state == PROC_FATAL || s->proc.state == PROC_BACKOFF))
@@ -433,6 +436,42 @@ static json_t *counters_json(const char *pool, const struct counters *c)
 	return o;
 }
 
+/* Per tool counters summed over the tool workers, those gone included:
+ * one row per configured tool (zeros before any call), then any tool
+ * no longer configured that counted calls. */
+static json_t *tools_state(struct master *m)
+{
+	json_t *acc = m->tool_carry ? json_deep_copy(m->tool_carry) : json_object();
+	FOREACH_SLOT(m, s)
+	if (s->pid > 0 && s->hb)
+		master_tools_add_hb(acc, s->hb);
+	json_t *rows = json_array();
+	for (size_t i = 0; i < m->cfg->ntools; i++) {
+		const char *name = m->cfg->tools[i].name;
+		json_t *a = json_object_get(acc, name);
+		if (!a) { /* zeros: added from an entry without counters */
+			json_t *one = json_pack("{s:[{s:s, s:[]}]}", "tools", "tool", name, "hist");
+			master_tools_add_hb(acc, one);
+			json_decref(one);
+			a = json_object_get(acc, name);
+		}
+		json_t *row = json_deep_copy(a);
+		json_object_set_new(row, "tool", json_string(name));
+		json_array_append_new(rows, row);
+	}
+	const char *name;
+	json_t *a;
+	json_object_foreach(acc, name, a) {
+		if (config_find_tool(m->cfg, name))
+			continue;
+		json_t *row = json_deep_copy(a);
+		json_object_set_new(row, "tool", json_string(name));
+		json_array_append_new(rows, row);
+	}
+	json_decref(acc);
+	return rows;
+}
+
 static json_t *metrics_state(struct master *m)
 {
 	int64_t now = util_mono_ms(), wall = util_wall_ms();
@@ -449,9 +488,12 @@ static json_t *metrics_state(struct master *m)
 		}
 		json_array_append_new(pools, counters_json(p->name, &total));
 	}
-	return json_pack("{s:s, s:b, s:o, s:o, s:O, s:o}", "node", m->cfg->node, "redis_up", m->redis_ok,
-			 "workers", workers, "pools", pools, "groups", m->groups ? m->groups : json_null(), "patterns",
-			 pattern_views(m, now, NULL));
+	json_t *st = json_pack("{s:s, s:b, s:o, s:o, s:O, s:o}", "node", m->cfg->node, "redis_up", m->redis_ok,
+			       "workers", workers, "pools", pools, "groups", m->groups ? m->groups : json_null(),
+			       "patterns", pattern_views(m, now, NULL));
+	json_object_set_new(st, "tools", tools_state(m));
+	json_object_set_new(st, "dead", m->dead_letters ? json_incref(m->dead_letters) : json_object());
+	return st;
 }
 
 char *master_cmd_render_metrics(void *ctx)

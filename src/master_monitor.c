@@ -4,6 +4,7 @@
 #include "master_int.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -231,6 +232,83 @@ static json_t *clean_calls(const json_t *v)
 	return out;
 }
 
+/* A tool worker's handlers (heartbeat.h): shown, never acted on (the pid
+ * is not used to signal anything).  A clean copy of a well-formed list
+ * (known keys, well-typed, texts bounded, a known state, at most
+ * HB_HANDLERS_MAX), or NULL. */
+static json_t *clean_handlers(const json_t *v)
+{
+	static const char *const states[] = HB_HANDLER_STATES;
+	static const char *const counts[] = {"inflight", "served", "restarts"};
+	if (!json_is_array(v) || json_array_size(v) > HB_HANDLERS_MAX)
+		return NULL;
+	json_t *out = json_array();
+	size_t i;
+	const json_t *e;
+	json_array_foreach(v, i, e) {
+		const json_t *tool = json_object_get(e, "tool"), *pid = json_object_get(e, "pid"),
+			     *st = json_object_get(e, "state"), *dr = json_object_get(e, "draining"),
+			     *le = json_object_get(e, "last_error");
+		bool ok = json_is_object(e) && is_text(tool, HB_CALL_TEXT_MAX) && json_is_boolean(dr) &&
+			  (json_is_null(pid) || (json_is_integer(pid) && json_integer_value(pid) > 0 &&
+						 json_integer_value(pid) <= INT32_MAX)) &&
+			  (json_is_null(le) || is_text(le, HB_HANDLER_ERROR_MAX)) && json_is_string(st);
+		bool known = false;
+		for (size_t k = 0; ok && k < ARRAY_SIZE(states); k++)
+			known = known || strcmp(json_string_value(st), states[k]) == 0;
+		for (size_t k = 0; ok && k < ARRAY_SIZE(counts); k++)
+			ok = is_count(json_object_get(e, counts[k]));
+		if (!ok || !known) {
+			json_decref(out);
+			return NULL;
+		}
+		json_t *o = json_pack("{s:O, s:O, s:O, s:O, s:O}", "tool", tool, "pid", pid, "state", st, "draining",
+				      dr, "last_error", le);
+		for (size_t k = 0; k < ARRAY_SIZE(counts); k++)
+			json_object_set(o, counts[k], json_object_get(e, counts[k]));
+		json_array_append_new(out, o);
+	}
+	return out;
+}
+
+/* A tool worker's per tool counters (heartbeat.h), summed into metrics:
+ * a clean copy when every entry names a distinct tool of cfg (so at most
+ * cfg->ntools entries) with well-typed counters and a histogram of
+ * exactly HB_TOOL_HIST_N buckets, else NULL. */
+static json_t *clean_tools(const struct sv_config *cfg, const json_t *v)
+{
+	static const char *const counts[] = {"calls", "errors", "timeouts", "redispatches", "sum_us"};
+	if (!cfg || !json_is_array(v) || json_array_size(v) > cfg->ntools)
+		return NULL;
+	json_t *out = json_array(), *seen = json_object();
+	size_t i;
+	const json_t *e;
+	json_array_foreach(v, i, e) {
+		const json_t *tool = json_object_get(e, "tool"), *hist = json_object_get(e, "hist");
+		const char *name = json_string_value(tool);
+		bool ok = json_is_object(e) && name && strlen(name) == json_string_length(tool) &&
+			  config_find_tool(cfg, name) && !json_object_get(seen, name) && json_is_array(hist) &&
+			  json_array_size(hist) == HB_TOOL_HIST_N;
+		for (size_t k = 0; ok && k < ARRAY_SIZE(counts); k++)
+			ok = is_count(json_object_get(e, counts[k]));
+		size_t b;
+		const json_t *x;
+		json_array_foreach(ok ? hist : NULL, b, x) ok = ok && is_count(x);
+		if (!ok) {
+			json_decref(out);
+			json_decref(seen);
+			return NULL;
+		}
+		json_object_set_new(seen, name, json_true());
+		json_t *o = json_pack("{s:O, s:O}", "tool", tool, "hist", hist);
+		for (size_t k = 0; k < ARRAY_SIZE(counts); k++)
+			json_object_set(o, counts[k], json_object_get(e, counts[k]));
+		json_array_append_new(out, o);
+	}
+	json_decref(seen);
+	return out;
+}
+
 /* Copy key when ok(value); a known key with a bad value is dropped. */
 static void take_if(json_t *out, const json_t *hb, const char *key, bool ok)
 {
@@ -239,7 +317,7 @@ static void take_if(json_t *out, const json_t *hb, const char *key, bool ok)
 		json_object_set(out, key, v);
 }
 
-json_t *master_monitor_check_beat(const json_t *hb, char *why, size_t whylen)
+json_t *master_monitor_check_beat(const struct sv_config *cfg, const json_t *hb, char *why, size_t whylen)
 {
 	if (!json_is_object(hb)) {
 		snprintf(why, whylen, "not a JSON object");
@@ -266,6 +344,12 @@ json_t *master_monitor_check_beat(const json_t *hb, char *why, size_t whylen)
 	if (calls)
 		json_object_set_new(out, "calls", calls);
 	take_if(out, hb, "calls_more", is_count(json_object_get(hb, "calls_more")));
+	json_t *handlers = clean_handlers(json_object_get(hb, "handlers"));
+	if (handlers)
+		json_object_set_new(out, "handlers", handlers);
+	json_t *tools = clean_tools(cfg, json_object_get(hb, "tools"));
+	if (tools)
+		json_object_set_new(out, "tools", tools);
 	const json_t *tp = json_object_get(hb, "tool_pgid");
 	take_if(out, hb, "tool_pgid", json_is_null(tp) || is_count(tp));
 	for (size_t i = 0; i < ARRAY_SIZE(hb_set_sizes); i++) {
@@ -296,7 +380,7 @@ static json_t *checked_workers(struct master *m, const json_t *workers)
 	json_t *hb;
 	json_object_foreach((json_t *)workers, name, hb) {
 		char why[160];
-		json_t *clean = master_monitor_check_beat(hb, why, sizeof(why));
+		json_t *clean = master_monitor_check_beat(m->cfg, hb, why, sizeof(why));
 		if (clean)
 			json_object_set_new(out, name, clean);
 		else
@@ -414,6 +498,41 @@ int master_monitor_check_patterns(const struct sv_config *cfg, const json_t *row
 	return 0;
 }
 
+/* Does a pool (or the top level) read stream literally? */
+static bool literal_stream(const struct sv_config *cfg, const char *stream)
+{
+	if (config_strlist_has(&cfg->streams, stream))
+		return true;
+	for (size_t i = 0; i < cfg->npools; i++)
+		if (config_strlist_has(&cfg->pools[i].streams, stream))
+			return true;
+	return false;
+}
+
+int master_monitor_check_dead(const struct sv_config *cfg, const json_t *dead, json_t **out, char *why,
+			      size_t whylen)
+{
+	*out = NULL;
+	if (!json_is_object(dead)) {
+		snprintf(why, whylen, "beats: dead not an object");
+		return -EPROTO;
+	}
+	json_t *clean = json_object();
+	const char *stream;
+	json_t *v;
+	json_object_foreach((json_t *)dead, stream, v) {
+		if (!is_count(v)) {
+			snprintf(why, whylen, "beats: dead-letter depth of a stream is not a non-negative integer");
+			json_decref(clean);
+			return -EPROTO;
+		}
+		if (literal_stream(cfg, stream))
+			json_object_set(clean, stream, v);
+	}
+	*out = clean;
+	return 0;
+}
+
 /* The monitor's own report: its shape is the monitor's to get right (a
  * violation otherwise); the heartbeats inside are Redis's and only dropped
  * one by one. */
@@ -441,9 +560,18 @@ static int on_beats(struct master *m, json_t *msg, char *why, size_t whylen)
 	json_t *patterns = json_object_get(msg, "patterns"), *rows = NULL;
 	if (patterns && master_monitor_check_patterns(m->cfg, patterns, now, &rows, why, whylen) < 0)
 		return -EPROTO;
+	json_t *dead = json_object_get(msg, "dead"), *depths = NULL;
+	if (dead && master_monitor_check_dead(m->cfg, dead, &depths, why, whylen) < 0) {
+		json_decref(rows);
+		return -EPROTO;
+	}
 	if (rows) {
 		json_decref(m->pattern_rows);
 		m->pattern_rows = rows;
+	}
+	if (depths) {
+		json_decref(m->dead_letters);
+		m->dead_letters = depths;
 	}
 	master_monitor_redis_health(m, true, NULL);
 	int64_t wall = json_integer_value(wall_j);

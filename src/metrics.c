@@ -278,6 +278,63 @@ static void worker_sets(struct out *o, const json_t *workers)
 	}
 }
 
+/* Per tool counters and call durations, both modes (the master sums the
+ * tool workers' heartbeats). */
+static void tool_metrics(struct out *o, const json_t *tools)
+{
+	static const char *const counters[][3] = {
+		{"calls", "streamvisor_tool_calls_total", "Tool calls finished (an output or an error output), per tool."},
+		{"errors", "streamvisor_tool_errors_total", "Tool calls finished with an error output (timeouts included), per tool."},
+		{"timeouts", "streamvisor_tool_timeouts_total", "Tool calls past their timeout_ms, per tool."},
+		{"redispatches", "streamvisor_tool_redispatches_total",
+		 "Calls re-sent alone to a persistent tool's handler after it died with them in flight, per tool."},
+	};
+	size_t i;
+	json_t *t;
+	for (size_t k = 0; k < ARRAY_SIZE(counters); k++) {
+		header(o, counters[k][1], "counter", counters[k][2]);
+		json_array_foreach(tools, i, t) {
+			char *lt = label_dup(jstr(t, "tool"));
+			put(o, "%s{tool=\"%s\"} %lld\n", counters[k][1], lt, jint(t, counters[k][0]));
+			free(lt);
+		}
+	}
+	static const int64_t bounds[] = HB_TOOL_HIST_BOUNDS;
+	header(o, "streamvisor_tool_call_duration_seconds", "histogram",
+	       "Time from taking a tool call to its output, per tool.");
+	json_array_foreach(tools, i, t) {
+		char *lt = label_dup(jstr(t, "tool"));
+		json_t *hist = json_object_get(t, "hist");
+		long long cum = 0;
+		for (size_t b = 0; b < HB_TOOL_HIST_N; b++) {
+			cum += (long long)json_integer_value(json_array_get(hist, b));
+			if (b < HB_TOOL_HIST_N - 1)
+				put(o, "streamvisor_tool_call_duration_seconds_bucket{tool=\"%s\",le=\"%g\"} %lld\n", lt,
+				    (double)bounds[b] / 1000.0, cum);
+			else
+				put(o, "streamvisor_tool_call_duration_seconds_bucket{tool=\"%s\",le=\"+Inf\"} %lld\n", lt,
+				    cum);
+		}
+		put(o, "streamvisor_tool_call_duration_seconds_sum{tool=\"%s\"} %.6f\n", lt,
+		    (double)jint(t, "sum_us") / 1e6);
+		put(o, "streamvisor_tool_call_duration_seconds_count{tool=\"%s\"} %lld\n", lt, cum);
+		free(lt);
+	}
+}
+
+/* Entries in each literal stream's dead-letter stream (XLEN STREAM:dead). */
+static void dead_gauges(struct out *o, const json_t *dead)
+{
+	header(o, "streamvisor_dead_letters", "gauge", "Dead letters waiting in each stream's STREAM:dead (XLEN).");
+	const char *stream;
+	json_t *v;
+	json_object_foreach((json_t *)dead, stream, v) {
+		char *ls = label_dup(stream);
+		put(o, "streamvisor_dead_letters{stream=\"%s\"} %lld\n", ls, (long long)json_integer_value(v));
+		free(ls);
+	}
+}
+
 char *metrics_render(const json_t *state)
 {
 	struct out o = {0};
@@ -288,6 +345,8 @@ char *metrics_render(const json_t *state)
 	group_gauges(&o, json_object_get(state, "groups"));
 	worker_sets(&o, json_object_get(state, "workers"));
 	pattern_gauges(&o, json_object_get(state, "patterns"));
+	tool_metrics(&o, json_object_get(state, "tools"));
+	dead_gauges(&o, json_object_get(state, "dead"));
 	if (o.failed) {
 		free(o.buf);
 		return NULL;

@@ -251,18 +251,21 @@ static void report_beats(struct monitor *m)
 	if (r)
 		freeReplyObject(r);
 	json_t *groups = ok ? collect_groups(m, pending) : NULL;
-	ok = ok && m->rc.c;
+	json_t *dead = ok && m->rc.c ? admin_dead_depths(&m->rc, m->cfg) : NULL;
+	ok = ok && m->rc.c && dead;
 	json_object_set_new(msg, "ok", json_boolean(ok));
 	if (ok) {
 		json_object_set_new(msg, "wall_ms", json_integer(util_wall_ms()));
 		json_object_set_new(msg, "workers", workers);
 		json_object_set_new(msg, "pending", pending);
 		json_object_set_new(msg, "groups", groups);
+		json_object_set_new(msg, "dead", dead);
 		json_object_set_new(msg, "patterns", patsum_rows(&m->views, util_mono_ms()));
 	} else {
 		json_decref(workers);
 		json_decref(pending);
 		json_decref(groups);
+		json_decref(dead);
 		json_object_set_new(msg, "error", json_string(m->rc.err[0] ? m->rc.err : "bad reply"));
 	}
 	send_to_master(m, CHAN_MON_BEATS, msg);

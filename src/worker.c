@@ -360,7 +360,7 @@ static void worker_kind_init(struct worker *w)
 	if (w->pool->kind == POOL_PERSISTENCE)
 		worker_persist_init(w->cfg, w->pool, w->args->slot, &w->kind);
 	else if (w->pool->kind == POOL_TOOL)
-		worker_tool_init(w->cfg, w->pool, &w->kind);
+		worker_tool_init(w->cfg, w->pool, &w->kind), heartbeat_tools_init(&w->hb, w->cfg, w->pool);
 	else
 		return;
 	struct consumer_host host;
@@ -431,6 +431,7 @@ int worker_main(const struct worker_args *a)
 		status = worker_round(&w);
 	worker_kind_free(&w);
 	heartbeat_release(&w.hb, &w.rc);
+	heartbeat_free(&w.hb);
 	rconn_close(&w.rc);
 	chan_reader_free(&w.chan);
 	log_info("worker exiting with status %d", status);

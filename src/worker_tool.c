@@ -254,6 +254,7 @@ struct run_state {
 	size_t index;
 	const struct tool_config *tool;
 	const struct call *call;
+	struct pt *pt;         /* the pool's persistent tools, or NULL */
 	pid_t pid;
 	int pidfd;             /* readable when the tool exits (-1: poll by time) */
 	int in, out, err;
@@ -442,7 +443,9 @@ static void run_loop(struct run_state *rs, struct outcome *oc)
 		else if (!h->rc->c)
 			rconn_ready(h->rc, now);
 
-		struct pollfd fds[5];
+		/* 5 of ours, then the persistent handlers' (a pool serving both
+		 * kinds): they are serviced while the exec tool runs. */
+		struct pollfd fds[5 + CONSUMER_POLL_MAX];
 		nfds_t n = 0;
 		int iin = -1, iout = -1, ierr = -1;
 		if (rs->in >= 0)
@@ -468,7 +471,20 @@ static void run_loop(struct run_state *rs, struct outcome *oc)
 		int64_t until_beat = heartbeat_next_ms(h->hb, now);
 		if (until_beat < wait)
 			wait = until_beat;
+		nfds_t npt0 = n;
+		size_t npt = 0;
+		if (rs->pt) {
+			int64_t deadline = now + wait;
+			npt = pt_poll_fds(rs->pt, fds + n, CONSUMER_POLL_MAX, &deadline);
+			n += npt;
+			if (deadline - now < wait)
+				wait = deadline - now > 0 ? deadline - now : 0;
+		}
+		for (nfds_t i = 0; i < n; i++)
+			fds[i].revents = 0;
 		poll(fds, n, (int)wait);
+		if (rs->pt)
+			pt_service_exec(rs->pt, rs->c, fds + npt0, npt);
 		if (iin >= 0 && fds[iin].revents)
 			write_in(rs);
 		if (iout >= 0 && fds[iout].revents)
@@ -510,10 +526,10 @@ static void note_signal_death(const struct run_state *rs, struct outcome *oc)
 }
 
 static void run_tool(struct consumer *c, struct consumer_batch *b, size_t index, const struct tool_config *t,
-		     const struct call *call, struct outcome *oc)
+		     const struct call *call, struct pt *pt, struct outcome *oc)
 {
 	const struct consumer_host *h = consumer_host(c);
-	struct run_state rs = {.host = h, .c = c, .batch = b, .index = index, .tool = t, .call = call,
+	struct run_state rs = {.host = h, .c = c, .batch = b, .index = index, .tool = t, .call = call, .pt = pt,
 			       .pidfd = -1, .in = -1, .out = -1, .err = -1};
 	rs.in_len = strlen(call->arguments);
 	linebuf_init(&rs.errlb, 4096);
@@ -541,6 +557,7 @@ static void run_tool(struct consumer *c, struct consumer_batch *b, size_t index,
 	linebuf_free(&rs.errlb);
 	oc->duration_ms = util_mono_ms() - rs.start;
 	if (rs.timed_out) {
+		oc->timed_out = true;
 		char msg[64];
 		snprintf(msg, sizeof(msg), "timed out after %lld ms", (long long)t->timeout_ms);
 		oc->output = util_xstrdup(msg);
@@ -805,8 +822,12 @@ static void handle_call(struct tool_worker *tw, struct consumer *c, struct consu
 			log_kv(LOG_WARN, KV("run", call.run, "call_id", call.call_id), "unknown tool %s", call.name);
 		} else {
 			calls_show(h->hb, b, index, &call);
-			run_tool(c, b, index, t, &call, &oc);
+			run_tool(c, b, index, t, &call, tw->pt, &oc);
 			ran = true;
+			if (!oc.stolen && !oc.interrupted)
+				heartbeat_tool_call(h->hb, t->name,
+						    oc.timed_out ? HB_TOOL_TIMEOUT : oc.is_error ? HB_TOOL_ERROR : HB_TOOL_OK,
+						    oc.duration_ms * 1000);
 		}
 		int pr;
 		if (oc.stolen || oc.interrupted) {

@@ -141,6 +141,13 @@ static size_t count_state(const struct pt *pt, enum pc_state s)
 
 /* ---------- handler events ---------- */
 
+/* The per tool counters of the heartbeat (status and metrics). */
+static void count_call(struct pt *pt, const struct pt_call *pc, enum hb_tool_result res)
+{
+	if (pt->c)
+		heartbeat_tool_call(consumer_host(pt->c)->hb, pc->tool->t->name, res, pc->duration_ms * 1000);
+}
+
 static void ev_answer(void *ctx, void *owner, const json_t *output, const char *error)
 {
 	struct pt *pt = ctx;
@@ -161,6 +168,7 @@ static void ev_answer(void *ctx, void *owner, const json_t *output, const char *
 		pc->out_json = json_incref((json_t *)output);
 		pc->is_error = false;
 	}
+	count_call(pt, pc, pc->is_error ? HB_TOOL_ERROR : HB_TOOL_OK);
 }
 
 static void ev_failed(void *ctx, void *owner, const char *why)
@@ -176,6 +184,8 @@ static void ev_failed(void *ctx, void *owner, const char *why)
 	pc->duration_ms = util_mono_ms() - pc->taken_ms;
 	pc->out_text = util_xstrdup(why);
 	pc->is_error = true;
+	/* handler.h: a timeout's why is "timed out after N ms". */
+	count_call(pt, pc, strncmp(why, "timed out", 9) == 0 ? HB_TOOL_TIMEOUT : HB_TOOL_ERROR);
 }
 
 static void ev_suspect(void *ctx, void *owner)
@@ -327,12 +337,38 @@ static void send_one(struct pt *pt, struct pt_tool *tl, struct pt_call *pc, unsi
 	}
 }
 
+/* Waiting calls past their deadline (it counts from when the worker took
+ * them) get their timeout output here, unsent.  Found by handler_hang: a
+ * pool serving several tools takes calls for any of them (capacity() is
+ * the sum of all free slots), so calls of a tool whose handler hangs
+ * queued past their deadline; sent then, each timed out at once and,
+ * with concurrency 1, killed and restarted the handler, one restart per
+ * queued call. */
+static void expire_waiting(struct pt *pt, int64_t now)
+{
+	for (size_t i = 0; i < pt->n; i++) {
+		struct pt_call *pc = pt->calls[i];
+		if (pc->state != PC_WAITING || now < pc->deadline_ms)
+			continue;
+		log_kv(LOG_WARN, KV("tool", pc->tool->t->name, "call_id", pc->call.call_id, "entry", pc->call.entry_id),
+		       "call timed out before its handler could take it");
+		char msg[64];
+		snprintf(msg, sizeof(msg), "timed out after %lld ms", (long long)pc->tool->t->timeout_ms);
+		pc->state = PC_ANSWERED;
+		pc->suspect = false;
+		pc->duration_ms = now - pc->taken_ms;
+		pc->out_text = util_xstrdup(msg);
+		pc->is_error = true;
+	}
+}
+
 /* Send waiting calls to the handlers with free slots: suspect ones alone
  * (nothing else in flight), fresh ones only while the tool holds none. */
 static void pump(struct pt *pt, struct consumer *c)
 {
 	if (pt->stopping || pt->abandoned)
 		return;
+	expire_waiting(pt, util_mono_ms());
 	for (size_t k = 0; k < pt->ntools; k++) {
 		struct pt_tool *tl = &pt->tools[k];
 		bool suspects = false;
@@ -373,6 +409,8 @@ static void pump(struct pt *pt, struct consumer *c)
 				log_kv(LOG_INFO, KV("tool", tl->t->name, "call_id", pc->call.call_id, "entry", pc->call.entry_id),
 				       "re-dispatching a call its handler died with (delivery %lld), alone", n);
 				send_one(pt, tl, pc, HANDLER_CALL_SUSPECT);
+				if (pc->state == PC_SENT)
+					heartbeat_tool_redispatch(consumer_host(c)->hb, tl->t->name);
 				break;
 			}
 			continue;
@@ -398,10 +436,34 @@ static void show_text(char *dst, size_t len, const char *src)
 	free(t);
 }
 
-/* The heartbeat's calls: those in flight first, then the waiting ones. */
+/* The heartbeat's handlers (handler_status), at most HB_HANDLERS_MAX. */
+static void show_handlers(struct pt *pt, struct heartbeat *hb)
+{
+	hb->nhandlers = 0;
+	for (size_t k = 0; k < pt->ntools && hb->nhandlers < HB_HANDLERS_MAX; k++) {
+		struct pt_tool *tl = &pt->tools[k];
+		if (!tl->h)
+			continue;
+		struct handler_status st;
+		handler_status(tl->h, &st);
+		struct hb_handler *x = &hb->handlers[hb->nhandlers++];
+		show_text(x->tool, sizeof(x->tool), tl->t->name);
+		x->pid = st.pid;
+		snprintf(x->state, sizeof(x->state), "%s", handler_state_name(st.state));
+		x->draining = st.draining;
+		x->inflight = st.inflight;
+		x->served = st.served;
+		x->restarts = st.restarts;
+		show_text(x->last_error, sizeof(x->last_error), st.last_error ? st.last_error : "");
+	}
+}
+
+/* The heartbeat's calls: those in flight first, then the waiting ones;
+ * and the handlers. */
 static void show(struct pt *pt, struct consumer *c)
 {
 	struct heartbeat *hb = consumer_host(c)->hb;
+	show_handlers(pt, hb);
 	hb->ncalls = 0;
 	hb->calls_more = 0;
 	for (int pass = 0; pass < 2; pass++)
@@ -566,13 +628,18 @@ size_t pt_poll_fds(struct pt *pt, struct pollfd *fds, size_t max, int64_t *deadl
 			n += handler_poll_fds(pt->tools[k].h, fds + n, max - n, deadline_ms);
 	if (pt->n && pt->next_renew < *deadline_ms)
 		*deadline_ms = pt->next_renew;
+	/* Waiting calls time out too (expire_waiting). */
+	for (size_t i = 0; i < pt->n; i++)
+		if (pt->calls[i]->state == PC_WAITING && pt->calls[i]->deadline_ms < *deadline_ms)
+			*deadline_ms = pt->calls[i]->deadline_ms;
 	if (count_state(pt, PC_ANSWERED) && pt->next_retry < *deadline_ms)
 		*deadline_ms = pt->next_retry;
 	return n;
 }
 
-/* Service, publish, renew, send. */
-static void service(struct pt *pt, struct consumer *c, const struct pollfd *fds, size_t n)
+/* Service, publish, renew, send; show: the heartbeat's calls are ours
+ * (not while an exec call of the same pool runs: it shows that one). */
+static void service(struct pt *pt, struct consumer *c, const struct pollfd *fds, size_t n, bool show_calls)
 {
 	check_host(pt);
 	if (pt->abandoned)
@@ -588,12 +655,19 @@ static void service(struct pt *pt, struct consumer *c, const struct pollfd *fds,
 		renew(pt, c);
 	}
 	pump(pt, c);
-	show(pt, c);
+	if (show_calls)
+		show(pt, c);
 }
 
 void pt_poll_ready(struct pt *pt, struct consumer *c, const struct pollfd *fds, size_t n)
 {
-	service(pt, c, fds, n);
+	service(pt, c, fds, n, true);
+}
+
+void pt_service_exec(struct pt *pt, struct consumer *c, const struct pollfd *fds, size_t n)
+{
+	if (pt && pt->c)
+		service(pt, c, fds, n, false);
 }
 
 size_t pt_capacity(struct pt *pt)
@@ -637,7 +711,7 @@ void pt_finish(struct pt *pt, struct consumer *c)
 		int64_t wait = deadline - util_mono_ms();
 		if (poll(fds, n, (int)(wait > 0 ? (wait < 100 ? wait : 100) : 0)) < 0 && errno != EINTR)
 			break;
-		service(pt, c, fds, n);
+		service(pt, c, fds, n, true);
 		if (h->rc->c && heartbeat_due(h->hb, util_mono_ms()))
 			heartbeat_beat(h->hb, h->rc);
 	}

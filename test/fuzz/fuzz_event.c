@@ -494,6 +494,7 @@ struct accepted {
 struct mrun {
 	char *run;
 	bool archived;
+	bool quarantined;      /* a conflicting duplicate came (issue 12) */
 	char *frozen;          /* body at archive time */
 };
 
@@ -711,6 +712,52 @@ static void free_prefixed(struct prefixed *px)
 	px->nbufs = 0;
 }
 
+/* data of two events equal as the store compares it: as JSON values when
+ * both parse, else byte for byte. */
+static bool model_same_data(const struct sv_event *a, const struct sv_event *b)
+{
+	json_t *x = a->data ? json_incref(a->data)
+		  : a->data_raw ? json_loadb(a->data_raw, a->data_len, JSON_ALLOW_NUL, NULL) : NULL;
+	json_t *y = b->data ? json_incref(b->data)
+		  : b->data_raw ? json_loadb(b->data_raw, b->data_len, JSON_ALLOW_NUL, NULL) : NULL;
+	bool eq = x && y ? json_equal(x, y)
+		  : a->data_len == b->data_len && (!a->data_len || memcmp(a->data_raw, b->data_raw, a->data_len) == 0);
+	json_decref(x);
+	json_decref(y);
+	return eq;
+}
+
+/* Is ev the very event the accepted entry holds (the store's "twin")?  A
+ * producer event (seq) by type and data; a tool.output by the entry that
+ * carried it; any other by its whole dedupe key (the caller matched it). */
+static bool model_same_twin(const struct accepted *acc, const struct sv_event *ev)
+{
+	if (acc->dkind == 2)
+		return true;
+	struct sv_event st;
+	const char *reason;
+	if (decode(&cur_entries[acc->entry], &st, &reason) != 0)
+		return false;
+	bool same;
+	if (acc->dkind == 0)
+		same = strcmp(st.type, ev->type) == 0 && model_same_data(&st, ev);
+	else
+		same = strcmp(st.origin_stream ? st.origin_stream : st.stream,
+			      ev->origin_stream ? ev->origin_stream : ev->stream) == 0 &&
+		       st.origin_ms == ev->origin_ms && st.origin_seq == ev->origin_seq;
+	event_clear(&st);
+	return same;
+}
+
+/* The stored twin of ev (same dedupe key), or NULL. */
+static const struct accepted *model_twin(const struct model *m, const struct accepted *a)
+{
+	for (size_t k = 0; k < m->nacc; k++)
+		if (!m->acc[k].gone && same_dedupe(&m->acc[k], a))
+			return &m->acc[k];
+	return NULL;
+}
+
 static void run_store(const struct input *in)
 {
 	static struct prefixed px;
@@ -798,18 +845,25 @@ static void run_store(const struct input *in)
 		char err[256];
 		int want;
 		struct accepted a = {.entry = op->entry, .run = r->run};
-		if (r->archived) {
+		if (r->quarantined) {
+			/* Only the very events stored pass, silently. */
+			dedupe_of(&ev, &a);
+			const struct accepted *t = model_twin(m, &a);
+			want = t && model_same_twin(t, &ev) ? STORE_DUPLICATE : STORE_CONFLICT;
+		} else if (r->archived) {
 			want = STORE_ARCHIVED;
 		} else if (reducer_check(kind, &ev, err, sizeof(err)) != 0) {
 			want = STORE_REDUCER_ERROR;
 		} else {
 			dedupe_of(&ev, &a);
+			const struct accepted *t = model_twin(m, &a);
 			want = STORE_OK;
-			for (size_t k = 0; k < m->nacc; k++)
-				if (!m->acc[k].gone && same_dedupe(&m->acc[k], &a)) {
-					want = STORE_DUPLICATE;
-					break;
-				}
+			if (t && model_same_twin(t, &ev))
+				want = STORE_DUPLICATE;
+			else if (t && strcmp(ev.type, "tool.output") == 0)
+				want = STORE_RERUN; /* a re-run of a tool: the first output stays */
+			else if (t)
+				want = STORE_CONFLICT, r->quarantined = true;
 		}
 		int rc = store_apply(st, &ev, err, sizeof(err));
 		if (rc < 0)

@@ -6,10 +6,13 @@ argv[1] is the mode; calls whose arguments ask for it trigger it:
   garbage  {"garbage": true}: a line that is not JSON on fd 3
   neverid  {"neverid": true}: an answer for an id never sent
   stdout   every call prints 200 lines on stdout, then answers
+  grow     every call keeps grow_kb (1024) KiB more memory, and answers
+           {"pid": its pid, "args": the arguments} (max_rss_mb recycling)
 Other calls are answered with their arguments after sleep_ms (50)."""
 import json, os, sys, threading, time
 
 mode = sys.argv[1]
+hoard = []
 out = os.fdopen(3, "w", buffering=1)
 lock = threading.Lock()
 
@@ -35,6 +38,11 @@ def work(call):
     if mode == "stdout":
         for i in range(200):
             print("noise %d from call %s" % (i, call["id"]), flush=True)
+    if mode == "grow":
+        with lock:
+            hoard.append(bytearray(os.urandom(a.get("grow_kb", 1024) * 1024)))
+        send({"id": call["id"], "output": {"pid": os.getpid(), "args": a}})
+        return
     send({"id": call["id"], "output": a})
 
 send({"ready": True})

@@ -7,14 +7,15 @@ MISBEHAVE=$SV_SRC_DIR/test/handler/misbehave.py
 NODE=$(command -v node || true)
 
 # handler_entry NAME CONCURRENCY TIMEOUT_MS CMD [ARG...]: a persistent
-# tool.  HANDLER_ENV (libconfig list items), HANDLER_MAX_CALLS (0) and
-# HANDLER_MAX_OUTPUT (65536) override.
+# tool.  HANDLER_ENV (libconfig list items), HANDLER_MAX_CALLS (0),
+# HANDLER_MAX_OUTPUT (65536), HANDLER_START_TIMEOUT (10000) and
+# HANDLER_MAX_RSS (max_rss_mb, 0) override.
 handler_entry() {
 	local name=$1 conc=$2 timeout=$3 a cmd=""
 	shift 3
 	for a in "$@"; do cmd+="${cmd:+, }\"$a\""; done
-	printf '{ name = "%s"; mode = "persistent"; concurrency = %s; start_timeout_ms = 10000; max_calls = %s; command = [ %s ]; timeout_ms = %s; max_output = %s; env = [ %s ]; cwd = "/"; }' \
-		"$name" "$conc" "${HANDLER_MAX_CALLS:-0}" "$cmd" "$timeout" "${HANDLER_MAX_OUTPUT:-65536}" \
+	printf '{ name = "%s"; mode = "persistent"; concurrency = %s; start_timeout_ms = %s; max_calls = %s; max_rss_mb = %s; command = [ %s ]; timeout_ms = %s; max_output = %s; env = [ %s ]; cwd = "/"; }' \
+		"$name" "$conc" "${HANDLER_START_TIMEOUT:-10000}" "${HANDLER_MAX_CALLS:-0}" "${HANDLER_MAX_RSS:-0}" "$cmd" "$timeout" "${HANDLER_MAX_OUTPUT:-65536}" \
 		"${HANDLER_ENV:-\"LANG=C\"}"
 }
 
@@ -69,6 +70,29 @@ if bad or extra:
 # outputs_count RUN: how many tool.outputs the run has.
 outputs_count() { tool_outputs "$1" | wc -l; }
 
-# handler_pids: pids of the persistent handler processes (children of
-# tool workers running CMD matching $1).
-handler_pids() { pgrep -f -- "$1" || true; }
+# handler_pids PATTERN PARENT: pids of the handler processes whose command
+# line matches PATTERN, children of the tool worker PARENT.
+handler_pids() { pgrep -P "$2" -f -- "$1" || true; }
+
+# worker_sound [WORKER]: nothing pending in group tools, WORKER (t1/tools/0)
+# RUNNING and never restarted; fails the test otherwise.
+worker_sound() {
+	local w=${1:-t1/tools/0}
+	wait_for 20 '[ "$(tools_pending)" = 0 ]' || fail "group tools has $(tools_pending) pending: $(rcli XPENDING events tools - + 10 | tr '\n' ' ')"
+	state_is "$w" RUNNING || fail "$w not RUNNING: $(worker_json "$w")"
+	[ "$(wfield "$w" restarts)" = 0 ] || fail "$w restarted: $(worker_json "$w")"
+}
+
+# outputs_where RUN 'PYTHON CONDITION on d': call ids (sorted) of the run's
+# outputs whose data satisfies the condition.
+outputs_where() {
+	tool_outputs "$1" | "$PY" -c '
+import json, sys
+ids = []
+for l in sys.stdin:
+    if l.strip():
+        d = json.loads(l)["data"]
+        if eval(sys.argv[1], {"d": d}):
+            ids.append(d["call_id"])
+print(" ".join(sorted(ids, key=lambda k: (len(k), k))))' "$2"
+}

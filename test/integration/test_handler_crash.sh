@@ -14,18 +14,18 @@ write_config persist_count=1 tools_count=1 max_deliveries=3 \
 	extra="$(tools_block "$(handler_entry mb 50 60000 "$PY" "$MISBEHAVE" crash)")"
 start_daemon
 wait_for 30 'all_running 2' || fail "expected 2 RUNNING workers, got: $(worker_table 2>&1)"
-wait_for 10 '[ -n "$(handler_pids "misbehave.py crash")" ]' || fail "no handler process"
+wait_for 10 '[ -n "$(handler_pids "misbehave.py crash" "$(wfield t1/tools/0 pid)")" ]' || fail "no handler process"
 
 check "SIGKILL the handler with 20 calls in flight"
 xadd_calls RK 0 20 mb '{"sleep_ms": 2000}'
 wait_for 10 '[ "$(rcli XPENDING events tools | head -n 1)" = 20 ]' || fail "calls not taken"
 sleep 0.5
-hp=$(handler_pids "misbehave.py crash")
+hp=$(handler_pids "misbehave.py crash" "$(wfield t1/tools/0 pid)")
 info "handler pid $hp"
 kill -KILL $hp
-wait_for 20 '[ -n "$(handler_pids "misbehave.py crash")" ] && [ "$(handler_pids "misbehave.py crash")" != "$hp" ]' \
+wait_for 20 '[ -n "$(handler_pids "misbehave.py crash" "$(wfield t1/tools/0 pid)")" ] && [ "$(handler_pids "misbehave.py crash" "$(wfield t1/tools/0 pid)")" != "$hp" ]' \
 	|| fail "handler not restarted"
-ok "handler restarted as $(handler_pids "misbehave.py crash")"
+ok "handler restarted as $(handler_pids "misbehave.py crash" "$(wfield t1/tools/0 pid)")"
 # Re-dispatched one at a time: 20 x 2 s.
 wait_for 90 '[ "$(outputs_count RK)" -ge 20 ]' || fail "$(outputs_count RK) outputs of 20"
 one_each RK 20 || fail "RK: not one output per call"

@@ -183,11 +183,15 @@ static void test_encode_refuses(void **state)
 	assert_int_equal(chan_encode(CHAN_MON_OP, "{}", CHAN_MON_OP_MAX + 1, &buf, &n), -EINVAL);
 }
 
+/* Beats are checked against a configuration of two tools, "t" and "u". */
+static struct tool_config check_tools[2] = {{.name = "t"}, {.name = "u"}};
+static struct sv_config check_cfg = {.tools = check_tools, .ntools = 2};
+
 static json_t *check(const char *text)
 {
 	json_t *hb = json_loads(text, 0, NULL);
 	char why[160];
-	json_t *out = master_monitor_check_beat(hb, why, sizeof(why));
+	json_t *out = master_monitor_check_beat(&check_cfg, hb, why, sizeof(why));
 	json_decref(hb);
 	return out;
 }
@@ -275,6 +279,154 @@ static void test_check_beat_calls(void **state)
 	json_decref(b);
 }
 
+/* A tool worker's handlers: a clean copy of a well-formed list only
+ * (known keys, known states, texts bounded, at most HB_HANDLERS_MAX),
+ * else left out alone. */
+#define HD(TOOL, PID, ST) "{\"tool\":\"" TOOL "\",\"pid\":" PID ",\"state\":\"" ST "\",\"draining\":false," \
+	"\"inflight\":2,\"served\":7,\"restarts\":1,\"last_error\":null,\"x\":1}"
+#define BEAT(F) "{\"pid\":10,\"beat_ms\":5,\"node\":\"n\"," F "}"
+static void test_check_beat_handlers(void **state)
+{
+	(void)state;
+	json_t *ok = check(BEAT("\"handlers\":[" HD("t", "42", "ready") "," HD("u", "null", "backoff") "]"));
+	json_t *hs = json_object_get(ok, "handlers");
+	assert_int_equal(json_array_size(hs), 2);
+	json_t *h0 = json_array_get(hs, 0);
+	assert_string_equal(json_string_value(json_object_get(h0, "tool")), "t");
+	assert_int_equal(json_integer_value(json_object_get(h0, "pid")), 42);
+	assert_string_equal(json_string_value(json_object_get(h0, "state")), "ready");
+	assert_int_equal(json_integer_value(json_object_get(h0, "served")), 7);
+	assert_int_equal(json_integer_value(json_object_get(h0, "inflight")), 2);
+	assert_true(json_is_false(json_object_get(h0, "draining")));
+	assert_null(json_object_get(h0, "x"));
+	assert_true(json_is_null(json_object_get(json_array_get(hs, 1), "pid")));
+	json_decref(ok);
+	ok = check(BEAT("\"handlers\":[{\"tool\":\"t\",\"pid\":9,\"state\":\"failed\",\"draining\":true,"
+			"\"inflight\":0,\"served\":0,\"restarts\":5,\"last_error\":\"exited with status 1\"}]"));
+	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(ok, "handlers"), 0),
+							      "last_error")), "exited with status 1");
+	json_decref(ok);
+	static const char *const bad[] = {
+		BEAT("\"handlers\":{}"),
+		BEAT("\"handlers\":[1]"),
+		BEAT("\"handlers\":[" HD("t", "42", "dancing") "]"),
+		BEAT("\"handlers\":[" HD("t", "0", "ready") "]"),
+		BEAT("\"handlers\":[" HD("t", "-3", "ready") "]"),
+		BEAT("\"handlers\":[" HD("t", "4294967297", "ready") "]"),
+		BEAT("\"handlers\":[" HD("t", "\"42\"", "ready") "]"),
+		BEAT("\"handlers\":[{\"tool\":\"t\",\"pid\":1,\"state\":\"ready\",\"draining\":0,\"inflight\":0,"
+		     "\"served\":0,\"restarts\":0,\"last_error\":null}]"),
+		BEAT("\"handlers\":[{\"tool\":\"t\",\"pid\":1,\"state\":\"ready\",\"draining\":false,\"inflight\":-1,"
+		     "\"served\":0,\"restarts\":0,\"last_error\":null}]"),
+		BEAT("\"handlers\":[{\"tool\":\"t\",\"pid\":1,\"state\":\"ready\",\"draining\":false,\"inflight\":0,"
+		     "\"served\":0,\"restarts\":0}]"),
+		BEAT("\"handlers\":[{\"tool\":7,\"pid\":1,\"state\":\"ready\",\"draining\":false,\"inflight\":0,"
+		     "\"served\":0,\"restarts\":0,\"last_error\":null}]"),
+		BEAT("\"handlers\":[" HD("t", "1", "ready") "," HD("t", "1", "ready") "," HD("t", "1", "ready") ","
+		     HD("t", "1", "ready") "," HD("t", "1", "ready") "," HD("t", "1", "ready") "," HD("t", "1", "ready")
+		     "," HD("t", "1", "ready") "," HD("t", "1", "ready") "]"),
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		json_t *b = check(bad[i]);
+		assert_non_null(b); /* the beat stays, its handlers go */
+		assert_null(json_object_get(b, "handlers"));
+		json_decref(b);
+	}
+	/* A last error over the bound. */
+	char big[600], err[HB_HANDLER_ERROR_MAX + 2];
+	memset(err, 'e', sizeof(err) - 1);
+	err[sizeof(err) - 1] = '\0';
+	snprintf(big, sizeof(big),
+		 BEAT("\"handlers\":[{\"tool\":\"t\",\"pid\":1,\"state\":\"ready\",\"draining\":false,\"inflight\":0,"
+		      "\"served\":0,\"restarts\":0,\"last_error\":\"%s\"}]"), err);
+	json_t *b = check(big);
+	assert_null(json_object_get(b, "handlers"));
+	json_decref(b);
+}
+#undef HD
+
+/* Per tool counters: kept only for distinct configured tools, well-typed,
+ * with a histogram of exactly HB_TOOL_HIST_N buckets. */
+#define H16 "[1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,2]"
+#define TL(TOOL, CALLS, HIST) "{\"tool\":\"" TOOL "\",\"calls\":" CALLS ",\"errors\":1,\"timeouts\":0," \
+	"\"redispatches\":0,\"sum_us\":1500,\"hist\":" HIST "}"
+static void test_check_beat_tools(void **state)
+{
+	(void)state;
+	json_t *ok = check(BEAT("\"tools\":[" TL("t", "3", H16) "," TL("u", "0", H16) "]"));
+	json_t *ts = json_object_get(ok, "tools");
+	assert_int_equal(json_array_size(ts), 2);
+	assert_int_equal(json_integer_value(json_object_get(json_array_get(ts, 0), "calls")), 3);
+	assert_int_equal(json_array_size(json_object_get(json_array_get(ts, 0), "hist")), HB_TOOL_HIST_N);
+	/* Summed by the master, tool by tool. */
+	json_t *acc = json_object();
+	master_tools_add_hb(acc, ok);
+	master_tools_add_hb(acc, ok);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(acc, "t"), "calls")), 6);
+	assert_int_equal(json_integer_value(json_array_get(json_object_get(json_object_get(acc, "t"), "hist"), 15)), 4);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(acc, "u"), "sum_us")), 3000);
+	json_decref(acc);
+	json_decref(ok);
+	static const char *const bad[] = {
+		BEAT("\"tools\":{}"),
+		BEAT("\"tools\":[" TL("nope", "1", H16) "]"),          /* not configured */
+		BEAT("\"tools\":[" TL("t", "1", H16) "," TL("t", "1", H16) "]"), /* twice */
+		BEAT("\"tools\":[" TL("t", "1", H16) "," TL("u", "1", H16) "," TL("t", "1", H16) "]"), /* > ntools */
+		BEAT("\"tools\":[" TL("t", "-1", H16) "]"),
+		BEAT("\"tools\":[" TL("t", "1", "[1,2]") "]"),
+		BEAT("\"tools\":[" TL("t", "1", "[1,0,0,0,0,0,0,0,0,0,0,0,0,0,0,-2]") "]"),
+		BEAT("\"tools\":[" TL("t", "1", "{}") "]"),
+		BEAT("\"tools\":[{\"tool\":\"t\",\"calls\":1}]"),
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		json_t *b = check(bad[i]);
+		assert_non_null(b);
+		assert_null(json_object_get(b, "tools"));
+		json_decref(b);
+	}
+	/* Without a configuration, never. */
+	json_t *hb = json_loads(BEAT("\"tools\":[" TL("t", "3", H16) "]"), 0, NULL);
+	char why[160];
+	json_t *b = master_monitor_check_beat(NULL, hb, why, sizeof(why));
+	assert_null(json_object_get(b, "tools"));
+	json_decref(b);
+	json_decref(hb);
+}
+#undef TL
+#undef H16
+#undef BEAT
+
+/* The monitor's dead-letter depths: an object of counts, streams not read
+ * literally dropped. */
+static void test_check_dead(void **state)
+{
+	(void)state;
+	char *lit[] = {"calls"}, *top[] = {"events"};
+	struct pool_config pool;
+	memset(&pool, 0, sizeof(pool));
+	pool.streams = (struct strlist){lit, 1};
+	struct sv_config cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.pools = &pool;
+	cfg.npools = 1;
+	cfg.streams = (struct strlist){top, 1};
+	char why[160];
+	json_t *out = NULL, *in = json_loads("{\"calls\":3,\"events\":0,\"other\":9}", 0, NULL);
+	assert_int_equal(master_monitor_check_dead(&cfg, in, &out, why, sizeof(why)), 0);
+	assert_int_equal(json_integer_value(json_object_get(out, "calls")), 3);
+	assert_non_null(json_object_get(out, "events"));
+	assert_null(json_object_get(out, "other"));
+	json_decref(out);
+	json_decref(in);
+	static const char *const bad[] = {"[1]", "{\"calls\":-1}", "{\"calls\":\"3\"}", "{\"calls\":1.5}"};
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		in = json_loads(bad[i], JSON_DECODE_ANY, NULL);
+		assert_int_equal(master_monitor_check_dead(&cfg, in, &out, why, sizeof(why)), -EPROTO);
+		assert_null(out);
+		json_decref(in);
+	}
+}
+
 /* check_patterns against a configuration of two pools reading "run:*"
  * (groups g1 and g2) and one reading "other:*" (group g1). */
 static int check_rows(const char *text, int64_t now, json_t **out, char *why, size_t whylen)
@@ -359,7 +511,8 @@ int main(void)
 		cmocka_unit_test(test_fixed_messages), cmocka_unit_test(test_partial_frames),
 		cmocka_unit_test(test_multi_frame),    cmocka_unit_test(test_violations),
 		cmocka_unit_test(test_encode_refuses), cmocka_unit_test(test_check_beat),
-		cmocka_unit_test(test_check_beat_calls),
+		cmocka_unit_test(test_check_beat_calls), cmocka_unit_test(test_check_beat_handlers),
+		cmocka_unit_test(test_check_beat_tools), cmocka_unit_test(test_check_dead),
 		cmocka_unit_test(test_check_patterns),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
