@@ -24,9 +24,7 @@ if (process.argv.includes('--once')) {
 const out = fs.createWriteStream(null, { fd: 3 });
 const timers = new Map(); // id -> timer of a call in flight
 
-function send(msg) {
-  out.write(JSON.stringify(msg) + '\n');
-}
+const send = (msg) => out.write(JSON.stringify(msg) + '\n');
 
 function answer(call) {
   timers.delete(call.id);
@@ -38,7 +36,6 @@ function answer(call) {
 
 console.error(`handler.js ${process.pid} starting`);
 send({ ready: true });
-
 const rl = readline.createInterface({ input: process.stdin, terminal: false });
 rl.on('line', (line) => {
   const msg = JSON.parse(line);
