@@ -1,5 +1,5 @@
 /* handler: the process manager of ONE persistent tool's handler
- * (doc/issue13-design.md 2.1 and 2.3, streamvisor-handlers(7)).
+ * (doc/handlers.md 2.1 and 2.3, streamvisor-handlers(7)).
  *
  * No Redis, no consumer: its owner (the tool worker) drives it through a
  * poll-style interface and hears back through struct handler_events.

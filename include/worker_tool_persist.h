@@ -1,5 +1,5 @@
 /* worker_tool_persist: the persistent half of the tool kind (issue 13,
- * doc/issue13-design.md sections 1 and 2): one handler (handler.h) per
+ * doc/handlers.md sections 1 and 2): one handler (handler.h) per
  * persistent tool the pool serves, calls deferred (CE_DEFER) and answered
  * on a second Redis connection of its own while the consumer reads,
  * renewed under the owner check, suspect calls re-dispatched one at a

@@ -1,5 +1,5 @@
 /* handler: the process manager of one persistent tool's handler (see
- * include/handler.h; lifecycle in doc/issue13-design.md 2.1). */
+ * include/handler.h; lifecycle in doc/handlers.md 2.1). */
 #include "handler.h"
 
 #include <errno.h>

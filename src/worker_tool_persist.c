@@ -1,5 +1,5 @@
 /* worker_tool_persist: persistent tools in the tool kind (issue 13,
- * doc/issue13-design.md sections 1 and 2).
+ * doc/handlers.md sections 1 and 2).
  *
  * Every call of a persistent tool, once checked (not done, not
  * forgotten), is taken here and deferred (CE_DEFER): it waits in a FIFO
