@@ -72,40 +72,11 @@ if [ -z "${BUILD:-}" ]; then
 		[ -x "$d/src/streamvisord" ] && { BUILD=$d; break; }
 	done
 fi
-BUILD=$(cd "${BUILD:?no build dir: set BUILD}" && pwd)
-svd=$BUILD/src/streamvisord ctl=$BUILD/src/streamvisorctl svbench=$BUILD/tools/svbench
-for b in "$svd" "$ctl" "$svbench"; do [ -x "$b" ] || { echo "bench-tools.sh: $b missing" >&2; exit 2; }; done
+BENCH=bench-tools.sh
+. "$(dirname "$0")/bench-lib.sh"
+bench_setup svbench-tools
 
-nice_cmd=()
-[ -n "${NICE:-}" ] && nice_cmd=(nice -n "$NICE")
-dir=$(mktemp -d /tmp/svbench-tools.XXXXXX)
-redis_pid= svd_pid=
-cleanup() {
-	set +e
-	if [ -n "$svd_pid" ] && kill -0 "$svd_pid" 2>/dev/null; then
-		kill -TERM "$svd_pid"
-		for _ in $(seq 100); do kill -0 "$svd_pid" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$svd_pid" 2>/dev/null
-	fi
-	[ -n "$redis_pid" ] && kill -TERM "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
-	if [ "$keep" = 1 ]; then echo "bench-tools.sh: kept $dir" >&2; else rm -rf "$dir"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-if [ "$tcp" = 1 ]; then
-	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-	"${nice_cmd[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-		--logfile "$dir/redis.log" &
-	redis_url="redis://127.0.0.1:$port/0" rcli=(redis-cli -p "$port")
-else
-	"${nice_cmd[@]}" redis-server --port 0 --unixsocket "$dir/redis.sock" --unixsocketperm 700 --save '' \
-		--appendonly no --dir "$dir" --logfile "$dir/redis.log" &
-	redis_url="unix://$dir/redis.sock" rcli=(redis-cli -s "$dir/redis.sock")
-fi
-redis_pid=$!
-for _ in $(seq 100); do "${rcli[@]}" ping >/dev/null 2>&1 && break; sleep 0.05; done
-"${rcli[@]}" ping >/dev/null || { echo "bench-tools.sh: redis-server did not start" >&2; exit 1; }
+bench_start_redis
 
 cmd="[ ${interp:+\"$interp\", }\"$handler\""
 if [ "$tmode" = exec ]; then
@@ -127,19 +98,7 @@ tools = ( $tool );
 log = { level = "warn"; };
 EOC
 "$svd" -t -c "$dir/sv.conf" >/dev/null || { echo "bench-tools.sh: config rejected" >&2; exit 1; }
-"${nice_cmd[@]}" "$svd" -c "$dir/sv.conf" 2>"$dir/streamvisord.log" &
-svd_pid=$!
-ok=0
-for _ in $(seq 200); do
-	if "$ctl" -s "$dir/ctl.sock" -t 2 status >/dev/null 2>&1; then ok=1; break; fi
-	kill -0 "$svd_pid" 2>/dev/null || break
-	sleep 0.05
-done
-if [ "$ok" != 1 ]; then
-	echo "bench-tools.sh: streamvisord did not become ready; its log:" >&2
-	cat "$dir/streamvisord.log" >&2
-	exit 1
-fi
+bench_start_daemon
 # persistent: give the handlers time to say ready (node starts in ~50-100 ms)
 sleep 1
 
