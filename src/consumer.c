@@ -876,19 +876,28 @@ static void prejudge(struct consumer *c, struct consumer_batch *b)
 
 /* Renew the undecided entries from..to (one stream's run of the batch).
  * Deferred ones (CE_DEFER) are the kind's: it renews them itself. */
+/* Still ours to renew while its batch is retried: nothing of the batch is
+ * acked yet, so an entry the kind judged (ack, dead) before its commit
+ * failed is in hand as much as an undecided one; left alone, it would go
+ * idle, be claimed by a peer and count a delivery per degraded retry. */
+static bool in_hand(enum consumer_verdict v)
+{
+	return v == CE_UNDECIDED || v == CE_ACK || v == CE_DEAD;
+}
+
 static void renew_run(struct consumer *c, struct consumer_batch *b, size_t from, size_t to,
 		      const char **ids, bool *owned)
 {
 	size_t n = 0;
 	const char *stream = b->v[from].e.stream;
 	for (size_t i = from; i < to; i++)
-		if (b->v[i].verdict == CE_UNDECIDED)
+		if (in_hand(b->v[i].verdict))
 			ids[n++] = b->v[i].e.id;
 	if (!n || consumer_renew(c, stream, ids, n, owned) < 0)
 		return;
 	size_t k = 0;
 	for (size_t i = from; i < to; i++) {
-		if (b->v[i].verdict != CE_UNDECIDED)
+		if (!in_hand(b->v[i].verdict))
 			continue;
 		if (!owned[k++]) {
 			b->v[i].verdict = CE_DROP;
