@@ -103,6 +103,8 @@ struct consumer {
 	size_t claim_rotate;     /* next idle stream of the claim sweeps */
 	int64_t next_recheck_ms; /* the next re-check of idle pattern streams */
 	int64_t next_demote_ms;  /* the next look for streams gone idle */
+	size_t nactive;          /* active streams at the start of this round: counted
+				  * once, not at every read plan of the round */
 	struct stream_op *ops;   /* queued consumer_streams_update changes */
 	size_t nops, ops_cap;
 	bool groups_ready;
@@ -132,14 +134,26 @@ struct consumer {
 
 /* ---------- small helpers ---------- */
 
+/* v (capacity *cap, elem bytes each) with room for need elements:
+ * doubles, from at least 16; aborts when out of memory, like
+ * util_xcalloc.  Use: a = grown(a, &cap, n, sizeof(*a)). */
+static void *grown(void *v, size_t *cap, size_t need, size_t elem)
+{
+	if (need <= *cap)
+		return v;
+	size_t ncap = *cap ? *cap * 2 : 16;
+	while (ncap < need)
+		ncap *= 2;
+	void *nv = realloc(v, ncap * elem);
+	if (!nv)
+		abort();
+	*cap = ncap;
+	return nv;
+}
+
 static void idlist_push(struct idlist *l, const char *id)
 {
-	if (l->n == l->cap) {
-		l->cap = l->cap ? l->cap * 2 : 64;
-		l->v = realloc(l->v, l->cap * sizeof(*l->v));
-		if (!l->v)
-			abort();
-	}
+	l->v = grown(l->v, &l->cap, l->n + 1, sizeof(*l->v));
 	snprintf(l->v[l->n++], ID_MAX, "%s", id);
 }
 
@@ -162,12 +176,7 @@ static void set_error(struct consumer *c, const char *fmt, const char *detail)
 
 static struct cstream *stream_add(struct consumer *c, const char *name, bool pattern)
 {
-	if (c->nstreams == c->st_cap) {
-		c->st_cap = c->st_cap ? c->st_cap * 2 : 8;
-		c->st = realloc(c->st, c->st_cap * sizeof(*c->st));
-		if (!c->st)
-			abort();
-	}
+	c->st = grown(c->st, &c->st_cap, c->nstreams + 1, sizeof(*c->st));
 	struct cstream *s = &c->st[c->nstreams++];
 	memset(s, 0, sizeof(*s));
 	s->name = util_xstrdup(name);
@@ -259,13 +268,7 @@ static size_t stream_index(struct consumer *c, const char *stream)
 int consumer_streams_update(struct consumer *c, const char *const *add, size_t nadd,
 			    const char *const *remove, size_t nremove)
 {
-	size_t need = c->nops + nadd + nremove;
-	if (need > c->ops_cap) {
-		c->ops_cap = need * 2;
-		c->ops = realloc(c->ops, c->ops_cap * sizeof(*c->ops));
-		if (!c->ops)
-			abort();
-	}
+	c->ops = grown(c->ops, &c->ops_cap, c->nops + nadd + nremove, sizeof(*c->ops));
 	for (size_t i = 0; i < nremove; i++)
 		c->ops[c->nops++] = (struct stream_op){util_xstrdup(remove[i]), OP_REMOVE};
 	for (size_t i = 0; i < nadd; i++)
@@ -275,12 +278,7 @@ int consumer_streams_update(struct consumer *c, const char *const *add, size_t n
 
 int consumer_streams_wake(struct consumer *c, const char *const *names, size_t n)
 {
-	if (c->nops + n > c->ops_cap) {
-		c->ops_cap = (c->nops + n) * 2;
-		c->ops = realloc(c->ops, c->ops_cap * sizeof(*c->ops));
-		if (!c->ops)
-			abort();
-	}
+	c->ops = grown(c->ops, &c->ops_cap, c->nops + n, sizeof(*c->ops));
 	for (size_t i = 0; i < n; i++)
 		c->ops[c->nops++] = (struct stream_op){util_xstrdup(names[i]), OP_WAKE};
 	return 0;
@@ -516,12 +514,7 @@ static int append_acks(struct consumer *c)
 		if (!l->n)
 			continue;
 		size_t argc = l->n + 3;
-		if (argc > c->argv_cap) {
-			c->argv_cap = argc * 2;
-			c->argv = realloc(c->argv, c->argv_cap * sizeof(*c->argv));
-			if (!c->argv)
-				abort();
-		}
+		c->argv = grown(c->argv, &c->argv_cap, argc, sizeof(*c->argv));
 		const char **argv = c->argv;
 		argv[0] = "XACK";
 		argv[1] = c->st[i].name;
@@ -1191,7 +1184,7 @@ static void plan_read(struct consumer *c, bool history, struct read_plan *rp, si
 		rp->limit = budget_limit(budget, rp->n);
 		return;
 	}
-	size_t nact = consumer_active_count(c);
+	size_t nact = c->nactive;
 	rp->nactive = nact;
 	/* A whole turn of the rotation found nothing: block, on every active
 	 * key, so that an entry on any of them ends the wait (a blocked read
@@ -1770,7 +1763,7 @@ static int recheck_idle(struct consumer *c)
 
 static bool recheck_due(const struct consumer *c, int64_t now)
 {
-	return now >= c->next_recheck_ms && consumer_active_count(c) < c->nstreams;
+	return now >= c->next_recheck_ms && c->nactive < c->nstreams;
 }
 
 /* XAUTOCLAIM sweep: at most one batch per stream, cursor kept between
@@ -1888,12 +1881,7 @@ int consumer_settle(struct consumer *c, const char *stream, const char *id, enum
 			  id ? id : "(null)");
 		return -EINVAL;
 	}
-	if (c->nsettle == c->settle_cap) {
-		c->settle_cap = c->settle_cap ? c->settle_cap * 2 : 16;
-		c->settle = realloc(c->settle, c->settle_cap * sizeof(*c->settle));
-		if (!c->settle)
-			abort();
-	}
+	c->settle = grown(c->settle, &c->settle_cap, c->nsettle + 1, sizeof(*c->settle));
 	struct settled *st = &c->settle[c->nsettle++];
 	st->stream = util_xstrdup(stream);
 	snprintf(st->id, sizeof(st->id), "%s", id);
@@ -2028,7 +2016,8 @@ int consumer_step(struct consumer *c)
 	int64_t now = util_mono_ms();
 	demote_idle(c, now);
 	hb(c)->streams = (int64_t)c->nstreams;
-	hb(c)->active = (int64_t)consumer_active_count(c);
+	c->nactive = consumer_active_count(c);
+	hb(c)->active = (int64_t)c->nactive;
 	if (now >= c->next_claim_ms)
 		return sweep_claims(c);
 	if (recheck_due(c, now))

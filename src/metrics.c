@@ -50,6 +50,24 @@ static void put(struct out *o, const char *fmt, ...)
 	}
 }
 
+/* One histogram's series: cumulative buckets of hist (n counts, the
+ * last one +Inf; bounds in ms), then _sum (sum_us) and _count.  lval is
+ * already escaped. */
+static void put_histogram(struct out *o, const char *name, const char *lkey, const char *lval,
+			  const json_t *hist, const int64_t *bounds, size_t n, long long sum_us)
+{
+	long long cum = 0;
+	for (size_t b = 0; b < n; b++) {
+		cum += (long long)json_integer_value(json_array_get(hist, b));
+		if (b < n - 1)
+			put(o, "%s_bucket{%s=\"%s\",le=\"%g\"} %lld\n", name, lkey, lval, (double)bounds[b] / 1000.0, cum);
+		else
+			put(o, "%s_bucket{%s=\"%s\",le=\"+Inf\"} %lld\n", name, lkey, lval, cum);
+	}
+	put(o, "%s_sum{%s=\"%s\"} %.6f\n", name, lkey, lval, (double)sum_us / 1e6);
+	put(o, "%s_count{%s=\"%s\"} %lld\n", name, lkey, lval, cum);
+}
+
 /* Label values escape backslash, double quote and newline. */
 static const char *label(const char *s, char *buf, size_t len)
 {
@@ -150,18 +168,8 @@ static void pool_counters(struct out *o, const json_t *pools)
 	header(o, "streamvisor_batch_duration_seconds", "histogram", "Time to process one batch (durable write included).");
 	json_array_foreach(pools, i, p) {
 		label(jstr(p, "name"), lp, sizeof(lp));
-		json_t *hist = json_object_get(p, "batch_hist");
-		long long cum = 0;
-		for (size_t b = 0; b < HB_HIST_N; b++) {
-			cum += (long long)json_integer_value(json_array_get(hist, b));
-			if (b < HB_HIST_N - 1)
-				put(o, "streamvisor_batch_duration_seconds_bucket{pool=\"%s\",le=\"%g\"} %lld\n", lp,
-				    (double)bounds[b] / 1000.0, cum);
-			else
-				put(o, "streamvisor_batch_duration_seconds_bucket{pool=\"%s\",le=\"+Inf\"} %lld\n", lp, cum);
-		}
-		put(o, "streamvisor_batch_duration_seconds_sum{pool=\"%s\"} %.6f\n", lp, (double)jint(p, "batch_sum_us") / 1e6);
-		put(o, "streamvisor_batch_duration_seconds_count{pool=\"%s\"} %lld\n", lp, cum);
+		put_histogram(o, "streamvisor_batch_duration_seconds", "pool", lp, json_object_get(p, "batch_hist"),
+			      bounds, HB_HIST_N, jint(p, "batch_sum_us"));
 	}
 }
 
@@ -304,20 +312,8 @@ static void tool_metrics(struct out *o, const json_t *tools)
 	       "Time from taking a tool call to its output, per tool.");
 	json_array_foreach(tools, i, t) {
 		char *lt = label_dup(jstr(t, "tool"));
-		json_t *hist = json_object_get(t, "hist");
-		long long cum = 0;
-		for (size_t b = 0; b < HB_TOOL_HIST_N; b++) {
-			cum += (long long)json_integer_value(json_array_get(hist, b));
-			if (b < HB_TOOL_HIST_N - 1)
-				put(o, "streamvisor_tool_call_duration_seconds_bucket{tool=\"%s\",le=\"%g\"} %lld\n", lt,
-				    (double)bounds[b] / 1000.0, cum);
-			else
-				put(o, "streamvisor_tool_call_duration_seconds_bucket{tool=\"%s\",le=\"+Inf\"} %lld\n", lt,
-				    cum);
-		}
-		put(o, "streamvisor_tool_call_duration_seconds_sum{tool=\"%s\"} %.6f\n", lt,
-		    (double)jint(t, "sum_us") / 1e6);
-		put(o, "streamvisor_tool_call_duration_seconds_count{tool=\"%s\"} %lld\n", lt, cum);
+		put_histogram(o, "streamvisor_tool_call_duration_seconds", "tool", lt, json_object_get(t, "hist"),
+			      bounds, HB_TOOL_HIST_N, jint(t, "sum_us"));
 		free(lt);
 	}
 }
