@@ -37,6 +37,37 @@
  *   (version 4) lease(id = 1, holder, expires_ms): the writer lease
  *     (store_lease_take).
  *
+ * Checkpoints (issue 14): a run's snapshots row is a checkpoint, not the
+ * run's current state: the reducer applied to the run's stored events up to
+ * the row's position (ord_*), event_count of them.  Rewriting ~200 growing
+ * snapshots a batch cost more than the events themselves (192 MB of JSON
+ * for 13.9 MB of events), so an in-progress run's row is written at most
+ * every snapshot_interval_ms (store_opts; 0 = at every batch that touches
+ * the run) and at least that often while its events arrive, and rows still
+ * behind are written by store_flush (the worker's idle hook, and before it
+ * exits) or when their cache entry is about to be evicted.  Written in the
+ * batch's own transaction, whatever the interval:
+ *   - a run that is terminal (completed, failed, cancelled) after the
+ *     batch or was before it: a terminal row covers every stored event;
+ *   - a run that got an event sorting at or before the row's position (a
+ *     late delivery, a re-driven dead letter): the row is rebuilt from the
+ *     stored events, so a row is always a valid prefix of them;
+ *   - a run quarantined before it had a row.
+ * So invariant: row = reducer(stored events of the run with key <= row's
+ * position), event_count = their number.  The events after it are the
+ * run's "tail".  Whoever uses a row catches up on the tail first:
+ *   - store_snapshot_get (every exact read: streamvisorctl snapshot,
+ *     --wait) reads the row and reduces the tail with the workers' reducer,
+ *     in one read transaction, so what it returns always equals the reducer
+ *     over every stored event;
+ *   - a writer that loads a row (cache miss, crash, another connection
+ *     committed since its entry was checked) replays the tail before it
+ *     applies anything new, and knows it is behind from the events table
+ *     (the run's event count; the tail query), not from the row alone.
+ * Readers of the raw row (sqlite3, a dashboard) see a state up to
+ * snapshot_interval_ms + one batch old for in-progress runs (abandoned
+ * ones included, when the worker flushes); terminal rows are exact.
+ *
  * Applying an event: insert it (a duplicate changes nothing); if it sorts
  * after the run's last applied event, the reducer applies it in place (fast
  * path), otherwise (a late event) the run is rebuilt from its stored events
@@ -47,18 +78,20 @@
  * sorts before the row's position, else the beginning.
  *
  * Snapshot cache: an LRU of snapshots (json + last applied order key +
- * event_count + row id) kept across batches.  Each cached entry is checked
- * against its row inside the transaction before use: the first time a
- * transaction touches the run, its event_count and last applied order key
- * are compared with the row's.  The check is skipped for an entry already
- * checked or written by this connection while no other connection has
- * committed since (PRAGMA data_version unchanged since then: the row cannot
- * differ).  On a mismatch (another process moved the run on) the row wins;
- * the old state is kept as a rebuild checkpoint, and when the row is at most
- * CATCHUP_MAX events ahead the few events are replayed instead of parsing
- * the row's body.  A touched entry is taken out of the cache for the
+ * event_count + row id + the row's position) kept across batches; an entry
+ * holds the run's current state, its row may lag behind.  An entry checked
+ * or written by this connection while no other connection has committed
+ * since (PRAGMA data_version unchanged) is used as it is.  Otherwise, the
+ * first time a transaction touches the run, the entry is checked against
+ * the events table: the run's stored event count equal to the entry's
+ * proves it current (events are only ever added; forget and prune drop
+ * the entry); else the newest valid prefix (the entry, checked with the
+ * count of stored events up to its position, or the row, checked the same
+ * way, preferred when more than CATCHUP_MAX events ahead) catches up on
+ * the events after it.  A touched entry is taken out of the cache for the
  * transaction (changes are made on it alone): the commit puts it back, a
- * rollback frees it, so the cache never holds uncommitted state.
+ * rollback frees it, so the cache never holds uncommitted state (a row a
+ * rolled-back entry had not written yet is caught up by its next user).
  *
  * Reducer errors: reducer_check() decides them from the event alone before
  * the insert, so a refused entry leaves nothing behind and the batch goes
@@ -126,7 +159,10 @@ struct store_opts {
 	const char *group;         /* NULL or "": leave the group alone */
 	enum reducer_kind reducer;
 	size_t cache_entries;      /* 0: 1024 */
-	bool readonly;             /* existing database, read only (streamvisorctl) */
+	bool readonly;             /* existing database, read only (streamvisorctl); the
+				    * reducer of reads is the file's (STORE_META_REDUCER),
+				    * else this one */
+	int64_t snapshot_interval_ms; /* in-progress rows at most this often; 0: every batch */
 };
 
 /* Open (creating the file, its directory and the schema when needed;
@@ -154,9 +190,16 @@ struct store_snapshot {
 	char *body;    /* the JSON */
 	char *status;  /* or NULL */
 	bool complete, archived;
-	int64_t event_count, last_seq, updated_ms;
+	int64_t event_count, last_seq;
+	int64_t updated_ms;   /* when the row (the checkpoint) was written; 0: no row yet */
+	int64_t tail_events;  /* stored events after the row, reduced by this read */
 };
-/* Returns 0, -ENOENT when the run has no snapshot, or a negative errno. */
+/* The exact snapshot of run: its row (checkpoint) and the stored events
+ * after it reduced with the same reducer code as the workers, in one read
+ * transaction (or inside the open one), so it always equals the reducer
+ * over every stored event of the run.  Works on a read-only store.
+ * Returns 0, -ENOENT when nothing of the run is stored, or a negative
+ * errno. */
 int store_snapshot_get(struct store *s, const char *run, struct store_snapshot *out);
 void store_snapshot_clear(struct store_snapshot *snap);
 
@@ -202,11 +245,31 @@ int store_lease_take(struct store *s, const char *holder, int64_t ttl_ms, bool f
 bool store_lease_held(const struct store *s);
 void store_lease_release(struct store *s);
 
+/* Write the rows of cached runs that are behind their state (in-progress
+ * runs whose last row write is older than snapshot_interval_ms; all=true:
+ * every run behind, e.g. before the worker exits), in a transaction of its
+ * own (never inside a batch; the writer lease is checked before its
+ * COMMIT, -ESTALE when lost).  Cheap when nothing is due (no transaction).
+ * Returns the number of rows written, or a negative errno. */
+int store_flush(struct store *s, bool all);
+/* Milliseconds until the next row of a cached run falls due (0: due now;
+ * -1: no run is behind): the longest a worker with nothing to read may
+ * wait before calling store_flush(s, false). */
+int64_t store_flush_due_ms(struct store *s);
+
 /* Counters since store_open. */
 struct store_stats {
 	uint64_t applied, duplicates, refused, late, rebuilds, rebuild_events;
 	uint64_t forgotten, conflicts, reruns, runs_forgotten;
 	uint64_t cache_hits, cache_stale, cache_misses, snapshot_writes, commits;
+	/* checkpoints: runs caught up on stored events after their row or
+	 * cached state (and how many events that replayed), rows written by
+	 * store_flush or ahead of an eviction, rows an interval kept unwritten */
+	uint64_t catchups, catchup_events, flush_writes, writes_deferred;
+	/* cumulative microseconds (CLOCK_MONOTONIC): reducer calls (applies,
+	 * rebuilds, catch-ups), event INSERTs (and duplicate checks),
+	 * snapshot writes + lease check + COMMIT */
+	uint64_t reduce_us, insert_us, commit_us;
 };
 void store_stats(const struct store *s, struct store_stats *out);
 

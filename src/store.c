@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -47,9 +48,14 @@ struct entry {
 	 * whose logical id sorts before it belong to the forgotten run. */
 	bool quarantined, has_tomb;
 	uint64_t tomb_ms, tomb_seq;
-	uint64_t epoch;             /* when it last matched its row */
-	struct event_key row_last;  /* the row's position when the txn began */
+	uint64_t epoch;             /* when it was last checked or written */
+	/* The row (the checkpoint): its position and count (KEY_NONE, 0 when
+	 * there is none), and when it was written (CLOCK_MONOTONIC ms). */
+	struct event_key row_last;
 	int64_t row_count;
+	int64_t written_ms;
+	bool must_write;            /* write the row in this txn (flush, quarantine) */
+	bool was_terminal;          /* terminal when the txn first touched it */
 	json_t *base;               /* stale cached state: a rebuild checkpoint */
 	struct event_key base_last;
 	int64_t base_count;
@@ -65,7 +71,7 @@ enum stmt_id {
 	ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_DATA_VERSION,
 	ST_INSERT, ST_UNDO_INSERT,
 	ST_SNAP_META, ST_SNAP_BODY, ST_SNAP_INSERT, ST_SNAP_UPDATE,
-	ST_COUNT_UPTO, ST_REPLAY_SEQ, ST_REPLAY_NOSEQ, ST_GET,
+	ST_COUNT_UPTO, ST_COUNT_RUN, ST_REPLAY_SEQ, ST_REPLAY_NOSEQ, ST_GET, ST_BEGIN_READ,
 	ST_PRUNE_LIST, ST_PRUNE_EVENTS, ST_PRUNE_EVENTS_NOSEQ, ST_PRUNE_MARK,
 	ST_TOMB_ANY, ST_TOMB_GET, ST_TOMB_SET, ST_FORGET_SNAP,
 	ST_DUP_SEQ, ST_DUP_CALL, ST_DUP_ORIGIN, ST_QUARANTINE,
@@ -87,7 +93,7 @@ static const char *const stmt_sql[ST_N] = {
 	[ST_UNDO_INSERT] = "DELETE FROM events WHERE rowid = ?1",
 	[ST_SNAP_META] =
 		"SELECT rowid, event_count, ord_major, ord_minor, ord_ms, ord_seq, archived, body,"
-		" quarantined FROM snapshots WHERE run = ?1",
+		" quarantined, updated_ms FROM snapshots WHERE run = ?1",
 	[ST_SNAP_BODY] = "SELECT body FROM snapshots WHERE rowid = ?1",
 	[ST_SNAP_INSERT] =
 		"INSERT INTO snapshots(status, complete, body, event_count, last_seq, updated_ms,"
@@ -105,6 +111,11 @@ static const char *const stmt_sql[ST_N] = {
 		"SELECT (SELECT count(*) FROM events WHERE run = ?1 AND seq IS NOT NULL AND seq <= ?2)"
 		" + (SELECT count(*) FROM events WHERE run = ?1 AND seq IS NULL"
 		"  AND (ord_major, ord_minor, entry_ms, entry_seq) <= (?2, ?3, ?4, ?5))",
+	/* every stored event of the run: equal to a cached count, the cached
+	 * state is current (events are only ever added) */
+	[ST_COUNT_RUN] =
+		"SELECT (SELECT count(*) FROM events WHERE run = ?1 AND seq IS NOT NULL)"
+		" + (SELECT count(*) FROM events WHERE run = ?1 AND seq IS NULL)",
 	[ST_REPLAY_SEQ] =
 		"SELECT type, seq, parent_seq, call_id, stream, entry_ms, entry_seq, ord_major,"
 		" ord_minor, data, produced_ms FROM events WHERE run = ?1 AND seq IS NOT NULL"
@@ -115,8 +126,10 @@ static const char *const stmt_sql[ST_N] = {
 		" AND (ord_major, ord_minor, entry_ms, entry_seq) > (?2, ?3, ?4, ?5)"
 		" ORDER BY ord_major, ord_minor, entry_ms, entry_seq",
 	[ST_GET] =
-		"SELECT body, status, complete, archived, event_count, last_seq, updated_ms"
-		" FROM snapshots WHERE run = ?1",
+		"SELECT body, status, complete, archived, event_count, last_seq, updated_ms,"
+		" ord_major, ord_minor, ord_ms, ord_seq FROM snapshots WHERE run = ?1",
+	/* a read transaction: one snapshot of the file for a row and its tail */
+	[ST_BEGIN_READ] = "BEGIN",
 	[ST_PRUNE_LIST] =
 		"SELECT rowid, run FROM snapshots WHERE archived = 0"
 		" AND status IN ('completed', 'failed', 'cancelled') AND updated_ms < ?1 LIMIT ?2",
@@ -195,6 +208,8 @@ struct store {
 	char *path;
 	enum reducer_kind kind;
 	bool readonly;
+	bool no_schema;             /* read-only open of a file without tables yet */
+	int64_t interval_ms;        /* snapshot_interval_ms */
 	int64_t busy_timeout_ms, busy_start_ms;
 	sqlite3_stmt *st[ST_N];
 
@@ -230,6 +245,13 @@ struct store {
 };
 
 static const struct event_key KEY_NONE = {.major = -1};
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 /* ---- errors ---- */
 
@@ -738,6 +760,12 @@ static int migrate(struct store *s)
 	 * snapshots table, and a missing meta table means "unknown". */
 	if (s->readonly && v >= 1 && v < STORE_SCHEMA_VERSION)
 		return 0;
+	/* A writer creates the tables in one transaction: none yet, nothing
+	 * stored yet. */
+	if (s->readonly && v == 0) {
+		s->no_schema = true;
+		return 0;
+	}
 	if (v > STORE_SCHEMA_VERSION || v < 0 || s->readonly) {
 		set_err(s, "%s: schema version %lld, this build knows %d", s->path, (long long)v,
 			STORE_SCHEMA_VERSION);
@@ -823,6 +851,23 @@ static int record_reducer(struct store *s)
 	return 0;
 }
 
+/* A reader reduces tails with the reducer that wrote the file, when the
+ * file says (schema 2), else with opts->reducer. */
+static int reader_kind(struct store *s)
+{
+	int64_t has_meta;
+	char name[64];
+	int rc = query_int(s, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+			   &has_meta);
+	if (rc < 0 || !has_meta || (rc = meta_get(s, STORE_META_REDUCER, name, sizeof(name))) < 0)
+		return rc;
+	static const enum reducer_kind kinds[] = {REDUCER_RESPONSE, REDUCER_MERGE};
+	for (size_t i = 0; i < ARRAY_SIZE(kinds); i++)
+		if (strcmp(name, reducer_kind_name(kinds[i])) == 0)
+			s->kind = kinds[i];
+	return 0;
+}
+
 int store_open(struct store **out, const char *path, const struct store_opts *opts)
 {
 	struct store *s = calloc(1, sizeof(*s));
@@ -834,6 +879,7 @@ int store_open(struct store **out, const char *path, const struct store_opts *op
 	}
 	s->kind = opts->reducer;
 	s->readonly = opts->readonly;
+	s->interval_ms = opts->snapshot_interval_ms > 0 ? opts->snapshot_interval_ms : 0;
 	s->busy_timeout_ms = opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : DEFAULT_BUSY_MS;
 	s->cache_cap = opts->cache_entries ? opts->cache_entries : DEFAULT_CACHE;
 	s->nbuckets = 64;
@@ -880,8 +926,13 @@ int store_open(struct store **out, const char *path, const struct store_opts *op
 	if (!s->readonly && !in_memory)
 		chown_sidecars(path, opts->group, s);
 
+	if (s->readonly && !s->no_schema && (rc = reader_kind(s)) < 0)
+		goto fail;
 	for (int i = 0; i < ST_N; i++) {
-		if (s->readonly && i != ST_GET)
+		/* A reader reads rows and reduces their tails, nothing else. */
+		if (s->readonly && (s->no_schema || (i != ST_GET && i != ST_BEGIN_READ && i != ST_COMMIT &&
+						     i != ST_ROLLBACK && i != ST_REPLAY_SEQ &&
+						     i != ST_REPLAY_NOSEQ)))
 			continue;
 		rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
 		if (rc != SQLITE_OK) {
@@ -1054,8 +1105,60 @@ static json_t *parse_body(const void *text, size_t len)
 	return j;
 }
 
-/* The entry of run for this transaction: the first time, validate the
- * cached state against the row. */
+static int rebuild(struct store *s, struct entry *e);
+static int count_run(struct store *s, const char *run, int64_t *n);
+
+/* The run is behind: its row does not hold its current state. */
+static bool behind(const struct entry *e)
+{
+	if (e->archived || !e->body)
+		return false;
+	if (!e->rowid)
+		return e->count > 0 || e->quarantined;
+	return e->count != e->row_count || event_key_cmp(&e->last, &e->row_last) != 0;
+}
+
+/* An entry not checked in this epoch (or new): make e->body the reducer
+ * over every stored event of the run.  The cached state, when the run's
+ * stored event count equals its count, is current; else catch up from the
+ * newest valid prefix (rebuild: the cached state or the row, each checked
+ * against the count of stored events up to its position) on the events
+ * after it. */
+static int catch_up(struct store *s, struct entry *e)
+{
+	int64_t n;
+	int rc;
+	if (e->body) {
+		if ((rc = count_run(s, e->run, &n)) < 0)
+			return rc;
+		if (n == e->count) {
+			s->stats.cache_hits++;
+			return 0;
+		}
+		/* Another connection added events: the cached state may still
+		 * serve as the starting point. */
+		s->stats.cache_stale++;
+		json_decref(e->base);
+		e->base = e->body;
+		e->base_last = e->last;
+		e->base_count = e->count;
+		e->body = NULL;
+	}
+	uint64_t before = s->stats.rebuild_events;
+	e->late = false;
+	if ((rc = rebuild(s, e)) < 0)
+		return rc;
+	s->stats.rebuilds--; /* counted as a catch-up */
+	if (s->stats.rebuild_events > before) {
+		s->stats.catchups++;
+		s->stats.catchup_events += s->stats.rebuild_events - before;
+	}
+	return 0;
+}
+
+/* The entry of run for this transaction: the first time, make sure it
+ * holds the run's current state (catch_up), unless this connection checked
+ * or wrote it in the current epoch. */
 static int txn_entry(struct store *s, const char *run, struct entry **out)
 {
 	uint64_t h = hash_str(run);
@@ -1079,82 +1182,63 @@ static int txn_entry(struct store *s, const char *run, struct entry **out)
 	} else {
 		lru_unlink(s, e);
 		if (e->epoch == s->epoch) {
-			/* Validated or written in this epoch, and no other
-			 * connection has committed since: the row is exactly what
-			 * this entry holds. */
+			/* Checked or written in this epoch, and no other
+			 * connection has committed since: current. */
 			s->stats.cache_hits++;
 			e->in_txn = true;
-			e->late = false;
-			e->row_last = e->last;
-			e->row_count = e->count;
+			e->late = e->must_write = false;
+			e->was_terminal = e->body && reducer_terminal(e->body);
 			s->touched[s->ntouched++] = e;
 			*out = e;
 			return 0;
 		}
 	}
 	e->in_txn = true;
+	e->must_write = false;
 	s->touched[s->ntouched++] = e;
 
 	sqlite3_stmt *st = s->st[ST_SNAP_META];
 	sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
-		struct event_key rk;
-		int64_t rcount = sqlite3_column_int64(st, 1);
-		key_of_row(st, 2, &rk);
 		e->rowid = sqlite3_column_int64(st, 0);
+		e->row_count = sqlite3_column_int64(st, 1);
+		key_of_row(st, 2, &e->row_last);
 		e->quarantined = sqlite3_column_int(st, 8) != 0;
+		int64_t age = util_wall_ms() - sqlite3_column_int64(st, 9);
+		e->written_ms = util_mono_ms() - (age > 0 ? age : 0);
 		if (sqlite3_column_int64(st, 6)) {
 			e->archived = true;
 			json_decref(e->body);
 			e->body = NULL;
-		} else if (e->body && e->count == rcount && event_key_cmp(&e->last, &rk) == 0) {
-			s->stats.cache_hits++;
-		} else {
-			if (e->body) {
-				/* Another process moved the run on: the row wins, and the
-				 * old state may serve as a checkpoint for a rebuild. */
-				s->stats.cache_stale++;
-				if (e->count < rcount) {
-					e->base = e->body;
-					e->base_last = e->last;
-					e->base_count = e->count;
-				} else {
-					json_decref(e->body);
-				}
-				e->body = NULL;
-			}
-			e->count = rcount;
-			e->last = rk;
-			if (!e->base)
-				e->body = parse_body(sqlite3_column_text(st, 7),
-						     (size_t)sqlite3_column_bytes(st, 7));
-			/* else loaded when needed (load_body) */
 		}
 		rc = SQLITE_OK;
 	} else if (rc == SQLITE_DONE) {
-		/* A new run (a row would exist for any stored event), or one
-		 * forgotten since: no checkpoint of an old state applies. */
+		/* No row: a new run, one whose first events were committed
+		 * without a row yet, or one forgotten since: no state of an old
+		 * run may serve, only the stored events (a young run's few). */
 		json_decref(e->body);
-		json_decref(e->base);
 		json_decref(e->ckpt);
-		e->base = e->ckpt = NULL;
-		e->quarantined = false;
-		e->body = reducer_new(s->kind, run);
+		e->body = e->ckpt = NULL;
 		e->count = 0;
 		e->last = KEY_NONE;
+		e->quarantined = false;
 		e->rowid = 0;
-		rc = e->body ? SQLITE_OK : SQLITE_NOMEM;
+		e->row_last = KEY_NONE;
+		e->row_count = 0;
+		e->written_ms = util_mono_ms();
+		rc = SQLITE_OK;
 	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	if (rc != SQLITE_OK)
-		return rc == SQLITE_NOMEM ? -ENOMEM : sql_fail(s, rc, stmt_sql[ST_SNAP_META]);
+		return sql_fail(s, rc, stmt_sql[ST_SNAP_META]);
+	if (!e->archived && (rc = catch_up(s, e)) < 0)
+		return rc;
 	if ((rc = load_tomb(s, e)) < 0)
 		return rc;
 	e->late = false;
-	e->row_last = e->last;
-	e->row_count = e->count;
+	e->was_terminal = e->body && reducer_terminal(e->body);
 	*out = e;
 	return 0;
 }
@@ -1300,6 +1384,8 @@ static int conflict(struct store *s, struct entry *e, const struct sv_event *ev,
 	if (rc < 0)
 		return rc;
 	e->quarantined = true;
+	if (!e->rowid)
+		e->must_write = true; /* the flag needs its row */
 	log_kv(LOG_WARN, KV("run", ev->run, "entry", ev->id, "type", ev->type),
 	       "%s: run quarantined: seq %lld conflicts with a stored event (same run and seq, other type or "
 	       "data); its later events are dead-lettered too until `streamvisorctl forget`",
@@ -1377,20 +1463,22 @@ int store_apply(struct store *s, const struct sv_event *ev, char *err, size_t er
 		return STORE_REDUCER_ERROR;
 	}
 	event_order_key(ev, &k);
-	if ((rc = insert_event(s, ev, &k)) <= 0)
-		return rc < 0 ? rc : on_duplicate(s, e, ev, err, errlen);
+	uint64_t t0 = mono_us();
+	rc = insert_event(s, ev, &k);
+	bool inserted = rc == 1;
+	if (rc == 0)
+		rc = on_duplicate(s, e, ev, err, errlen); /* a STORE_* code, or < 0 */
+	s->stats.insert_us += mono_us() - t0;
+	if (!inserted)
+		return rc;
 	s->stats.applied++;
 	e->dirty = true;
-	if (event_key_cmp(&k, &e->row_last) <= 0)
+	/* Sorts at or before the row's position: the row is no longer a
+	 * prefix of the stored events, so it is rewritten in this txn. */
+	if (e->rowid && event_key_cmp(&k, &e->row_last) <= 0)
 		e->late = true;
-	if (!e->need_rebuild && event_key_cmp(&k, &e->last) > 0 && !e->body) {
-		/* Stale entry, event in order: replay the few events another
-		 * process added since our state, or take the row's body. */
-		if (e->base && e->row_count - e->base_count <= CATCHUP_MAX)
-			e->need_rebuild = true;
-		else if ((rc = load_body(s, e)) < 0)
-			return rc;
-	}
+	if (!e->body)
+		e->need_rebuild = true;
 	if (e->need_rebuild || event_key_cmp(&k, &e->last) <= 0) {
 		/* Rebuild from the stored events at commit, once. */
 		if (!e->need_rebuild)
@@ -1398,7 +1486,9 @@ int store_apply(struct store *s, const struct sv_event *ev, char *err, size_t er
 		e->need_rebuild = true;
 		return STORE_OK;
 	}
+	t0 = mono_us();
 	rc = reducer_apply(s->kind, e->body, ev, err, errlen);
+	s->stats.reduce_us += mono_us() - t0;
 	if (rc == -EINVAL) {
 		/* Cannot happen (reducer_check passed); stay consistent anyway:
 		 * the snapshot is unchanged, take the event out again. */
@@ -1437,6 +1527,17 @@ static int count_upto(struct store *s, const char *run, const struct event_key *
 	return rc == SQLITE_ROW ? 0 : sql_fail(s, rc, stmt_sql[ST_COUNT_UPTO]);
 }
 
+/* Count every stored event of the run. */
+static int count_run(struct store *s, const char *run, int64_t *n)
+{
+	sqlite3_stmt *st = s->st[ST_COUNT_RUN];
+	sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	*n = sqlite3_column_int64(st, 0);
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW ? 0 : sql_fail(s, rc, stmt_sql[ST_COUNT_RUN]);
+}
+
 /* Apply the stored event in st's current row to snap.  Returns 0, 1 when
  * the event was skipped (unreadable data or refused: cannot happen for
  * events this build stored), or a negative errno. */
@@ -1469,7 +1570,9 @@ static int replay_row(struct store *s, const char *run, sqlite3_stmt *st, json_t
 			return 1;
 		}
 	}
+	uint64_t t0 = mono_us();
 	rc = reducer_apply(s->kind, snap, &ev, err, sizeof(err));
+	s->stats.reduce_us += mono_us() - t0;
 	json_decref(ev.data);
 	if (rc == -EINVAL) {
 		log_kv(LOG_ERROR, KV("run", run), "stored event refused by the reducer: %s", err);
@@ -1480,75 +1583,24 @@ static int replay_row(struct store *s, const char *run, sqlite3_stmt *st, json_t
 	return rc;
 }
 
-/* Rebuild e's snapshot: the reducer over the run's stored events, in
- * order, starting from the newest state known to be a valid prefix:
- *   - the stale cached state (base), if the stored events up to its
- *     position are exactly those it has seen (same count: events are only
- *     ever added);
- *   - else the row's body, unless an event of this transaction sorts
- *     before the row's position;
- *   - else nothing (a full replay). */
-static int rebuild(struct store *s, struct entry *e)
+/* Apply to snap every stored event of run after *from, in order, moving
+ * *from and *count on (*tail: events applied).  Returns 0 or a negative
+ * errno (snap is then to be discarded). */
+static int replay_tail(struct store *s, const char *run, json_t *snap, struct event_key *from, int64_t *count,
+		       int64_t *tail)
 {
-	json_t *snap = NULL;
-	struct event_key from = KEY_NONE;
-	int64_t count = 0, n;
-	int rc;
-
-	s->stats.rebuilds++;
-	/* Checkpoints, newest first; one is valid when the stored events up
-	 * to its position are exactly the ones it has seen. */
-	struct cand { json_t **j; struct event_key *last; int64_t count; } cand[2];
-	int nc = 0;
-	if (e->base && (e->late || e->row_count - e->base_count <= CATCHUP_MAX))
-		cand[nc++] = (struct cand){&e->base, &e->base_last, e->base_count};
-	if (e->ckpt)
-		cand[nc++] = (struct cand){&e->ckpt, &e->ckpt_last, e->ckpt_count};
-	if (nc == 2 && event_key_cmp(cand[0].last, cand[1].last) < 0) {
-		struct cand t = cand[0];
-		cand[0] = cand[1];
-		cand[1] = t;
-	}
-	for (int i = 0; i < nc && !snap; i++) {
-		if ((rc = count_upto(s, e->run, cand[i].last, &n)) < 0)
-			return rc;
-		if (n != cand[i].count)
-			continue;
-		/* The base is used up; the tool.call checkpoint stays valid. */
-		snap = cand[i].j == &e->base ? e->base : json_deep_copy(*cand[i].j);
-		if (cand[i].j == &e->base)
-			e->base = NULL;
-		if (!snap)
-			return -ENOMEM;
-		from = *cand[i].last;
-		count = cand[i].count;
-	}
-	if (!snap && !e->late && e->rowid) {
-		json_decref(e->body);
-		e->body = NULL;
-		if ((rc = load_body(s, e)) < 0)
-			return rc;
-		if (e->body) {
-			snap = e->body;
-			e->body = NULL;
-			from = e->row_last;
-			count = e->row_count;
-		}
-	}
-	if (!snap && !(snap = reducer_new(s->kind, e->run)))
-		return -ENOMEM;
-
 	/* Merge the two ordered halves: events with seq (ordered by seq, which
 	 * for them is the order key) and the others. */
 	sqlite3_stmt *q[2] = {s->st[ST_REPLAY_SEQ], s->st[ST_REPLAY_NOSEQ]};
 	int qrc[2];
-	sqlite3_bind_text(q[0], 1, e->run, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(q[0], 2, from.major);
-	sqlite3_bind_text(q[1], 1, e->run, -1, SQLITE_STATIC);
-	bind_key(q[1], 2, &from);
+	int rc = 0;
+	*tail = 0;
+	sqlite3_bind_text(q[0], 1, run, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(q[0], 2, from->major);
+	sqlite3_bind_text(q[1], 1, run, -1, SQLITE_STATIC);
+	bind_key(q[1], 2, from);
 	qrc[0] = sqlite3_step(q[0]);
 	qrc[1] = sqlite3_step(q[1]);
-	rc = 0;
 	while (qrc[0] == SQLITE_ROW || qrc[1] == SQLITE_ROW) {
 		struct event_key k[2];
 		for (int i = 0; i < 2; i++) {
@@ -1563,24 +1615,87 @@ static int rebuild(struct store *s, struct entry *e)
 		}
 		int w = qrc[0] != SQLITE_ROW ? 1 : qrc[1] != SQLITE_ROW ? 0
 			: event_key_cmp(&k[0], &k[1]) <= 0 ? 0 : 1;
-		if ((rc = replay_row(s, e->run, q[w], snap)) < 0)
+		if ((rc = replay_row(s, run, q[w], snap)) < 0)
 			break;
 		if (rc == 0) {
-			from = k[w];
-			count++;
+			*from = k[w];
+			(*count)++;
+			(*tail)++;
 		}
 		qrc[w] = sqlite3_step(q[w]);
 	}
 	sqlite3_reset(q[0]);
 	sqlite3_reset(q[1]);
+	sqlite3_clear_bindings(q[0]);
+	sqlite3_clear_bindings(q[1]);
 	if (rc < 0) {
-		json_decref(snap);
-		set_err(s, "rebuild of %s: %s", e->run, strerror(-rc));
+		set_err(s, "replay of %s: %s", run, strerror(-rc));
 		return rc;
 	}
-	if (qrc[0] != SQLITE_DONE || qrc[1] != SQLITE_DONE) {
-		json_decref(snap);
+	if (qrc[0] != SQLITE_DONE || qrc[1] != SQLITE_DONE)
 		return sql_fail(s, qrc[0] != SQLITE_DONE ? qrc[0] : qrc[1], "replay events");
+	return 0;
+}
+
+/* Rebuild e's snapshot: the reducer over the run's stored events, in
+ * order, starting from the newest state known to be a valid prefix, i.e.
+ * one for which the stored events up to its position are exactly those it
+ * has seen (same count: events are only ever added):
+ *   - the stale cached state (base);
+ *   - the state kept at the last tool.call applied in place (ckpt);
+ *   - the row (the checkpoint), preferred over a base at most CATCHUP_MAX
+ *     events behind it only when more than that ahead (parsing a body
+ *     costs more than replaying a few events);
+ *   - else nothing (a full replay). */
+static int rebuild(struct store *s, struct entry *e)
+{
+	json_t *snap = NULL;
+	struct event_key from = KEY_NONE;
+	int64_t count = 0, n, tail;
+	int rc;
+
+	s->stats.rebuilds++;
+	struct cand { json_t **j; struct event_key last; int64_t count, rank; } cand[3], t;
+	int nc = 0;
+	if (e->base)
+		cand[nc++] = (struct cand){&e->base, e->base_last, e->base_count, e->base_count};
+	if (e->ckpt)
+		cand[nc++] = (struct cand){&e->ckpt, e->ckpt_last, e->ckpt_count, e->ckpt_count};
+	if (e->rowid && !e->late)
+		cand[nc++] = (struct cand){NULL, e->row_last, e->row_count, e->row_count - CATCHUP_MAX};
+	for (int i = 1; i < nc; i++)
+		for (int j = i; j > 0 && cand[j].rank > cand[j - 1].rank; j--)
+			t = cand[j], cand[j] = cand[j - 1], cand[j - 1] = t;
+	for (int i = 0; i < nc && !snap; i++) {
+		if ((rc = count_upto(s, e->run, &cand[i].last, &n)) < 0)
+			return rc;
+		if (n != cand[i].count)
+			continue;
+		if (!cand[i].j) {
+			/* the row */
+			json_decref(e->body);
+			e->body = NULL;
+			if ((rc = load_body(s, e)) < 0)
+				return rc;
+			snap = e->body;
+			e->body = NULL;
+			if (!snap)
+				continue; /* unreadable body */
+		} else if (cand[i].j == &e->base) {
+			/* The base is used up; the tool.call checkpoint stays valid. */
+			snap = e->base;
+			e->base = NULL;
+		} else if (!(snap = json_deep_copy(*cand[i].j))) {
+			return -ENOMEM;
+		}
+		from = cand[i].last;
+		count = cand[i].count;
+	}
+	if (!snap && !(snap = reducer_new(s->kind, e->run)))
+		return -ENOMEM;
+	if ((rc = replay_tail(s, e->run, snap, &from, &count, &tail)) < 0) {
+		json_decref(snap);
+		return rc;
 	}
 	json_decref(e->body);
 	e->body = snap;
@@ -1591,7 +1706,7 @@ static int rebuild(struct store *s, struct entry *e)
 }
 
 /* Serialize e->body once and write its row. */
-static int write_snapshot(struct store *s, struct entry *e, int64_t now)
+static int write_snapshot(struct store *s, struct entry *e, int64_t now, int64_t mono)
 {
 	if (jsonenc_encode(&s->enc, e->body) < 0)
 		return -ENOMEM;
@@ -1618,7 +1733,48 @@ static int write_snapshot(struct store *s, struct entry *e, int64_t now)
 		return sql_fail(s, rc, "write snapshot");
 	if (!e->rowid)
 		e->rowid = sqlite3_last_insert_rowid(s->db);
+	e->row_last = e->last;
+	e->row_count = e->count;
+	e->written_ms = mono;
 	s->stats.snapshot_writes++;
+	return 0;
+}
+
+/* Whether e's row is written in this transaction (see store.h,
+ * Checkpoints). */
+static bool row_due(const struct store *s, const struct entry *e, int64_t mono)
+{
+	if (!behind(e))
+		return false;
+	return s->interval_ms == 0 || e->must_write || e->late || e->was_terminal || reducer_terminal(e->body) ||
+	       mono - e->written_ms >= s->interval_ms;
+}
+
+/* Take into the transaction, to have their rows written, the cached runs
+ * (not touched yet) that are behind and due (all: every one behind), or
+ * that are behind and would be evicted when the transaction ends: a row
+ * must not stay behind for lack of the state that would catch it up. */
+static int take_behind(struct store *s, bool all)
+{
+	int64_t mono = util_mono_ms();
+	/* the entries evicted at the end: the LRU tail beyond the capacity,
+	 * once the touched ones are back at its head */
+	int64_t evict = (int64_t)(s->ncached + s->ntouched) - (int64_t)s->cache_cap;
+	struct entry *prev;
+	for (struct entry *e = s->lru_tail; e; e = prev) {
+		prev = e->prev;
+		bool due = behind(e) && (all || evict > 0 || s->interval_ms == 0 ||
+					 mono - e->written_ms >= s->interval_ms);
+		if (!due) {
+			evict--;
+			continue;
+		}
+		struct entry *x;
+		int rc = txn_entry(s, e->run, &x);
+		if (rc < 0)
+			return rc;
+		x->must_write = true;
+	}
 	return 0;
 }
 
@@ -1742,14 +1898,21 @@ int store_commit(struct store *s)
 		set_err(s, "store_commit outside a transaction");
 		return -EINVAL;
 	}
-	int64_t now = util_wall_ms();
+	uint64_t t0 = mono_us(), reduce0 = s->stats.reduce_us;
+	rc = take_behind(s, false);
+	int64_t now = util_wall_ms(), mono = util_mono_ms();
 	for (size_t i = 0; i < s->ntouched && rc == 0; i++) {
 		struct entry *e = s->touched[i];
-		if (e->archived || !e->dirty)
+		if (e->archived || (!e->dirty && !e->must_write))
 			continue;
 		if (e->need_rebuild && (rc = rebuild(s, e)) < 0)
 			break;
-		rc = write_snapshot(s, e, now);
+		if (!row_due(s, e, mono)) {
+			s->stats.writes_deferred += e->dirty;
+			continue;
+		}
+		rc = write_snapshot(s, e, now, mono);
+		s->stats.flush_writes += !e->dirty;
 	}
 	if (rc == 0)
 		rc = lease_check(s);
@@ -1767,8 +1930,55 @@ int store_commit(struct store *s)
 		return rc;
 	}
 	s->stats.commits++;
+	s->stats.commit_us += mono_us() - t0 - (s->stats.reduce_us - reduce0);
 	txn_finish(s, true);
 	return 0;
+}
+
+/* Some cached run is behind and due (all: behind at all). */
+static bool any_behind(const struct store *s, bool all, int64_t *due_ms)
+{
+	int64_t mono = util_mono_ms(), best = -1;
+	for (const struct entry *e = s->lru_head; e; e = e->next) {
+		if (!behind(e))
+			continue;
+		int64_t left = all || s->interval_ms == 0 ? 0 : e->written_ms + s->interval_ms - mono;
+		if (left < 0)
+			left = 0;
+		if (best < 0 || left < best)
+			best = left;
+	}
+	if (due_ms)
+		*due_ms = best;
+	return best == 0;
+}
+
+int store_flush(struct store *s, bool all)
+{
+	if (s->in_txn || s->readonly) {
+		set_err(s, "store_flush: %s", s->readonly ? "read-only" : "inside a transaction");
+		return -EINVAL;
+	}
+	if (!any_behind(s, all, NULL))
+		return 0;
+	uint64_t before = s->stats.snapshot_writes;
+	int rc = store_begin(s);
+	if (rc < 0)
+		return rc;
+	if ((rc = take_behind(s, all)) < 0) {
+		store_rollback(s);
+		return rc;
+	}
+	if ((rc = store_commit(s)) < 0)
+		return rc;
+	return (int)(s->stats.snapshot_writes - before);
+}
+
+int64_t store_flush_due_ms(struct store *s)
+{
+	int64_t due;
+	any_behind(s, false, &due);
+	return due;
 }
 
 /* ---- reads and pruning ---- */
@@ -1789,11 +1999,24 @@ static char *col_strdup(sqlite3_stmt *st, int col)
 
 int store_snapshot_get(struct store *s, const char *run, struct store_snapshot *out)
 {
-	sqlite3_stmt *st = s->st[ST_GET];
 	memset(out, 0, sizeof(*out));
+	if (s->no_schema)
+		return -ENOENT;
+	/* One read transaction: the row and its tail from one state of the
+	 * file (inside an open transaction: that transaction's state). */
+	bool own = sqlite3_get_autocommit(s->db) != 0;
+	int rc;
+	if (own && (rc = exec_st(s, ST_BEGIN_READ)) < 0)
+		return rc;
+	sqlite3_stmt *st = s->st[ST_GET];
+	json_t *snap = NULL;
+	struct event_key from = KEY_NONE;
+	int64_t count = 0, tail = 0;
+	bool row = false;
 	sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(st);
+	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
+		row = true;
 		out->body = col_strdup(st, 0);
 		out->status = col_strdup(st, 1);
 		out->complete = sqlite3_column_int(st, 2) != 0;
@@ -1801,17 +2024,62 @@ int store_snapshot_get(struct store *s, const char *run, struct store_snapshot *
 		out->event_count = sqlite3_column_int64(st, 4);
 		out->last_seq = sqlite3_column_int64(st, 5);
 		out->updated_ms = sqlite3_column_int64(st, 6);
+		key_of_row(st, 7, &from);
+		count = out->event_count;
+		rc = out->body ? SQLITE_OK : SQLITE_NOMEM;
+	} else if (rc == SQLITE_DONE) {
+		rc = SQLITE_OK;
 	}
 	sqlite3_reset(st);
-	if (rc == SQLITE_DONE)
-		return -ENOENT;
-	if (rc != SQLITE_ROW)
-		return sql_fail(s, rc, stmt_sql[ST_GET]);
-	if (!out->body) {
-		store_snapshot_clear(out);
-		return -ENOMEM;
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_OK) {
+		rc = rc == SQLITE_NOMEM ? -ENOMEM : sql_fail(s, rc, stmt_sql[ST_GET]);
+		goto out;
 	}
-	return 0;
+	/* An archived run's events are gone: its row is the whole run. */
+	if (row && out->archived)
+		goto out;
+	if (row && !(snap = parse_body(out->body, strlen(out->body)))) {
+		log_kv(LOG_WARN, KV("run", run), "%s: unreadable snapshot body: reducing every stored event",
+		       __func__);
+		from = KEY_NONE;
+		count = 0;
+	}
+	if (!snap && !(snap = reducer_new(s->kind, run))) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if ((rc = replay_tail(s, run, snap, &from, &count, &tail)) < 0)
+		goto out;
+	if (!row && tail == 0) {
+		rc = -ENOENT;
+		goto out;
+	}
+	out->tail_events = tail;
+	if (tail || !row || count != out->event_count) {
+		const char *status = reducer_status(snap);
+		free(out->body);
+		free(out->status);
+		out->body = NULL;
+		out->status = status ? strdup(status) : NULL;
+		if (jsonenc_encode(&s->enc, snap) < 0 || !(out->body = malloc(s->enc.len + 1)) ||
+		    (status && !out->status)) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		memcpy(out->body, s->enc.buf, s->enc.len);
+		out->body[s->enc.len] = '\0';
+		out->complete = reducer_complete(snap);
+		out->event_count = count;
+		out->last_seq = reducer_last_seq(snap);
+	}
+out:
+	json_decref(snap);
+	if (own)
+		exec_st(s, rc < 0 && rc != -ENOENT ? ST_ROLLBACK : ST_COMMIT);
+	if (rc < 0)
+		store_snapshot_clear(out);
+	return rc;
 }
 
 void store_snapshot_clear(struct store_snapshot *snap)
