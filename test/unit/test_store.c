@@ -866,6 +866,311 @@ static void test_many_connections_random(void **state)
 	golden_free(evs, n);
 }
 
+/* ---- checkpoints (issue 14) ---- */
+
+static struct store *open_store_iv(const char *path, int64_t interval_ms, size_t cache)
+{
+	struct store_opts o = {.synchronous = SV_SYNC_NORMAL, .busy_timeout_ms = 2000,
+			       .reducer = REDUCER_RESPONSE, .snapshot_interval_ms = interval_ms,
+			       .cache_entries = cache};
+	struct store *s;
+	assert_int_equal(store_open(&s, path, &o), 0);
+	return s;
+}
+
+/* The reference over the events of run marked in done[]. */
+static json_t *reduce_done(const char *run, const struct sv_event *evs, const bool *done, long n)
+{
+	struct sv_event *sub = calloc((size_t)n + 1, sizeof(*sub));
+	long m = 0;
+	for (long i = 0; i < n; i++)
+		if (done[i] && strcmp(evs[i].run, run) == 0)
+			sub[m++] = evs[i];
+	json_t *j = golden_reduce(REDUCER_RESPONSE, run, sub, m);
+	free(sub);
+	return j;
+}
+
+/* The raw row of run, as a reader of the table sees it: NULL when none. */
+static json_t *raw_row(const char *path, const char *run, int64_t *count)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	json_t *j = NULL;
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT body, event_count FROM snapshots WHERE run = ?", -1,
+					    &st, NULL), SQLITE_OK);
+	sqlite3_bind_text(st, 1, run, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		j = json_loads((const char *)sqlite3_column_text(st, 0), JSON_ALLOW_NUL, NULL);
+		*count = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return j;
+}
+
+/* The row is a checkpoint: the reference over the first event_count
+ * stored events of the run, in order. */
+static void check_row_prefix(const char *path, const char *run, const struct sv_event *evs, const bool *done,
+			     long n)
+{
+	int64_t count = 0;
+	json_t *row = raw_row(path, run, &count);
+	if (!row)
+		return;
+	struct sv_event *sub = calloc((size_t)n + 1, sizeof(*sub));
+	long m = 0;
+	for (long i = 0; i < n; i++)
+		if (done[i] && strcmp(evs[i].run, run) == 0)
+			sub[m++] = evs[i];
+	golden_sort(sub, m);
+	assert_true(count <= m);
+	json_t *want = golden_reduce(REDUCER_RESPONSE, run, sub, count);
+	if (!golden_equal(row, want))
+		fail_msg("row of %s is not the reference over its first %lld events", run, (long long)count);
+	json_decref(want);
+	json_decref(row);
+	free(sub);
+}
+
+/* In-progress rows wait for the interval; every exact read (writer or
+ * reader store) equals the reference over the events committed so far;
+ * a terminal row is exact; store_flush writes what is due. */
+static void test_checkpoint_interval(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *s = open_store_iv(path, 200, 0);
+	struct store *ro;
+	struct store_opts roo = {.readonly = true, .reducer = REDUCER_MERGE /* the file says response */};
+	struct sv_event *evs;
+	long n = gen_runs(&evs, 1, 0, true); /* 58 events + the output of seq 14 */
+	golden_sort(evs, n);                  /* the output right after its call */
+	bool *done = calloc((size_t)n, sizeof(*done));
+	int64_t count;
+	/* first batch: a new run, no row yet; the exact read reduces it all */
+	assert_int_equal(store_begin(s), 0);
+	for (long i = 0; i < 5; i++) {
+		assert_int_equal(apply1(s, &evs[i]), STORE_OK);
+		done[i] = true;
+	}
+	assert_int_equal(store_commit(s), 0);
+	assert_null(raw_row(path, "run-0", &count));
+	assert_int_equal(store_open(&ro, path, &roo), 0);
+	struct store_snapshot meta;
+	json_t *got = snapshot(ro, "run-0", &meta), *want = reduce_done("run-0", evs, done, n);
+	assert_true(golden_equal(got, want));
+	assert_int_equal(meta.tail_events, 5);
+	assert_int_equal(meta.event_count, 5);
+	assert_int_equal(meta.updated_ms, 0);
+	store_snapshot_clear(&meta);
+	json_decref(got);
+	json_decref(want);
+	int64_t due = store_flush_due_ms(s);
+	assert_true(due > 0 && due <= 200);
+	assert_int_equal(store_flush(s, false), 0); /* not due yet */
+	/* flushed once due */
+	util_sleep_ms(due + 5, NULL);
+	assert_int_equal(store_flush_due_ms(s), 0);
+	assert_int_equal(store_flush(s, false), 1);
+	assert_int_equal(store_flush_due_ms(s), -1);
+	got = raw_row(path, "run-0", &count);
+	assert_int_equal(count, 5);
+	json_decref(got);
+	/* more batches in quick succession: the row stays behind, reads exact */
+	for (long i = 5; i < 40; i += 5) {
+		assert_int_equal(store_begin(s), 0);
+		for (long k = i; k < i + 5; k++) {
+			assert_int_equal(apply1(s, &evs[k]), STORE_OK);
+			done[k] = true;
+		}
+		assert_int_equal(store_commit(s), 0);
+		got = snapshot(ro, "run-0", NULL);
+		want = reduce_done("run-0", evs, done, n);
+		assert_true(golden_equal(got, want));
+		json_decref(got);
+		json_decref(want);
+		got = snapshot(s, "run-0", NULL);
+		want = reduce_done("run-0", evs, done, n);
+		assert_true(golden_equal(got, want));
+		json_decref(got);
+		json_decref(want);
+		check_row_prefix(path, "run-0", evs, done, n);
+	}
+	json_decref(raw_row(path, "run-0", &count));
+	assert_true(count < 40);
+	/* a second connection (cache miss) catches up from the row */
+	struct store *b = open_store_iv(path, 200, 0);
+	struct store_stats st;
+	assert_int_equal(store_begin(b), 0);
+	assert_int_equal(apply1(b, &evs[40]), STORE_OK);
+	done[40] = true;
+	assert_int_equal(store_commit(b), 0);
+	store_stats(b, &st);
+	assert_int_equal(st.catchups, 1);
+	got = snapshot(ro, "run-0", NULL);
+	want = reduce_done("run-0", evs, done, n);
+	assert_true(golden_equal(got, want));
+	json_decref(got);
+	json_decref(want);
+	/* back to the first: its cached state is stale (data_version moved) */
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(apply1(s, &evs[41]), STORE_OK);
+	done[41] = true;
+	assert_int_equal(store_commit(s), 0);
+	store_stats(s, &st);
+	assert_true(st.cache_stale >= 1);
+	/* the rest, terminal: the row is written at once and exact */
+	assert_int_equal(store_begin(s), 0);
+	for (long k = 42; k < n; k++) {
+		assert_int_equal(apply1(s, &evs[k]), STORE_OK);
+		done[k] = true;
+	}
+	assert_int_equal(store_commit(s), 0);
+	got = raw_row(path, "run-0", &count);
+	want = reduce_done("run-0", evs, done, n);
+	assert_int_equal(count, n);
+	assert_true(golden_equal(got, want));
+	assert_true(reducer_complete(got));
+	json_decref(got);
+	json_decref(want);
+	assert_int_equal(store_flush_due_ms(s), -1);
+	store_stats(s, &st);
+	assert_true(st.writes_deferred > 0);
+	golden_free(evs, n);
+	free(done);
+	store_close(ro);
+	store_close(b);
+	store_close(s);
+}
+
+/* A late event sorting before the row's position rewrites the row from the
+ * stored events in its own transaction. */
+static void test_checkpoint_late(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *s = open_store_iv(path, 3600000, 0);
+	struct sv_event *evs;
+	long n = gen_runs(&evs, 1, 0, true);
+	golden_sort(evs, n);
+	bool *done = calloc((size_t)n, sizeof(*done));
+	int64_t count;
+	/* 0..29 except 10, row flushed at 29 events */
+	assert_int_equal(store_begin(s), 0);
+	for (long k = 0; k < 30; k++) {
+		if (k == 10)
+			continue;
+		assert_int_equal(apply1(s, &evs[k]), STORE_OK);
+		done[k] = true;
+	}
+	assert_int_equal(store_commit(s), 0);
+	assert_int_equal(store_flush(s, true), 1);
+	json_decref(raw_row(path, "run-0", &count));
+	assert_int_equal(count, 29);
+	/* more in-progress events: not written (interval of an hour) */
+	assert_int_equal(store_begin(s), 0);
+	for (long k = 30; k < 35; k++) {
+		assert_int_equal(apply1(s, &evs[k]), STORE_OK);
+		done[k] = true;
+	}
+	assert_int_equal(store_commit(s), 0);
+	json_decref(raw_row(path, "run-0", &count));
+	assert_int_equal(count, 29);
+	/* the late one: row rewritten, covering everything */
+	assert_int_equal(store_begin(s), 0);
+	assert_int_equal(apply1(s, &evs[10]), STORE_OK);
+	done[10] = true;
+	assert_int_equal(store_commit(s), 0);
+	json_t *got = raw_row(path, "run-0", &count), *want = reduce_done("run-0", evs, done, n);
+	assert_int_equal(count, 35);
+	assert_true(golden_equal(got, want));
+	json_decref(got);
+	json_decref(want);
+	golden_free(evs, n);
+	free(done);
+	store_close(s);
+}
+
+/* Three connections (one with a tiny cache: evictions) with intervals of
+ * 0, 5 ms and an hour take random batches of shuffled events, some rolled
+ * back.  After every commit: the exact read of a random run equals the
+ * reference over the committed events, and its row is a valid prefix. */
+static void test_checkpoint_random(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *st[3];
+	st[0] = open_store_iv(path, 3600000, 0);
+	st[1] = open_store_iv(path, 5, 0);
+	st[2] = open_store_iv(path, 3600000, 2);
+	struct store *ro;
+	struct store_opts roo = {.readonly = true};
+	assert_int_equal(store_open(&ro, path, &roo), 0);
+	struct sv_event *evs;
+	long n = gen_runs(&evs, 8, 300, true);
+	shuffle(evs, n);
+	bool *done = calloc((size_t)n, sizeof(*done));
+	long i = 0, retry_from = -1;
+	while (i < n) {
+		struct store *s = st[rnd() % 3];
+		long b = 1 + (long)(rnd() % 25);
+		bool fail = rnd() % 7 == 0;
+		long start = retry_from >= 0 ? retry_from : i;
+		assert_int_equal(store_begin(s), 0);
+		long k;
+		for (k = start; k < start + b && k < n; k++) {
+			int rc = apply1(s, &evs[k]);
+			assert_true(rc == STORE_OK || rc == STORE_DUPLICATE);
+		}
+		if (fail) {
+			store_rollback(s);
+			retry_from = start;
+			continue;
+		}
+		assert_int_equal(store_commit(s), 0);
+		for (long j = start; j < k; j++)
+			done[j] = true;
+		retry_from = -1;
+		if (k > i)
+			i = k;
+		if (rnd() % 4 == 0)
+			assert_true(store_flush(st[rnd() % 3], rnd() % 2) >= 0);
+		char run[32];
+		snprintf(run, sizeof(run), "run-%u", 300 + rnd() % 8);
+		json_t *want = reduce_done(run, evs, done, n);
+		json_t *got = snapshot(rnd() % 2 ? ro : st[rnd() % 3], run, NULL);
+		if (json_integer_value(json_object_get(want, "event_count")) == 0) {
+			assert_null(got);
+		} else if (!golden_equal(got, want)) {
+			fail_msg("exact read of %s differs after %ld events", run, i);
+		}
+		json_decref(got);
+		json_decref(want);
+		check_row_prefix(path, run, evs, done, n);
+	}
+	check_runs(ro, evs, n, 8, 300);
+	/* every run ended terminal: its row is exact without a flush */
+	for (int r = 0; r < 8; r++) {
+		char run[32];
+		int64_t count;
+		snprintf(run, sizeof(run), "run-%d", 300 + r);
+		json_t *got = raw_row(path, run, &count), *want = reduce_done(run, evs, done, n);
+		assert_true(golden_equal(got, want));
+		json_decref(got);
+		json_decref(want);
+	}
+	for (int c = 0; c < 3; c++)
+		store_close(st[c]);
+	store_close(ro);
+	golden_free(evs, n);
+	free(done);
+}
+
 /* ---- failures ---- */
 
 static void test_reducer_error(void **state)
@@ -1120,6 +1425,9 @@ int main(void)
 		cmocka_unit_test(test_two_connections),
 		cmocka_unit_test(test_stale_untouched_entry),
 		cmocka_unit_test(test_many_connections_random),
+		cmocka_unit_test(test_checkpoint_interval),
+		cmocka_unit_test(test_checkpoint_late),
+		cmocka_unit_test(test_checkpoint_random),
 		cmocka_unit_test(test_reducer_error),
 		cmocka_unit_test(test_commit_failure),
 		cmocka_unit_test(test_busy),
