@@ -41,6 +41,9 @@ struct pool_config {
 	int64_t claim_idle_ms;  /* 30000 */
 	int64_t max_deliveries; /* 3 */
 	enum reducer_kind reducer; /* persistence only */
+	int64_t snapshot_interval_ms; /* persistence: 250; an in-progress run's row
+				       * at most this often (store.h, Checkpoints);
+				       * 0 = at every batch */
 	int64_t max_rss_mb;     /* 0 = off */
 	char *sqlite_path;      /* persistence: resolved; default sqlite.path.
 				 * tool pools: NULL */

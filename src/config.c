@@ -55,6 +55,7 @@
  *   pools[].read_keys                  1 .. 1000
  *   pools[].idle_ms                    100 .. 86400000
  *   pools[].idle_check_rate            1 .. 1000000 (keys a second)
+ *   pools[].snapshot_interval_ms       0 (every batch) .. 3600000
  *   tools[].max_output                 1 .. 67108864 bytes
  *   tools[].concurrency                1 .. 1000 (persistent only)
  *   tools[].start_timeout_ms           duration (persistent only)
@@ -1284,7 +1285,7 @@ static void load_pools(struct ld *ld, const config_setting_t *root)
 	static const char *const keys[] = {"name", "kind", "count", "group", "streams", "batch", "block_ms",
 					   "claim_idle_ms", "max_deliveries", "reducer", "max_rss_mb",
 					   "sqlite_path", "discover_ms", "read_keys", "idle_ms",
-					   "idle_check_rate", "tools", NULL};
+					   "idle_check_rate", "tools", "snapshot_interval_ms", NULL};
 	struct sv_config *cfg = ld->cfg;
 	config_setting_t *list = member(root, "pools");
 	if (!list)
@@ -1371,6 +1372,9 @@ static void load_pools(struct ld *ld, const config_setting_t *root)
 		L->claim = get_int(ld, e, where, "claim_idle_ms", 30000, 1, MAX_DURATION_MS, &p->claim_idle_ms);
 		L->maxdel = get_int(ld, e, where, "max_deliveries", 3, 1, MAX_BIG, &p->max_deliveries);
 		get_int(ld, e, where, "max_rss_mb", 0, 0, 1048576, &p->max_rss_mb);
+		s = get_int(ld, e, where, "snapshot_interval_ms", 250, 0, 3600000, &p->snapshot_interval_ms);
+		if (s && kind_ok && !pers)
+			errf(ld, s, "%s: snapshot_interval_ms applies to persistence pools only", where);
 
 		char *red = NULL;
 		s = get_str(ld, e, where, "reducer", "response", &red);
@@ -2022,7 +2026,7 @@ bool config_pool_changed(const struct sv_config *old, const struct pool_config *
 	    a->reducer != b->reducer || a->max_rss_mb != b->max_rss_mb || !str_eq(a->sqlite_path, b->sqlite_path) ||
 	    !strlist_equal(&a->patterns, &b->patterns) || a->discover_ms != b->discover_ms ||
 	    a->read_keys != b->read_keys || a->idle_ms != b->idle_ms || a->idle_check_rate != b->idle_check_rate ||
-	    a->tools_given != b->tools_given || !strlist_equal(&a->tools, &b->tools))
+	    a->snapshot_interval_ms != b->snapshot_interval_ms || a->tools_given != b->tools_given || !strlist_equal(&a->tools, &b->tools))
 		return true;
 	/* Workers beat at heartbeat.interval_ms and give their fencing key a
 	 * TTL of timeout_ms: a running worker would keep the old values. */
