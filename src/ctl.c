@@ -848,14 +848,18 @@ static int show_scale(const struct opts *o, json_t *reply)
 
 /* One SQLite file a run may be in: a persistence pool's own (its
  * sqlite_path, by default sqlite.path), or sqlite.path when no pool is
- * known.  Opened lazily: the file may not exist yet (snapshot --wait). */
+ * known.  Opened lazily: the file may not exist yet (snapshot --wait).
+ * Read through a read-only store: the run's row is a checkpoint, and
+ * store_snapshot_get reduces the stored events after it with the
+ * workers' reducer (the one the file records), so what is printed is
+ * exact. */
 struct snap_db {
 	char *pool; /* NULL: sqlite.path, no pool */
 	char *path;
 	int busy_ms;
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	char *body; /* the run's row, after snap_read found it */
+	enum reducer_kind reducer; /* the pool's, when the file does not say */
+	struct store *store;
+	char *body; /* the run's exact snapshot, after snap_read found it */
 	bool complete;
 };
 
@@ -864,7 +868,8 @@ struct snap_dbs {
 	size_t n;
 };
 
-static void snap_dbs_add(struct snap_dbs *l, const char *pool, const char *path, int busy_ms)
+static void snap_dbs_add(struct snap_dbs *l, const char *pool, const char *path, int busy_ms,
+			 enum reducer_kind reducer)
 {
 	struct snap_db *v = realloc(l->v, (l->n + 1) * sizeof(*v));
 	if (!v) {
@@ -873,13 +878,12 @@ static void snap_dbs_add(struct snap_dbs *l, const char *pool, const char *path,
 	}
 	l->v = v;
 	l->v[l->n++] = (struct snap_db){.pool = pool ? xstrdup(pool) : NULL, .path = xstrdup(path),
-					.busy_ms = busy_ms};
+					.busy_ms = busy_ms, .reducer = reducer};
 }
 
 static void snap_db_free(struct snap_db *s)
 {
-	sqlite3_finalize(s->st);
-	sqlite3_close(s->db);
+	store_close(s->store);
 	free(s->body);
 	free(s->pool);
 	free(s->path);
@@ -906,10 +910,10 @@ static void snap_sources_from_config(const struct sv_config *cfg, struct snap_db
 	for (size_t i = 0; i < cfg->npools; i++) {
 		const struct pool_config *p = &cfg->pools[i];
 		if (p->kind == POOL_PERSISTENCE && p->sqlite_path)
-			snap_dbs_add(l, p->name, p->sqlite_path, busy_ms);
+			snap_dbs_add(l, p->name, p->sqlite_path, busy_ms, p->reducer);
 	}
 	if (l->n == 0)
-		snap_dbs_add(l, NULL, cfg->sqlite.path, busy_ms);
+		snap_dbs_add(l, NULL, cfg->sqlite.path, busy_ms, REDUCER_RESPONSE);
 }
 
 /* With only a socket: the daemon names the files ("pools" of its config
@@ -928,11 +932,11 @@ static int snap_sources_from_daemon(const struct opts *o, struct snap_dbs *l)
 		const char *name = json_string_value(json_object_get(p, "name"));
 		const char *path = json_string_value(json_object_get(p, "sqlite_path"));
 		if (name && path && *path)
-			snap_dbs_add(l, name, path, 5000);
+			snap_dbs_add(l, name, path, 5000, REDUCER_RESPONSE);
 	}
 	const char *global = json_string_value(json_object_get(reply, "sqlite_path"));
 	if (l->n == 0 && global && *global)
-		snap_dbs_add(l, NULL, global, 5000);
+		snap_dbs_add(l, NULL, global, 5000, REDUCER_RESPONSE);
 	json_decref(reply);
 	if (l->n == 0) {
 		fprintf(stderr, "%s: the daemon did not name its SQLite database\n", prog);
@@ -958,68 +962,51 @@ static int snap_select_pool(struct snap_dbs *l, const char *pool)
 	struct snap_db kept = l->v[keep];
 	l->v[keep] = (struct snap_db){0};
 	snap_dbs_free(l);
-	snap_dbs_add(l, kept.pool, kept.path, kept.busy_ms);
+	snap_dbs_add(l, kept.pool, kept.path, kept.busy_ms, kept.reducer);
 	snap_db_free(&kept);
 	return 0;
 }
 
 static int snap_open(struct snap_db *s, char *err, size_t errlen)
 {
-	int rc = sqlite3_open_v2(s->path, &s->db, SQLITE_OPEN_READONLY, NULL);
-	if (rc != SQLITE_OK) {
-		snprintf(err, errlen, "cannot open %s: %s", s->path,
-			 s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-		sqlite3_close(s->db);
-		s->db = NULL;
-		return -EIO;
+	struct store_opts o = {.readonly = true, .busy_timeout_ms = s->busy_ms, .reducer = s->reducer};
+	int rc = store_open(&s->store, s->path, &o);
+	if (rc < 0) {
+		snprintf(err, errlen, "cannot open %s: %s", s->path, strerror(-rc));
+		return rc == -EBUSY ? -EBUSY : -EIO;
 	}
-	sqlite3_busy_timeout(s->db, s->busy_ms);
 	return 0;
 }
 
-/* Look run up in one file: 1 found (s->body, s->complete), 0 nothing
- * (yet), -EBUSY busy past the timeout (transient), -EIO or -ENOMEM (err
- * says why). */
+/* Look run up in one file: 1 found (s->body, s->complete: the exact
+ * snapshot, row and later events), 0 nothing (yet), -EBUSY busy past the
+ * timeout (transient), -EIO or -ENOMEM (err says why). */
 static int snap_read(struct snap_db *s, const char *run, char *err, size_t errlen)
 {
 	free(s->body);
 	s->body = NULL;
 	s->complete = false;
-	if (!s->db) {
+	if (!s->store) {
 		if (access(s->path, F_OK) < 0 && errno == ENOENT)
 			return 0; /* no database yet: nothing persisted */
 		int r = snap_open(s, err, errlen);
 		if (r < 0)
 			return r;
 	}
-	if (!s->st) {
-		int rc = sqlite3_prepare_v2(s->db, "SELECT body, complete FROM snapshots WHERE run = ?",
-					    -1, &s->st, NULL);
-		if (rc != SQLITE_OK) {
-			const char *m = sqlite3_errmsg(s->db);
-			if (strstr(m, "no such table"))
-				return 0; /* the schema is not there yet: nothing persisted */
-			snprintf(err, errlen, "%s: %s", s->path, m);
-			return -EIO;
-		}
+	struct store_snapshot snap;
+	int rc = store_snapshot_get(s->store, run, &snap);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc < 0) {
+		snprintf(err, errlen, "%s: %s", s->path, store_errmsg(s->store)[0] ? store_errmsg(s->store)
+									       : strerror(-rc));
+		return rc == -EBUSY || rc == -ENOMEM ? rc : -EIO;
 	}
-	sqlite3_bind_text(s->st, 1, run, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s->st);
-	int ret = 0;
-	if (rc == SQLITE_ROW) {
-		const unsigned char *b = sqlite3_column_text(s->st, 0);
-		s->body = strdup(b ? (const char *)b : "null");
-		s->complete = sqlite3_column_int64(s->st, 1) != 0;
-		ret = s->body ? 1 : -ENOMEM;
-		if (!s->body)
-			snprintf(err, errlen, "out of memory");
-	} else if (rc != SQLITE_DONE) {
-		snprintf(err, errlen, "%s: %s", s->path, sqlite3_errmsg(s->db));
-		ret = rc == SQLITE_BUSY || rc == SQLITE_LOCKED ? -EBUSY : -EIO;
-	}
-	sqlite3_reset(s->st);
-	sqlite3_clear_bindings(s->st);
-	return ret;
+	s->body = snap.body;
+	s->complete = snap.complete;
+	snap.body = NULL;
+	store_snapshot_clear(&snap);
+	return 1;
 }
 
 /* Look run up in every file: returns how many hold it (*hit: one of
@@ -1049,7 +1036,9 @@ static void snap_reducer(const struct snap_db *s, char *buf, size_t len)
 {
 	char name[64] = "", version[32] = "";
 	sqlite3_stmt *st = NULL;
-	if (s->db && sqlite3_prepare_v2(s->db, "SELECT key, value FROM meta WHERE key IN (?1, ?2)", -1, &st,
+	sqlite3 *db = NULL;
+	if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, "SELECT key, value FROM meta WHERE key IN (?1, ?2)", -1, &st,
 					NULL) == SQLITE_OK) {
 		sqlite3_bind_text(st, 1, STORE_META_REDUCER, -1, SQLITE_STATIC);
 		sqlite3_bind_text(st, 2, STORE_META_REDUCER_VERSION, -1, SQLITE_STATIC);
@@ -1065,6 +1054,7 @@ static void snap_reducer(const struct snap_db *s, char *buf, size_t len)
 		}
 	}
 	sqlite3_finalize(st);
+	sqlite3_close(db);
 	if (name[0])
 		snprintf(buf, len, "reducer %s version %s", name, version[0] ? version : "?");
 	else
@@ -1215,22 +1205,24 @@ static bool parse_entry_id(const char *s, uint64_t *ms, uint64_t *seq)
  * file not there yet holds nothing to forget. */
 static bool forget_applied(struct snap_db *s, uint64_t ms, uint64_t seq)
 {
-	char err[256];
-	if (!s->db) {
-		if (access(s->path, F_OK) < 0 && errno == ENOENT)
-			return true;
-		if (snap_open(s, err, sizeof(err)) < 0)
-			return false;
+	if (access(s->path, F_OK) < 0 && errno == ENOENT)
+		return true;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	bool done = false;
+	if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK) {
+		sqlite3_busy_timeout(db, s->busy_ms);
+		/* no meta table (an older schema): the workers migrate it at start */
+		if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE key = '" STORE_META_FORGET_LAST "'", -1,
+				       &st, NULL) == SQLITE_OK) {
+			uint64_t lms, lseq;
+			done = sqlite3_step(st) == SQLITE_ROW &&
+			       parse_entry_id((const char *)sqlite3_column_text(st, 0), &lms, &lseq) &&
+			       (lms > ms || (lms == ms && lseq >= seq));
+		}
 	}
-	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(s->db, "SELECT value FROM meta WHERE key = '" STORE_META_FORGET_LAST "'", -1, &st,
-			       NULL) != SQLITE_OK)
-		return false; /* an older schema: the workers migrate it at start */
-	uint64_t lms, lseq;
-	bool done = sqlite3_step(st) == SQLITE_ROW &&
-		    parse_entry_id((const char *)sqlite3_column_text(st, 0), &lms, &lseq) &&
-		    (lms > ms || (lms == ms && lseq >= seq));
 	sqlite3_finalize(st);
+	sqlite3_close(db);
 	return done;
 }
 

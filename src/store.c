@@ -868,6 +868,26 @@ static int reader_kind(struct store *s)
 	return 0;
 }
 
+/* Prepare the statements (a reader's: it reads rows and reduces their
+ * tails, nothing else). */
+static int prepare_all(struct store *s)
+{
+	int rc;
+	if (s->readonly && (rc = reader_kind(s)) < 0)
+		return rc;
+	for (int i = 0; i < ST_N; i++) {
+		if (s->readonly && i != ST_GET && i != ST_BEGIN_READ && i != ST_COMMIT && i != ST_ROLLBACK &&
+		    i != ST_REPLAY_SEQ && i != ST_REPLAY_NOSEQ)
+			continue;
+		if (s->st[i])
+			continue; /* a retry after a failure */
+		rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
+		if (rc != SQLITE_OK)
+			return sql_fail(s, rc, stmt_sql[i]);
+	}
+	return 0;
+}
+
 int store_open(struct store **out, const char *path, const struct store_opts *opts)
 {
 	struct store *s = calloc(1, sizeof(*s));
@@ -926,20 +946,8 @@ int store_open(struct store **out, const char *path, const struct store_opts *op
 	if (!s->readonly && !in_memory)
 		chown_sidecars(path, opts->group, s);
 
-	if (s->readonly && !s->no_schema && (rc = reader_kind(s)) < 0)
+	if (!s->no_schema && (rc = prepare_all(s)) < 0)
 		goto fail;
-	for (int i = 0; i < ST_N; i++) {
-		/* A reader reads rows and reduces their tails, nothing else. */
-		if (s->readonly && (s->no_schema || (i != ST_GET && i != ST_BEGIN_READ && i != ST_COMMIT &&
-						     i != ST_ROLLBACK && i != ST_REPLAY_SEQ &&
-						     i != ST_REPLAY_NOSEQ)))
-			continue;
-		rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
-		if (rc != SQLITE_OK) {
-			rc = sql_fail(s, rc, stmt_sql[i]);
-			goto fail;
-		}
-	}
 	*out = s;
 	return 0;
 fail:
@@ -2000,12 +2008,21 @@ static char *col_strdup(sqlite3_stmt *st, int col)
 int store_snapshot_get(struct store *s, const char *run, struct store_snapshot *out)
 {
 	memset(out, 0, sizeof(*out));
-	if (s->no_schema)
-		return -ENOENT;
+	int rc;
+	if (s->no_schema) {
+		/* opened before a writer created the schema: is it there now? */
+		int64_t v;
+		if ((rc = query_int(s, "PRAGMA user_version", &v)) < 0)
+			return rc;
+		if (v == 0)
+			return -ENOENT;
+		if ((rc = prepare_all(s)) < 0)
+			return rc;
+		s->no_schema = false;
+	}
 	/* One read transaction: the row and its tail from one state of the
 	 * file (inside an open transaction: that transaction's state). */
 	bool own = sqlite3_get_autocommit(s->db) != 0;
-	int rc;
 	if (own && (rc = exec_st(s, ST_BEGIN_READ)) < 0)
 		return rc;
 	sqlite3_stmt *st = s->st[ST_GET];
