@@ -210,6 +210,7 @@ struct store {
 	bool readonly;
 	bool no_schema;             /* read-only open of a file without tables yet */
 	int64_t interval_ms;        /* snapshot_interval_ms */
+	bool recover;               /* the first store_flush also takes recent runs */
 	int64_t busy_timeout_ms, busy_start_ms;
 	sqlite3_stmt *st[ST_N];
 
@@ -900,6 +901,7 @@ int store_open(struct store **out, const char *path, const struct store_opts *op
 	s->kind = opts->reducer;
 	s->readonly = opts->readonly;
 	s->interval_ms = opts->snapshot_interval_ms > 0 ? opts->snapshot_interval_ms : 0;
+	s->recover = !s->readonly;
 	s->busy_timeout_ms = opts->busy_timeout_ms > 0 ? opts->busy_timeout_ms : DEFAULT_BUSY_MS;
 	s->cache_cap = opts->cache_entries ? opts->cache_entries : DEFAULT_CACHE;
 	s->nbuckets = 64;
@@ -1961,30 +1963,76 @@ static bool any_behind(const struct store *s, bool all, int64_t *due_ms)
 	return best == 0;
 }
 
+/* A writer that died (SIGKILL) left the rows of its runs behind, with
+ * the state that would catch them up gone with it.  Those runs all got
+ * events within interval + one batch before its last commit (older ones
+ * were written when due, or before their eviction): take every run with
+ * an event stored less than interval + RECOVER_SLACK_MS before the newest
+ * one (by rowid, newest first: no scan of the table), at most
+ * RECOVER_ROWS events back. */
+#define RECOVER_SLACK_MS 5000
+#define RECOVER_ROWS 200000
+static int take_recent(struct store *s)
+{
+	sqlite3_stmt *st;
+	const char *sql = "SELECT run, persisted_ms FROM events ORDER BY rowid DESC";
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return sql_fail(s, rc, sql);
+	int64_t newest = -1, n = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n++ < RECOVER_ROWS) {
+		int64_t pm = sqlite3_column_int64(st, 1);
+		if (newest < 0)
+			newest = pm;
+		if (pm < newest - s->interval_ms - RECOVER_SLACK_MS)
+			break;
+		const char *run = (const char *)sqlite3_column_text(st, 0);
+		struct entry *e = run ? cache_find(s, run, hash_str(run)) : NULL;
+		if (!run || (e && e->in_txn))
+			continue;
+		if ((rc = txn_entry(s, run, &e)) < 0)
+			break;
+		e->must_write = true;
+		rc = SQLITE_ROW;
+	}
+	sqlite3_finalize(st);
+	if (rc < 0)
+		return rc;
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_fail(s, rc, sql);
+}
+
 int store_flush(struct store *s, bool all)
 {
 	if (s->in_txn || s->readonly) {
 		set_err(s, "store_flush: %s", s->readonly ? "read-only" : "inside a transaction");
 		return -EINVAL;
 	}
-	if (!any_behind(s, all, NULL))
+	if (!s->recover && !any_behind(s, all, NULL))
 		return 0;
 	uint64_t before = s->stats.snapshot_writes;
 	int rc = store_begin(s);
 	if (rc < 0)
 		return rc;
-	if ((rc = take_behind(s, all)) < 0) {
+	if ((s->recover && (rc = take_recent(s)) < 0) || (rc = take_behind(s, all)) < 0) {
 		store_rollback(s);
 		return rc;
 	}
 	if ((rc = store_commit(s)) < 0)
 		return rc;
+	if (s->recover) {
+		s->recover = false;
+		if (s->stats.snapshot_writes > before)
+			log_kv(LOG_INFO, KV("path", s->path), "%s: %llu rows left behind by the previous writer written",
+			       __func__, (unsigned long long)(s->stats.snapshot_writes - before));
+	}
 	return (int)(s->stats.snapshot_writes - before);
 }
 
 int64_t store_flush_due_ms(struct store *s)
 {
 	int64_t due;
+	if (s->recover)
+		return 0;
 	any_behind(s, false, &due);
 	return due;
 }
