@@ -196,6 +196,7 @@ static void test_pool_defaults(void **state)
 	assert_int_equal(p->max_deliveries, 3);
 	assert_int_equal(p->reducer, REDUCER_RESPONSE);
 	assert_int_equal(p->max_rss_mb, 0);
+	assert_int_equal(p->snapshot_interval_ms, 250);
 	assert_string_equal(p->sqlite_path, cfg->sqlite.path);
 	assert_int_equal(p->line, 3);
 
@@ -468,6 +469,23 @@ static void test_types_and_unknown_keys_tools(void **state)
 	/* A list of strings is as good as an array. */
 	struct sv_config *cfg = expect_ok("streams = (\"e\", \"f\");\n");
 	assert_int_equal(cfg->streams.n, 2);
+	config_free(cfg);
+}
+
+/* pools[].snapshot_interval_ms (issue 14): persistence only, 0 .. 1 h. */
+static void test_snapshot_interval(void **state)
+{
+	(void)state;
+	expect_errors("streams = [\"e\"];\n"
+		      "pools = ( { name = \"p\"; kind = \"persistence\"; snapshot_interval_ms = -1; },\n"
+		      "  { name = \"q\"; kind = \"persistence\"; sqlite_path = \"/tmp/q.db\"; snapshot_interval_ms = 3600001; },\n"
+		      "  { name = \"t\"; kind = \"tool\"; snapshot_interval_ms = 100; } );\n",
+		      3, 2, "snapshot_interval_ms must not be negative", 3,
+		      "snapshot_interval_ms must be between 0 and 3600000", 4,
+		      "snapshot_interval_ms applies to persistence pools only");
+	struct sv_config *cfg = expect_ok("streams = [\"e\"];\n"
+					  "pools = ( { name = \"p\"; kind = \"persistence\"; snapshot_interval_ms = 0; } );\n");
+	assert_int_equal(config_find_pool(cfg, "p")->snapshot_interval_ms, 0);
 	config_free(cfg);
 }
 
@@ -919,6 +937,7 @@ static void test_pool_changed(void **state)
 		{"{ name = \"p\"; kind = \"persistence\"; count = 2; streams = [\"e\", \"r:*\"]; }", "x"},
 		{"{ name = \"p\"; kind = \"persistence\"; count = 2; discover_ms = 500; }", "x"},
 		{"{ name = \"p\"; kind = \"persistence\"; count = 2; read_keys = 4; }", "x"},
+		{"{ name = \"p\"; kind = \"persistence\"; count = 2; snapshot_interval_ms = 0; }", "x"},
 		{"{ name = \"p\"; kind = \"tool\"; count = 2; }", "x"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(pool_variants); i++) {
@@ -1113,6 +1132,7 @@ int main(void)
 		cmocka_unit_test(test_types_and_unknown_keys),
 		cmocka_unit_test(test_types_and_unknown_keys_tools),
 		cmocka_unit_test(test_ranges),
+		cmocka_unit_test(test_snapshot_interval),
 		cmocka_unit_test(test_cross_checks),
 		cmocka_unit_test(test_redis_url_and_password),
 		cmocka_unit_test(test_client_never_reads_secrets),
