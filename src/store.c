@@ -210,8 +210,14 @@ struct store {
 	bool readonly;
 	bool no_schema;             /* read-only open of a file without tables yet */
 	int64_t interval_ms;        /* snapshot_interval_ms */
-	bool recover;               /* the first store_flush also takes recent runs */
-	int64_t busy_timeout_ms, busy_start_ms;
+	/* Rows a dead writer left behind (take_recent): pending since this
+	 * connection became the writer (store_open without a lease, or the
+	 * lease taken); anchored at the first transaction after that (the
+	 * events before recover_rowid are the previous writer's), done by a
+	 * store_flush, or by a batch commit from recover_at_ms on. */
+	bool recover, had_lease, recover_taken;
+	sqlite3_int64 recover_rowid; /* 0: not anchored yet */
+	int64_t recover_at_ms;	int64_t busy_timeout_ms, busy_start_ms;
 	sqlite3_stmt *st[ST_N];
 
 	/* cache: hash table of every entry, LRU list of those not in the txn */
@@ -1016,6 +1022,35 @@ static int load_tomb(struct store *s, struct entry *e)
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_fail(s, rc, stmt_sql[ST_TOMB_GET]);
 }
 
+/* A writer that died (SIGKILL) or was stopped past its lease left the
+ * rows of its runs behind, with the state that would catch them up gone
+ * with it (take_recent).  Pending from the moment this connection became
+ * the writer; anchored at its first transaction: the events before it are
+ * the previous writer's.  Done RECOVER_DELAY_MS later (store_flush, or a
+ * batch commit under load), so the entries a takeover claims are stored
+ * first. */
+#define RECOVER_DELAY_MS 100
+static int recover_anchor(struct store *s)
+{
+	bool held = s->lease_holder != NULL;
+	if (held && !s->had_lease) {
+		s->recover = true;
+		s->recover_rowid = 0;
+	}
+	s->had_lease = held;
+	if (!s->recover || s->recover_rowid)
+		return 0;
+	int64_t top;
+	int rc = query_int(s, "SELECT coalesce(max(rowid), 0) FROM events", &top);
+	if (rc < 0)
+		return rc;
+	s->recover_rowid = top + 1;
+	s->recover_at_ms = util_mono_ms() + RECOVER_DELAY_MS;
+	if (!top)
+		s->recover = false; /* nothing stored: nothing left behind */
+	return 0;
+}
+
 int store_begin(struct store *s)
 {
 	if (s->in_txn || s->readonly) {
@@ -1044,6 +1079,10 @@ int store_begin(struct store *s)
 	}
 	s->data_version = dv;
 	s->dv_known = true;
+	if ((rc = recover_anchor(s)) < 0) {
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return rc;
+	}
 	s->in_txn = true;
 	s->txn_ms = util_wall_ms();
 	s->ntouched = 0;
@@ -1085,6 +1124,7 @@ void store_rollback(struct store *s)
 		}
 	}
 	s->dv_known = false;
+	s->recover_taken = false;
 	if (s->in_txn)
 		txn_finish(s, false);
 }
@@ -1901,6 +1941,9 @@ void store_lease_release(struct store *s)
 	s->lease_holder = NULL;
 }
 
+static int take_recent(struct store *s);
+static void recover_done(struct store *s, uint64_t writes_before);
+
 int store_commit(struct store *s)
 {
 	int rc = 0;
@@ -1908,8 +1951,11 @@ int store_commit(struct store *s)
 		set_err(s, "store_commit outside a transaction");
 		return -EINVAL;
 	}
-	uint64_t t0 = mono_us(), reduce0 = s->stats.reduce_us;
-	rc = take_behind(s, false);
+	uint64_t t0 = mono_us(), reduce0 = s->stats.reduce_us, writes0 = s->stats.snapshot_writes;
+	if (s->recover && s->recover_rowid > 0 && !s->recover_taken && util_mono_ms() >= s->recover_at_ms)
+		rc = take_recent(s);
+	if (rc == 0)
+		rc = take_behind(s, false);
 	int64_t now = util_wall_ms(), mono = util_mono_ms();
 	for (size_t i = 0; i < s->ntouched && rc == 0; i++) {
 		struct entry *e = s->touched[i];
@@ -1942,7 +1988,17 @@ int store_commit(struct store *s)
 	s->stats.commits++;
 	s->stats.commit_us += mono_us() - t0 - (s->stats.reduce_us - reduce0);
 	txn_finish(s, true);
+	recover_done(s, writes0);
 	return 0;
+}
+
+/* The recovery of a previous writer's rows is pending: not anchored yet
+ * (a transaction anchors it) or due. */
+static bool recover_due(struct store *s)
+{
+	if (s->lease_holder && !s->had_lease)
+		return true; /* just became the writer */
+	return s->recover && (s->recover_rowid == 0 || util_mono_ms() >= s->recover_at_ms);
 }
 
 /* Some cached run is behind and due (all: behind at all). */
@@ -1963,22 +2019,22 @@ static bool any_behind(const struct store *s, bool all, int64_t *due_ms)
 	return best == 0;
 }
 
-/* A writer that died (SIGKILL) left the rows of its runs behind, with
- * the state that would catch them up gone with it.  Those runs all got
- * events within interval + one batch before its last commit (older ones
- * were written when due, or before their eviction): take every run with
- * an event stored less than interval + RECOVER_SLACK_MS before the newest
- * one (by rowid, newest first: no scan of the table), at most
- * RECOVER_ROWS events back. */
+/* The rows a previous writer left behind (see recover_anchor): its runs
+ * all got events within interval + one batch before its last commit
+ * (older ones were written when due, or before their eviction), so take
+ * every run with an event stored before the anchor and less than interval
+ * + RECOVER_SLACK_MS before the newest of those (by rowid, newest first:
+ * no scan of the table), at most RECOVER_ROWS events back. */
 #define RECOVER_SLACK_MS 5000
 #define RECOVER_ROWS 200000
 static int take_recent(struct store *s)
 {
 	sqlite3_stmt *st;
-	const char *sql = "SELECT run, persisted_ms FROM events ORDER BY rowid DESC";
+	const char *sql = "SELECT run, persisted_ms FROM events WHERE rowid < ?1 ORDER BY rowid DESC";
 	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return sql_fail(s, rc, sql);
+	sqlite3_bind_int64(st, 1, s->recover_rowid);
 	int64_t newest = -1, n = 0;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW && n++ < RECOVER_ROWS) {
 		int64_t pm = sqlite3_column_int64(st, 1);
@@ -1998,7 +2054,21 @@ static int take_recent(struct store *s)
 	sqlite3_finalize(st);
 	if (rc < 0)
 		return rc;
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_fail(s, rc, sql);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sql_fail(s, rc, sql);
+	s->recover_taken = true; /* done once this transaction commits */
+	return 0;
+}
+
+/* After a commit: the recovery taken into it is done. */
+static void recover_done(struct store *s, uint64_t writes_before)
+{
+	if (!s->recover_taken)
+		return;
+	s->recover = s->recover_taken = false;
+	if (s->stats.snapshot_writes > writes_before)
+		log_kv(LOG_INFO, KV("path", s->path), "%s: %llu rows left behind by the previous writer written",
+		       __func__, (unsigned long long)(s->stats.snapshot_writes - writes_before));
 }
 
 int store_flush(struct store *s, bool all)
@@ -2007,33 +2077,35 @@ int store_flush(struct store *s, bool all)
 		set_err(s, "store_flush: %s", s->readonly ? "read-only" : "inside a transaction");
 		return -EINVAL;
 	}
-	if (!s->recover && !any_behind(s, all, NULL))
+	if (!recover_due(s) && !any_behind(s, all, NULL))
 		return 0;
 	uint64_t before = s->stats.snapshot_writes;
 	int rc = store_begin(s);
 	if (rc < 0)
 		return rc;
-	if ((s->recover && (rc = take_recent(s)) < 0) || (rc = take_behind(s, all)) < 0) {
+	if ((rc = take_behind(s, all)) < 0) {
 		store_rollback(s);
 		return rc;
 	}
 	if ((rc = store_commit(s)) < 0)
-		return rc;
-	if (s->recover) {
-		s->recover = false;
-		if (s->stats.snapshot_writes > before)
-			log_kv(LOG_INFO, KV("path", s->path), "%s: %llu rows left behind by the previous writer written",
-			       __func__, (unsigned long long)(s->stats.snapshot_writes - before));
-	}
+		return rc; /* the recovery, if due, was in it (store_commit) */
 	return (int)(s->stats.snapshot_writes - before);
 }
 
 int64_t store_flush_due_ms(struct store *s)
 {
 	int64_t due;
-	if (s->recover)
-		return 0;
+	if (s->lease_holder && !s->had_lease)
+		return 0; /* just became the writer: anchor the recovery */
 	any_behind(s, false, &due);
+	if (s->recover) {
+		/* not anchored yet (0: a store_flush anchors it), or when due */
+		int64_t r = s->recover_rowid > 0 ? s->recover_at_ms - util_mono_ms() : 0;
+		if (r < 0)
+			r = 0;
+		if (due < 0 || r < due)
+			due = r;
+	}
 	return due;
 }
 
