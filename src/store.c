@@ -1942,7 +1942,7 @@ void store_lease_release(struct store *s)
 }
 
 static int take_recent(struct store *s);
-static void recover_done(struct store *s, uint64_t writes_before);
+static void recover_done(struct store *s, uint64_t flushed_before);
 
 int store_commit(struct store *s)
 {
@@ -1951,7 +1951,7 @@ int store_commit(struct store *s)
 		set_err(s, "store_commit outside a transaction");
 		return -EINVAL;
 	}
-	uint64_t t0 = mono_us(), reduce0 = s->stats.reduce_us, writes0 = s->stats.snapshot_writes;
+	uint64_t t0 = mono_us(), reduce0 = s->stats.reduce_us, flushed0 = s->stats.flush_writes;
 	if (s->recover && s->recover_rowid > 0 && !s->recover_taken && util_mono_ms() >= s->recover_at_ms)
 		rc = take_recent(s);
 	if (rc == 0)
@@ -1988,7 +1988,7 @@ int store_commit(struct store *s)
 	s->stats.commits++;
 	s->stats.commit_us += mono_us() - t0 - (s->stats.reduce_us - reduce0);
 	txn_finish(s, true);
-	recover_done(s, writes0);
+	recover_done(s, flushed0);
 	return 0;
 }
 
@@ -2061,14 +2061,14 @@ static int take_recent(struct store *s)
 }
 
 /* After a commit: the recovery taken into it is done. */
-static void recover_done(struct store *s, uint64_t writes_before)
+static void recover_done(struct store *s, uint64_t flushed_before)
 {
 	if (!s->recover_taken)
 		return;
 	s->recover = s->recover_taken = false;
-	if (s->stats.snapshot_writes > writes_before)
-		log_kv(LOG_INFO, KV("path", s->path), "%s: %llu rows left behind by the previous writer written",
-		       __func__, (unsigned long long)(s->stats.snapshot_writes - writes_before));
+	if (s->stats.flush_writes > flushed_before)
+		log_kv(LOG_INFO, KV("path", s->path), "%s: %llu rows behind written (a previous writer's runs)",
+		       __func__, (unsigned long long)(s->stats.flush_writes - flushed_before));
 }
 
 int store_flush(struct store *s, bool all)
