@@ -216,6 +216,11 @@ struct store {
 	 * events before recover_rowid are the previous writer's), done by a
 	 * store_flush, or by a batch commit from recover_at_ms on. */
 	bool recover, had_lease, recover_taken;
+	/* Runs whose row was behind when a rollback dropped their state: the
+	 * next transaction catches them up and writes their rows (at most
+	 * ORPHANS_MAX; beyond, their next user or a recovery does). */
+	char **orphans;
+	size_t norphans;
 	sqlite3_int64 recover_rowid; /* 0: not anchored yet */
 	int64_t recover_at_ms;	int64_t busy_timeout_ms, busy_start_ms;
 	sqlite3_stmt *st[ST_N];
@@ -985,6 +990,9 @@ void store_close(struct store *s)
 	sqlite3_close(s->db);
 	free(s->buckets);
 	free(s->touched);
+	for (size_t i = 0; i < s->norphans; i++)
+		free(s->orphans[i]);
+	free(s->orphans);
 	jsonenc_free(&s->enc);
 	free(s->lease_holder);
 	free(s->path);
@@ -1091,6 +1099,19 @@ int store_begin(struct store *s)
 
 /* End of a transaction for every touched entry: back into the cache
  * (commit) or freed (rollback, or nothing worth caching). */
+#define ORPHANS_MAX 4096
+static bool behind(const struct entry *e);
+
+static void orphan_add(struct store *s, const char *run)
+{
+	if (s->norphans == ORPHANS_MAX)
+		return;
+	if (!s->orphans && !(s->orphans = calloc(ORPHANS_MAX, sizeof(*s->orphans))))
+		return;
+	if ((s->orphans[s->norphans] = strdup(run)))
+		s->norphans++;
+}
+
 static void txn_finish(struct store *s, bool committed)
 {
 	for (size_t i = 0; i < s->ntouched; i++) {
@@ -1098,6 +1119,9 @@ static void txn_finish(struct store *s, bool committed)
 		json_decref(e->base);
 		e->base = NULL;
 		if (!committed || e->archived || !e->body || e->need_rebuild) {
+			/* A row behind loses the state that would catch it up. */
+			if (!committed && (behind(e) || e->dirty) && !e->archived)
+				orphan_add(s, e->run);
 			cache_drop(s, e);
 			continue;
 		}
@@ -1807,6 +1831,19 @@ static bool row_due(const struct store *s, const struct entry *e, int64_t mono)
 static int take_behind(struct store *s, bool all)
 {
 	int64_t mono = util_mono_ms();
+	/* runs a rollback dropped while behind: caught up from the table;
+	 * they are orphans again should this transaction roll back too */
+	for (; s->norphans; s->norphans--) {
+		char *run = s->orphans[s->norphans - 1];
+		struct entry *x;
+		int rc = txn_entry(s, run, &x);
+		free(run);
+		if (rc < 0) {
+			s->norphans--;
+			return rc;
+		}
+		x->must_write = true;
+	}
 	/* the entries evicted at the end: the LRU tail beyond the capacity,
 	 * once the touched ones are back at its head */
 	int64_t evict = (int64_t)(s->ncached + s->ntouched) - (int64_t)s->cache_cap;
@@ -2014,6 +2051,8 @@ static bool any_behind(const struct store *s, bool all, int64_t *due_ms)
 		if (best < 0 || left < best)
 			best = left;
 	}
+	if (s->norphans)
+		best = 0;
 	if (due_ms)
 		*due_ms = best;
 	return best == 0;

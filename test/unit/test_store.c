@@ -1154,6 +1154,44 @@ static void test_checkpoint_recover_lease(void **state)
 	store_close(b);
 }
 
+/* A rollback drops the state of runs whose rows were behind: the next
+ * flush catches them up from the table and writes their rows. */
+static void test_checkpoint_rollback(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *s = open_store_iv(path, 3600000, 0);
+	struct sv_event *evs;
+	long n = gen_runs(&evs, 1, 0, true);
+	golden_sort(evs, n);
+	bool *done = calloc((size_t)n, sizeof(*done));
+	int64_t count = -1;
+	assert_int_equal(store_begin(s), 0);
+	for (long k = 0; k < 20; k++) {
+		assert_int_equal(apply1(s, &evs[k]), STORE_OK);
+		done[k] = true;
+	}
+	assert_int_equal(store_commit(s), 0);
+	assert_true(store_flush_due_ms(s) > 1000); /* behind, not due for an hour */
+	assert_null(raw_row(path, "run-0", &count));
+	assert_int_equal(store_begin(s), 0);
+	for (long k = 20; k < 30; k++)
+		assert_int_equal(apply1(s, &evs[k]), STORE_OK);
+	store_rollback(s);
+	assert_int_equal(store_flush_due_ms(s), 0);
+	assert_int_equal(store_flush(s, false), 1);
+	json_t *got = raw_row(path, "run-0", &count), *want = reduce_done("run-0", evs, done, n);
+	assert_int_equal(count, 20);
+	assert_true(golden_equal(got, want));
+	json_decref(got);
+	json_decref(want);
+	assert_int_equal(store_flush_due_ms(s), -1);
+	golden_free(evs, n);
+	free(done);
+	store_close(s);
+}
+
 /* A late event sorting before the row's position rewrites the row from the
  * stored events in its own transaction. */
 static void test_checkpoint_late(void **state)
@@ -1537,6 +1575,7 @@ int main(void)
 		cmocka_unit_test(test_checkpoint_late),
 		cmocka_unit_test(test_checkpoint_recover),
 		cmocka_unit_test(test_checkpoint_recover_lease),
+		cmocka_unit_test(test_checkpoint_rollback),
 		cmocka_unit_test(test_checkpoint_random),
 		cmocka_unit_test(test_reducer_error),
 		cmocka_unit_test(test_commit_failure),
