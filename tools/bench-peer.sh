@@ -103,7 +103,9 @@ wait_of() {
 	echo "$t"
 }
 w0=$(cpu_of "${peer_pids[@]}") r0=$(cpu_of "$redis_pid") q0=$(wait_of "${peer_pids[@]}")
-out=$("${nice_cmd[@]}" "$svbench" --redis "$url/0" --sqlite "$dir/peer.db" --runs "$runs" --rate "$rate" "$@")
+pids_csv=$(IFS=,; echo "${peer_pids[*]}")
+out=$("${nice_cmd[@]}" "$svbench" --redis "$url/0" --sqlite "$dir/peer.db" --runs "$runs" --rate "$rate" \
+	--pids "$pids_csv" "$@")
 w1=$(cpu_of "${peer_pids[@]}") r1=$(cpu_of "$redis_pid") q1=$(wait_of "${peer_pids[@]}")
 out="$out $(python3 -c 'import sys,json; w,r,hz=(float(x) for x in sys.argv[1:4]); ev=json.loads(sys.argv[4])["events"]; q=float(sys.argv[5])/1000; print("cpu: workers=%.2fs redis=%.2fs events_per_worker_cpu_s=%.0f workers_runq_wait=%.2fs" % (w/hz, r/hz, ev/(w/hz) if w else 0, q))' $((w1 - w0)) $((r1 - r0)) "$hz" "$out" $((q1 - q0)))"
 echo "$setup $out"
