@@ -8,7 +8,9 @@
 # private redis-server on a free 127.0.0.1 TCP port (ioredis takes a
 # redis:// URL), starts `node peer.js redis://127.0.0.1:PORT events persist
 # c1 DB` (one process: its correct configuration; --procs N starts N, which
-# the peer's README says is wrong), runs svbench --sqlite DB and prints
+# the peer's README says is wrong), runs svbench --sqlite DB --pids PEERPIDS
+# (the peer's CPU: worker_cpu_s, events_per_worker_cpu_s; it has no
+# heartbeat, so no time split) and prints
 # "peer procs=1 sync=normal redis=tcp {json}".
 #
 # Like for like: the peer writes the same snapshots(run, status, event_count)
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
 	--procs) procs=$2; shift 2 ;;
 	--keep) keep=1; shift ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,19p' "$0"; exit 0 ;;
 	*) echo "bench-peer.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done

@@ -28,8 +28,11 @@
  *                                 ack) between the last beat before the start
  *                                 and the first after the end (svbench waits
  *                                 up to --beat-wait-ms for it), as shares of
- *                                 their sum and in ms; null without
- *                                 heartbeats carrying "split" (the peer);
+ *                                 their sum (split), of the workload's wall
+ *                                 time summed over the workers (split_wall)
+ *                                 and in ms; null without heartbeats
+ *                                 carrying "split" (the peer) or when every
+ *                                 counter stayed 0;
  *                                 split_window_s the beats' span, hb_cpu_s the
  *                                 heartbeats' cpu_us delta over that span.
  *       --streams-per-run: the same workload, but each run's events go to the
@@ -43,8 +46,8 @@
  *       event (response.created, seq 1) of a new run into a stream of its
  *       own that did not exist (FMT, default "bench:run:{run}:events"; the
  *       daemon reads it through a pattern) and polls the SQLite file
- *       read-only until the run's snapshot is there: the time from just
- *       before the XADD to the snapshot seen.  interval-ms apart (after the
+ *       read-only until the event's row is in `events`: the time from just
+ *       before the XADD to the event seen stored.  interval-ms apart (after the
  *       previous one was seen), so that each is a discovery of its own.
  *       --timeout S is the wait for each (default 10).  Prints one JSON line
  *       with p50/p99/max; exit 1 when one was not seen in time.
@@ -797,7 +800,7 @@ static void wmeasure_start(struct wmeasure *m, const char *url)
 }
 
 /* At the end of the workload: the CPU (at once), then the beats. */
-static void wmeasure_end(struct wmeasure *m, long events, int64_t t_end_us)
+static void wmeasure_end(struct wmeasure *m, long events, int64_t t_end_us, double secs)
 {
 	m->cpu1 = pids_cpu_s(m->pids, m->npids);
 	double wcpu = m->cpu1 - m->cpu0;
@@ -811,7 +814,7 @@ static void wmeasure_end(struct wmeasure *m, long events, int64_t t_end_us)
 	for (int i = 0; i < m->nbefore; i++)
 		any_split = any_split || m->before[i].has_split;
 	if (!m->c || !any_split) {
-		printf(",\"split\":null,\"split_ms\":null");
+		printf(",\"split\":null,\"split_wall\":null,\"split_ms\":null");
 		return;
 	}
 	/* wait for a beat after the end from every worker of the start */
@@ -847,10 +850,21 @@ static void wmeasure_end(struct wmeasure *m, long events, int64_t t_end_us)
 	}
 	for (int k = 0; k < SPLIT_N; k++)
 		sum += tot[k];
-	printf(",\"split\":{");
-	for (int k = 0; k < SPLIT_N; k++)
-		printf("%s\"%s\":%.3f", k ? "," : "", split_keys[k], sum ? (double)tot[k] / (double)sum : 0.0);
-	printf("},\"split_ms\":{");
+	/* shares of their sum, and of the workload's wall time (summed over
+	 * the workers: a standby adds nothing, two active workers can pass 1) */
+	if (sum) {
+		printf(",\"split\":{");
+		for (int k = 0; k < SPLIT_N; k++)
+			printf("%s\"%s\":%.3f", k ? "," : "", split_keys[k], (double)tot[k] / (double)sum);
+		printf("},\"split_wall\":{");
+		for (int k = 0; k < SPLIT_N; k++)
+			printf("%s\"%s\":%.3f", k ? "," : "", split_keys[k],
+			       secs > 0 ? (double)tot[k] / (secs * 1e6) : 0.0);
+		printf("}");
+	} else {
+		printf(",\"split\":null,\"split_wall\":null");
+	}
+	printf(",\"split_ms\":{");
 	for (int k = 0; k < SPLIT_N; k++)
 		printf("%s\"%s\":%.1f", k ? "," : "", split_keys[k], (double)tot[k] / 1000.0);
 	printf("},\"split_beats_fresh\":%s,\"split_window_s\":%.3f,\"hb_cpu_s\":%.3f,\"worker_restarted\":%s",
@@ -1025,7 +1039,7 @@ next:
 	       pct_ms(lat, nlat, 50), pct_ms(lat, nlat, 99), nlat ? (double)lat[nlat - 1] / 1000.0 : 0.0, nlat,
 	       pct_ms(tlat, ntlat, 50), pct_ms(tlat, ntlat, 99), ntlat ? (double)tlat[ntlat - 1] / 1000.0 : 0.0,
 	       ntlat, b->rate, prod_secs > 0 ? (double)events / prod_secs : 0.0);
-	wmeasure_end(m, events, t_done_us);
+	wmeasure_end(m, events, t_done_us, secs);
 	printf(",\"svbench_cpu_s\":%.2f}\n", cpu_s());
 	fflush(stdout);
 
@@ -1080,8 +1094,12 @@ static int run_new_streams(struct bench *b, long n, long interval_ms)
 		bool seen = false;
 		while (!seen) {
 			if (watcher_open(&w, b->sqlite_path)) {
-				bool comp;
-				long got = watcher_get(&w, rid, rlen, &comp);
+				/* the event's row (the snapshot row is a checkpoint
+				 * that may be written later) */
+				bool ev[2] = { false, false };
+				int64_t ts0 = 0, l0;
+				size_t n0 = 0;
+				long got = watcher_events(&w, rid, rlen, 1, ev, 1, &ts0, 0, &l0, &n0);
 				if (got >= 1) {
 					lat[nlat++] = util_mono_us() - t0;
 					seen = true;
