@@ -2,7 +2,8 @@
 # bench-table.sh: the README's performance table (issue 14), regenerated.
 #
 #   tools/bench-table.sh [--pairs 5] [--runs 4000] [--rate 10000]
-#                        [--only throughput|latency] [--log FILE] [--from-log FILE]
+#                        [--only throughput|latency|crash] [--crash-cmd CMD]
+#                        [--log FILE] [--from-log FILE]
 #
 # Runs tools/bench.sh and tools/bench-peer.sh alternately on this machine
 # and prints markdown rows with the command beside each figure:
@@ -14,7 +15,11 @@
 #     "x peer" the median of the paired ratios;
 #   latency at --rate events/s offered: streamvisor sync full, the peer,
 #     streamvisor sync normal, in turn; p50/p99/max of XADD -> event stored
-#     and of terminal XADD -> terminal row committed, medians over the runs.
+#     and of terminal XADD -> terminal row committed, medians over the runs;
+#   crash recovery (done-when 6): --crash-cmd, default "tools/bench.sh
+#     --workers 1 --batch 1024 --tcp --crash 7" (svbench crash: SIGKILL of
+#     a worker holding entries under load -> every held entry acked again),
+#     once a round; medians over the runs of its p50/p99/max.
 # --pairs N rounds (default 5; --pairs 1 --runs 200 is a quick check of the
 # plumbing, not a figure).  Every raw output line goes to the log (default
 # a file under /tmp, named on stderr); --from-log FILE prints the table of
@@ -25,6 +30,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 pairs=5 runs=4000 rate=10000 only= log= from_log=
+crash_cmd="tools/bench.sh --workers 1 --batch 1024 --tcp --crash 7"
 while [ $# -gt 0 ]; do
 	case $1 in
 	--pairs) pairs=$2; shift 2 ;;
@@ -33,11 +39,12 @@ while [ $# -gt 0 ]; do
 	--only) only=$2; shift 2 ;;
 	--log) log=$2; shift 2 ;;
 	--from-log) from_log=$2; shift 2 ;;
-	-h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+	--crash-cmd) crash_cmd=$2; shift 2 ;;
+	-h|--help) sed -n '2,29p' "$0"; exit 0 ;;
 	*) echo "bench-table.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
-case $only in ''|throughput|latency) ;; *) echo "bench-table.sh: --only throughput|latency" >&2; exit 2 ;; esac
+case $only in ''|throughput|latency|crash) ;; *) echo "bench-table.sh: --only throughput|latency|crash" >&2; exit 2 ;; esac
 [[ $pairs =~ ^[1-9][0-9]*$ ]] || { echo "bench-table.sh: --pairs N (>= 1)" >&2; exit 2; }
 
 # TAG|label|script and arguments (as shown in the table, from the repo root)
@@ -57,6 +64,7 @@ latency=(
 )
 # both scripts run from the repository root: an absolute build dir
 if [ -n "${BUILD:-}" ]; then BUILD=$(cd "$BUILD" && pwd); export BUILD; fi
+crash=("rcrash|crash recovery: SIGKILL of a worker holding entries under load -> held entries stored and acked again|$crash_cmd")
 runs_arg=()
 [ "$runs" != 4000 ] && runs_arg=(--runs "$runs")
 
@@ -75,7 +83,7 @@ if [ -z "$from_log" ]; then
 	: >"$log"
 	echo "bench-table.sh: raw results in $log (stderr of the runs in $log.stderr)" >&2
 	for p in $(seq "$pairs"); do
-		if [ "$only" != latency ]; then
+		if [ -z "$only" ] || [ "$only" = throughput ]; then
 			for c in "${throughput[@]}"; do
 				IFS='|' read -r tag _ cmd <<<"$c"
 				# shellcheck disable=SC2086 # the command's words
@@ -84,7 +92,12 @@ if [ -z "$from_log" ]; then
 				run_one "peer:$tag" "$p" $peer_cmd
 			done
 		fi
-		if [ "$only" != throughput ]; then
+		if [ -z "$only" ] || [ "$only" = crash ]; then
+			IFS='|' read -r tag _ cmd <<<"${crash[0]}"
+			# shellcheck disable=SC2086
+			run_one "$tag" "$p" $cmd
+		fi
+		if [ -z "$only" ] || [ "$only" = latency ]; then
 			for c in "${latency[@]}"; do
 				IFS='|' read -r tag _ cmd <<<"$c"
 				# shellcheck disable=SC2086
@@ -96,7 +109,7 @@ if [ -z "$from_log" ]; then
 fi
 
 # The table, from the log.
-labels=$(for c in "${throughput[@]}" "${latency[@]}"; do echo "$c"; done)
+labels=$(for c in "${throughput[@]}" "${latency[@]}" "${crash[@]}"; do echo "$c"; done)
 python3 - "$from_log" "$labels" "$peer_cmd" <<'EOF'
 import json, statistics, sys
 
@@ -141,7 +154,7 @@ def rng(v, f):
     return s
 
 def ms(x):
-    return '%.1f ms' % x if x is not None else 'n/a'
+    return 'n/a' if x is None else ('%.2f ms' % x if x < 10 else '%.1f ms' % x)
 
 def ratio(x):
     return '%.2f×' % x if x is not None else 'n/a'
@@ -221,8 +234,26 @@ if lat:
             print('- %s: stored p99 %s, terminal p99 %s: %s' % (label[t], ms(p1), ms(p2),
                   '**met**' if p1 <= 20 and p2 <= 20 else '**not met**'))
     print()
+rec = [t for t in order if t.startswith('r') and t in runs]
+if rec:
+    print('| other targets | command | p50 | p99 | max | fork p50 | entries held (mean) |')
+    print('|---|---|---|---|---|---|---|')
+    for t in rec:
+        rs = runs[t]
+        def col(key, p):
+            return [j.get(key, {}).get(p) for _, _, j in rs]
+        print('| %s | `%s` | %s | %s | %s | %s | %s |' % (
+            label[t], cmd_of(t), rng(col('recovered_ms', 'p50'), ms), rng(col('recovered_ms', 'p99'), ms),
+            rng(col('recovered_ms', 'max'), ms), rng(col('fork_ms', 'p50'), ms),
+            rng([j.get('held_mean') for _, _, j in rs], lambda x: '%.0f' % x)))
+    p50 = med([j['recovered_ms']['p50'] for _, _, j in runs[rec[0]] if 'recovered_ms' in j])
+    if p50 is not None:
+        print()
+        print('- crash recovery p50 ≤ 20 ms: %s (%s)' % ('**met**' if p50 <= 20 else '**not met**', ms(p50)))
+    print()
 if failed:
     print('Failed runs (left out):', file=sys.stderr)
     for f in failed:
         print('  %s pair %s: %s: %s' % f, file=sys.stderr)
+    sys.exit(1)
 EOF
