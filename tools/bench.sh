@@ -16,12 +16,7 @@
 #   svbench respawn --count COUNT   with --respawn,
 #   svbench rss                     with --rss (idle: before any load),
 #   svbench --new-streams N         with --new-streams (discovery latency),
-# prints "workers=N batch=B sync=S {json}" and stops everything.  The
-# workload's JSON (svbench's header has every key) includes events_per_s,
-# latency_ms (XADD -> event stored), terminal_latency_ms, worker_cpu_s,
-# events_per_worker_cpu_s and the workers' time split (split, split_wall,
-# split_ms, from their heartbeats); after it "cpu: ..." as before.
-# tools/bench-table.sh runs this and tools/bench-peer.sh for the README.
+# prints "workers=N batch=B sync=S {json}" and stops everything.
 # --streams-per-run: svbench writes each run to its own stream (FMT, default
 # bench:run:{run}:events) and the pool's streams are the pattern FMT with
 # {run} -> * (bench:run:*:events) instead of "events"; --read-keys and
@@ -71,7 +66,7 @@ while [ $# -gt 0 ]; do
 	--notify) notify=1; shift ;;
 	--cmdstats) cmdstats=1; shift ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,44p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,39p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
