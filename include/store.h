@@ -127,6 +127,12 @@ struct store_opts {
 	enum reducer_kind reducer;
 	size_t cache_entries;      /* 0: 1024 */
 	bool readonly;             /* existing database, read only (streamvisorctl) */
+	/* Called about every 100 ms while a schema migration runs (NULL:
+	 * none): a migration of a multi-GB file takes minutes, and the
+	 * worker must go on heartbeating meanwhile (or be killed as hung,
+	 * and roll the migration back, forever). */
+	void (*tick)(void *arg);
+	void *tick_arg;
 };
 
 /* Open (creating the file, its directory and the schema when needed;
