@@ -163,6 +163,12 @@ struct store_opts {
 				    * reducer of reads is the file's (STORE_META_REDUCER),
 				    * else this one */
 	int64_t snapshot_interval_ms; /* in-progress rows at most this often; 0: every batch */
+	/* Called about every 100 ms while a schema migration runs (NULL:
+	 * none): a migration of a multi-GB file takes minutes, and the
+	 * worker must go on heartbeating meanwhile (or be killed as hung,
+	 * and roll the migration back, forever). */
+	void (*tick)(void *arg);
+	void *tick_arg;
 };
 
 /* Open (creating the file, its directory and the schema when needed;

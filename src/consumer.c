@@ -1794,6 +1794,29 @@ static bool recheck_due(const struct consumer *c, int64_t now)
  * in an idle stream wait a few sweeps longer, but a set of 10,000 idle
  * streams costs no burst of 10,000 commands (its own slot's successor
  * takes its pending entries over at once anyway). */
+/* Before a takeover claim (consumer_claim_now): has an entry pending on
+ * the stream been delivered more than once (it was in hand at a crash
+ * already, maybe the poison that caused it)?  Then the takeover goes one
+ * entry at a time, each acked before the next is claimed, so the poison
+ * is found alone and no innocent entry of its batch collects a delivery
+ * per crash (SPEC §4 step 3, as for the own pending entries); otherwise
+ * the whole batch at once (issue 14: recovery in milliseconds).  XPENDING
+ * reads counts without claiming anything. */
+static bool redelivered_pending(struct consumer *c, const struct cstream *cs)
+{
+	redisReply *r = rconn_command(conn(c), "XPENDING %s %s - + %lld", cs->name, c->pool->group,
+				      (long long)c->pool->batch);
+	bool again = false;
+	for (size_t i = 0; r && r->type == REDIS_REPLY_ARRAY && i < r->elements && !again; i++) {
+		const redisReply *e = r->element[i];
+		again = e->type == REDIS_REPLY_ARRAY && e->elements == 4 &&
+			e->element[3]->type == REDIS_REPLY_INTEGER && e->element[3]->integer > 1;
+	}
+	if (r)
+		freeReplyObject(r);
+	return again;
+}
+
 static int sweep_claims(struct consumer *c)
 {
 	struct rconn *rc = conn(c);
@@ -1823,10 +1846,21 @@ static int sweep_claims(struct consumer *c)
 		if (limit < c->pool->batch)
 			snprintf(count, sizeof(count), "%lld", limit);
 	}
-	for (size_t k = 0; k < n; k++) {
+	bool *one = util_xcalloc(n ? n : 1, sizeof(*one));
+	if (c->claim_all) {
+		flush_acks(c); /* one at a time (below): the last one's ack first */
+		for (size_t k = 0; k < n && rc->c; k++)
+			one[k] = redelivered_pending(c, &c->st[idx[k]]);
+	}
+	for (size_t k = 0; k < n && rc->c; k++) {
 		const struct cstream *cs = &c->st[idx[k]];
 		redisAppendCommand(rc->c, "XAUTOCLAIM %s %s %s %s %s COUNT %s", cs->name, c->pool->group,
-				   consumer_name(c), idle, cs->claim_cursor, count);
+				   consumer_name(c), idle, cs->claim_cursor, one[k] ? "1" : count);
+	}
+	free(one);
+	if (!rc->c) {
+		free(idx);
+		return 0;
 	}
 	redisReply **replies = util_xcalloc(n ? n : 1, sizeof(*replies));
 	int ret = 0;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -169,6 +170,37 @@ void heartbeat_free(struct heartbeat *hb)
 	hb->ntools = 0;
 }
 
+/* A persistence worker's time split (enum hb_split) and CPU, for svbench:
+ * "split":{"redis_us",...,"ack_us"} and "cpu_us". */
+static const char *const split_names[HB_SPLIT_N] = {
+	[HB_SPLIT_REDIS] = "redis_us",   [HB_SPLIT_DECODE] = "decode_us", [HB_SPLIT_REDUCE] = "reduce_us",
+	[HB_SPLIT_INSERT] = "insert_us", [HB_SPLIT_COMMIT] = "commit_us", [HB_SPLIT_ACK] = "ack_us",
+};
+
+static bool is_persistence(const struct heartbeat *hb)
+{
+	return hb->kind && strcmp(hb->kind, "persistence") == 0;
+}
+
+static void split_json(const struct heartbeat *hb, json_t *o)
+{
+	json_t *sp = json_object();
+	for (int i = 0; i < HB_SPLIT_N; i++)
+		json_object_set_new(sp, split_names[i], json_integer((json_int_t)(hb->split_us[i] & INT64_MAX)));
+	json_object_set_new(o, "split", sp);
+	json_object_set_new(o, "cpu_us", json_integer((json_int_t)(hb->cpu_us & INT64_MAX)));
+}
+
+/* The process's CPU (user + system), µs. */
+static uint64_t self_cpu_us(void)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return 0;
+	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000u +
+	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
 static char *heartbeat_json(const struct heartbeat *hb)
 {
 	json_t *o = json_pack("{s:i, s:s, s:s, s:i, s:s, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:I, s:I}",
@@ -207,6 +239,8 @@ static char *heartbeat_json(const struct heartbeat *hb)
 	json_object_set_new(o, "client_id", json_integer((json_int_t)hb->client_id));
 	json_object_set_new(o, "streams", json_integer((json_int_t)hb->streams));
 	json_object_set_new(o, "active", json_integer((json_int_t)hb->active));
+	if (is_persistence(hb))
+		split_json(hb, o);
 	char *s = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	return s;
@@ -250,6 +284,8 @@ static void append_fence(struct heartbeat *hb, struct rconn *rc)
 static void append_hset(struct heartbeat *hb, struct rconn *rc)
 {
 	hb->client_id = rc->client_id;
+	if (is_persistence(hb))
+		hb->cpu_us = self_cpu_us();
 	char *js = heartbeat_json(hb);
 	if (!js)
 		js = util_xstrdup("{}");

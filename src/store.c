@@ -762,9 +762,38 @@ static int query_int(struct store *s, const char *sql, int64_t *out)
 	return 0;
 }
 
-static int migrate(struct store *s)
+struct migrate_tick {
+	void (*tick)(void *arg);
+	void *arg;
+	int64_t next_ms;
+};
+
+/* sqlite3_progress_handler: every few thousand VM steps of a migration. */
+static int migrate_progress(void *arg)
 {
-	int64_t v;
+	struct migrate_tick *t = arg;
+	int64_t now = util_mono_ms();
+	if (now >= t->next_ms) {
+		t->next_ms = now + 100;
+		t->tick(t->arg);
+	}
+	return 0; /* go on */
+}
+
+static int migrate_steps(struct store *s, int64_t v);
+
+static int migrate(struct store *s, const struct store_opts *opts)
+{
+	struct migrate_tick t = {.tick = opts->tick, .arg = opts->tick_arg};
+	if (opts->tick)
+		sqlite3_progress_handler(s->db, 10000, migrate_progress, &t);
+	int rc = migrate_steps(s, 0);
+	sqlite3_progress_handler(s->db, 0, NULL, NULL);
+	return rc;
+}
+
+static int migrate_steps(struct store *s, int64_t v)
+{
 	int rc = query_int(s, "PRAGMA user_version", &v);
 	if (rc < 0 || v == STORE_SCHEMA_VERSION)
 		return rc;
@@ -952,7 +981,7 @@ int store_open(struct store **out, const char *path, const struct store_opts *op
 		 " PRAGMA wal_autocheckpoint = 1024; PRAGMA secure_delete = FAST;",
 		 s->readonly ? "" : "PRAGMA journal_mode = WAL;",
 		 opts->synchronous == SV_SYNC_NORMAL ? "NORMAL" : "FULL");
-	if ((rc = exec_sql_retry(s, pragmas)) < 0 || (rc = migrate(s)) < 0)
+	if ((rc = exec_sql_retry(s, pragmas)) < 0 || (rc = migrate(s, opts)) < 0)
 		goto fail;
 	if (!s->readonly && (rc = record_reducer(s)) < 0)
 		goto fail;

@@ -363,6 +363,13 @@ static void persist_poll_ready(void *ctx, struct consumer *c, const struct pollf
 	lease_tick(p, c);
 }
 
+/* store_opts.tick: beat while a schema migration runs. */
+static void migrate_tick(void *arg)
+{
+	const struct consumer_host *h = arg;
+	heartbeat_beat_if_due(h->hb, h->rc);
+}
+
 static int persist_start(void *ctx, struct consumer *c)
 {
 	struct persist *p = ctx;
@@ -374,6 +381,8 @@ static int persist_start(void *ctx, struct consumer *c)
 		.busy_timeout_ms = p->cfg->sqlite.busy_timeout_ms,
 		.group = p->cfg->control.group,
 		.reducer = p->pool->reducer,
+		.tick = migrate_tick,
+		.tick_arg = (void *)consumer_host(c),
 	};
 	if (store_open(&p->store, pool_sqlite_path(p), &opts) < 0)
 		return -EIO; /* store_open logged why */
@@ -451,7 +460,10 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 			continue;
 		const char *reason = NULL;
 		struct sv_event *ev = &p->events[decoded];
-		if (event_decode(&ce->e, ev, &reason) < 0) {
+		int64_t t0 = util_mono_us();
+		int dr = event_decode(&ce->e, ev, &reason);
+		hb->split_us[HB_SPLIT_DECODE] += (uint64_t)(util_mono_us() - t0);
+		if (dr < 0) {
 			ce->verdict = CE_DEAD;
 			ce->reason = reason ? reason : "undecodable entry";
 			continue;

@@ -8,7 +8,9 @@
 # private redis-server on a free 127.0.0.1 TCP port (ioredis takes a
 # redis:// URL), starts `node peer.js redis://127.0.0.1:PORT events persist
 # c1 DB` (one process: its correct configuration; --procs N starts N, which
-# the peer's README says is wrong), runs svbench --sqlite DB and prints
+# the peer's README says is wrong), runs svbench --sqlite DB --pids PEERPIDS
+# (the peer's CPU: worker_cpu_s, events_per_worker_cpu_s; it has no
+# heartbeat, so no time split) and prints
 # "peer procs=1 sync=normal redis=tcp {json}".
 #
 # Like for like: the peer writes the same snapshots(run, status, event_count)
@@ -29,7 +31,7 @@ while [ $# -gt 0 ]; do
 	--procs) procs=$2; shift 2 ;;
 	--keep) keep=1; shift ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,19p' "$0"; exit 0 ;;
 	*) echo "bench-peer.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -103,7 +105,9 @@ wait_of() {
 	echo "$t"
 }
 w0=$(cpu_of "${peer_pids[@]}") r0=$(cpu_of "$redis_pid") q0=$(wait_of "${peer_pids[@]}")
-out=$("${nice_cmd[@]}" "$svbench" --redis "$url/0" --sqlite "$dir/peer.db" --runs "$runs" --rate "$rate" "$@")
+pids_csv=$(IFS=,; echo "${peer_pids[*]}")
+out=$("${nice_cmd[@]}" "$svbench" --redis "$url/0" --sqlite "$dir/peer.db" --runs "$runs" --rate "$rate" \
+	--pids "$pids_csv" "$@")
 w1=$(cpu_of "${peer_pids[@]}") r1=$(cpu_of "$redis_pid") q1=$(wait_of "${peer_pids[@]}")
 out="$out $(python3 -c 'import sys,json; w,r,hz=(float(x) for x in sys.argv[1:4]); ev=json.loads(sys.argv[4])["events"]; q=float(sys.argv[5])/1000; print("cpu: workers=%.2fs redis=%.2fs events_per_worker_cpu_s=%.0f workers_runq_wait=%.2fs" % (w/hz, r/hz, ev/(w/hz) if w else 0, q))' $((w1 - w0)) $((r1 - r0)) "$hz" "$out" $((q1 - q0)))"
 echo "$setup $out"

@@ -201,7 +201,8 @@ newstreams)
 	# every idle stream read (its snapshot there) before the first new one
 	if [ "$idle_streams" != 0 ]; then
 		for _ in $(seq 600); do
-			n=$(sqlite3 -readonly "$dir/snapshots.db" 'SELECT count(*) FROM snapshots' 2>/dev/null || echo 0)
+			# their events stored (snapshot rows are checkpoints, written later)
+			n=$(sqlite3 -readonly "$dir/snapshots.db" 'SELECT count(DISTINCT run) FROM events' 2>/dev/null || echo 0)
 			[ "${n:-0}" -ge "$idle_streams" ] && break
 			sleep 0.5
 		done

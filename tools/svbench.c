@@ -7,7 +7,34 @@
  *       Produces the standard workload (4000 runs x 58 events, 200 runs
  *       interleaved round-robin, pipelined XADD) and waits until every run's
  *       row in snapshots(run, status, event_count) is status 'completed' with
- *       the run's event count.  Prints one JSON line.
+ *       the run's event count.  Prints one JSON line:
+ *         events_per_s            events / (first XADD -> every run complete);
+ *         latency_ms              XADD -> the event's row in `events` (every
+ *                                 --sample'th run, polled read-only: SELECT seq
+ *                                 FROM events WHERE run = ? AND seq >= ?), so
+ *                                 COMMIT and fsync are included; snapshot rows
+ *                                 are checkpoints and say nothing of it;
+ *         terminal_latency_ms     a sampled run's last (terminal) XADD -> its
+ *                                 snapshot row 'completed' with every event;
+ *         worker_cpu_s, events_per_worker_cpu_s
+ *                                 CPU (utime+stime, /proc/PID/stat) of the
+ *                                 persistence workers over the workload: the
+ *                                 pids of NS:workers' heartbeats of kind
+ *                                 "persistence" (--namespace, default sv), or
+ *                                 the processes of --pids (the peer);
+ *         split, split_ms         the workers' time split over the workload:
+ *                                 deltas of the heartbeats' "split" counters
+ *                                 (redis, decode, reduce, insert, commit,
+ *                                 ack) between the last beat before the start
+ *                                 and the first after the end (svbench waits
+ *                                 up to --beat-wait-ms for it), as shares of
+ *                                 their sum (split), of the workload's wall
+ *                                 time summed over the workers (split_wall)
+ *                                 and in ms; null without heartbeats
+ *                                 carrying "split" (the peer) or when every
+ *                                 counter stayed 0;
+ *                                 split_window_s the beats' span, hb_cpu_s the
+ *                                 heartbeats' cpu_us delta over that span.
  *       --streams-per-run: the same workload, but each run's events go to the
  *       run's own stream, FMT with "{run}" replaced by the run id (default
  *       "bench:run:{run}:events"; a pool reads them through a pattern such as
@@ -19,8 +46,8 @@
  *       event (response.created, seq 1) of a new run into a stream of its
  *       own that did not exist (FMT, default "bench:run:{run}:events"; the
  *       daemon reads it through a pattern) and polls the SQLite file
- *       read-only until the run's snapshot is there: the time from just
- *       before the XADD to the snapshot seen.  interval-ms apart (after the
+ *       read-only until the event's row is in `events`: the time from just
+ *       before the XADD to the event seen stored.  interval-ms apart (after the
  *       previous one was seen), so that each is a discovery of its own.
  *       --timeout S is the wait for each (default 10).  Prints one JSON line
  *       with p50/p99/max; exit 1 when one was not seen in time.
@@ -540,6 +567,7 @@ fail:
 struct watcher {
 	sqlite3 *db;
 	sqlite3_stmt *get;   /* SELECT status, event_count FROM snapshots WHERE run = ? */
+	sqlite3_stmt *ev;    /* SELECT seq FROM events WHERE run = ? AND seq >= ? */
 	sqlite3_stmt *begin, *commit;
 };
 
@@ -556,11 +584,19 @@ static bool watcher_open(struct watcher *w, const char *path)
 		sqlite3_busy_timeout(w->db, 50);
 	}
 	if (!w->get) {
+		/* Both tables: streamvisor's events(run, seq, ...) with its unique
+		 * (run, seq) index, and the peer's events(run, seq, ...) PRIMARY
+		 * KEY(run, seq); the same snapshots(run, status, event_count). */
 		if (sqlite3_prepare_v2(w->db, "SELECT status, event_count FROM snapshots WHERE run = ?", -1,
-				       &w->get, NULL) != SQLITE_OK) {
+				       &w->get, NULL) != SQLITE_OK ||
+		    sqlite3_prepare_v2(w->db, "SELECT seq FROM events WHERE run = ?1 AND seq >= ?2", -1, &w->ev,
+				       NULL) != SQLITE_OK) {
 			/* no table yet: reopen later so the schema is read afresh */
 			sqlite3_finalize(w->get);
-			w->get = NULL;
+			sqlite3_finalize(w->ev);
+			w->get = w->ev = NULL;
+			sqlite3_close(w->db);
+			w->db = NULL;
 			return false;
 		}
 		if (sqlite3_prepare_v2(w->db, "BEGIN", -1, &w->begin, NULL) != SQLITE_OK ||
@@ -568,6 +604,16 @@ static bool watcher_open(struct watcher *w, const char *path)
 			die("sqlite: %s", sqlite3_errmsg(w->db));
 	}
 	return true;
+}
+
+static void watcher_close(struct watcher *w)
+{
+	sqlite3_finalize(w->get);
+	sqlite3_finalize(w->ev);
+	sqlite3_finalize(w->begin);
+	sqlite3_finalize(w->commit);
+	sqlite3_close(w->db);
+	memset(w, 0, sizeof(*w));
 }
 
 /* Looks up a run: returns its event_count (0 if absent) and whether it is
@@ -591,6 +637,262 @@ static long watcher_get(struct watcher *w, const char *run, size_t len, bool *co
 	return -1;
 }
 
+/* A sampled run's stored events (the events table, not the snapshot row,
+ * which is a checkpoint that may lag): the seqs >= from not seen before
+ * are marked in seen[1..nev] and their XADD -> stored latency appended to
+ * lat (send times in ts[0..nev-1], µs, 0 = not sent).  Returns how many
+ * were new, or -1 on a busy/locked read. */
+static long watcher_events(struct watcher *w, const char *run, size_t len, long from, bool *seen, long nev,
+			   const int64_t *ts, int64_t now, int64_t *lat, size_t *nlat)
+{
+	sqlite3_reset(w->ev);
+	sqlite3_bind_text(w->ev, 1, run, (int)len, SQLITE_STATIC);
+	sqlite3_bind_int64(w->ev, 2, from);
+	long fresh = 0;
+	int rc;
+	while ((rc = sqlite3_step(w->ev)) == SQLITE_ROW) {
+		long seq = (long)sqlite3_column_int64(w->ev, 0);
+		if (seq < 1 || seq > nev || seen[seq])
+			continue;
+		seen[seq] = true;
+		fresh++;
+		int64_t t = __atomic_load_n(&ts[seq - 1], __ATOMIC_ACQUIRE);
+		if (t)
+			lat[(*nlat)++] = now - t;
+	}
+	sqlite3_reset(w->ev);
+	return rc == SQLITE_DONE ? fresh : -1;
+}
+
+/* ------------------------------------------- the workers' side (CPU, split) */
+
+/* What svbench reads of each persistence worker: its heartbeat in
+ * NS:workers (pid, beat_ms, the "split" counters and cpu_us the workers
+ * publish) and its CPU from /proc/PID/stat.  With --pids (the peer, which
+ * has no heartbeat) only the CPU of those processes. */
+static const char *const split_keys[] = { "redis", "decode", "reduce", "insert", "commit", "ack" };
+#define SPLIT_N 6
+
+struct wside {
+	char name[256];
+	pid_t pid;
+	int64_t beat_ms;
+	bool has_split;
+	uint64_t split_us[SPLIT_N];
+	int64_t cpu_us;            /* from the heartbeat; -1: absent */
+};
+
+/* utime + stime of pid in clock ticks, or -1. */
+static long long proc_cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	unsigned long long ut, st;
+	/* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+	if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (long long)(ut + st);
+}
+
+static double pids_cpu_s(const pid_t *pids, size_t n)
+{
+	long long t = 0;
+	for (size_t i = 0; i < n; i++) {
+		long long v = proc_cpu_ticks(pids[i]);
+		if (v > 0)
+			t += v;
+	}
+	return (double)t / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* The persistence workers' heartbeats in key (HGETALL), at most max;
+ * returns the count, -1 when Redis failed (a heartbeat that is not JSON,
+ * of another kind or of a dead pid is left out). */
+static int wside_read(redisContext *c, const char *key, struct wside *out, int max)
+{
+	redisReply *r = redisCommand(c, "HGETALL %s", key);
+	if (!r)
+		return -1;
+	int n = 0;
+	if (r->type == REDIS_REPLY_ARRAY)
+		for (size_t i = 0; i + 1 < r->elements && n < max; i += 2) {
+			if (r->element[i]->type != REDIS_REPLY_STRING || r->element[i + 1]->type != REDIS_REPLY_STRING)
+				continue;
+			json_t *j = json_loadb(r->element[i + 1]->str, r->element[i + 1]->len, 0, NULL);
+			const char *kind = json_string_value(json_object_get(j, "kind"));
+			json_int_t pid = json_integer_value(json_object_get(j, "pid"));
+			if (!kind || strcmp(kind, "persistence") != 0 || pid <= 0 || pid > INT_MAX ||
+			    (kill((pid_t)pid, 0) < 0 && errno == ESRCH)) {
+				json_decref(j);
+				continue;
+			}
+			struct wside *w = &out[n++];
+			memset(w, 0, sizeof(*w));
+			snprintf(w->name, sizeof(w->name), "%s", r->element[i]->str);
+			w->pid = (pid_t)pid;
+			w->beat_ms = (int64_t)json_integer_value(json_object_get(j, "beat_ms"));
+			json_t *sp = json_object_get(j, "split");
+			w->has_split = json_is_object(sp);
+			for (int k = 0; w->has_split && k < SPLIT_N; k++) {
+				char kn[32];
+				snprintf(kn, sizeof(kn), "%s_us", split_keys[k]);
+				json_t *v = json_object_get(sp, kn);
+				w->split_us[k] = json_is_integer(v) && json_integer_value(v) > 0
+							 ? (uint64_t)json_integer_value(v) : 0;
+			}
+			json_t *cu = json_object_get(j, "cpu_us");
+			w->cpu_us = json_is_integer(cu) ? (int64_t)json_integer_value(cu) : -1;
+			json_decref(j);
+		}
+	freeReplyObject(r);
+	return n;
+}
+
+static const struct wside *wside_find(const struct wside *v, int n, const char *name)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(v[i].name, name) == 0)
+			return &v[i];
+	return NULL;
+}
+
+#define WSIDE_MAX 256
+
+/* The workers' side over the workload: CPU from /proc, and the deltas of
+ * the heartbeats' split and cpu_us between the last beat before the start
+ * and the first beat after the end (the counters are only published at
+ * beats, so svbench waits up to beat_wait_ms for a beat of every worker
+ * newer than the end). */
+struct wmeasure {
+	const char *ns;
+	redisContext *c;           /* NULL: no heartbeats read (--pids given) */
+	char key[160];
+	pid_t pids[WSIDE_MAX];
+	size_t npids;
+	bool pids_given;
+	struct wside before[WSIDE_MAX];
+	int nbefore;
+	double cpu0, cpu1;
+	long beat_wait_ms;
+};
+
+static void wmeasure_start(struct wmeasure *m, const char *url)
+{
+	if (!m->pids_given) {
+		m->c = redis_open(url);
+		snprintf(m->key, sizeof(m->key), "%s:workers", m->ns);
+		m->nbefore = wside_read(m->c, m->key, m->before, WSIDE_MAX);
+		if (m->nbefore < 0)
+			die("HGETALL %s: %s", m->key, m->c->errstr);
+		for (int i = 0; i < m->nbefore; i++)
+			m->pids[m->npids++] = m->before[i].pid;
+	}
+	m->cpu0 = pids_cpu_s(m->pids, m->npids);
+}
+
+/* At the end of the workload: the CPU (at once), then the beats. */
+static void wmeasure_end(struct wmeasure *m, long events, int64_t t_end_us, double secs)
+{
+	m->cpu1 = pids_cpu_s(m->pids, m->npids);
+	double wcpu = m->cpu1 - m->cpu0;
+	printf(",\"workers_measured\":%zu", m->npids);
+	if (m->npids)
+		printf(",\"worker_cpu_s\":%.3f,\"events_per_worker_cpu_s\":%.0f,\"cpu_source\":\"%s\"", wcpu,
+		       wcpu > 0 ? (double)events / wcpu : 0.0, m->pids_given ? "pids" : "heartbeat_pids");
+	else
+		printf(",\"worker_cpu_s\":null,\"events_per_worker_cpu_s\":null,\"cpu_source\":null");
+	bool any_split = false;
+	for (int i = 0; i < m->nbefore; i++)
+		any_split = any_split || m->before[i].has_split;
+	if (!m->c || !any_split) {
+		printf(",\"split\":null,\"split_wall\":null,\"split_ms\":null");
+		return;
+	}
+	/* wait for a beat after the end from every worker of the start */
+	struct wside after[WSIDE_MAX];
+	int nafter = 0;
+	int64_t end_ms = t_end_us / 1000, deadline = util_mono_us() + m->beat_wait_ms * 1000;
+	bool fresh = false, restarted = false;
+	for (;;) {
+		nafter = wside_read(m->c, m->key, after, WSIDE_MAX);
+		fresh = nafter >= 0;
+		for (int i = 0; fresh && i < m->nbefore; i++) {
+			const struct wside *a = wside_find(after, nafter, m->before[i].name);
+			fresh = a && (a->beat_ms > end_ms || a->pid != m->before[i].pid);
+		}
+		if (fresh || util_mono_us() > deadline)
+			break;
+		sleep_us(20000);
+	}
+	uint64_t tot[SPLIT_N] = { 0 }, sum = 0;
+	int64_t hb_cpu = 0, window_ms = 0;
+	for (int i = 0; nafter > 0 && i < m->nbefore; i++) {
+		const struct wside *b = &m->before[i], *a = wside_find(after, nafter, b->name);
+		if (!a || a->pid != b->pid) {
+			restarted = true;
+			continue;
+		}
+		for (int k = 0; k < SPLIT_N; k++)
+			if (a->split_us[k] >= b->split_us[k])
+				tot[k] += a->split_us[k] - b->split_us[k];
+		if (a->cpu_us >= 0 && b->cpu_us >= 0 && a->cpu_us >= b->cpu_us)
+			hb_cpu += a->cpu_us - b->cpu_us;
+		window_ms += a->beat_ms - b->beat_ms;
+	}
+	for (int k = 0; k < SPLIT_N; k++)
+		sum += tot[k];
+	/* shares of their sum, and of the workload's wall time (summed over
+	 * the workers: a standby adds nothing, two active workers can pass 1) */
+	if (sum) {
+		printf(",\"split\":{");
+		for (int k = 0; k < SPLIT_N; k++)
+			printf("%s\"%s\":%.3f", k ? "," : "", split_keys[k], (double)tot[k] / (double)sum);
+		printf("},\"split_wall\":{");
+		for (int k = 0; k < SPLIT_N; k++)
+			printf("%s\"%s\":%.3f", k ? "," : "", split_keys[k],
+			       secs > 0 ? (double)tot[k] / (secs * 1e6) : 0.0);
+		printf("}");
+	} else {
+		printf(",\"split\":null,\"split_wall\":null");
+	}
+	printf(",\"split_ms\":{");
+	for (int k = 0; k < SPLIT_N; k++)
+		printf("%s\"%s\":%.1f", k ? "," : "", split_keys[k], (double)tot[k] / 1000.0);
+	printf("},\"split_beats_fresh\":%s,\"split_window_s\":%.3f,\"hb_cpu_s\":%.3f,\"worker_restarted\":%s",
+	       fresh ? "true" : "false", (double)window_ms / 1000.0, (double)hb_cpu / 1e6, restarted ? "true" : "false");
+}
+
+static void wmeasure_free(struct wmeasure *m)
+{
+	if (m->c)
+		redisFree(m->c);
+	m->c = NULL;
+}
+
+/* --pids 12,34: the processes whose CPU is the workers' (the peer). */
+static void parse_pids(struct wmeasure *m, const char *s)
+{
+	char *copy = strdup(s), *save = NULL;
+	if (!copy)
+		die("out of memory");
+	for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+		if (m->npids == WSIDE_MAX)
+			die("--pids: at most %d", WSIDE_MAX);
+		m->pids[m->npids++] = (pid_t)parse_long("--pids", t, 1, INT_MAX);
+	}
+	free(copy);
+	m->pids_given = true;
+}
+
 static double cpu_s(void)
 {
 	struct rusage ru;
@@ -598,24 +900,34 @@ static double cpu_s(void)
 	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
-static int run_workload(struct bench *b)
+/* The workload: produce, watch sampled runs' events and terminal rows,
+ * wait until every run's row is 'completed' with all its events. */
+static int run_workload(struct bench *b, struct wmeasure *m)
 {
 	build_layout(b);
+	const long nev = b->events;
 	long nsampled = (b->runs + b->sample - 1) / b->sample;
-	b->ts_us = xmalloc(sizeof(int64_t) * (size_t)(nsampled * b->events));
-	long *seen = xmalloc(sizeof(long) * (size_t)nsampled);       /* committed count per sampled run */
+	b->ts_us = xmalloc(sizeof(int64_t) * (size_t)(nsampled * nev));
+	long *nseen = xmalloc(sizeof(long) * (size_t)nsampled);       /* stored events per sampled run */
+	long *from = xmalloc(sizeof(long) * (size_t)nsampled);        /* lowest seq not seen stored */
+	bool *evseen = xmalloc(sizeof(bool) * (size_t)(nsampled * (nev + 1)));
+	bool *term = xmalloc(sizeof(bool) * (size_t)nsampled);        /* terminal row seen */
 	bool *done = xmalloc(sizeof(bool) * (size_t)b->runs);
-	int64_t *lat = xmalloc(sizeof(int64_t) * (size_t)(nsampled * b->events));
-	size_t nlat = 0;
+	int64_t *lat = xmalloc(sizeof(int64_t) * (size_t)(nsampled * nev));
+	int64_t *tlat = xmalloc(sizeof(int64_t) * (size_t)nsampled);
+	size_t nlat = 0, ntlat = 0;
+	for (long s = 0; s < nsampled; s++)
+		from[s] = 1;
 
 	struct watcher w = { 0 };
+	wmeasure_start(m, b->redis_url);
 	pthread_t th;
 	int64_t start_mono = util_mono_us();
 	if (pthread_create(&th, NULL, producer_main, b) != 0)
 		die("pthread_create failed");
 
 	long lo = 0;          /* every run below lo is complete */
-	long lo_s = 0;        /* every sampled run below lo_s is complete */
+	long lo_s = 0;        /* every sampled run below lo_s is stored and terminal */
 	int64_t t_done_us = 0;
 	char rid[96];
 	bool timed_out = false;
@@ -635,30 +947,35 @@ static int run_workload(struct bench *b)
 				goto next;
 			}
 			sqlite3_reset(w.begin);
-			/* latency: sampled runs in flight */
+			/* latency: sampled runs in flight.  XADD -> stored from the
+			 * events table; terminal XADD -> terminal row from snapshots */
 			for (long s = lo_s; s < nsampled && s * b->sample < started; s++) {
-				if (seen[s] >= b->events)
-					continue;
 				long idx = s * b->sample;
 				size_t len = run_id(b, idx, rid, sizeof(rid));
-				bool comp;
-				long n = watcher_get(&w, rid, len, &comp);
-				if (n < 0)
-					break;
-				if (n > seen[s]) {
-					int64_t now = wall_us();
-					long upto = n < b->events ? n : b->events;
-					for (long k = seen[s]; k < upto; k++) {
-						int64_t t = __atomic_load_n(&b->ts_us[s * b->events + k], __ATOMIC_ACQUIRE);
-						if (t)
-							lat[nlat++] = now - t;
-					}
-					seen[s] = upto;
+				const int64_t *ts = &b->ts_us[s * nev];
+				if (nseen[s] < nev) {
+					long n = watcher_events(&w, rid, len, from[s], &evseen[s * (nev + 1)], nev, ts,
+								wall_us(), lat, &nlat);
+					if (n < 0)
+						break;
+					nseen[s] += n;
+					while (from[s] <= nev && evseen[s * (nev + 1) + from[s]])
+						from[s]++;
 				}
-				if (comp && n == b->events)
-					done[idx] = true;
+				int64_t tlast = __atomic_load_n(&ts[nev - 1], __ATOMIC_ACQUIRE);
+				if (!term[s] && tlast) {
+					bool comp;
+					long n = watcher_get(&w, rid, len, &comp);
+					if (n < 0)
+						break;
+					if (comp && n == nev) {
+						tlat[ntlat++] = wall_us() - tlast;
+						term[s] = true;
+						done[idx] = true;
+					}
+				}
 			}
-			while (lo_s < nsampled && seen[lo_s] >= b->events)
+			while (lo_s < nsampled && nseen[lo_s] >= nev && term[lo_s])
 				lo_s++;
 			/* completion: walk up from the lowest incomplete run */
 			while (lo < b->runs && lo < started) {
@@ -666,7 +983,7 @@ static int run_workload(struct bench *b)
 					size_t len = run_id(b, lo, rid, sizeof(rid));
 					bool comp;
 					long n = watcher_get(&w, rid, len, &comp);
-					if (n < 0 || !comp || n != b->events)
+					if (n < 0 || !comp || n != nev)
 						break;
 					done[lo] = true;
 				}
@@ -693,13 +1010,13 @@ next:
 				size_t len = run_id(b, i, rid, sizeof(rid));
 				bool comp;
 				long n = watcher_get(&w, rid, len, &comp);
-				if (!comp || n != b->events)
+				if (!comp || n != nev)
 					incomplete++;
 			}
 		}
 		fprintf(stderr, "svbench: timeout after %lds: %ld of %ld runs incomplete (%ld of %ld events sent)\n",
 			b->timeout_s, incomplete, b->runs, __atomic_load_n(&b->produced, __ATOMIC_ACQUIRE),
-			b->runs * b->events);
+			b->runs * nev);
 		return 1;
 	}
 	pthread_join(th, NULL);
@@ -707,26 +1024,35 @@ next:
 		die("producer failed: %s", b->producer_err);
 
 	qsort(lat, nlat, sizeof(*lat), cmp_i64);
-	long events = b->runs * b->events;
+	qsort(tlat, ntlat, sizeof(*tlat), cmp_i64);
+	long events = b->runs * nev;
 	double secs = (double)(t_done_us - b->t_first_xadd_us) / 1e6;
 	double prod_secs = (double)(b->t_last_xadd_us - b->t_first_xadd_us) / 1e6;
+	/* latency_ms: XADD -> the event's row in events (read-only polls of
+	 * sampled runs); terminal_latency_ms: the run's last XADD -> its
+	 * terminal snapshot row with every event */
 	printf("{\"events\":%ld,\"runs\":%ld,\"interleave\":%ld,\"seconds\":%.3f,\"events_per_s\":%.0f,"
 	       "\"latency_ms\":{\"p50\":%.2f,\"p99\":%.2f,\"max\":%.2f,\"samples\":%zu},"
-	       "\"offered_rate\":%.0f,\"produced_per_s\":%.0f,\"svbench_cpu_s\":%.2f}\n",
+	       "\"terminal_latency_ms\":{\"p50\":%.2f,\"p99\":%.2f,\"max\":%.2f,\"samples\":%zu},"
+	       "\"offered_rate\":%.0f,\"produced_per_s\":%.0f",
 	       events, b->runs, b->interleave, secs, secs > 0 ? (double)events / secs : 0.0,
 	       pct_ms(lat, nlat, 50), pct_ms(lat, nlat, 99), nlat ? (double)lat[nlat - 1] / 1000.0 : 0.0, nlat,
-	       b->rate, prod_secs > 0 ? (double)events / prod_secs : 0.0, cpu_s());
+	       pct_ms(tlat, ntlat, 50), pct_ms(tlat, ntlat, 99), ntlat ? (double)tlat[ntlat - 1] / 1000.0 : 0.0,
+	       ntlat, b->rate, prod_secs > 0 ? (double)events / prod_secs : 0.0);
+	wmeasure_end(m, events, t_done_us, secs);
+	printf(",\"svbench_cpu_s\":%.2f}\n", cpu_s());
 	fflush(stdout);
 
-	if (w.get)
-		sqlite3_finalize(w.get);
-	sqlite3_finalize(w.begin);
-	sqlite3_finalize(w.commit);
-	sqlite3_close(w.db);
+	watcher_close(&w);
+	wmeasure_free(m);
 	free(b->ts_us);
-	free(seen);
+	free(nseen);
+	free(from);
+	free(evseen);
+	free(term);
 	free(done);
 	free(lat);
+	free(tlat);
 	free(b->layout);
 	return 0;
 }
@@ -768,8 +1094,12 @@ static int run_new_streams(struct bench *b, long n, long interval_ms)
 		bool seen = false;
 		while (!seen) {
 			if (watcher_open(&w, b->sqlite_path)) {
-				bool comp;
-				long got = watcher_get(&w, rid, rlen, &comp);
+				/* the event's row (the snapshot row is a checkpoint
+				 * that may be written later) */
+				bool ev[2] = { false, false };
+				int64_t ts0 = 0, l0;
+				size_t n0 = 0;
+				long got = watcher_events(&w, rid, rlen, 1, ev, 1, &ts0, 0, &l0, &n0);
 				if (got >= 1) {
 					lat[nlat++] = util_mono_us() - t0;
 					seen = true;
@@ -795,13 +1125,7 @@ static int run_new_streams(struct bench *b, long n, long interval_ms)
 	       n, interval_ms, nlat, failed, pct_ms(lat, nlat, 50), pct_ms(lat, nlat, 99),
 	       nlat ? (double)lat[nlat - 1] / 1000.0 : 0.0, nlat ? (double)lat[0] / 1000.0 : 0.0);
 	fflush(stdout);
-	if (w.get)
-		sqlite3_finalize(w.get);
-	if (w.begin)
-		sqlite3_finalize(w.begin);
-	if (w.commit)
-		sqlite3_finalize(w.commit);
-	sqlite3_close(w.db);
+	watcher_close(&w);
 	redisFree(c);
 	free(lat);
 	free(b->layout);
@@ -1530,6 +1854,7 @@ static void usage(void)
 	fputs("usage: svbench --sqlite PATH [--redis URL] [--stream NAME] [--runs N] [--events N]\n"
 	      "               [--interleave N] [--rate EV/S] [--timeout S] [--prefix STR] [--no-tool-call]\n"
 	      "               [--batch N] [--sample N] [--poll-us N]\n"
+	      "               [--namespace NS (default sv)] [--pids PID,... (default: NS:workers)] [--beat-wait-ms 5000]\n"
 	      "               [--streams-per-run [--stream-fmt FMT (default bench:run:{run}:events)]]\n"
 	      "       svbench --new-streams N --sqlite PATH [--redis URL] [--stream-fmt FMT] [--interval-ms 200]\n"
 	      "               [--timeout S (each, default 10)] [--prefix STR] [--poll-us N (default 1000)]\n"
@@ -1556,7 +1881,8 @@ int main(int argc, char **argv)
 		.runs = 4000, .events = 58, .interleave = 200, .batch = 512, .sample = 10,
 		.poll_us = 2000, .timeout_s = 600, .tool_call = true,
 	};
-	enum { O_NOTOOL = 1000, O_BATCH, O_SAMPLE, O_POLL, O_PERRUN, O_SFMT, O_NEW, O_INTERVAL };
+	struct wmeasure wm = { .ns = "sv", .beat_wait_ms = 5000 };
+	enum { O_NOTOOL = 1000, O_BATCH, O_SAMPLE, O_POLL, O_PERRUN, O_SFMT, O_NEW, O_INTERVAL, O_NS, O_PIDS, O_BEATW };
 	static const struct option lo[] = {
 		{ "redis", required_argument, NULL, 'r' }, { "stream", required_argument, NULL, 's' },
 		{ "runs", required_argument, NULL, 'n' }, { "events", required_argument, NULL, 'e' },
@@ -1567,6 +1893,8 @@ int main(int argc, char **argv)
 		{ "poll-us", required_argument, NULL, O_POLL }, { "help", no_argument, NULL, 'h' },
 		{ "streams-per-run", no_argument, NULL, O_PERRUN }, { "stream-fmt", required_argument, NULL, O_SFMT },
 		{ "new-streams", required_argument, NULL, O_NEW }, { "interval-ms", required_argument, NULL, O_INTERVAL },
+		{ "namespace", required_argument, NULL, O_NS }, { "pids", required_argument, NULL, O_PIDS },
+		{ "beat-wait-ms", required_argument, NULL, O_BEATW },
 		{ 0, 0, 0, 0 },
 	};
 	int ch;
@@ -1606,6 +1934,9 @@ int main(int argc, char **argv)
 			break;
 		case O_NEW: new_streams = parse_long("--new-streams", optarg, 1, 1000000); break;
 		case O_INTERVAL: interval_ms = parse_long("--interval-ms", optarg, 0, 3600000); break;
+		case O_NS: wm.ns = optarg; break;
+		case O_PIDS: parse_pids(&wm, optarg); break;
+		case O_BEATW: wm.beat_wait_ms = parse_long("--beat-wait-ms", optarg, 0, 600000); break;
 		default: usage();
 		}
 	}
@@ -1626,5 +1957,5 @@ int main(int argc, char **argv)
 			b.poll_us = 1000;
 		return run_new_streams(&b, new_streams, interval_ms);
 	}
-	return run_workload(&b);
+	return run_workload(&b, &wm);
 }

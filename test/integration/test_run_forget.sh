@@ -65,7 +65,7 @@ snap=$(ctl snapshot R --wait 5)
 	|| fail "the new run's tool output: $snap"
 [ "$(dead_len)" = 0 ] || fail "dead letters: $(rcli XRANGE events:dead - + | head -n 30)"
 grep -q 'forget: 1 run(s)' "$DLOG" || fail "the forget is not logged"
-[ "$(grep -c 'forgot 1 run(s) before position' "$DLOG")" -ge 2 ] || fail "both persistence workers should apply it"
+[ "$(grep -c 'forgot 1 run(s) before position' "$DLOG")" -ge 1 ] || fail "the writer should apply it (standbys apply forgets once they write)"
 ok "R's new snapshot: model new, 5 events, its own tool output; no dead letter"
 
 check "forget racing unread entries: workers paused, old P written, forget, new P written"

@@ -59,6 +59,17 @@ b0=$(hbfield t1/persist/0 beat_ms)
 wait_for 10 '[ "$(hbfield t1/persist/0 beat_ms)" -gt "$b0" ]' || fail "beat_ms of t1/persist/0 stuck at $b0"
 ok "beat_ms advances ($b0 -> $(hbfield t1/persist/0 beat_ms))"
 
+check "persistence heartbeats carry the time split and cpu_us (svbench), tool ones do not"
+for n in t1/persist/0 t1/persist/1; do
+	v=$(hb "$n")
+	r=$(pyjson '"ok" if sorted(d["split"]) == sorted(k + "_us" for k in ["redis","decode","reduce","insert","commit","ack"]) and all(isinstance(x, int) and x >= 0 for x in d["split"].values()) and isinstance(d["cpu_us"], int) and d["cpu_us"] > 0 else "bad"' <<<"$v") || r=bad
+	[ "$r" = ok ] || fail "NS:workers $n: split/cpu_us missing or malformed: $v"
+done
+for n in t1/tools/0 t1/tools/1; do
+	[ "$(pyjson '"split" in d or "cpu_us" in d' <<<"$(hb "$n")")" = false ] || fail "tool heartbeat $n has split/cpu_us"
+done
+ok "split {redis,decode,reduce,insert,commit,ack}_us and cpu_us in persistence beats"
+
 check "fencing key NS:consumer:NAME = pid:incarnation with a TTL"
 for n in t1/persist/0 t1/tools/1; do
 	want="$(wfield "$n" pid):$(wfield "$n" incarnation)"

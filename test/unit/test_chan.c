@@ -207,6 +207,18 @@ static void test_check_beat(void **state)
 	assert_int_equal(json_integer_value(json_object_get(ok, "client_id")), 42);
 	assert_true(json_is_null(json_object_get(ok, "current")));
 	json_decref(ok);
+	/* A persistence worker's time split and CPU (issue 14, for svbench),
+	 * well-formed or not: the beat is kept, those keys are not relayed. */
+	ok = check("{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"processed\":3,\"cpu_us\":123456,"
+		   "\"split\":{\"redis_us\":1,\"decode_us\":2,\"reduce_us\":3,\"insert_us\":4,\"commit_us\":5,\"ack_us\":6}}");
+	assert_non_null(ok);
+	assert_int_equal(json_integer_value(json_object_get(ok, "processed")), 3);
+	assert_null(json_object_get(ok, "split"));
+	assert_null(json_object_get(ok, "cpu_us"));
+	json_decref(ok);
+	ok = check("{\"pid\":10,\"beat_ms\":5,\"node\":\"n\",\"cpu_us\":\"x\",\"split\":[1,{\"a\":[]}]}");
+	assert_non_null(ok);
+	json_decref(ok);
 	/* The fields a judgement rests on must be right, or the whole field goes. */
 	assert_null(check("{\"pid\":\"x\",\"beat_ms\":[1],\"node\":7}"));
 	assert_null(check("{\"pid\":0,\"beat_ms\":1,\"node\":\"n\"}"));
