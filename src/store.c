@@ -92,7 +92,7 @@ static const char *const stmt_sql[ST_N] = {
 		" ON CONFLICT DO NOTHING",
 	[ST_UNDO_INSERT] = "DELETE FROM events WHERE rowid = ?1",
 	[ST_SNAP_META] =
-		"SELECT rowid, event_count, ord_major, ord_minor, ord_ms, ord_seq, archived, body,"
+		"SELECT rowid, event_count, ord_major, ord_minor, ord_ms, ord_seq, archived,"
 		" quarantined, updated_ms FROM snapshots WHERE run = ?1",
 	[ST_SNAP_BODY] = "SELECT body FROM snapshots WHERE rowid = ?1",
 	[ST_SNAP_INSERT] =
@@ -222,7 +222,8 @@ struct store {
 	char **orphans;
 	size_t norphans;
 	sqlite3_int64 recover_rowid; /* 0: not anchored yet */
-	int64_t recover_at_ms;	int64_t busy_timeout_ms, busy_start_ms;
+	int64_t recover_at_ms;
+	int64_t busy_timeout_ms, busy_start_ms;
 	sqlite3_stmt *st[ST_N];
 
 	/* cache: hash table of every entry, LRU list of those not in the txn */
@@ -1307,8 +1308,8 @@ static int txn_entry(struct store *s, const char *run, struct entry **out)
 		e->rowid = sqlite3_column_int64(st, 0);
 		e->row_count = sqlite3_column_int64(st, 1);
 		key_of_row(st, 2, &e->row_last);
-		e->quarantined = sqlite3_column_int(st, 8) != 0;
-		int64_t age = util_wall_ms() - sqlite3_column_int64(st, 9);
+		e->quarantined = sqlite3_column_int(st, 7) != 0;
+		int64_t age = util_wall_ms() - sqlite3_column_int64(st, 8);
 		e->written_ms = util_mono_ms() - (age > 0 ? age : 0);
 		if (sqlite3_column_int64(st, 6)) {
 			e->archived = true;
