@@ -341,11 +341,46 @@ static size_t persist_capacity(void *ctx)
 	return p->writer ? SIZE_MAX : 0;
 }
 
+/* The store's share of the heartbeat's time split (cumulative since
+ * store_open, like the split). */
+static void split_from_store(struct persist *p)
+{
+	struct store_stats st;
+	if (!p->store || !p->hb)
+		return;
+	store_stats(p->store, &st);
+	p->hb->split_us[HB_SPLIT_REDUCE] = st.reduce_us;
+	p->hb->split_us[HB_SPLIT_INSERT] = st.insert_us;
+	p->hb->split_us[HB_SPLIT_COMMIT] = st.commit_us;
+}
+
+/* Checkpoints (store.h): write the rows of runs whose events stopped
+ * once they are due (all: every row behind, before exiting). */
+static void flush_rows(struct persist *p, bool all)
+{
+	if (!p->store || !p->writer)
+		return;
+	int r = store_flush(p->store, all);
+	if (r > 0)
+		split_from_store(p);
+	if (r == -ESTALE) {
+		log_warn("rows not flushed: the writer lease was lost; standing by");
+		become_standby(p);
+	}
+	/* other errors: logged by the store, tried again when next due */
+}
+
 static size_t persist_poll_fds(void *ctx, struct pollfd *fds, size_t max, int64_t *deadline_ms)
 {
 	struct persist *p = ctx;
 	if (p->next_lease_ms < *deadline_ms)
 		*deadline_ms = p->next_lease_ms;
+	if (p->writer && p->store) {
+		/* a blocking read must not keep a due row waiting */
+		int64_t due = store_flush_due_ms(p->store);
+		if (due >= 0 && util_mono_ms() + due < *deadline_ms)
+			*deadline_ms = util_mono_ms() + due;
+	}
 	if (!max || !p->waiter_started || p->have_flock)
 		return 0;
 	fds[0] = (struct pollfd){.fd = p->lock_efd, .events = POLLIN};
@@ -361,6 +396,7 @@ static void persist_poll_ready(void *ctx, struct consumer *c, const struct pollf
 		p->next_lease_ms = 0; /* the writer may be gone: ask now */
 	}
 	lease_tick(p, c);
+	flush_rows(p, false);
 }
 
 /* store_opts.tick: beat while a schema migration runs. */
@@ -383,6 +419,7 @@ static int persist_start(void *ctx, struct consumer *c)
 		.reducer = p->pool->reducer,
 		.tick = migrate_tick,
 		.tick_arg = (void *)consumer_host(c),
+		.snapshot_interval_ms = p->pool->snapshot_interval_ms,
 	};
 	if (store_open(&p->store, pool_sqlite_path(p), &opts) < 0)
 		return -EIO; /* store_open logged why */
@@ -485,6 +522,7 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 		}
 	}
 	r = store_commit(p->store);
+	split_from_store(p);
 	if (r == -ESTALE) {
 		/* Another worker writes the file now (we were stopped past the
 		 * lease): nothing was committed; it claims these entries. */
@@ -515,6 +553,7 @@ static void persist_idle(void *ctx, struct consumer *c)
 	lease_tick(p, c);
 	if (!p->writer)
 		return;
+	flush_rows(p, false);
 	if (p->store && util_mono_ms() >= p->next_forget_poll)
 		(void)poll_forgets(p, c); /* retried at the next batch */
 	int64_t keep = p->cfg->retention.events_keep_ms;
@@ -557,6 +596,7 @@ void worker_persist_free(struct consumer_kind *kind)
 	if (!p)
 		return;
 	if (p->store) {
+		flush_rows(p, true); /* no row left behind by a clean exit */
 		store_lease_release(p->store);
 		store_close(p->store);
 	}

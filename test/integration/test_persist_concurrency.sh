@@ -26,8 +26,7 @@ print(w[0] if len(w) == 1 else "")'
 
 check "one writer, 3 standbys"
 wait_for 20 '[ -n "$(writer_pid)" ]' || fail "not exactly one writer: $(worker_table 2>&1)"
-standbys=$(ctl status | grep -c ' standby ' || true)
-[ "$standbys" = 3 ] || fail "expected 3 standbys: $(worker_table 2>&1)"
+wait_for 10 '[ "$(ctl status | grep -c " standby ")" = 3 ]' || fail "expected 3 standbys: $(worker_table 2>&1)"
 
 check "2000 runs interleaved round-robin, pipelined XADD, while the writer is SIGKILLed twice"
 gen --runs 2000 --items 2 --deltas 3 --tools --seed 7 &
