@@ -19,14 +19,19 @@ wait_persisted 60 || fail "not persisted"
 stop_daemon
 # Back to the previous release's schema (3): no lease table.
 sqlite3 "$DB" "DROP TABLE lease; PRAGMA user_version = 3;" || fail "downgrade"
-# 16384 events of 64 KiB for one archived-looking bulk run: > 1 GiB.
+# An old completed run of 16384 events of 64 KiB (> 1 GiB), its row
+# covering them all, as a file that ran for long holds.
+old_ms=$(($(now_ms) - 86400000))
 sqlite3 "$DB" "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 16384)
 	INSERT INTO events(run, seq, stream, entry_ms, entry_seq, ord_major, ord_minor, type, data, persisted_ms)
-	SELECT 'bulk', i, 'events', 1, i, i, 0, 'x.bulk', printf('%.*c', 65536, 'x'), 1 FROM c;" || fail "bulk insert"
+	SELECT 'bulk', i, 'events', $old_ms, i, i, 0, 'x.bulk', '{\"x\":\"' || printf('%.*c', 65536, 'x') || '\"}', $old_ms FROM c;
+	INSERT INTO snapshots(run, status, complete, body, event_count, last_seq, updated_ms, ord_major, ord_minor, ord_ms, ord_seq)
+	VALUES ('bulk', 'completed', 1, '{\"id\":\"bulk\",\"status\":\"completed\"}', 16384, 16384, $old_ms, 16384, 0, $old_ms, 16384);" ||
+	fail "bulk insert"
 size=$(stat -c %s "$DB")
 [ "$size" -ge $((1024 * 1024 * 1024)) ] || fail "file is only $size bytes"
 info "file: $size bytes, schema $(sqlite3 "$DB" 'PRAGMA user_version')"
-runs=$(sq "SELECT run FROM snapshots ORDER BY run")
+runs=$(sq "SELECT run FROM snapshots WHERE run <> 'bulk' ORDER BY run")
 before=$TMPD/before
 mkdir -p "$before"
 for r in $runs; do
