@@ -20,20 +20,70 @@
  * the AOF or to replicas, so after a Redis restart a poison entry would
  * get max_deliveries fresh crashes; XCLAIM is propagated with the count
  * as RETRYCOUNT.  Each id is named by its position (1-based) among the
- * ids: the caller marks it in O(1), so a batch of 100,000 costs O(n log N)
- * in Redis and O(n) in C (matching the ids back by name was O(n^2)). */
+ * ids: the caller marks it in O(1).  ARGV: group, consumer, the smallest
+ * and the largest id, then the ids.  One XPENDING over the consumer's
+ * own entries from the smallest to the largest id (O(log N + m), m the
+ * consumer's entries in that range) finds the owned ones with their
+ * counts, and one XCLAIM per 1000 of them renews them: a batch of 1024
+ * costs ~1 ms in Redis, where an XPENDING and an XCLAIM per id cost ~5.5
+ * (issue 14: the take-over after a crash).  When every id is owned with
+ * the same count (a batch read again), the reply is {0, count}. */
 static const char claim_own_script[] =
-	"local owned, k = {}, 0 "
-	"for i = 3, #ARGV do "
-	"  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1) "
-	"  if p[1] and p[1][2] == ARGV[2] then "
-	"    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID') "
-	"    owned[k + 1] = i - 2 "
-	"    owned[k + 2] = p[1][4] "
+	"local want = {} "
+	"for i = 5, #ARGV do want[ARGV[i]] = i - 4 end "
+	"local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[4], 2147483647, ARGV[2]) "
+	"local owned, k, ids, m = {}, 0, {}, 0 "
+	"for _, e in ipairs(p) do "
+	"  local pos = want[e[1]] "
+	"  if pos then "
+	"    want[e[1]] = nil "
+	"    owned[k + 1] = pos "
+	"    owned[k + 2] = e[4] "
 	"    k = k + 2 "
+	"    m = m + 1 "
+	"    ids[m] = e[1] "
 	"  end "
 	"end "
+	"for i = 1, m, 1000 do "
+	"  local a = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0} "
+	"  for j = i, math.min(i + 999, m) do a[#a + 1] = ids[j] end "
+	"  a[#a + 1] = 'JUSTID' "
+	"  redis.call(unpack(a)) "
+	"end "
+	"if m > 0 and m == #ARGV - 4 then "
+	"  local same = true "
+	"  for j = 4, k, 2 do if owned[j] ~= owned[2] then same = false break end end "
+	"  if same then return {0, owned[2]} end "
+	"end "
 	"return owned";
+
+/* The owner check of a history read, sent right behind it in the same
+ * pipeline: the first ARGV[4] entries of the consumer's own pending list
+ * after the read's cursor (ARGV[3]: "-" or "(CURSOR") are the ones the
+ * read just returned (only this process adds to its own list, and no peer
+ * can claim them meanwhile: the read made them fresh).  They are renewed
+ * (XCLAIM ... JUSTID: the delivery count made durable, as in
+ * claim_own_script) and the reply says how many there were, their lowest
+ * and highest delivery count and the last id: {n, lo, hi, last}.  When
+ * that matches the read (same number, same last id) and lo == hi, every
+ * entry of it has that count; else claim_reread runs the per-id check.
+ * ARGV: group, consumer, start, count. */
+static const char claim_range_script[] =
+	"local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], '+', ARGV[4], ARGV[2]) "
+	"if #p == 0 then return {0, 0, 0, ''} end "
+	"local lo, hi, ids = p[1][4], p[1][4], {} "
+	"for i, e in ipairs(p) do "
+	"  ids[i] = e[1] "
+	"  if e[4] < lo then lo = e[4] end "
+	"  if e[4] > hi then hi = e[4] end "
+	"end "
+	"for i = 1, #ids, 1000 do "
+	"  local a = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0} "
+	"  for j = i, math.min(i + 999, #ids) do a[#a + 1] = ids[j] end "
+	"  a[#a + 1] = 'JUSTID' "
+	"  redis.call(unpack(a)) "
+	"end "
+	"return {#p, lo, hi, ids[#ids]}";
 
 /* Entry ids kept inline: no allocation per id on the hot path.  The
  * longest id is two 20-digit numbers and a dash. */
@@ -65,6 +115,7 @@ struct cstream {
 	size_t sent;             /* acks of the pipeline in flight */
 	long long shortfall;     /* acks Redis did not count */
 	char *history_cursor;    /* NULL once this stream's own pending are read */
+	bool history_ends;       /* the history read in flight takes the rest (takeover_count) */
 	char *claim_cursor;      /* XAUTOCLAIM cursor */
 	bool short_read;         /* its last read of the rotation gave less than COUNT */
 	size_t got;              /* its entries in the round trip being processed */
@@ -112,7 +163,7 @@ struct consumer {
 	bool takeover_done;
 	uint64_t connects;       /* rconn.connects when last looked at */
 	bool progress_sent;      /* "progress" told to the master */
-	bool one_at_a_time;      /* predecessor exited uncleanly */
+	bool one_at_a_time;      /* predecessor exited uncleanly: takeover_count */
 	int64_t next_claim_ms;
 	bool idle;               /* the last read found nothing: the next one blocks */
 	unsigned heal_streak;
@@ -815,12 +866,35 @@ static void build_batch(struct consumer *c, redisReply *entries, size_t si, stru
 static int claim_own(struct consumer *c, struct rconn *rc, const char *stream, const char *const *ids,
 		     size_t n, bool *owned, long long *deliveries);
 
+/* A history read's claim_range_script reply, when it vouches for the
+ * whole batch (entries: the read's part of the stream, all of them,
+ * deleted ones too): every entry gets its delivery count.  Returns true
+ * then; false: the per-id owner check is needed. */
+static bool range_claimed(struct consumer_batch *b, const redisReply *entries, const redisReply *cr)
+{
+	if (!cr || cr->type != REDIS_REPLY_ARRAY || cr->elements != 4 || entries->elements == 0)
+		return false;
+	const redisReply *n = cr->element[0], *lo = cr->element[1], *hi = cr->element[2], *last = cr->element[3];
+	const redisReply *tail = entries->element[entries->elements - 1];
+	if (n->type != REDIS_REPLY_INTEGER || lo->type != REDIS_REPLY_INTEGER || hi->type != REDIS_REPLY_INTEGER ||
+	    last->type != REDIS_REPLY_STRING || n->integer != (long long)entries->elements ||
+	    lo->integer != hi->integer || tail->type != REDIS_REPLY_ARRAY || tail->elements != 2 ||
+	    tail->element[0]->type != REDIS_REPLY_STRING || strcmp(tail->element[0]->str, last->str) != 0)
+		return false;
+	for (size_t i = 0; i < b->n; i++)
+		b->v[i].deliveries = hi->integer;
+	b->counted = true;
+	return true;
+}
+
 /* Entries read again (history) or claimed: renew them through the Lua
  * script, which gives their delivery counts and makes those durable.
- * Entries no longer ours (a peer claimed them since) are dropped. */
+ * Entries no longer ours (a peer claimed them since) are dropped.  A
+ * history batch the range claim vouched for (range_claimed) has all that
+ * already. */
 static int claim_reread(struct consumer *c, struct consumer_batch *b)
 {
-	if (b->n == 0)
+	if (b->n == 0 || b->counted)
 		return 0;
 	const char **ids = util_xcalloc(b->n, sizeof(*ids));
 	bool *owned = util_xcalloc(b->n, sizeof(*owned));
@@ -1043,6 +1117,8 @@ struct read_plan {
 	int64_t block_ms;   /* with block */
 	size_t nactive;     /* active streams when planned (new entries) */
 	long long limit;    /* COUNT per key at most (the kind's capacity); 0: no cap */
+	long long takeover; /* history after an unclean exit: COUNT per key
+			     * (takeover_count), 0: 1 */
 };
 
 /* One stream's part of an XREADGROUP reply: [stream, [entries...]], or
@@ -1067,9 +1143,12 @@ static redisReply *reply_part(struct consumer *c, redisReply *sr, const struct r
 	return NULL;
 }
 
+static long long history_count(const struct consumer *c, const struct read_plan *rp);
+
 /* History: a batch per stream (the owner check and its cursor are per
  * stream). */
-static int process_history_reply(struct consumer *c, redisReply *r, const struct read_plan *rp, size_t *got)
+static int process_history_reply(struct consumer *c, redisReply *r, const struct read_plan *rp,
+				 redisReply *const *claims, size_t *got)
 {
 	int ret = 0;
 	size_t from = 0;
@@ -1078,18 +1157,28 @@ static int process_history_reply(struct consumer *c, redisReply *r, const struct
 		redisReply *entries = reply_part(c, r->element[s], rp, &from, &si);
 		if (!entries)
 			continue;
+		const redisReply *cr = claims ? claims[from - 1] : NULL; /* from: past its key */
 		struct cstream *cs = &c->st[si];
+		bool ends = cs->history_ends;
+		cs->history_ends = false;
 		free(cs->history_cursor);
 		cs->history_cursor = NULL;
 		if (entries->elements == 0)
 			continue;
+		/* Fewer than COUNT: nothing of ours is pending after them (only
+		 * this process adds to its own pending list, and it reads nothing
+		 * else until the take-over is done): no empty read to end it. */
 		redisReply *last = entries->element[entries->elements - 1];
-		cs->history_cursor = util_xstrdup(last->element[0]->str);
+		if (!ends && (long long)entries->elements >= history_count(c, rp) &&
+		    last->type == REDIS_REPLY_ARRAY &&
+		    last->elements == 2 && last->element[0]->type == REDIS_REPLY_STRING)
+			cs->history_cursor = util_xstrdup(last->element[0]->str);
 		stream_touch(cs, util_mono_ms());
 		*got += entries->elements;
 		struct consumer_batch b = {.history = true};
 		batch_reserve(c, &b, entries->elements, count_fields(entries));
 		build_batch(c, entries, si, &b);
+		range_claimed(&b, entries, cr);
 		if (b.n)
 			ret = process_batch(c, &b);
 	}
@@ -1145,7 +1234,7 @@ static int process_read_reply(struct consumer *c, redisReply *r, const struct re
 	*got = 0;
 	if (r->type != REDIS_REPLY_ARRAY)
 		return 0;
-	return history ? process_history_reply(c, r, rp, got) : process_new_replies(c, &r, rp, 1, got);
+	return history ? process_history_reply(c, r, rp, NULL, got) : process_new_replies(c, &r, rp, 1, got);
 }
 
 /* COUNT per key of a read of n keys that may bring budget entries in
@@ -1174,6 +1263,7 @@ static void plan_read(struct consumer *c, bool history, struct read_plan *rp, si
 	rp->block = false;
 	rp->block_ms = c->pool->block_ms;
 	rp->limit = 0;
+	rp->takeover = 0;
 	if (history) {
 		if (max > budget)
 			max = budget;
@@ -1233,6 +1323,16 @@ static long long read_count(const struct consumer *c, const struct read_plan *rp
 	return rp->limit && per_key > rp->limit ? rp->limit : per_key;
 }
 
+/* COUNT per key of a history read: read_count, or after an unclean exit
+ * the take-over's (takeover_count; 1 when not set). */
+static long long history_count(const struct consumer *c, const struct read_plan *rp)
+{
+	long long per_key = read_count(c, rp);
+	if (!c->one_at_a_time)
+		return per_key;
+	return rp->takeover < 1 ? 1 : rp->takeover < per_key ? rp->takeover : per_key;
+}
+
 static void append_read(struct consumer *c, bool history, const struct read_plan *rp)
 {
 	const struct pool_config *p = c->pool;
@@ -1241,8 +1341,7 @@ static void append_read(struct consumer *c, bool history, const struct read_plan
 	if (!argv)
 		abort();
 	char count[24], block[24];
-	long long per_key = read_count(c, rp);
-	snprintf(count, sizeof(count), "%lld", history && c->one_at_a_time ? 1LL : per_key);
+	snprintf(count, sizeof(count), "%lld", history ? history_count(c, rp) : read_count(c, rp));
 	snprintf(block, sizeof(block), "%lld", (long long)rp->block_ms);
 	size_t n = 0;
 	argv[n++] = "XREADGROUP";
@@ -1399,7 +1498,7 @@ static redisReply *poll_reply(struct consumer *c, int64_t sent_ms)
  * (Redis answers them before it blocks), then the read's reply waited for
  * in poll() (poll_reply). */
 static size_t round_trip_reads(struct consumer *c, bool history, const struct read_plan *rp, size_t nreads,
-			       redisReply **out)
+			       redisReply **out, redisReply **claims)
 {
 	if (!conn(c)->c)
 		return 0; /* dropped by an earlier command of this round */
@@ -1409,6 +1508,19 @@ static size_t round_trip_reads(struct consumer *c, bool history, const struct re
 	int nbeat = beat_now(c, !history && rp->block) ? heartbeat_append(hb(c), conn(c)) : 0;
 	for (size_t k = 0; k < nreads; k++)
 		append_read(c, history, &rp[k]);
+	size_t nclaims = history && claims && nreads == 1 ? rp[0].n : 0;
+	if (nclaims) {
+		char count[24], start[ID_MAX + 1];
+		snprintf(count, sizeof(count), "%lld", history_count(c, &rp[0]));
+		for (size_t j = 0; j < nclaims; j++) {
+			const struct cstream *cs = &c->st[rp[0].idx[j]];
+			snprintf(start, sizeof(start), strcmp(cs->history_cursor, "0") == 0 ? "-" : "(%s",
+				 cs->history_cursor);
+			const char *argv[] = {"EVAL", claim_range_script, "1", cs->name, c->pool->group,
+					      consumer_name(c), start, count};
+			redisAppendCommandArgv(conn(c)->c, (int)ARRAY_SIZE(argv), argv, NULL);
+		}
+	}
 	int64_t sent_ms = util_mono_ms();
 	if (polled && flush_out(c) < 0)
 		return 0;
@@ -1428,6 +1540,14 @@ static size_t round_trip_reads(struct consumer *c, bool history, const struct re
 	else
 		while (got < nreads && (out[got] = rconn_get_reply(conn(c))))
 			got++;
+	for (size_t j = 0; got == nreads && j < nclaims; j++) {
+		if (!(claims[j] = rconn_get_reply(conn(c)))) {
+			while (j > 0)
+				freeReplyObject(claims[--j]);
+			while (got > 0)
+				freeReplyObject(out[--got]);
+		}
+	}
 	if (got == nreads)
 		check_shortfalls(c);
 	return got;
@@ -1451,10 +1571,10 @@ static int service_wait(struct consumer *c)
 }
 
 /* round_trip_reads of one read: its reply, or NULL (connection dropped). */
-static redisReply *round_trip(struct consumer *c, bool history, const struct read_plan *rp)
+static redisReply *round_trip(struct consumer *c, bool history, const struct read_plan *rp, redisReply **claims)
 {
 	redisReply *r = NULL;
-	return round_trip_reads(c, history, rp, 1, &r) ? r : NULL;
+	return round_trip_reads(c, history, rp, 1, &r, claims) ? r : NULL;
 }
 
 /* No active stream to read (a pool of patterns only, none discovered yet,
@@ -1491,6 +1611,87 @@ static bool read_error(struct consumer *c, redisReply *r, const char *what)
 	return true;
 }
 
+/* After an unclean exit (consumer.h, "Crash recovery"): how many own
+ * pending entries the next history read takes, per stream.  ARGV: group,
+ * start ("-" or "(CURSOR"), count, consumer.  Returns {k, n}: of the n
+ * (<= count) own entries pending after the cursor, the first k are on
+ * their first redelivery (delivered once: the predecessor read them with
+ * ">" and died). */
+static const char takeover_script[] =
+	"local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], '+', ARGV[3], ARGV[4]) "
+	"local k = 0 "
+	"for _, e in ipairs(p) do "
+	"  if e[4] > 1 then break end "
+	"  k = k + 1 "
+	"end "
+	"return {k, #p}";
+
+/* The COUNT of the next history read after an unclean exit: a full batch
+ * while the entries after each cursor are on their first redelivery (this
+ * read is their second delivery); one at a time from the first entry
+ * delivered more than once (a predecessor crashed while it held it after
+ * taking it over: a poison entry among them is found alone now), and
+ * always one at a time when max_deliveries < 3 (a poison's batch-mates
+ * could not afford the batch's delivery and then one alone).  The counts
+ * are looked at without delivering anything (takeover_script, pipelined
+ * over the plan's keys); COUNT is per key, so the smallest of the keys
+ * with entries wins.  A key whose whole rest is taken by this read has
+ * its history ended by it (history_ends: no empty read after it).
+ * Returns the COUNT (>= 1), or -ENOTCONN. */
+static long long takeover_count(struct consumer *c, const struct read_plan *rp)
+{
+	long long per_key = read_count(c, rp), best = per_key;
+	for (size_t j = 0; j < rp->n; j++)
+		c->st[rp->idx[j]].history_ends = false;
+	if (c->pool->max_deliveries < 3 || per_key <= 1)
+		return 1;
+	struct rconn *rc = conn(c);
+	if (!rc->c)
+		return -ENOTCONN;
+	char start[ID_MAX + 1], count[24];
+	snprintf(count, sizeof(count), "%lld", per_key + 1);
+	for (size_t j = 0; j < rp->n; j++) {
+		const struct cstream *cs = &c->st[rp->idx[j]];
+		snprintf(start, sizeof(start), strcmp(cs->history_cursor, "0") == 0 ? "-" : "(%s", cs->history_cursor);
+		const char *argv[] = {"EVAL", takeover_script, "1", cs->name, c->pool->group, start, count,
+				      consumer_name(c)};
+		redisAppendCommandArgv(rc->c, (int)ARRAY_SIZE(argv), argv, NULL);
+	}
+	long long *k = util_xcalloc(rp->n, sizeof(*k)), *n = util_xcalloc(rp->n, sizeof(*n));
+	bool any = false;
+	for (size_t j = 0; j < rp->n; j++) {
+		redisReply *r = rconn_get_reply(rc);
+		if (!r) {
+			free(k);
+			free(n);
+			return -ENOTCONN;
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
+		    r->element[1]->type != REDIS_REPLY_INTEGER) {
+			if (r->type == REDIS_REPLY_ERROR)
+				log_debug("take-over count of %s: %s", c->st[rp->idx[j]].name, r->str);
+			k[j] = 0; /* unknown (NOGROUP, scripting off): the careful way */
+			n[j] = -1;
+		} else {
+			k[j] = r->element[0]->integer;
+			n[j] = r->element[1]->integer;
+		}
+		if (n[j] != 0 && k[j] < best)
+			best = k[j];
+		any |= n[j] != 0;
+		freeReplyObject(r);
+	}
+	if (!any)
+		best = per_key; /* nothing pending after the cursors: the read ends the history */
+	if (best < 1)
+		best = 1;
+	for (size_t j = 0; j < rp->n; j++)
+		c->st[rp->idx[j]].history_ends = n[j] >= 0 && n[j] <= best;
+	free(k);
+	free(n);
+	return best;
+}
+
 static int read_history(struct consumer *c)
 {
 	struct read_plan rp;
@@ -1500,20 +1701,28 @@ static int read_history(struct consumer *c)
 		c->takeover_done = true;
 		return 0;
 	}
-	redisReply *r = round_trip(c, true, &rp);
-	if (!r) {
-		free(rp.idx);
-		return 0;
+	if (c->one_at_a_time) {
+		long long n = takeover_count(c, &rp);
+		if (n < 0) {
+			free(rp.idx);
+			return 0;
+		}
+		rp.takeover = n;
+		log_debug("taking over own pending entries after an unclean exit: %lld per key", n);
 	}
-	if (read_error(c, r, "pending")) {
+	/* Each key's owner check (claim_range_script) rides behind the read. */
+	redisReply **claims = util_xcalloc(rp.n, sizeof(*claims));
+	redisReply *r = round_trip(c, true, &rp, claims);
+	int ret = 0;
+	size_t got = 0;
+	if (r && !read_error(c, r, "pending") && r->type == REDIS_REPLY_ARRAY)
+		ret = process_history_reply(c, r, &rp, claims, &got);
+	if (r)
 		freeReplyObject(r);
-		free(rp.idx);
-		return 0;
-	}
-	size_t got;
-	int ret = process_read_reply(c, r, &rp, true, &got);
+	for (size_t j = 0; r && j < rp.n; j++)
+		freeReplyObject(claims[j]);
+	free(claims);
 	free(rp.idx);
-	freeReplyObject(r);
 	if (!history_left(c)) {
 		c->takeover_done = true;
 		log_debug("own pending entries taken over");
@@ -1626,7 +1835,7 @@ static int read_new(struct consumer *c)
 		return wait_for_streams(c);
 	}
 	size_t nreads = rp[0].block ? 1 : plan_fill(c, rp);
-	size_t nr = round_trip_reads(c, false, rp, nreads, r), keys = 0, got = 0;
+	size_t nr = round_trip_reads(c, false, rp, nreads, r, NULL), keys = 0, got = 0;
 	bool failed = false;
 	for (size_t k = 0; k < nr; k++) {
 		keys += rp[k].n;
@@ -1985,7 +2194,10 @@ int consumer_step(struct consumer *c)
 		}
 	}
 	if (!c->started) {
-		warn_redis_config(c);
+		/* After a crash the take-over comes first (issue 14): the
+		 * warning waits for it (below). */
+		if (!c->one_at_a_time)
+			warn_redis_config(c);
 		/* Its INFO or CONFIG GET may have dropped the connection: the
 		 * next round reconnects before anything is appended to it. */
 		if (!conn(c)->c)
@@ -2013,6 +2225,11 @@ int consumer_step(struct consumer *c)
 		return service_wait(c);
 	if (!c->takeover_done)
 		return read_history(c);
+	if (!c->warned_redis && c->host.warn_redis_config) {
+		warn_redis_config(c);
+		if (!conn(c)->c)
+			return 0;
+	}
 	int64_t now = util_mono_ms();
 	demote_idle(c, now);
 	hb(c)->streams = (int64_t)c->nstreams;
@@ -2025,12 +2242,22 @@ int consumer_step(struct consumer *c)
 	return read_new(c);
 }
 
-/* claim_own_script's reply [position, delivery count, ...]: mark owned[]
- * (and deliveries[]) of each position, ignoring anything out of range or
- * repeated.  Returns how many were marked. */
+/* claim_own_script's reply [position, delivery count, ...] (or {0, count}:
+ * all of them): mark owned[] (and deliveries[]) of each position, ignoring
+ * anything out of range or repeated.  Returns how many were marked. */
 static int mark_owned(const redisReply *r, size_t n, bool *owned, long long *deliveries)
 {
 	int kept = 0;
+	if (r->elements == 2 && r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 0) {
+		/* {0, count}: every id, with one count. */
+		const redisReply *count = r->element[1];
+		for (size_t i = 0; i < n; i++) {
+			owned[i] = true;
+			if (deliveries)
+				deliveries[i] = count->type == REDIS_REPLY_INTEGER ? count->integer : 1;
+		}
+		return (int)n;
+	}
 	for (size_t j = 0; j + 1 < r->elements; j += 2) {
 		const redisReply *pos = r->element[j], *count = r->element[j + 1];
 		if (pos->type != REDIS_REPLY_INTEGER || pos->integer < 1 || (unsigned long long)pos->integer > n)
@@ -2053,16 +2280,39 @@ static int mark_owned(const redisReply *r, size_t n, bool *owned, long long *del
 static int claim_own(struct consumer *c, struct rconn *rc, const char *stream, const char *const *ids,
 		     size_t n, bool *owned, long long *deliveries)
 {
-	size_t argc = 6 + n;
+	size_t argc = 8 + n;
 	const char **argv = util_xcalloc(argc, sizeof(*argv));
+	/* The range of the ids (in any order; "-" / "+" when one is not an
+	 * id: the script then looks at all of the consumer's entries). */
+	uint64_t lo[2] = {UINT64_MAX, UINT64_MAX}, hi[2] = {0, 0}, ms, seq;
+	bool parsed = n > 0;
+	for (size_t i = 0; i < n && parsed; i++) {
+		if (event_parse_id(ids[i], &ms, &seq) < 0) {
+			parsed = false;
+		} else {
+			if (ms < lo[0] || (ms == lo[0] && seq < lo[1]))
+				lo[0] = ms, lo[1] = seq;
+			if (ms > hi[0] || (ms == hi[0] && seq > hi[1]))
+				hi[0] = ms, hi[1] = seq;
+		}
+	}
+	char from[ID_MAX], to[ID_MAX];
+	snprintf(from, sizeof(from), "%s", "-");
+	snprintf(to, sizeof(to), "%s", "+");
+	if (parsed) {
+		snprintf(from, sizeof(from), "%llu-%llu", (unsigned long long)lo[0], (unsigned long long)lo[1]);
+		snprintf(to, sizeof(to), "%llu-%llu", (unsigned long long)hi[0], (unsigned long long)hi[1]);
+	}
 	argv[0] = "EVAL";
 	argv[1] = claim_own_script;
 	argv[2] = "1";
 	argv[3] = stream;
-	argv[4] = c->pool->group; /* ARGV[1] = group, ARGV[2] = consumer, ARGV[3..] = ids */
+	argv[4] = c->pool->group; /* ARGV[1] = group, ARGV[2] = consumer, ARGV[3..4] = range, ARGV[5..] = ids */
 	argv[5] = consumer_name(c);
+	argv[6] = from;
+	argv[7] = to;
 	for (size_t i = 0; i < n; i++)
-		argv[6 + i] = ids[i];
+		argv[8 + i] = ids[i];
 	redisReply *r = rconn_commandv(rc, (int)argc, argv, NULL);
 	free(argv);
 	if (!r)

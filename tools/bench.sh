@@ -2,7 +2,7 @@
 # bench.sh: run svbench (SPEC §10) against a private streamvisord + redis-server.
 #
 #   tools/bench.sh [--workers N] [--batch B] [--sync full|normal] [--rate R]
-#                  [--runs N] [--tcp] [--tools] [--respawn [COUNT]] [--rss]
+#                  [--runs N] [--tcp] [--tools] [--respawn [COUNT]] [--crash [COUNT]] [--rss]
 #                  [--perf FILE] [--keep] [--cmdstats]
 #                  [--streams-per-run [--stream-fmt FMT] [--read-keys N] [--discover-ms N] [--notify]]
 #                  [--new-streams N [--idle-streams N] [--populate N] [--notify]]
@@ -14,6 +14,11 @@
 # starts streamvisord, waits for `streamvisorctl status` to exit 0, runs
 #   svbench (the workload)          by default,
 #   svbench respawn --count COUNT   with --respawn,
+#   svbench crash --count COUNT     with --crash (default 7): the standard
+#                                   workload runs in the background (--runs,
+#                                   --rate) while svbench crash SIGKILLs a
+#                                   worker holding entries, COUNT times, and
+#                                   times kill -> every held entry acked again,
 #   svbench rss                     with --rss (idle: before any load),
 #   svbench --new-streams N         with --new-streams (discovery latency),
 # prints "workers=N batch=B sync=S {json}" and stops everything.
@@ -53,6 +58,7 @@ while [ $# -gt 0 ]; do
 	--tcp) tcp=1; shift ;;
 	--tools) tools=1; shift ;;
 	--respawn) mode=respawn; if [[ ${2:-} =~ ^[0-9]+$ ]]; then count=$2; shift; fi; shift ;;
+	--crash) mode=crash count=7; if [[ ${2:-} =~ ^[0-9]+$ ]]; then count=$2; shift; fi; shift ;;
 	--rss) mode=rss; shift ;;
 	--perf) perf_out=$2; shift 2 ;;
 	--keep) keep=1; shift ;;
@@ -66,7 +72,7 @@ while [ $# -gt 0 ]; do
 	--notify) notify=1; shift ;;
 	--cmdstats) cmdstats=1; shift ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,44p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -220,6 +226,15 @@ newstreams)
 	fi
 	out=$("${nice_cmd[@]}" "$svbench" --redis "$redis_url" --sqlite "$dir/snapshots.db" --new-streams "$new_streams" \
 		--stream-fmt "$stream_fmt" "$@")
+	;;
+crash)
+	# the load: the standard workload in the background, left unfinished
+	"${nice_cmd[@]}" "$svbench" --redis "$redis_url" --sqlite "$dir/snapshots.db" --runs "$runs" --rate "$rate" \
+		"${svbench_extra[@]}" >"$dir/load.json" 2>"$dir/load.log" &
+	load_pid=$!
+	out=$("${nice_cmd[@]}" "$svbench" crash --socket "$dir/ctl.sock" --redis "$redis_url" --namespace sv \
+		--pool persist --count "$count" "$@") || { kill "$load_pid" 2>/dev/null; exit 1; }
+	kill "$load_pid" 2>/dev/null; wait "$load_pid" 2>/dev/null || true
 	;;
 rss)
 	sleep 1 # settle: every worker registered and idle in XREADGROUP

@@ -1523,6 +1523,214 @@ static int cmd_tools(int argc, char **argv)
 	return timed_out || dups || errors ? 1 : 0;
 }
 
+/* ------------------------------------------------------------------ crash
+ *
+ *   svbench crash --socket CTLSOCK [--redis URL] [--namespace sv] [--stream events]
+ *           [--pool persist] [--count 7] [--min-held 256] [--gap-ms 300] [--timeout 30]
+ *       Crash recovery (issue 14, done-when 6), under a load that someone
+ *       else produces (tools/bench.sh --crash runs the standard workload
+ *       beside it).  Each round picks a RUNNING worker of the pool, SIGSTOPs
+ *       it, reads its pending entries of the stream (XPENDING ... consumer:
+ *       the entries it holds, read and not acked yet), and SIGKILLs it when
+ *       it holds at least --min-held (else SIGCONT and try again a
+ *       millisecond later).  From the SIGKILL it times the fork of the
+ *       replacement (a new child of the master) and the moment none of the
+ *       held ids is pending any more (XPENDING over their range for the
+ *       consumer name, which the replacement shares: ids it reads anew are
+ *       later than the range): every held entry was stored and acked again
+ *       (acks follow the commit).  Then it waits for RUNNING and --gap-ms
+ *       before the next round.  Prints one JSON line with p50/p99/max of
+ *       fork_ms and recovered_ms, and the entries held. */
+static int crash_pending(redisContext *c, const char *stream, const char *group, const char *consumer,
+			 const char *lo, const char *hi, char *first, char *last, size_t idlen)
+{
+	redisReply *r = redisCommand(c, "XPENDING %s %s %s %s 100000 %s", stream, group, lo, hi, consumer);
+	if (!r)
+		die("Redis: %s", c->errstr);
+	if (r->type != REDIS_REPLY_ARRAY)
+		die("XPENDING %s %s: %s", stream, group, r->type == REDIS_REPLY_ERROR ? r->str : "not an array");
+	int n = (int)r->elements;
+	if (n && first && last) {
+		snprintf(first, idlen, "%s", r->element[0]->element[0]->str);
+		snprintf(last, idlen, "%s", r->element[n - 1]->element[0]->str);
+	}
+	freeReplyObject(r);
+	return n;
+}
+
+/* The group of stream that has a consumer named name (XINFO), malloc'd. */
+static char *crash_group_of(redisContext *c, const char *stream, const char *name)
+{
+	redisReply *g = redisCommand(c, "XINFO GROUPS %s", stream);
+	if (!g || g->type != REDIS_REPLY_ARRAY)
+		die("XINFO GROUPS %s: %s", stream, g && g->type == REDIS_REPLY_ERROR ? g->str : "failed");
+	char *found = NULL;
+	for (size_t i = 0; i < g->elements && !found; i++) {
+		redisReply *gi = g->element[i];
+		const char *gname = NULL;
+		for (size_t k = 0; k + 1 < gi->elements; k += 2)
+			if (strcmp(gi->element[k]->str, "name") == 0)
+				gname = gi->element[k + 1]->str;
+		if (!gname)
+			continue;
+		redisReply *cs = redisCommand(c, "XINFO CONSUMERS %s %s", stream, gname);
+		for (size_t j = 0; cs && cs->type == REDIS_REPLY_ARRAY && j < cs->elements && !found; j++)
+			for (size_t k = 0; k + 1 < cs->element[j]->elements; k += 2)
+				if (strcmp(cs->element[j]->element[k]->str, "name") == 0 &&
+				    strcmp(cs->element[j]->element[k + 1]->str, name) == 0)
+					found = strdup(gname);
+		if (cs)
+			freeReplyObject(cs);
+	}
+	freeReplyObject(g);
+	return found;
+}
+
+static int cmd_crash(int argc, char **argv)
+{
+	const char *sock = NULL, *url = "redis://127.0.0.1:6379/0", *ns = "sv", *pool = "persist";
+	const char *stream = "events";
+	long count = 7, min_held = 256, gap_ms = 300, wait_s = 30;
+	static const struct option lo[] = {
+		{ "socket", required_argument, NULL, 's' }, { "redis", required_argument, NULL, 'r' },
+		{ "namespace", required_argument, NULL, 'n' }, { "count", required_argument, NULL, 'c' },
+		{ "pool", required_argument, NULL, 'p' }, { "timeout", required_argument, NULL, 't' },
+		{ "stream", required_argument, NULL, 'S' }, { "min-held", required_argument, NULL, 'm' },
+		{ "gap-ms", required_argument, NULL, 'g' }, { 0, 0, 0, 0 },
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 's': sock = optarg; break;
+		case 'r': url = optarg; break;
+		case 'n': ns = optarg; break;
+		case 'c': count = parse_long("--count", optarg, 1, 100000); break;
+		case 'p': pool = optarg; break;
+		case 't': wait_s = parse_long("--timeout", optarg, 1, 86400); break;
+		case 'S': stream = optarg; break;
+		case 'm': min_held = parse_long("--min-held", optarg, 1, 10000000); break;
+		case 'g': gap_ms = parse_long("--gap-ms", optarg, 0, 3600000); break;
+		default:
+			die("usage: svbench crash --socket CTLSOCK [--redis URL] [--namespace sv] [--stream events] "
+			    "[--pool persist] [--count 7] [--min-held 256] [--gap-ms 300] [--timeout 30]");
+		}
+	}
+	if (!sock)
+		die("crash: --socket is required");
+	redisContext *c = redis_open(url);
+	char key[256];
+	snprintf(key, sizeof(key), "%s:workers", ns);
+	int64_t *fork_us = xmalloc(sizeof(int64_t) * (size_t)count);
+	int64_t *rec_us = xmalloc(sizeof(int64_t) * (size_t)count);
+	int64_t *held = xmalloc(sizeof(int64_t) * (size_t)count);
+	size_t nfork = 0, nrec = 0;
+	long turn = 0;
+	static pid_t kids[4096], now_kids[4096];
+
+	for (long round = 0; round < count; round++) {
+		json_t *st = ctl_status(sock);
+		json_t *workers = json_object_get(st, "workers");
+		size_t nw = json_array_size(workers), pick = nw;
+		for (size_t k = 0; k < nw; k++) {
+			json_t *wk = json_array_get(workers, (size_t)(turn + (long)k) % nw);
+			if (is_running(wk) && strcmp(jstr(wk, "pool"), pool) == 0) {
+				pick = (size_t)(turn + (long)k) % nw;
+				break;
+			}
+		}
+		turn = (long)pick + 1;
+		if (pick == nw)
+			die("crash: no RUNNING worker in pool %s", pool);
+		json_t *wk = json_array_get(workers, pick);
+		char *name = strdup(jstr(wk, "name"));
+		pid_t victim = (pid_t)json_integer_value(json_object_get(wk, "pid"));
+		pid_t master = proc_ppid(victim);
+		json_decref(st);
+		if (master <= 1)
+			die("crash: cannot find the master of pid %d", (int)victim);
+		char *consumer = NULL;
+		for (int tries = 0; !(consumer = hb_field_for_pid(c, key, victim)); tries++) {
+			if (tries == 500)
+				die("crash: no field of %s holds pid %d", key, (int)victim);
+			sleep_us(10000);
+		}
+		char *group = NULL;
+		for (int tries = 0; !(group = crash_group_of(c, stream, consumer)); tries++) {
+			if (tries == 500)
+				die("crash: no group of %s has consumer %s", stream, consumer);
+			sleep_us(10000);
+		}
+		size_t nkids = proc_children(master, kids, ARRAY_SIZE(kids));
+		/* Stopped, it holds what it holds: read it, then kill. */
+		char first[64], last[64];
+		int n = 0;
+		int64_t tw = util_mono_us();
+		for (;;) {
+			if (kill(victim, SIGSTOP) < 0)
+				die("kill %d: %s", (int)victim, strerror(errno));
+			n = crash_pending(c, stream, group, consumer, "-", "+", first, last, sizeof(first));
+			if (n >= min_held)
+				break;
+			kill(victim, SIGCONT);
+			if (util_mono_us() - tw > wait_s * 1000000)
+				die("crash: %s never held %ld entries in %lds (is the load running?)", consumer,
+				    min_held, wait_s);
+			sleep_us(1000);
+		}
+		int64_t t0 = util_mono_us();
+		if (kill(victim, SIGKILL) < 0)
+			die("kill %d: %s", (int)victim, strerror(errno));
+		held[nrec] = n;
+		pid_t newpid = 0;
+		for (;;) {
+			if (!newpid) {
+				size_t nk = proc_children(master, now_kids, ARRAY_SIZE(now_kids));
+				for (size_t i = 0; i < nk && !newpid; i++)
+					if (now_kids[i] != victim && !pid_in(now_kids[i], kids, nkids))
+						newpid = now_kids[i];
+				if (newpid)
+					fork_us[nfork++] = util_mono_us() - t0;
+			}
+			if (crash_pending(c, stream, group, consumer, first, last, NULL, NULL, 0) == 0) {
+				rec_us[nrec++] = util_mono_us() - t0;
+				break;
+			}
+			if (util_mono_us() - t0 > wait_s * 1000000)
+				die("crash: %s still pending after %lds", consumer, wait_s);
+			sleep_us(100);
+		}
+		fprintf(stderr, "svbench crash: %s pid %d held %d (%s..%s) -> pid %d, recovered in %.2f ms\n", name,
+			(int)victim, n, first, last, (int)newpid, (double)rec_us[nrec - 1] / 1000);
+		for (;;) {
+			json_t *s2 = ctl_status(sock);
+			json_t *w2 = find_worker(s2, name);
+			bool ok = w2 && is_running(w2) && json_integer_value(json_object_get(w2, "pid")) != victim;
+			json_decref(s2);
+			if (ok)
+				break;
+			if (util_mono_us() - t0 > wait_s * 1000000)
+				die("crash: %s not RUNNING again after %lds", name, wait_s);
+			sleep_us(20000);
+		}
+		sleep_us(gap_ms * 1000);
+		free(name);
+		free(consumer);
+		free(group);
+	}
+	int64_t held_sum = 0;
+	for (size_t i = 0; i < nrec; i++)
+		held_sum += held[i];
+	printf("{\"rounds\":%ld,\"held_mean\":%.0f,", count, nrec ? (double)held_sum / (double)nrec : 0.0);
+	print_stats("fork_ms", fork_us, nfork, true);
+	print_stats("recovered_ms", rec_us, nrec, false);
+	printf("}\n");
+	free(fork_us);
+	free(rec_us);
+	free(held);
+	redisFree(c);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static void usage(void)
@@ -1550,6 +1758,8 @@ int main(int argc, char **argv)
 		return cmd_rss(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "tools") == 0)
 		return cmd_tools(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "crash") == 0)
+		return cmd_crash(argc - 1, argv + 1);
 
 	struct bench b = {
 		.redis_url = "redis://127.0.0.1:6379/0", .stream = "events",

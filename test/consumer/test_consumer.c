@@ -8,7 +8,9 @@
  *   claim       entries pending on a dead consumer past claim_idle_ms are
  *               claimed and handed over;
  *   re-read     a consumer's own pending entries come first after a
- *               restart, one at a time after an unclean exit;
+ *               restart; after an unclean exit in one batch while on
+ *               their first redelivery, one at a time once redelivered
+ *               (or with max_deliveries < 3);
  *   shortfall   XACKs that acknowledge fewer than sent (finished
  *               elsewhere) do not stall or desynchronise the loop; XACKs
  *               lost with the connection are sent again: nothing is left
@@ -531,16 +533,91 @@ static void test_reread_clean(void **state)
 	fake_finish(f);
 }
 
-/* After an unclean exit: the same order, but one entry per batch, so a
- * poison entry is met alone. */
+/* After an unclean exit (issue 14): entries on their first redelivery
+ * (read once, by the crashed predecessor) are taken over in one batch:
+ * the crash recovery of a full batch costs one round trip, not one per
+ * entry. */
 static void test_reread_unclean(void **state)
 {
 	(void)state;
 	char ids[8][ID_LEN];
 	struct fake *f = restart_after_crash(true, ids);
+	assert_int_equal(f->recs[0].batch_n, 5);
+	for (size_t i = 0; i < 5; i++)
+		assert_int_equal(f->recs[i].batch, 1);
+	ROUND_UNTIL(f, pending(NULL) == 0);
+	fake_finish(f);
+}
+
+/* The predecessor crashed while it held entries it had taken over (their
+ * second delivery: a poison entry among them would crash every batch):
+ * now they come one at a time, so a poison entry is met alone, with
+ * every good one still within max_deliveries 3. */
+static void test_reread_unclean_twice(void **state)
+{
+	(void)state;
+	char ids[8][ID_LEN];
+	crash_with_five(ids);
+	struct fake *f = fake_new(true, NULL);
+	f->verdict = CE_DROP; /* crashes with the taken-over batch in hand */
+	ROUND_UNTIL(f, f->nrecs >= 5);
+	assert_int_equal(f->recs[0].batch_n, 5);
+	fake_crash(f);
+	assert_int_equal(pending(ME), 5);
+	f = fake_new(true, NULL);
+	ROUND_UNTIL(f, f->nrecs >= 8);
 	for (size_t i = 0; i < 5; i++) {
+		assert_string_equal(f->recs[i].id, ids[i]);
+		assert_true(f->recs[i].history);
 		assert_int_equal(f->recs[i].batch_n, 1);
 		assert_int_equal(f->recs[i].batch, i + 1);
+		assert_int_equal(f->recs[i].deliveries, 3);
+	}
+	ROUND_UNTIL(f, pending(NULL) == 0);
+	fake_finish(f);
+}
+
+/* One redelivered entry among first redeliveries: the ones before it in
+ * a batch, it alone, the ones after it in a batch again. */
+static void test_reread_unclean_mixed(void **state)
+{
+	(void)state;
+	char ids[8][ID_LEN];
+	crash_with_five(ids);
+	/* ids[2] was delivered twice already (a predecessor's take-over). */
+	cmd_ok("XCLAIM " STREAM " " GROUP " " ME " 0 %s RETRYCOUNT 2 JUSTID", ids[2]);
+	struct fake *f = fake_new(true, NULL);
+	ROUND_UNTIL(f, f->nrecs >= 8);
+	size_t want_n[5] = {2, 2, 1, 2, 2}, want_batch[5] = {1, 1, 2, 3, 3};
+	for (size_t i = 0; i < 5; i++) {
+		assert_string_equal(f->recs[i].id, ids[i]);
+		assert_int_equal(f->recs[i].batch_n, want_n[i]);
+		assert_int_equal(f->recs[i].batch, want_batch[i]);
+		assert_int_equal(f->recs[i].deliveries, i == 2 ? 3 : 2);
+	}
+	ROUND_UNTIL(f, pending(NULL) == 0);
+	fake_finish(f);
+}
+
+static void two_deliveries(struct pool_config *p)
+{
+	p->max_deliveries = 2;
+}
+
+/* max_deliveries 2 leaves no delivery for a batch before the one alone:
+ * one at a time at once, as SPEC §4 step 3 has it. */
+static void test_reread_unclean_maxdel2(void **state)
+{
+	(void)state;
+	char ids[8][ID_LEN];
+	crash_with_five(ids);
+	struct fake *f = fake_new(true, two_deliveries);
+	ROUND_UNTIL(f, f->nrecs >= 8);
+	for (size_t i = 0; i < 5; i++) {
+		assert_string_equal(f->recs[i].id, ids[i]);
+		assert_int_equal(f->recs[i].batch_n, 1);
+		assert_int_equal(f->recs[i].batch, i + 1);
+		assert_int_equal(f->recs[i].deliveries, 2);
 	}
 	ROUND_UNTIL(f, pending(NULL) == 0);
 	fake_finish(f);
@@ -1308,6 +1385,9 @@ int main(void)
 		cmocka_unit_test_setup(test_claim, reset),
 		cmocka_unit_test_setup(test_reread_clean, reset),
 		cmocka_unit_test_setup(test_reread_unclean, reset),
+		cmocka_unit_test_setup(test_reread_unclean_twice, reset),
+		cmocka_unit_test_setup(test_reread_unclean_mixed, reset),
+		cmocka_unit_test_setup(test_reread_unclean_maxdel2, reset),
 		cmocka_unit_test_setup(test_ack_shortfall, reset),
 		cmocka_unit_test_setup(test_ack_after_drop, reset),
 		cmocka_unit_test_setup(test_group_destroyed, reset),
