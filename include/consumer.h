@@ -122,7 +122,9 @@ struct consumer_kind {
 	size_t (*poll_fds)(void *ctx, struct pollfd *fds, size_t max, int64_t *deadline_ms);
 	/* poll_fds' fds with their revents, after a poll() in which one of
 	 * them fired or the deadline passed (then possibly none fired).  n is
-	 * what poll_fds returned.  May call consumer_settle(). */
+	 * what poll_fds returned.  Also called with fds NULL and n 0 at
+	 * least every heartbeat interval while a batch waits in degraded
+	 * retry.  May call consumer_settle(). */
 	void (*poll_ready)(void *ctx, struct consumer *c, const struct pollfd *fds, size_t n);
 	/* How many new entries the kind can take now (its free slots).  The
 	 * entries of one round trip (new entries of every read of it, a
@@ -210,6 +212,14 @@ size_t consumer_stream_count(const struct consumer *c);
  * nothing for the pool's idle_ms.  Blocking reads name only these; idle
  * ones are re-checked at the pool's idle_check_rate. */
 size_t consumer_active_count(const struct consumer *c);
+/* Claim every pending entry of the group on every stream of the set at
+ * once (XAUTOCLAIM with min-idle 0, in the next rounds, until each
+ * stream's cursor wraps), whoever holds them: for a persistence standby
+ * that has just taken its file's writer lease, whose predecessor's
+ * entries must not wait claim_idle_ms.  Claimed entries are history
+ * batches (owner check, delivery counts).  Only for a group where no
+ * other live consumer works (the lease guarantees it). */
+void consumer_claim_now(struct consumer *c);
 /* Flush queued acks (clean exit). */
 void consumer_finish(struct consumer *c);
 

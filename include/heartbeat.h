@@ -17,7 +17,16 @@
 #define HB_HIST_BOUNDS {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500}
 #define HB_HIST_N 12
 
-enum hb_status { HB_STARTING = 0, HB_IDLE, HB_BUSY, HB_PAUSED, HB_STOPPING, HB_DEGRADED };
+/* HB_STANDBY: a persistence worker waiting for its SQLite file's writer
+ * lease (issue 14): alive, connected, reading nothing. */
+enum hb_status { HB_STARTING = 0, HB_IDLE, HB_BUSY, HB_PAUSED, HB_STOPPING, HB_DEGRADED, HB_STANDBY };
+
+/* Where a persistence worker's time goes (issue 14), cumulative
+ * microseconds per activity, for svbench: waiting for Redis replies of
+ * round trips that carried entries or acks, decoding entries, the reducer,
+ * event INSERTs, snapshot writes + COMMIT, acks. */
+enum hb_split { HB_SPLIT_REDIS, HB_SPLIT_DECODE, HB_SPLIT_REDUCE, HB_SPLIT_INSERT,
+		HB_SPLIT_COMMIT, HB_SPLIT_ACK, HB_SPLIT_N };
 
 /* Tool calls in hand, shown in the heartbeat as "calls" (the one running
  * first, then those of the batch waiting for it), at most HB_CALLS_MAX,
@@ -102,6 +111,8 @@ struct heartbeat {
 	size_t nhandlers;
 	struct hb_tool *tools;    /* heartbeat_tools_init; NULL for other kinds */
 	size_t ntools;
+	uint64_t split_us[HB_SPLIT_N]; /* persistence workers: enum hb_split */
+	uint64_t cpu_us;          /* the process's CPU (user + sys) at the last beat */
 };
 
 const char *heartbeat_status_name(enum hb_status s);

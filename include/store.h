@@ -34,6 +34,8 @@
  *   (version 3) snapshots.quarantined: a conflicting duplicate was seen
  *     (STORE_CONFLICT); forgotten(run PRIMARY KEY, pos_ms, pos_seq,
  *     forgotten_ms): each forgotten run's forget position (store_forget).
+ *   (version 4) lease(id = 1, holder, expires_ms): the writer lease
+ *     (store_lease_take).
  *
  * Applying an event: insert it (a duplicate changes nothing); if it sorts
  * after the run's last applied event, the reducer applies it in place (fast
@@ -78,7 +80,7 @@
  * Return values: 0 or a positive STORE_* code, or a negative errno
  * (-EBUSY busy/locked past the timeout, -ENOSPC disk full, -EROFS read-only,
  * -EIO other I/O, -ENOMEM, -EPROTO schema newer than this build, -EINVAL
- * misuse); store_errmsg() tells more.  Errors are logged where they start. */
+ * misuse, -ESTALE the writer lease was lost); store_errmsg() tells more.  Errors are logged where they start. */
 #ifndef SV_STORE_H
 #define SV_STORE_H
 
@@ -89,7 +91,7 @@
 #include "event.h"
 #include "sv_config.h"
 
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 
 /* Rows of the meta table (schema 2): every writer's store_open records
  * its reducer's name (reducer_kind_name) and version (reducer_version), so
@@ -178,6 +180,27 @@ int store_forget(struct store *s, const char *entry_id, uint64_t pos_ms, uint64_
 		 const char *const *runs, size_t n);
 /* The id of the last NS:forget entry applied ("0-0" when none). */
 int store_forget_last(struct store *s, char *id, size_t len);
+
+/* The writer lease (issue 14).  One connection at a time commits batches
+ * to a file: two writers on one file spent half their time waiting for
+ * each other's lock and replaying each other's runs, so a pool of N
+ * persistence workers has one writer and N - 1 hot standbys.
+ *
+ * store_lease_take takes the lease for holder (unique per process) for
+ * ttl_ms (CLOCK_MONOTONIC) when nobody holds it, it is expired, it is
+ * holder's already, or force (the caller knows the holder is gone: it
+ * got the holder's lock file, see worker_persist.c), in a transaction of
+ * its own.  Returns 1 (held), 0 (another holder's lease is live: its name
+ * in other when given) or a negative errno.  While held, store_commit
+ * checks and extends it inside the batch's transaction, right before
+ * COMMIT; a lease found lost (another connection took it after its
+ * expiry) makes store_commit roll back and return -ESTALE, and the lease
+ * is no longer held.  store_lease_release expires it, if still ours (clean
+ * stop), so a standby takes over at once. */
+int store_lease_take(struct store *s, const char *holder, int64_t ttl_ms, bool force, char *other,
+		     size_t otherlen);
+bool store_lease_held(const struct store *s);
+void store_lease_release(struct store *s);
 
 /* Counters since store_open. */
 struct store_stats {

@@ -165,6 +165,10 @@ struct consumer {
 	bool progress_sent;      /* "progress" told to the master */
 	bool one_at_a_time;      /* predecessor exited uncleanly: takeover_count */
 	int64_t next_claim_ms;
+	/* consumer_claim_now: sweep with min-idle 0 until every stream's
+	 * cursor is back at 0-0 (a standby that took the writer lease). */
+	bool claim_all;
+	size_t claim_all_sweeps; /* wrapped sweeps still to go (idle streams rotate) */
 	bool idle;               /* the last read found nothing: the next one blocks */
 	unsigned heal_streak;
 	struct backoff heal_backoff;
@@ -341,6 +345,17 @@ size_t consumer_stream_count(const struct consumer *c)
 	for (size_t i = 0; i < c->nstreams; i++)
 		n += !c->st[i].gone;
 	return n;
+}
+
+void consumer_claim_now(struct consumer *c)
+{
+	c->claim_all = true;
+	c->claim_all_sweeps = 1 + c->nstreams / SWEEP_IDLE_MAX;
+	c->next_claim_ms = 0;
+	for (size_t i = 0; i < c->nstreams; i++) {
+		free(c->st[i].claim_cursor);
+		c->st[i].claim_cursor = util_xstrdup("0-0");
+	}
 }
 
 size_t consumer_active_count(const struct consumer *c)
@@ -1008,6 +1023,12 @@ static int retry_degraded(struct consumer *c, struct consumer_batch *b)
 			int64_t left = until - util_mono_ms();
 			int64_t beat = heartbeat_next_ms(hb(c), util_mono_ms());
 			host_wait(c, left < beat ? left : beat);
+			/* The kind's own deadlines (a persistence writer renews
+			 * its lease here: a degraded writer keeps it, rather
+			 * than hand its entries to a standby that would fail on
+			 * the same file, a delivery each time). */
+			if (c->kind.poll_ready)
+				c->kind.poll_ready(c->kind.ctx, c, NULL, 0);
 			if (!rconn_ready(conn(c), util_mono_ms()))
 				continue;
 			heartbeat_beat_if_due(hb(c), conn(c));
@@ -1988,9 +2009,10 @@ static int sweep_claims(struct consumer *c)
 	if (!rc->c)
 		return 0;
 	char idle[24], count[24];
-	snprintf(idle, sizeof(idle), "%lld", (long long)c->pool->claim_idle_ms);
+	snprintf(idle, sizeof(idle), "%lld", c->claim_all ? 0LL : (long long)c->pool->claim_idle_ms);
 	snprintf(count, sizeof(count), "%lld", (long long)c->pool->batch);
 	c->next_claim_ms = util_mono_ms() + c->pool->claim_idle_ms / 2;
+	bool wrapped = true; /* every cursor back at 0-0: a claim_all sweep is over */
 	size_t *idx = util_xcalloc(c->nstreams ? c->nstreams : 1, sizeof(*idx)), at = 0;
 	size_t n = pick_streams(c, &at, c->nstreams, PICK_ACTIVE, idx);
 	n += pick_streams(c, &c->claim_rotate, SWEEP_IDLE_MAX, PICK_IDLE, idx + n);
@@ -2035,6 +2057,7 @@ static int sweep_claims(struct consumer *c)
 			continue;
 		free(cs->claim_cursor);
 		cs->claim_cursor = util_xstrdup(r->element[0]->str ? r->element[0]->str : "0-0");
+		wrapped = wrapped && strcmp(cs->claim_cursor, "0-0") == 0;
 		if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY && r->element[2]->elements)
 			log_warn("XAUTOCLAIM %s: %zu claimed ids no longer exist (deleted)", cs->name,
 				 r->element[2]->elements);
@@ -2054,6 +2077,12 @@ static int sweep_claims(struct consumer *c)
 			freeReplyObject(replies[i]);
 	free(replies);
 	free(idx);
+	if (c->claim_all && ret == 0 && wrapped && c->claim_all_sweeps > 0)
+		c->claim_all_sweeps--;
+	if (c->claim_all && c->claim_all_sweeps == 0)
+		c->claim_all = false;
+	else if (c->claim_all)
+		c->next_claim_ms = 0; /* the next round goes on with it */
 	return ret < 0 ? 0 : ret;
 }
 

@@ -25,6 +25,7 @@ static const char release_script[] =
 static const char *const status_names[] = {
 	[HB_STARTING] = "starting", [HB_IDLE] = "idle",         [HB_BUSY] = "busy",
 	[HB_PAUSED] = "paused",     [HB_STOPPING] = "stopping", [HB_DEGRADED] = "degraded",
+	[HB_STANDBY] = "standby",
 };
 
 const char *heartbeat_status_name(enum hb_status s)

@@ -69,6 +69,7 @@ enum stmt_id {
 	ST_PRUNE_LIST, ST_PRUNE_EVENTS, ST_PRUNE_EVENTS_NOSEQ, ST_PRUNE_MARK,
 	ST_TOMB_ANY, ST_TOMB_GET, ST_TOMB_SET, ST_FORGET_SNAP,
 	ST_DUP_SEQ, ST_DUP_CALL, ST_DUP_ORIGIN, ST_QUARANTINE,
+	ST_LEASE_RENEW, ST_LEASE_GET, ST_LEASE_SET,
 	ST_N
 };
 
@@ -141,6 +142,12 @@ static const char *const stmt_sql[ST_N] = {
 		"SELECT 1 FROM events WHERE stream = ?1 AND entry_ms = ?2 AND entry_seq = ?3"
 		" AND seq IS NULL AND (type <> 'tool.output' OR call_id IS NULL)",
 	[ST_QUARANTINE] = "UPDATE snapshots SET quarantined = 1 WHERE run = ?1",
+	/* The writer lease (schema 4, see store_lease_take). */
+	[ST_LEASE_RENEW] = "UPDATE lease SET expires_ms = ?2 WHERE id = 1 AND holder = ?1",
+	[ST_LEASE_GET] = "SELECT holder, expires_ms FROM lease WHERE id = 1",
+	[ST_LEASE_SET] =
+		"INSERT INTO lease(id, holder, expires_ms) VALUES (1, ?1, ?2)"
+		" ON CONFLICT(id) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms",
 };
 
 /* Schema migrations: migrations[v] takes user_version v to v + 1. */
@@ -175,6 +182,12 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
 	"ALTER TABLE snapshots ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0;"
 	"CREATE TABLE forgotten(run TEXT PRIMARY KEY NOT NULL, pos_ms INTEGER NOT NULL,"
 	"  pos_seq INTEGER NOT NULL, forgotten_ms INTEGER NOT NULL) WITHOUT ROWID;",
+	/* 4: the writer lease (issue 14): one row naming the connection that
+	 * may commit batches, until expires_ms (CLOCK_MONOTONIC: WAL needs
+	 * every connection on one host, so they share the clock).  An instant
+	 * migration: no table is rewritten. */
+	"CREATE TABLE lease(id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL,"
+	"  expires_ms INTEGER NOT NULL);",
 };
 
 struct store {
@@ -205,6 +218,11 @@ struct store {
 	uint64_t epoch;
 	struct entry **touched;
 	size_t ntouched, touched_cap;
+
+	/* The writer lease, while held (store_lease_take): every batch
+	 * commit checks and extends it inside its transaction. */
+	char *lease_holder;
+	int64_t lease_ttl_ms;
 
 	struct jsonenc enc; /* serialization buffer */
 	struct store_stats stats;
@@ -901,6 +919,7 @@ void store_close(struct store *s)
 	free(s->buckets);
 	free(s->touched);
 	jsonenc_free(&s->enc);
+	free(s->lease_holder);
 	free(s->path);
 	free(s);
 }
@@ -1603,6 +1622,119 @@ static int write_snapshot(struct store *s, struct entry *e, int64_t now)
 	return 0;
 }
 
+/* ---- the writer lease ---- */
+
+/* Inside a writing transaction, before its COMMIT: extend the lease if it
+ * is still ours.  A holder that was stopped (SIGSTOP, a long stall) past
+ * its expiry and replaced finds another holder here, and commits nothing.
+ * Returns 0 (no lease in use, or still ours) or -ESTALE. */
+static int lease_check(struct store *s)
+{
+	if (!s->lease_holder)
+		return 0;
+	sqlite3_stmt *st = s->st[ST_LEASE_RENEW];
+	sqlite3_bind_text(st, 1, s->lease_holder, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, util_mono_ms() + s->lease_ttl_ms);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return sql_fail(s, rc, stmt_sql[ST_LEASE_RENEW]);
+	if (sqlite3_changes(s->db) == 1)
+		return 0;
+	set_err(s, "writer lease lost: another worker writes %s now", s->path);
+	log_kv(LOG_WARN, KV("path", s->path), "%s: %s", __func__, s->errmsg);
+	free(s->lease_holder);
+	s->lease_holder = NULL;
+	return -ESTALE;
+}
+
+/* The lease row: holder (into buf) and expiry; buf "" when there is none. */
+static int lease_read(struct store *s, char *buf, size_t len, int64_t *expires)
+{
+	sqlite3_stmt *st = s->st[ST_LEASE_GET];
+	int rc = sqlite3_step(st);
+	buf[0] = '\0';
+	*expires = 0;
+	if (rc == SQLITE_ROW) {
+		const unsigned char *t = sqlite3_column_text(st, 0);
+		snprintf(buf, len, "%s", t ? (const char *)t : "");
+		*expires = sqlite3_column_int64(st, 1);
+	}
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_fail(s, rc, stmt_sql[ST_LEASE_GET]);
+}
+
+static int lease_write(struct store *s, const char *holder, int64_t expires)
+{
+	sqlite3_stmt *st = s->st[ST_LEASE_SET];
+	sqlite3_bind_text(st, 1, holder, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, expires);
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? 0 : sql_fail(s, rc, stmt_sql[ST_LEASE_SET]);
+}
+
+int store_lease_take(struct store *s, const char *holder, int64_t ttl_ms, bool force, char *other,
+		     size_t otherlen)
+{
+	char cur[256];
+	int64_t expires;
+	if (s->in_txn || s->readonly || !holder || !*holder || ttl_ms <= 0) {
+		set_err(s, "store_lease_take: misuse");
+		return -EINVAL;
+	}
+	int rc = exec_st(s, ST_BEGIN);
+	if (rc < 0)
+		return rc;
+	if ((rc = lease_read(s, cur, sizeof(cur), &expires)) < 0)
+		goto fail;
+	int64_t now = util_mono_ms();
+	bool ours = strcmp(cur, holder) == 0;
+	if (!force && !ours && cur[0] && expires > now) {
+		if (other)
+			snprintf(other, otherlen, "%s", cur);
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return 0;
+	}
+	if ((rc = lease_write(s, holder, now + ttl_ms)) < 0 || (rc = exec_st(s, ST_COMMIT)) < 0)
+		goto fail;
+	if (!s->lease_holder || strcmp(s->lease_holder, holder) != 0) {
+		free(s->lease_holder);
+		s->lease_holder = util_xstrdup(holder);
+		if (cur[0] && !ours)
+			log_kv(LOG_INFO, KV("path", s->path), "writer lease taken over from %s (%s)", cur,
+			       force ? "its holder is gone" : "expired");
+	}
+	s->lease_ttl_ms = ttl_ms;
+	return 1;
+fail:
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
+}
+
+bool store_lease_held(const struct store *s)
+{
+	return s->lease_holder != NULL;
+}
+
+void store_lease_release(struct store *s)
+{
+	if (!s->lease_holder || s->in_txn)
+		return;
+	/* Expire it now, if still ours, so a standby need not wait. */
+	if (exec_st(s, ST_BEGIN) == 0) {
+		char cur[256];
+		int64_t expires;
+		if (lease_read(s, cur, sizeof(cur), &expires) == 0 && strcmp(cur, s->lease_holder) == 0 &&
+		    lease_write(s, cur, 0) == 0 && exec_st(s, ST_COMMIT) == 0)
+			log_kv(LOG_INFO, KV("path", s->path), "writer lease released");
+		else
+			sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	}
+	free(s->lease_holder);
+	s->lease_holder = NULL;
+}
+
 int store_commit(struct store *s)
 {
 	int rc = 0;
@@ -1619,6 +1751,8 @@ int store_commit(struct store *s)
 			break;
 		rc = write_snapshot(s, e, now);
 	}
+	if (rc == 0)
+		rc = lease_check(s);
 	if (rc == 0) {
 #if SV_FAULT_INJECTION
 		fault_armed = fault_active("commit", NULL, 0);

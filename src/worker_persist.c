@@ -2,9 +2,17 @@
 #include "worker_persist.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -38,6 +46,17 @@ struct persist {
 	char batch_first[48];
 	size_t batch_n;
 	bool batch_polled;
+	/* The writer lease (see "one writer per file" below). */
+	struct heartbeat *hb;
+	char holder[320];         /* "NODE/POOL/SLOT pid PID" */
+	bool writer;              /* holds the lease: reads and commits */
+	int64_t lease_ttl_ms, lease_every_ms;
+	int64_t next_lease_ms;    /* monotonic: next renewal (writer) or check (standby) */
+	int lock_fd;              /* SQLITE_PATH.lock, flock()ed by the writer when it can */
+	bool have_flock;
+	int lock_efd;             /* eventfd: the waiter thread got the flock */
+	bool waiter_started;
+	pthread_t waiter;
 };
 
 static const char *pool_sqlite_path(const struct persist *p)
@@ -180,6 +199,170 @@ static int poll_forgets(struct persist *p, struct consumer *c)
 	}
 }
 
+
+/* ---- one writer per file ----
+ *
+ * Two workers committing to one SQLite file spend half their time waiting
+ * for each other's write lock, and each replays the runs the other moved
+ * (issue 14: 2 workers gave 0.6x of 1).  So a persistence pool has one
+ * writer per file, holding the file's lease (store_lease_take), and hot
+ * standbys: started, connected, heartbeating (status "standby"), reading
+ * nothing (capacity 0).  The lease is checked inside every batch's
+ * transaction, so a writer that was stopped past its expiry and replaced
+ * commits nothing when it resumes.
+ *
+ * Taking over:
+ * - the writer dies (crash, SIGKILL) or exits: it also holds an flock()
+ *   on SQLITE_PATH.lock, which the kernel releases with the process.  A
+ *   standby's waiter thread sleeps in flock() and wakes the loop through
+ *   an eventfd; the standby then takes the lease at once (forced, once the
+ *   holder's pid is gone) and claims every pending entry of the group
+ *   (consumer_claim_now), not after claim_idle_ms;
+ * - the writer stalls (SIGSTOP): the lease (heartbeat.timeout_ms / 2)
+ *   expires, which standbys check every heartbeat.interval_ms, before the
+ *   master's hang detection (heartbeat.timeout_ms) kills the writer.
+ * A thread, not a poll: no file-lock release is pollable, and a standby
+ * must not wake every few ms to ask (SPEC §10 idle cost). */
+
+/* arg: the lock fd and the eventfd packed in one word (the thread may
+ * outlive struct persist, freed at exit while it sleeps). */
+static void *lock_waiter(void *arg)
+{
+	uintptr_t fds = (uintptr_t)arg;
+	int lock_fd = (int)(fds >> 32), efd = (int)(fds & 0xffffffffu);
+	while (flock(lock_fd, LOCK_EX) < 0 && errno == EINTR)
+		;
+	uint64_t one = 1;
+	ssize_t w = write(efd, &one, sizeof(one));
+	(void)w; /* an eventfd write of 1 cannot fail short of overflow */
+	return NULL;
+}
+
+/* Start the waiter thread, with every signal blocked in it (signals are
+ * for the loop's thread, whose poll() they must interrupt). */
+static void waiter_start(struct persist *p)
+{
+	if (p->waiter_started || p->have_flock)
+		return;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	int r = pthread_create(&p->waiter, NULL, lock_waiter,
+				(void *)(((uintptr_t)(unsigned)p->lock_fd << 32) | (unsigned)p->lock_efd));
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0) {
+		log_warn("%s: pthread_create: %s: a dead writer is noticed at its lease expiry only", __func__,
+			 strerror(r));
+		return;
+	}
+	pthread_detach(p->waiter); /* may sleep in flock() until exit */
+	p->waiter_started = true;
+}
+
+/* The holder named in a lease row ("NAME pid PID") is a process that is
+ * gone.  Only asked while we hold the flock, which a live holder would
+ * normally hold: a holder without it took the lease at an expiry. */
+static bool holder_gone(const char *holder)
+{
+	const char *at = strrchr(holder, ' ');
+	char *end;
+	long pid = at ? strtol(at + 1, &end, 10) : 0;
+	if (!at || pid <= 1 || *end || at - holder < 4 || strncmp(at - 4, " pid", 4) != 0)
+		return true; /* not one of ours: nothing holds it */
+	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+}
+
+static void become_standby(struct persist *p)
+{
+	p->writer = false;
+	p->hb->status = HB_STANDBY;
+	p->next_lease_ms = util_mono_ms() + p->lease_every_ms;
+	waiter_start(p);
+}
+
+/* Take the lease if we may.  Returns 1 (writer now), 0 (standby) or a
+ * negative errno (SQLite). */
+static int lease_try(struct persist *p, struct consumer *c)
+{
+	char other[256] = "";
+	int r = store_lease_take(p->store, p->holder, p->lease_ttl_ms, false, other, sizeof(other));
+	if (r == 0 && p->have_flock && holder_gone(other))
+		r = store_lease_take(p->store, p->holder, p->lease_ttl_ms, true, NULL, 0);
+	if (r < 0)
+		return r;
+	p->next_lease_ms = util_mono_ms() + p->lease_every_ms;
+	if (r == 0) {
+		if (p->writer)
+			log_warn("writer lease lost to %s: standing by", other);
+		become_standby(p);
+		return 0;
+	}
+	if (!p->writer) {
+		log_info("writer of %s%s", pool_sqlite_path(p), p->have_flock ? "" : " (lease taken at expiry)");
+		p->writer = true;
+		p->hb->status = HB_IDLE;
+		consumer_claim_now(c);
+	}
+	return 1;
+}
+
+/* Renew (writer) or check (standby) the lease when due.  Writers renew at
+ * every commit too. */
+static void lease_tick(struct persist *p, struct consumer *c)
+{
+	if (p->store && util_mono_ms() >= p->next_lease_ms)
+		(void)lease_try(p, c); /* an SQLite error: tried again next time */
+}
+
+static int lease_open(struct persist *p)
+{
+	char path[PATH_MAX];
+	if (snprintf(path, sizeof(path), "%s.lock", pool_sqlite_path(p)) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	p->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
+	if (p->lock_fd < 0) {
+		log_error("%s: open %s: %s", __func__, path, strerror(errno));
+		return -errno;
+	}
+	p->lock_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (p->lock_efd < 0) {
+		log_error("%s: eventfd: %s", __func__, strerror(errno));
+		return -errno;
+	}
+	p->have_flock = flock(p->lock_fd, LOCK_EX | LOCK_NB) == 0;
+	return 0;
+}
+
+static size_t persist_capacity(void *ctx)
+{
+	struct persist *p = ctx;
+	if (!p->writer && p->hb)
+		p->hb->status = HB_STANDBY;
+	return p->writer ? SIZE_MAX : 0;
+}
+
+static size_t persist_poll_fds(void *ctx, struct pollfd *fds, size_t max, int64_t *deadline_ms)
+{
+	struct persist *p = ctx;
+	if (p->next_lease_ms < *deadline_ms)
+		*deadline_ms = p->next_lease_ms;
+	if (!max || !p->waiter_started || p->have_flock)
+		return 0;
+	fds[0] = (struct pollfd){.fd = p->lock_efd, .events = POLLIN};
+	return 1;
+}
+
+static void persist_poll_ready(void *ctx, struct consumer *c, const struct pollfd *fds, size_t n)
+{
+	struct persist *p = ctx;
+	uint64_t v;
+	if (n && fds[0].revents && read(p->lock_efd, &v, sizeof(v)) == (ssize_t)sizeof(v)) {
+		p->have_flock = true;
+		p->next_lease_ms = 0; /* the writer may be gone: ask now */
+	}
+	lease_tick(p, c);
+}
+
 static int persist_start(void *ctx, struct consumer *c)
 {
 	struct persist *p = ctx;
@@ -194,6 +377,10 @@ static int persist_start(void *ctx, struct consumer *c)
 	};
 	if (store_open(&p->store, pool_sqlite_path(p), &opts) < 0)
 		return -EIO; /* store_open logged why */
+	p->hb = consumer_host(c)->hb;
+	snprintf(p->holder, sizeof(p->holder), "%s pid %ld", consumer_name(c), (long)getpid());
+	if (lease_open(p) < 0 || lease_try(p, c) < 0)
+		return -EIO;
 	snprintf(p->forget_key, sizeof(p->forget_key), "%s:forget", p->cfg->namespace);
 	if (store_forget_last(p->store, p->forget_last, sizeof(p->forget_last)) < 0)
 		return -EIO;
@@ -224,6 +411,13 @@ static int fail_batch(struct persist *p, struct consumer *c, size_t decoded, con
 static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b)
 {
 	struct persist *p = ctx;
+	if (!p->writer) {
+		/* Claimed while we were the writer, handed over after a lost
+		 * lease: the new writer claims them. */
+		for (size_t i = 0; i < b->n; i++)
+			b->v[i].verdict = CE_DROP;
+		return 0;
+	}
 	if (b->n > p->cap) {
 		free(p->events);
 		p->cap = b->n;
@@ -279,8 +473,19 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 		}
 	}
 	r = store_commit(p->store);
+	if (r == -ESTALE) {
+		/* Another worker writes the file now (we were stopped past the
+		 * lease): nothing was committed; it claims these entries. */
+		clear_events(p, decoded);
+		for (size_t i = 0; i < b->n; i++)
+			b->v[i].verdict = CE_DROP;
+		log_warn("batch of %zu entries not committed: the writer lease was lost; standing by", b->n);
+		become_standby(p);
+		return 0;
+	}
 	if (r < 0)
 		return fail_batch(p, c, decoded, "COMMIT", r);
+	p->next_lease_ms = util_mono_ms() + p->lease_every_ms; /* the commit renewed it */
 	clear_events(p, decoded);
 	if (forgotten) {
 		hb->forgotten += forgotten;
@@ -289,15 +494,19 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 	return 0;
 }
 
-/* retention.events_keep_ms: slot 0 prunes events of terminal runs while
- * the pool is idle, once a minute; snapshots stay. */
+/* Housekeeping while idle: the lease; and, for the writer, forgets and
+ * retention.events_keep_ms (events of terminal runs pruned, once a
+ * minute; snapshots stay). */
 static void persist_idle(void *ctx, struct consumer *c)
 {
 	struct persist *p = ctx;
+	lease_tick(p, c);
+	if (!p->writer)
+		return;
 	if (p->store && util_mono_ms() >= p->next_forget_poll)
 		(void)poll_forgets(p, c); /* retried at the next batch */
 	int64_t keep = p->cfg->retention.events_keep_ms;
-	if (keep <= 0 || p->slot != 0 || !p->store || util_mono_ms() < p->next_prune)
+	if (keep <= 0 || !p->store || util_mono_ms() < p->next_prune)
 		return;
 	p->next_prune = util_mono_ms() + (keep / 2 < 60000 ? (keep / 2 > 1000 ? keep / 2 : 1000) : 60000);
 	int64_t n = store_prune(p->store, util_wall_ms() - keep);
@@ -313,7 +522,17 @@ int worker_persist_init(const struct sv_config *cfg, const struct pool_config *p
 	p->cfg = cfg;
 	p->pool = pool;
 	p->slot = slot;
+	p->lock_fd = p->lock_efd = -1;
+	/* Renewed every heartbeat interval (and at every commit), so it
+	 * outlives a block_ms read; half the heartbeat timeout, so a stopped
+	 * writer is replaced before the master's hang detection kills it
+	 * (and the resumed writer is seen to commit nothing). */
+	p->lease_ttl_ms = cfg->heartbeat.timeout_ms / 2;
+	p->lease_every_ms = cfg->heartbeat.interval_ms;
 	kind->ctx = p;
+	kind->capacity = persist_capacity;
+	kind->poll_fds = persist_poll_fds;
+	kind->poll_ready = persist_poll_ready;
 	kind->start = persist_start;
 	kind->batch = persist_batch;
 	kind->idle = persist_idle;
@@ -325,8 +544,19 @@ void worker_persist_free(struct consumer_kind *kind)
 	struct persist *p = kind->ctx;
 	if (!p)
 		return;
-	if (p->store)
+	if (p->store) {
+		store_lease_release(p->store);
 		store_close(p->store);
+	}
+	/* The waiter thread may sleep in flock() on lock_fd until exit:
+	 * closing the fd under it would be a use of a closed fd.  The
+	 * process is about to exit; the kernel closes both. */
+	if (!p->waiter_started) {
+		if (p->lock_fd >= 0)
+			close(p->lock_fd);
+		if (p->lock_efd >= 0)
+			close(p->lock_efd);
+	}
 	free(p->events);
 	free(p);
 	kind->ctx = NULL;

@@ -241,7 +241,7 @@ static void test_reducer_recorded(void **state)
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db,
-				      "DROP TABLE meta; DROP TABLE forgotten;"
+				      "DROP TABLE meta; DROP TABLE forgotten; DROP TABLE lease;"
 				      " ALTER TABLE snapshots DROP COLUMN quarantined; PRAGMA user_version = 1",
 				      NULL, NULL, NULL),
 			 SQLITE_OK);
@@ -526,7 +526,7 @@ static void test_migrate_v2(void **state)
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db,
-				      "DROP TABLE forgotten; ALTER TABLE snapshots DROP COLUMN quarantined;"
+				      "DROP TABLE forgotten; DROP TABLE lease; ALTER TABLE snapshots DROP COLUMN quarantined;"
 				      " PRAGMA user_version = 2",
 				      NULL, NULL, NULL),
 			 SQLITE_OK);
