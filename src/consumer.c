@@ -170,6 +170,9 @@ struct consumer {
 	bool claim_all;
 	size_t claim_all_sweeps; /* wrapped sweeps still to go (idle streams rotate) */
 	bool idle;               /* the last read found nothing: the next one blocks */
+	bool flow;               /* the last read of new entries brought some */
+	int64_t rt_us;           /* the last round trip's wait for replies, acks' excluded
+				  * (round_trip_reads; split_redis) */
 	unsigned heal_streak;
 	struct backoff heal_backoff;
 	bool warned_redis;
@@ -214,6 +217,22 @@ static void idlist_push(struct idlist *l, const char *id)
 
 static struct rconn *conn(struct consumer *c) { return c->host.rc; }
 static struct heartbeat *hb(struct consumer *c) { return c->host.hb; }
+
+/* The heartbeat's time split (issue 14).  HB_SPLIT_REDIS: waiting for the
+ * replies of round trips that brought entries (reads of new entries, the
+ * history, claim sweeps, idle re-checks, owner checks, the take-over's
+ * look at delivery counts); a blocking read counts only when it brought
+ * entries and the one before it did too (else it waited for entries,
+ * not for Redis).  HB_SPLIT_ACK: formatting the XACKs and waiting for
+ * their replies (they come first in the pipeline, so the round trip's
+ * latency is theirs when they ride with a read), acks sent on their own,
+ * and dead-letter transactions. */
+static void split_add(struct consumer *c, enum hb_split k, int64_t since_us)
+{
+	int64_t d = util_mono_us() - since_us;
+	if (d > 0)
+		hb(c)->split_us[k] += (uint64_t)d;
+}
 
 /* The host's answers and the loop's reports (struct consumer_host). */
 static void host_wait(struct consumer *c, int64_t ms) { c->host.wait(c->host.ctx, ms); }
@@ -647,9 +666,11 @@ static int flush_acks(struct consumer *c)
 {
 	if (!conn(c)->c)
 		return -ENOTCONN;
+	int64_t t0 = util_mono_us();
 	if (append_acks(c) == 0)
 		return 0;
 	int r = read_ack_replies(c);
+	split_add(c, HB_SPLIT_ACK, t0);
 	check_shortfalls(c);
 	return r;
 }
@@ -730,7 +751,17 @@ static size_t dead_origin(const struct sv_entry *e, char *origin, size_t len)
 
 /* Move one entry to STREAM:dead together with its XACK, in one MULTI:
  * XADD, then dead_join_script (one letter per origin; the XACK). */
+static int dead_letter_tx(struct consumer *c, size_t si, struct consumer_entry *ce);
+
 static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
+{
+	int64_t t0 = util_mono_us();
+	int r = dead_letter_tx(c, si, ce);
+	split_add(c, HB_SPLIT_ACK, t0);
+	return r;
+}
+
+static int dead_letter_tx(struct consumer *c, size_t si, struct consumer_entry *ce)
 {
 	const struct sv_entry *e = &ce->e;
 	char origin[ID_MAX];
@@ -916,8 +947,9 @@ static int claim_reread(struct consumer *c, struct consumer_batch *b)
 	long long *deliveries = util_xcalloc(b->n, sizeof(*deliveries));
 	for (size_t i = 0; i < b->n; i++)
 		ids[i] = b->v[i].e.id;
-	int64_t t0 = util_mono_ms();
+	int64_t t0 = util_mono_ms(), t0_us = util_mono_us();
 	int r = claim_own(c, conn(c), b->stream, ids, b->n, owned, deliveries);
+	split_add(c, HB_SPLIT_REDIS, t0_us);
 	log_debug("owner check of %zu entries read again: %d still ours, %lld ms", b->n, r,
 		  (long long)(util_mono_ms() - t0));
 	for (size_t i = 0; r >= 0 && i < b->n; i++) {
@@ -1521,11 +1553,13 @@ static redisReply *poll_reply(struct consumer *c, int64_t sent_ms)
 static size_t round_trip_reads(struct consumer *c, bool history, const struct read_plan *rp, size_t nreads,
 			       redisReply **out, redisReply **claims)
 {
+	c->rt_us = 0;
 	if (!conn(c)->c)
 		return 0; /* dropped by an earlier command of this round */
 	bool polled = c->kind.poll_fds && !history && nreads == 1 && rp[0].block;
 	int64_t t0 = util_mono_us();
 	int nacks = append_acks(c);
+	int64_t acks_us = util_mono_us() - t0; /* formatting them (HB_SPLIT_ACK) */
 	int nbeat = beat_now(c, !history && rp->block) ? heartbeat_append(hb(c), conn(c)) : 0;
 	for (size_t k = 0; k < nreads; k++)
 		append_read(c, history, &rp[k]);
@@ -1545,8 +1579,12 @@ static size_t round_trip_reads(struct consumer *c, bool history, const struct re
 	int64_t sent_ms = util_mono_ms();
 	if (polled && flush_out(c) < 0)
 		return 0;
+	int64_t t1 = util_mono_us();
 	if (nacks && read_ack_replies(c) < 0)
 		return 0;
+	if (nacks)
+		hb(c)->split_us[HB_SPLIT_ACK] += (uint64_t)(acks_us + (util_mono_us() - t1));
+	int64_t t2 = util_mono_us();
 	if (nbeat) {
 		int r = heartbeat_replies(hb(c), conn(c), nbeat);
 		if (r == -EPERM)
@@ -1569,6 +1607,9 @@ static size_t round_trip_reads(struct consumer *c, bool history, const struct re
 				freeReplyObject(out[--got]);
 		}
 	}
+	/* Appending the reads, the beat's replies and the reads': split_redis
+	 * decides once the entries are counted. */
+	c->rt_us = (t1 - t0 - acks_us) + (util_mono_us() - t2);
 	if (got == nreads)
 		check_shortfalls(c);
 	return got;
@@ -1669,6 +1710,7 @@ static long long takeover_count(struct consumer *c, const struct read_plan *rp)
 	struct rconn *rc = conn(c);
 	if (!rc->c)
 		return -ENOTCONN;
+	int64_t t0 = util_mono_us();
 	char start[ID_MAX + 1], count[24];
 	snprintf(count, sizeof(count), "%lld", per_key + 1);
 	for (size_t j = 0; j < rp->n; j++) {
@@ -1702,6 +1744,7 @@ static long long takeover_count(struct consumer *c, const struct read_plan *rp)
 		any |= n[j] != 0;
 		freeReplyObject(r);
 	}
+	split_add(c, HB_SPLIT_REDIS, t0);
 	if (!any)
 		best = per_key; /* nothing pending after the cursors: the read ends the history */
 	if (best < 1)
@@ -1734,6 +1777,7 @@ static int read_history(struct consumer *c)
 	/* Each key's owner check (claim_range_script) rides behind the read. */
 	redisReply **claims = util_xcalloc(rp.n, sizeof(*claims));
 	redisReply *r = round_trip(c, true, &rp, claims);
+	hb(c)->split_us[HB_SPLIT_REDIS] += (uint64_t)c->rt_us;
 	int ret = 0;
 	size_t got = 0;
 	if (r && !read_error(c, r, "pending") && r->type == REDIS_REPLY_ARRAY)
@@ -1866,6 +1910,11 @@ static int read_new(struct consumer *c)
 			failed = true;
 	}
 	int ret = nr ? process_new_replies(c, r, rp, nr, &got) : 0;
+	/* A blocking read waited for entries unless the flow was on and it
+	 * brought some (split_add). */
+	if (nr && (!rp[0].block || (got && c->flow)))
+		hb(c)->split_us[HB_SPLIT_REDIS] += (uint64_t)c->rt_us;
+	c->flow = got > 0;
 	if (nr && !failed) {
 		c->heal_streak = 0;
 		c->empty_keys = got == 0 ? c->empty_keys + keys : 0;
@@ -1971,10 +2020,12 @@ static int recheck_idle(struct consumer *c)
 		plans[k].limit = limit;
 		append_read(c, false, &plans[k]);
 	}
+	int64_t t0 = util_mono_us();
 	size_t got_replies = 0;
 	for (; got_replies < nreads && conn(c)->c; got_replies++)
 		if (!(replies[got_replies] = rconn_get_reply(conn(c))))
 			break;
+	split_add(c, HB_SPLIT_REDIS, t0);
 	/* Every reply is in hand before any batch runs commands of its own. */
 	int ret = 0;
 	for (size_t k = 0; k < got_replies && ret == 0 && replies[k]; k++) {
@@ -2039,6 +2090,7 @@ static int sweep_claims(struct consumer *c)
 	}
 	redisReply **replies = util_xcalloc(n ? n : 1, sizeof(*replies));
 	int ret = 0;
+	int64_t t0 = util_mono_us();
 	for (size_t i = 0; i < n; i++) {
 		replies[i] = rconn_get_reply(rc);
 		if (!replies[i]) {
@@ -2046,6 +2098,7 @@ static int sweep_claims(struct consumer *c)
 			break;
 		}
 	}
+	split_add(c, HB_SPLIT_REDIS, t0);
 	for (size_t i = 0; ret == 0 && i < n; i++) {
 		redisReply *r = replies[i];
 		struct cstream *cs = &c->st[idx[i]];

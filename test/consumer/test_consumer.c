@@ -522,7 +522,10 @@ static struct fake *restart_after_crash(bool unclean, char (*ids)[ID_LEN])
 	return f;
 }
 
-/* SPEC §4.3 after a clean restart: own pending entries first, in batches. */
+/* SPEC §4.3 after a clean restart: own pending entries first, in batches.
+ * The time split (issue 14): round trips that brought entries count as
+ * Redis time, acks as ack time; idle blocking reads (block_ms 100 each)
+ * count as neither. */
 static void test_reread_clean(void **state)
 {
 	(void)state;
@@ -530,6 +533,14 @@ static void test_reread_clean(void **state)
 	struct fake *f = restart_after_crash(false, ids);
 	assert_int_equal(f->recs[0].batch_n, 5); /* one batch: COUNT batch */
 	ROUND_UNTIL(f, pending(NULL) == 0);
+	assert_true(f->hb.split_us[HB_SPLIT_REDIS] > 0);
+	assert_true(f->hb.split_us[HB_SPLIT_ACK] > 0);
+	uint64_t redis0 = f->hb.split_us[HB_SPLIT_REDIS];
+	for (int i = 0; i < 6; i++)
+		round_once(f); /* idle: each read blocks block_ms */
+	uint64_t idle_us = f->hb.split_us[HB_SPLIT_REDIS] - redis0;
+	if (idle_us > 250000)
+		fail_msg("%llu us of Redis time counted for 6 idle blocking reads", (unsigned long long)idle_us);
 	fake_finish(f);
 }
 
