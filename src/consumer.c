@@ -1739,6 +1739,8 @@ static long long takeover_count(struct consumer *c, const struct read_plan *rp)
 			k[j] = r->element[0]->integer;
 			n[j] = r->element[1]->integer;
 		}
+		log_debug("take-over of %s after %s: %lld of %lld own pending entries on their first redelivery",
+			  c->st[rp->idx[j]].name, c->st[rp->idx[j]].history_cursor, k[j], n[j]);
 		if (n[j] != 0 && k[j] < best)
 			best = k[j];
 		any |= n[j] != 0;
@@ -2083,6 +2085,13 @@ static int sweep_claims(struct consumer *c)
 		if (limit < c->pool->batch)
 			snprintf(count, sizeof(count), "%lld", limit);
 	}
+	/* The queued acks go first, in the same pipeline: an entry handled
+	 * and not acked yet (the last of a take-over) is not ours to claim
+	 * again, least of all with min-idle 0 (consumer_claim_now), which
+	 * would count it delivered once more. */
+	int64_t ta = util_mono_us();
+	int nacks = append_acks(c);
+	int64_t acks_us = util_mono_us() - ta;
 	for (size_t k = 0; k < n; k++) {
 		const struct cstream *cs = &c->st[idx[k]];
 		redisAppendCommand(rc->c, "XAUTOCLAIM %s %s %s %s %s COUNT %s", cs->name, c->pool->group,
@@ -2090,6 +2099,11 @@ static int sweep_claims(struct consumer *c)
 	}
 	redisReply **replies = util_xcalloc(n ? n : 1, sizeof(*replies));
 	int ret = 0;
+	ta = util_mono_us();
+	if (nacks && read_ack_replies(c) < 0)
+		ret = -ENOTCONN, n = 0;
+	if (nacks)
+		hb(c)->split_us[HB_SPLIT_ACK] += (uint64_t)(acks_us + (util_mono_us() - ta));
 	int64_t t0 = util_mono_us();
 	for (size_t i = 0; i < n; i++) {
 		replies[i] = rconn_get_reply(rc);
@@ -2099,6 +2113,8 @@ static int sweep_claims(struct consumer *c)
 		}
 	}
 	split_add(c, HB_SPLIT_REDIS, t0);
+	if (ret == 0 && nacks)
+		check_shortfalls(c); /* every reply of the pipeline is in hand */
 	for (size_t i = 0; ret == 0 && i < n; i++) {
 		redisReply *r = replies[i];
 		struct cstream *cs = &c->st[idx[i]];

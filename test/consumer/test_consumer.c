@@ -610,6 +610,27 @@ static void test_reread_unclean_mixed(void **state)
 	fake_finish(f);
 }
 
+/* A take-over that ends without an empty read (it took the whole rest)
+ * leaves the acks of its last batch queued; a claim sweep with min-idle 0
+ * right after it (consumer_claim_now: a writer that took its file's
+ * lease) sends them first, so nothing handled is claimed and handed over
+ * again (it was, counting a delivery more: a good entry dead-lettered in
+ * test_sec_poison_pair). */
+static void test_reread_unclean_claim_now(void **state)
+{
+	(void)state;
+	char ids[8][ID_LEN];
+	crash_with_five(ids);
+	struct fake *f = fake_new(true, NULL);
+	consumer_claim_now(f->c);
+	ROUND_UNTIL(f, f->nrecs >= 8 && pending(NULL) == 0);
+	for (int i = 0; i < 6; i++)
+		round_once(f);
+	assert_each_once(f, ids, 8);
+	assert_int_equal(f->recs[0].batch_n, 5);
+	fake_finish(f);
+}
+
 static void two_deliveries(struct pool_config *p)
 {
 	p->max_deliveries = 2;
@@ -1399,6 +1420,7 @@ int main(void)
 		cmocka_unit_test_setup(test_reread_unclean_twice, reset),
 		cmocka_unit_test_setup(test_reread_unclean_mixed, reset),
 		cmocka_unit_test_setup(test_reread_unclean_maxdel2, reset),
+		cmocka_unit_test_setup(test_reread_unclean_claim_now, reset),
 		cmocka_unit_test_setup(test_ack_shortfall, reset),
 		cmocka_unit_test_setup(test_ack_after_drop, reset),
 		cmocka_unit_test_setup(test_group_destroyed, reset),
