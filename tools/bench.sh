@@ -37,6 +37,8 @@
 # then runs with --enable-debug-command local), and --notify sets the
 # server's notify-keyspace-events to Kt (the operator's choice; the daemon
 # never sets it).  --tools adds a tool pool on the same pattern.
+# LOG_LEVEL=debug (environment) sets the daemon's log level (default warn;
+# with --keep, the log stays in the kept dir).
 # --cmdstats prints, after the workload, the server's INFO commandstats of
 # the commands the workers and the monitor send (XREADGROUP, XACK, ...) to
 # stderr.  --perf FILE records `perf record -g` of the persistence workers
@@ -72,7 +74,7 @@ while [ $# -gt 0 ]; do
 	--notify) notify=1; shift ;;
 	--cmdstats) cmdstats=1; shift ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,44p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,46p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -125,7 +127,7 @@ pools = (
   { name = "persist"; kind = "persistence"; count = $workers; batch = $batch; block_ms = 2000;$pool_extra }$tool_pool
 );
 $tool_def
-log = { level = "warn"; };
+log = { level = "${LOG_LEVEL:-warn}"; };
 EOF
 bench_start_daemon
 
