@@ -1534,17 +1534,20 @@ static int cmd_tools(int argc, char **argv)
  *       the entries it holds, read and not acked yet), and SIGKILLs it when
  *       it holds at least --min-held (else SIGCONT and try again a
  *       millisecond later).  From the SIGKILL it times the fork of the
- *       replacement (a new child of the master) and the moment none of the
- *       held ids is pending any more (XPENDING over their range for the
- *       consumer name, which the replacement shares: ids it reads anew are
- *       later than the range): every held entry was stored and acked again
- *       (acks follow the commit).  Then it waits for RUNNING and --gap-ms
- *       before the next round.  Prints one JSON line with p50/p99/max of
+ *       replacement (a new child of the master) and the moment nothing is
+ *       pending in the group between the first and the last held id (the
+ *       pool's one writer read them all: ids read anew are later, and a
+ *       standby that claims them keeps them pending until it acks them):
+ *       every held entry was stored and acked again (acks follow the
+ *       commit).  With several workers the victim is the one holding the
+ *       most (a standby holds nothing).  Then it waits for RUNNING and
+ *       --gap-ms before the next round.  Prints one JSON line with p50/p99/max of
  *       fork_ms and recovered_ms, and the entries held. */
 static int crash_pending(redisContext *c, const char *stream, const char *group, const char *consumer,
 			 const char *lo, const char *hi, char *first, char *last, size_t idlen)
 {
-	redisReply *r = redisCommand(c, "XPENDING %s %s %s %s 100000 %s", stream, group, lo, hi, consumer);
+	redisReply *r = consumer ? redisCommand(c, "XPENDING %s %s %s %s 100000 %s", stream, group, lo, hi, consumer)
+				 : redisCommand(c, "XPENDING %s %s %s %s 1", stream, group, lo, hi);
 	if (!r)
 		die("Redis: %s", c->errstr);
 	if (r->type != REDIS_REPLY_ARRAY)
@@ -1617,66 +1620,70 @@ static int cmd_crash(int argc, char **argv)
 	}
 	if (!sock)
 		die("crash: --socket is required");
+	(void)ns; /* accepted as respawn's; the consumer names are the workers' names */
 	redisContext *c = redis_open(url);
-	char key[256];
-	snprintf(key, sizeof(key), "%s:workers", ns);
 	int64_t *fork_us = xmalloc(sizeof(int64_t) * (size_t)count);
 	int64_t *rec_us = xmalloc(sizeof(int64_t) * (size_t)count);
 	int64_t *held = xmalloc(sizeof(int64_t) * (size_t)count);
 	size_t nfork = 0, nrec = 0;
-	long turn = 0;
 	static pid_t kids[4096], now_kids[4096];
 
 	for (long round = 0; round < count; round++) {
-		json_t *st = ctl_status(sock);
-		json_t *workers = json_object_get(st, "workers");
-		size_t nw = json_array_size(workers), pick = nw;
-		for (size_t k = 0; k < nw; k++) {
-			json_t *wk = json_array_get(workers, (size_t)(turn + (long)k) % nw);
-			if (is_running(wk) && strcmp(jstr(wk, "pool"), pool) == 0) {
-				pick = (size_t)(turn + (long)k) % nw;
-				break;
-			}
-		}
-		turn = (long)pick + 1;
-		if (pick == nw)
-			die("crash: no RUNNING worker in pool %s", pool);
-		json_t *wk = json_array_get(workers, pick);
-		char *name = strdup(jstr(wk, "name"));
-		pid_t victim = (pid_t)json_integer_value(json_object_get(wk, "pid"));
-		pid_t master = proc_ppid(victim);
-		json_decref(st);
-		if (master <= 1)
-			die("crash: cannot find the master of pid %d", (int)victim);
-		char *consumer = NULL;
-		for (int tries = 0; !(consumer = hb_field_for_pid(c, key, victim)); tries++) {
-			if (tries == 500)
-				die("crash: no field of %s holds pid %d", key, (int)victim);
-			sleep_us(10000);
-		}
-		char *group = NULL;
-		for (int tries = 0; !(group = crash_group_of(c, stream, consumer)); tries++) {
-			if (tries == 500)
-				die("crash: no group of %s has consumer %s", stream, consumer);
-			sleep_us(10000);
-		}
-		size_t nkids = proc_children(master, kids, ARRAY_SIZE(kids));
-		/* Stopped, it holds what it holds: read it, then kill. */
+		/* The pool's RUNNING workers; the victim is the one whose
+		 * consumer (its name) holds the most, at least min_held. */
+		char *name = NULL, *consumer = NULL, *group = NULL;
+		pid_t victim = 0, master = 0;
 		char first[64], last[64];
 		int n = 0;
+		size_t nkids = 0;
 		int64_t tw = util_mono_us();
 		for (;;) {
+			json_t *st = ctl_status(sock);
+			json_t *workers = json_object_get(st, "workers");
+			size_t nw = json_array_size(workers);
+			long long best = -1;
+			for (size_t k = 0; k < nw; k++) {
+				json_t *wk = json_array_get(workers, k);
+				if (!is_running(wk) || strcmp(jstr(wk, "pool"), pool) != 0)
+					continue;
+				const char *wn = jstr(wk, "name");
+				if (!group)
+					group = crash_group_of(c, stream, wn);
+				if (!group)
+					continue;
+				redisReply *r = redisCommand(c, "XPENDING %s %s - + 100000 %s", stream, group, wn);
+				long long held_now = r && r->type == REDIS_REPLY_ARRAY ? (long long)r->elements : 0;
+				if (r)
+					freeReplyObject(r);
+				if (held_now > best) {
+					best = held_now;
+					free(name);
+					name = strdup(wn);
+					victim = (pid_t)json_integer_value(json_object_get(wk, "pid"));
+				}
+			}
+			json_decref(st);
+			if (util_mono_us() - tw > wait_s * 1000000)
+				die("crash: no worker of pool %s held %ld entries in %lds (is the load running?)", pool,
+				    min_held, wait_s);
+			if (best < min_held) {
+				sleep_us(1000);
+				continue;
+			}
+			/* Stopped, it holds what it holds: read it, then kill. */
 			if (kill(victim, SIGSTOP) < 0)
 				die("kill %d: %s", (int)victim, strerror(errno));
-			n = crash_pending(c, stream, group, consumer, "-", "+", first, last, sizeof(first));
+			n = crash_pending(c, stream, group, name, "-", "+", first, last, sizeof(first));
 			if (n >= min_held)
 				break;
 			kill(victim, SIGCONT);
-			if (util_mono_us() - tw > wait_s * 1000000)
-				die("crash: %s never held %ld entries in %lds (is the load running?)", consumer,
-				    min_held, wait_s);
 			sleep_us(1000);
 		}
+		consumer = strdup(name);
+		master = proc_ppid(victim);
+		if (master <= 1)
+			die("crash: cannot find the master of pid %d", (int)victim);
+		nkids = proc_children(master, kids, ARRAY_SIZE(kids));
 		int64_t t0 = util_mono_us();
 		if (kill(victim, SIGKILL) < 0)
 			die("kill %d: %s", (int)victim, strerror(errno));
@@ -1691,7 +1698,7 @@ static int cmd_crash(int argc, char **argv)
 				if (newpid)
 					fork_us[nfork++] = util_mono_us() - t0;
 			}
-			if (crash_pending(c, stream, group, consumer, first, last, NULL, NULL, 0) == 0) {
+			if (crash_pending(c, stream, group, NULL, first, last, NULL, NULL, 0) == 0) {
 				rec_us[nrec++] = util_mono_us() - t0;
 				break;
 			}
