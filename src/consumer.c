@@ -93,6 +93,18 @@ static const char claim_range_script[] =
 #define RECHECK_TICK_MS 250
 /* Idle streams a claim sweep covers at most (besides the active ones). */
 #define SWEEP_IDLE_MAX 256
+/* The reads' reply objects (arena_alloc, below). */
+struct achunk {
+	struct achunk *next;
+	size_t cap, used;
+	max_align_t data[];
+};
+
+struct arena {
+	struct achunk *head;
+	size_t total;            /* bytes of every chunk */
+};
+
 struct idlist {
 	char (*v)[ID_MAX];
 	size_t n, cap;
@@ -176,8 +188,12 @@ struct consumer {
 	unsigned heal_streak;
 	struct backoff heal_backoff;
 	bool warned_redis;
-	const char **argv;       /* reused XACK argument vector */
-	size_t argv_cap;
+	char *ackbuf;            /* the XACKs of a round trip, RESP, reused (append_acks) */
+	struct arena arena;      /* the reads' reply objects (arena_begin .. reads_done) */
+	redisContext *arena_ctx; /* the context whose reader has the arena's functions */
+	redisReplyObjectFunctions *saved_fn;
+	void *saved_privdata;
+	size_t ackbuf_cap;
 	struct consumer_entry *entries; /* reused per batch */
 	size_t entries_cap;
 	struct sv_field *fields;
@@ -208,6 +224,182 @@ static void *grown(void *v, size_t *cap, size_t need, size_t elem)
 	*cap = ncap;
 	return nv;
 }
+
+/* ---------- reply objects of the reads, from an arena ----------
+ *
+ * hiredis makes one redisReply (and one string) per field of a reply: a
+ * batch of 1024 entries of 5 fields is ~13,000 mallocs, freed again once
+ * the batch is handled, and glibc then consolidates its fast bins at the
+ * next large allocation (issue 14: ~12-15% of a worker's time).  The
+ * replies of the reads (XREADGROUP, new and history, and the owner check
+ * behind a history read) are instead built in an arena of a few chunks
+ * that is reset, not freed object by object, once the round trip's
+ * batch is handled (reads_done).  They are ordinary redisReply objects
+ * to every reader of them; they must never reach freeReplyObject.  The
+ * other replies on the connection (acks, heartbeat, the kind's own
+ * commands) keep hiredis' functions: the arena's are set on the reader
+ * only while the reads' replies are parsed (arena_begin/arena_end). */
+#define ARENA_CHUNK (256u << 10)
+#define ARENA_KEEP (16u << 20) /* a reset keeps at most this much */
+
+static void *arena_alloc(struct arena *a, size_t n)
+{
+	n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+	if (!a->head || a->head->cap - a->head->used < n) {
+		size_t cap = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+		struct achunk *ch = malloc(sizeof(*ch) + cap);
+		if (!ch)
+			return NULL; /* hiredis: out of memory, the connection is dropped */
+		ch->next = a->head;
+		ch->cap = cap;
+		ch->used = 0;
+		a->head = ch;
+		a->total += cap;
+	}
+	void *p = (char *)a->head->data + a->head->used;
+	a->head->used += n;
+	return p;
+}
+
+/* Everything allocated is gone.  Several chunks become one as large as
+ * they were together (up to ARENA_KEEP): the next round trip of the same
+ * size allocates nothing. */
+static void arena_reset(struct arena *a)
+{
+	if (a->head && !a->head->next) {
+		a->head->used = 0;
+		return;
+	}
+	size_t total = a->total;
+	while (a->head) {
+		struct achunk *next = a->head->next;
+		free(a->head);
+		a->head = next;
+	}
+	a->total = 0;
+	if (total > ARENA_CHUNK && total <= ARENA_KEEP) {
+		struct achunk *ch = malloc(sizeof(*ch) + total);
+		if (ch) {
+			ch->next = NULL;
+			ch->cap = total;
+			ch->used = 0;
+			a->head = ch;
+			a->total = total;
+		}
+	}
+}
+
+static void arena_free(struct arena *a)
+{
+	arena_reset(a);
+	free(a->head);
+	a->head = NULL;
+	a->total = 0;
+}
+
+static redisReply *ar_reply(const redisReadTask *task, int type)
+{
+	redisReply *r = arena_alloc(task->privdata, sizeof(*r));
+	if (!r)
+		return NULL;
+	memset(r, 0, sizeof(*r));
+	r->type = type;
+	if (task->parent) {
+		redisReply *parent = task->parent->obj;
+		parent->element[task->idx] = r;
+	}
+	return r;
+}
+
+static void *ar_string(const redisReadTask *task, char *str, size_t len)
+{
+	char *buf = arena_alloc(task->privdata, len + 1);
+	if (!buf)
+		return NULL;
+	memcpy(buf, str, len);
+	buf[len] = '\0';
+	redisReply *r = ar_reply(task, task->type);
+	if (!r)
+		return NULL;
+	r->str = buf;
+	r->len = len;
+	return r;
+}
+
+static void *ar_array_n(const redisReadTask *task, size_t n)
+{
+	redisReply **el = NULL;
+	if (n > 0) {
+		el = arena_alloc(task->privdata, n * sizeof(*el));
+		if (!el)
+			return NULL;
+		memset(el, 0, n * sizeof(*el));
+	}
+	redisReply *r = ar_reply(task, task->type);
+	if (!r)
+		return NULL;
+	r->element = el;
+	r->elements = n;
+	return r;
+}
+
+static void *ar_integer(const redisReadTask *task, long long v)
+{
+	redisReply *r = ar_reply(task, REDIS_REPLY_INTEGER);
+	if (r)
+		r->integer = v;
+	return r;
+}
+
+static void *ar_nil(const redisReadTask *task)
+{
+	return ar_reply(task, REDIS_REPLY_NIL);
+}
+
+static void ar_free(void *obj)
+{
+	(void)obj; /* the arena's: reset with it */
+}
+
+#if HIREDIS_MAJOR >= 1
+static void *ar_array(const redisReadTask *task, size_t n)
+{
+	return ar_array_n(task, n);
+}
+
+static void *ar_double(const redisReadTask *task, double v, char *str, size_t len)
+{
+	redisReply *r = ar_string(task, str, len);
+	if (r) {
+		r->type = REDIS_REPLY_DOUBLE;
+		r->dval = v;
+	}
+	return r;
+}
+
+static void *ar_bool(const redisReadTask *task, int v)
+{
+	redisReply *r = ar_reply(task, REDIS_REPLY_BOOL);
+	if (r)
+		r->integer = v != 0;
+	return r;
+}
+
+static redisReplyObjectFunctions arena_fns = {
+	.createString = ar_string, .createArray = ar_array, .createInteger = ar_integer,
+	.createDouble = ar_double, .createNil = ar_nil, .createBool = ar_bool, .freeObject = ar_free,
+};
+#else
+static void *ar_array(const redisReadTask *task, int n)
+{
+	return ar_array_n(task, n > 0 ? (size_t)n : 0);
+}
+
+static redisReplyObjectFunctions arena_fns = {
+	.createString = ar_string, .createArray = ar_array, .createInteger = ar_integer,
+	.createNil = ar_nil, .freeObject = ar_free,
+};
+#endif
 
 static void idlist_push(struct idlist *l, const char *id)
 {
@@ -322,7 +514,8 @@ void consumer_free(struct consumer *c)
 	for (size_t i = 0; i < c->nsettle; i++)
 		free(c->settle[i].stream);
 	free(c->settle);
-	free(c->argv);
+	free(c->ackbuf);
+	arena_free(&c->arena);
 	free(c->entries);
 	free(c->fields);
 	free(c);
@@ -589,25 +782,54 @@ static void warn_redis_config(struct consumer *c)
 
 /* ---------- acks and dead letters ---------- */
 
-/* Append queued XACKs; returns how many replies to read. */
+/* RESP of one bulk string at *at in c->ackbuf (room made by the caller). */
+static size_t resp_bulk(char *at, const char *s, size_t len)
+{
+	int h = sprintf(at, "$%zu\r\n", len);
+	memcpy(at + h, s, len);
+	memcpy(at + h + len, "\r\n", 2);
+	return (size_t)h + len + 2;
+}
+
+/* Send the queued XACKs, one per stream, ahead of the round trip's other
+ * commands; returns how many replies to read (read_ack_replies), or
+ * -ENOTCONN (dropped: they stay queued).  They are formatted into a buffer
+ * kept from round to round and written at once (rconn_write_raw), not
+ * through hiredis' output buffer: a batch of 1024 acks is ~30 KB, which
+ * hiredis formats into a fresh allocation and copies into an output
+ * buffer it grows from empty at every round trip (issue 14: ~7% of a
+ * worker's time, in malloc_consolidate).  Called first in every pipeline
+ * (nothing of hiredis' is buffered before it). */
 static int append_acks(struct consumer *c)
 {
 	int n = 0;
+	size_t len = 0;
 	for (size_t i = 0; i < c->nstreams; i++) {
 		struct idlist *l = &c->st[i].acks;
 		c->st[i].sent = l->n;
 		if (!l->n)
 			continue;
-		size_t argc = l->n + 3;
-		c->argv = grown(c->argv, &c->argv_cap, argc, sizeof(*c->argv));
-		const char **argv = c->argv;
-		argv[0] = "XACK";
-		argv[1] = c->st[i].name;
-		argv[2] = c->pool->group;
+		size_t slen = strlen(c->st[i].name), glen = strlen(c->pool->group);
+		/* "*N\r\n" and "$LEN\r\n...\r\n" per argument: 24 + 5 bytes
+		 * of framing each at most. */
+		size_t need = len + 32 + (l->n + 3) * 32 + slen + glen;
 		for (size_t j = 0; j < l->n; j++)
-			argv[3 + j] = l->v[j];
-		redisAppendCommandArgv(conn(c)->c, (int)argc, argv, NULL);
+			need += strlen(l->v[j]);
+		c->ackbuf = grown(c->ackbuf, &c->ackbuf_cap, need, 1);
+		char *at = c->ackbuf + len;
+		at += sprintf(at, "*%zu\r\n", l->n + 3);
+		at += resp_bulk(at, "XACK", 4);
+		at += resp_bulk(at, c->st[i].name, slen);
+		at += resp_bulk(at, c->pool->group, glen);
+		for (size_t j = 0; j < l->n; j++)
+			at += resp_bulk(at, l->v[j], strlen(l->v[j]));
+		len = (size_t)(at - c->ackbuf);
 		n++;
+	}
+	if (n && rconn_write_raw(conn(c), c->ackbuf, len) < 0) {
+		for (size_t i = 0; i < c->nstreams; i++)
+			c->st[i].sent = 0;
+		return -ENOTCONN;
 	}
 	return n;
 }
@@ -667,8 +889,9 @@ static int flush_acks(struct consumer *c)
 	if (!conn(c)->c)
 		return -ENOTCONN;
 	int64_t t0 = util_mono_us();
-	if (append_acks(c) == 0)
-		return 0;
+	int nacks = append_acks(c);
+	if (nacks <= 0)
+		return nacks;
 	int r = read_ack_replies(c);
 	split_add(c, HB_SPLIT_ACK, t0);
 	check_shortfalls(c);
@@ -1498,6 +1721,37 @@ static bool kind_poll(struct consumer *c, int rfd, int64_t until)
 	}
 }
 
+/* The replies parsed from here to arena_end are the arena's (no reply may
+ * be half parsed: called between replies). */
+static void arena_begin(struct consumer *c)
+{
+	redisContext *rx = conn(c)->c;
+	if (!rx || c->arena_ctx)
+		return;
+	c->saved_fn = rx->reader->fn;
+	c->saved_privdata = rx->reader->privdata;
+	rx->reader->fn = &arena_fns;
+	rx->reader->privdata = &c->arena;
+	c->arena_ctx = rx;
+}
+
+static void arena_end(struct consumer *c)
+{
+	redisContext *rx = conn(c)->c;
+	if (rx && rx == c->arena_ctx) {
+		rx->reader->fn = c->saved_fn;
+		rx->reader->privdata = c->saved_privdata;
+	}
+	c->arena_ctx = NULL; /* or dropped: its reader went with it */
+}
+
+/* The reads' replies of the round trip (out[], claims[]) are no longer
+ * used: instead of freeReplyObject. */
+static void reads_done(struct consumer *c)
+{
+	arena_reset(&c->arena);
+}
+
 /* Send what hiredis has buffered (a blocking context: a write waits at
  * most command_timeout_ms).  Returns 0, or -ENOTCONN (dropped). */
 static int flush_out(struct consumer *c)
@@ -1559,7 +1813,9 @@ static size_t round_trip_reads(struct consumer *c, bool history, const struct re
 	bool polled = c->kind.poll_fds && !history && nreads == 1 && rp[0].block;
 	int64_t t0 = util_mono_us();
 	int nacks = append_acks(c);
-	int64_t acks_us = util_mono_us() - t0; /* formatting them (HB_SPLIT_ACK) */
+	if (nacks < 0)
+		return 0;
+	int64_t acks_us = util_mono_us() - t0; /* formatting and sending them (HB_SPLIT_ACK) */
 	int nbeat = beat_now(c, !history && rp->block) ? heartbeat_append(hb(c), conn(c)) : 0;
 	for (size_t k = 0; k < nreads; k++)
 		append_read(c, history, &rp[k]);
@@ -1594,6 +1850,7 @@ static size_t round_trip_reads(struct consumer *c, bool history, const struct re
 		hb(c)->redis_rtt_us = util_mono_us() - t0;
 	}
 	size_t got = 0;
+	arena_begin(c); /* the reads' replies: reads_done once handled */
 	if (polled)
 		got = (out[0] = poll_reply(c, sent_ms)) != NULL;
 	else
@@ -1601,12 +1858,11 @@ static size_t round_trip_reads(struct consumer *c, bool history, const struct re
 			got++;
 	for (size_t j = 0; got == nreads && j < nclaims; j++) {
 		if (!(claims[j] = rconn_get_reply(conn(c)))) {
-			while (j > 0)
-				freeReplyObject(claims[--j]);
-			while (got > 0)
-				freeReplyObject(out[--got]);
+			got = 0;
+			reads_done(c);
 		}
 	}
+	arena_end(c);
 	/* Appending the reads, the beat's replies and the reads': split_redis
 	 * decides once the entries are counted. */
 	c->rt_us = (t1 - t0 - acks_us) + (util_mono_us() - t2);
@@ -1784,10 +2040,7 @@ static int read_history(struct consumer *c)
 	size_t got = 0;
 	if (r && !read_error(c, r, "pending") && r->type == REDIS_REPLY_ARRAY)
 		ret = process_history_reply(c, r, &rp, claims, &got);
-	if (r)
-		freeReplyObject(r);
-	for (size_t j = 0; r && j < rp.n; j++)
-		freeReplyObject(claims[j]);
+	reads_done(c);
 	free(claims);
 	free(rp.idx);
 	if (!history_left(c)) {
@@ -1928,8 +2181,7 @@ static int read_new(struct consumer *c)
 	}
 	for (size_t k = 0; k < nreads; k++)
 		free(rp[k].idx);
-	for (size_t k = 0; k < nr; k++)
-		freeReplyObject(r[k]);
+	reads_done(c);
 	return ret < 0 ? 0 : ret;
 }
 
@@ -2091,6 +2343,10 @@ static int sweep_claims(struct consumer *c)
 	 * would count it delivered once more. */
 	int64_t ta = util_mono_us();
 	int nacks = append_acks(c);
+	if (nacks < 0) {
+		free(idx);
+		return 0;
+	}
 	int64_t acks_us = util_mono_us() - ta;
 	for (size_t k = 0; k < n; k++) {
 		const struct cstream *cs = &c->st[idx[k]];
