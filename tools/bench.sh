@@ -16,7 +16,8 @@
 #   svbench respawn --count COUNT   with --respawn,
 #   svbench crash --count COUNT     with --crash (default 7): the standard
 #                                   workload runs in the background (--runs,
-#                                   --rate) while svbench crash SIGKILLs a
+#                                   --rate; default 12000 runs) while
+#                                   svbench crash SIGKILLs a
 #                                   worker holding entries, COUNT times, and
 #                                   times kill -> every held entry acked again,
 #   svbench rss                     with --rss (idle: before any load),
@@ -47,7 +48,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-workers=1 batch=256 sync=full rate=0 runs=4000 tcp=0 tools=0 mode=bench count=20 perf_out= keep=0
+workers=1 batch=256 sync=full rate=0 runs=4000 runs_set=0 tcp=0 tools=0 mode=bench count=20 perf_out= keep=0
 per_run=0 stream_fmt='bench:run:{run}:events' read_keys= discover_ms=
 new_streams=0 idle_streams=0 populate=0 notify=0 cmdstats=0
 while [ $# -gt 0 ]; do
@@ -56,7 +57,7 @@ while [ $# -gt 0 ]; do
 	--batch) batch=$2; shift 2 ;;
 	--sync) sync=$2; shift 2 ;;
 	--rate) rate=$2; shift 2 ;;
-	--runs) runs=$2; shift 2 ;;
+	--runs) runs=$2 runs_set=1; shift 2 ;;
 	--tcp) tcp=1; shift ;;
 	--tools) tools=1; shift ;;
 	--respawn) mode=respawn; if [[ ${2:-} =~ ^[0-9]+$ ]]; then count=$2; shift; fi; shift ;;
@@ -74,7 +75,7 @@ while [ $# -gt 0 ]; do
 	--notify) notify=1; shift ;;
 	--cmdstats) cmdstats=1; shift ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,46p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,47p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -230,7 +231,9 @@ newstreams)
 		--stream-fmt "$stream_fmt" "$@")
 	;;
 crash)
-	# the load: the standard workload in the background, left unfinished
+	# the load: the standard workload in the background, left unfinished;
+	# 12000 runs (~700k events) unless --runs: it must outlast the kills
+	[ "$runs_set" = 1 ] || runs=12000
 	"${nice_cmd[@]}" "$svbench" --redis "$redis_url" --sqlite "$dir/snapshots.db" --runs "$runs" --rate "$rate" \
 		"${svbench_extra[@]}" >"$dir/load.json" 2>"$dir/load.log" &
 	load_pid=$!

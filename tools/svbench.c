@@ -1644,7 +1644,11 @@ static int cmd_crash(int argc, char **argv)
 			long long best = -1;
 			for (size_t k = 0; k < nw; k++) {
 				json_t *wk = json_array_get(workers, k);
-				if (!is_running(wk) || strcmp(jstr(wk, "pool"), pool) != 0)
+				/* A standby holds nothing of its own (entries a writer
+				 * left when it lost the lease are the new writer's to
+				 * claim). */
+				if (!is_running(wk) || strcmp(jstr(wk, "pool"), pool) != 0 ||
+				    strcmp(jstr(wk, "status"), "standby") == 0)
 					continue;
 				const char *wn = jstr(wk, "name");
 				if (!group)
