@@ -1,7 +1,7 @@
 /* consumer: the Redis Streams consumer loop shared by both worker kinds
  * (SPEC §4): groups created at 0 and re-created when lost, take-over of the
- * consumer's own pending entries (one at a time after an unclean exit, so a
- * poison entry is found alone), blocking reads with the heartbeat and the
+ * consumer's own pending entries (after an unclean exit: see "Crash
+ * recovery" below), blocking reads with the heartbeat and the
  * previous batch's XACKs pipelined in the same round trip, XAUTOCLAIM
  * sweeps, delivery counting and atomic dead-lettering, pause, and degraded
  * retries that renew the entries in hand instead of losing them.
@@ -14,7 +14,30 @@
  * paused?, stopping?) and passes on what the loop reports (progress, stop).
  * A kind (worker_persist.c, worker_tool.c) plugs its work into the loop
  * through struct consumer_kind and reaches the same host services through
- * consumer_host(). */
+ * consumer_host().
+ *
+ * Crash recovery (issue 14, which amends SPEC §4 step 3).  After an
+ * unclean exit (host->unclean) the own pending entries are not all taken
+ * over one at a time: before each history read, the delivery counts of
+ * the entries after the cursor are looked at (XPENDING in a script: it
+ * delivers nothing), and
+ *  - entries on their first redelivery (delivered once: the predecessor
+ *    read them with ">" and died holding them) are taken in one batch,
+ *    up to the first entry delivered more than once;
+ *  - an entry delivered more than once already (a predecessor crashed
+ *    while it held it after a take-over) is taken alone, so a poison
+ *    entry is found alone on its third delivery at the latest and
+ *    dead-lettered after max_deliveries; its batch-mates come one at a
+ *    time too (each on its third delivery, within max_deliveries 3);
+ *  - with max_deliveries < 3 every entry is taken alone, as SPEC §4 says
+ *    (a batch-mate of a poison entry could not afford the batch's
+ *    delivery and then one alone).
+ * A poison entry still crashes at most max_deliveries times (the batch
+ * delivery replaces the first delivery alone), and a batch held at a
+ * SIGKILL is stored and acked again in one round of the kind, not in one
+ * per entry (bench: tools/bench.sh --crash).  The owner check and the
+ * durable delivery count of a history read (claim_range_script) ride in
+ * the read's own round trip. */
 #ifndef SV_CONSUMER_H
 #define SV_CONSUMER_H
 
@@ -37,7 +60,8 @@ struct consumer_host {
 	struct heartbeat *hb;        /* its registration: consumer name, status, counters */
 	const struct pool_config *pool;
 	bool unclean;                /* the predecessor exited uncleanly: own pending
-				      * entries are taken over one at a time */
+				      * entries are taken over with care (crash
+				      * recovery, above) */
 	bool warn_redis_config;      /* warn once at start about eviction and
 				      * persistence settings (one worker per pool) */
 	int wake_fd;                 /* readable when wait(ctx, 0) has news to apply;
@@ -160,6 +184,7 @@ struct consumer_batch {
 	struct consumer_entry *v;
 	size_t n;
 	bool history;           /* taken over or claimed (not a first delivery) */
+	bool counted;           /* the consumer's: delivery counts known, entries renewed */
 };
 
 struct consumer *consumer_new(const struct consumer_host *host, const struct consumer_kind *kind);

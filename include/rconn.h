@@ -14,6 +14,10 @@
 #include "backoff.h"
 #include "sv_config.h"
 
+/* Spare bytes a connection's reply buffer keeps between replies (hiredis'
+ * reader maxbuf; its default, 16 KB, freed it after every batch). */
+#define RCONN_READER_KEEP (4u << 20)
+
 struct rconn {
 	redisContext *c;          /* NULL while disconnected */
 	const struct sv_config *cfg;
@@ -48,6 +52,12 @@ void rconn_drop(struct rconn *rc, const char *why);
  * connection on an I/O error.  Error replies are returned as replies. */
 redisReply *rconn_command(struct rconn *rc, const char *fmt, ...);
 redisReply *rconn_commandv(struct rconn *rc, int argc, const char **argv, const size_t *argvlen);
+/* Write buf (whole RESP commands the caller formatted itself) to the
+ * connection now, after whatever hiredis had buffered: their replies come
+ * in order with the pipeline's (rconn_get_reply).  Returns 0, or
+ * -ENOTCONN after dropping the connection (a write error or the send
+ * timeout). */
+int rconn_write_raw(struct rconn *rc, const char *buf, size_t len);
 /* Read one pipelined reply (after redisAppendCommand*); NULL = dropped. */
 redisReply *rconn_get_reply(struct rconn *rc);
 

@@ -20,20 +20,70 @@
  * the AOF or to replicas, so after a Redis restart a poison entry would
  * get max_deliveries fresh crashes; XCLAIM is propagated with the count
  * as RETRYCOUNT.  Each id is named by its position (1-based) among the
- * ids: the caller marks it in O(1), so a batch of 100,000 costs O(n log N)
- * in Redis and O(n) in C (matching the ids back by name was O(n^2)). */
+ * ids: the caller marks it in O(1).  ARGV: group, consumer, the smallest
+ * and the largest id, then the ids.  One XPENDING over the consumer's
+ * own entries from the smallest to the largest id (O(log N + m), m the
+ * consumer's entries in that range) finds the owned ones with their
+ * counts, and one XCLAIM per 1000 of them renews them: a batch of 1024
+ * costs ~1 ms in Redis, where an XPENDING and an XCLAIM per id cost ~5.5
+ * (issue 14: the take-over after a crash).  When every id is owned with
+ * the same count (a batch read again), the reply is {0, count}. */
 static const char claim_own_script[] =
-	"local owned, k = {}, 0 "
-	"for i = 3, #ARGV do "
-	"  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1) "
-	"  if p[1] and p[1][2] == ARGV[2] then "
-	"    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID') "
-	"    owned[k + 1] = i - 2 "
-	"    owned[k + 2] = p[1][4] "
+	"local want = {} "
+	"for i = 5, #ARGV do want[ARGV[i]] = i - 4 end "
+	"local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[4], 2147483647, ARGV[2]) "
+	"local owned, k, ids, m = {}, 0, {}, 0 "
+	"for _, e in ipairs(p) do "
+	"  local pos = want[e[1]] "
+	"  if pos then "
+	"    want[e[1]] = nil "
+	"    owned[k + 1] = pos "
+	"    owned[k + 2] = e[4] "
 	"    k = k + 2 "
+	"    m = m + 1 "
+	"    ids[m] = e[1] "
 	"  end "
 	"end "
+	"for i = 1, m, 1000 do "
+	"  local a = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0} "
+	"  for j = i, math.min(i + 999, m) do a[#a + 1] = ids[j] end "
+	"  a[#a + 1] = 'JUSTID' "
+	"  redis.call(unpack(a)) "
+	"end "
+	"if m > 0 and m == #ARGV - 4 then "
+	"  local same = true "
+	"  for j = 4, k, 2 do if owned[j] ~= owned[2] then same = false break end end "
+	"  if same then return {0, owned[2]} end "
+	"end "
 	"return owned";
+
+/* The owner check of a history read, sent right behind it in the same
+ * pipeline: the first ARGV[4] entries of the consumer's own pending list
+ * after the read's cursor (ARGV[3]: "-" or "(CURSOR") are the ones the
+ * read just returned (only this process adds to its own list, and no peer
+ * can claim them meanwhile: the read made them fresh).  They are renewed
+ * (XCLAIM ... JUSTID: the delivery count made durable, as in
+ * claim_own_script) and the reply says how many there were, their lowest
+ * and highest delivery count and the last id: {n, lo, hi, last}.  When
+ * that matches the read (same number, same last id) and lo == hi, every
+ * entry of it has that count; else claim_reread runs the per-id check.
+ * ARGV: group, consumer, start, count. */
+static const char claim_range_script[] =
+	"local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], '+', ARGV[4], ARGV[2]) "
+	"if #p == 0 then return {0, 0, 0, ''} end "
+	"local lo, hi, ids = p[1][4], p[1][4], {} "
+	"for i, e in ipairs(p) do "
+	"  ids[i] = e[1] "
+	"  if e[4] < lo then lo = e[4] end "
+	"  if e[4] > hi then hi = e[4] end "
+	"end "
+	"for i = 1, #ids, 1000 do "
+	"  local a = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0} "
+	"  for j = i, math.min(i + 999, #ids) do a[#a + 1] = ids[j] end "
+	"  a[#a + 1] = 'JUSTID' "
+	"  redis.call(unpack(a)) "
+	"end "
+	"return {#p, lo, hi, ids[#ids]}";
 
 /* Entry ids kept inline: no allocation per id on the hot path.  The
  * longest id is two 20-digit numbers and a dash. */
@@ -43,6 +93,18 @@ static const char claim_own_script[] =
 #define RECHECK_TICK_MS 250
 /* Idle streams a claim sweep covers at most (besides the active ones). */
 #define SWEEP_IDLE_MAX 256
+/* The reads' reply objects (arena_alloc, below). */
+struct achunk {
+	struct achunk *next;
+	size_t cap, used;
+	max_align_t data[];
+};
+
+struct arena {
+	struct achunk *head;
+	size_t total;            /* bytes of every chunk */
+};
+
 struct idlist {
 	char (*v)[ID_MAX];
 	size_t n, cap;
@@ -65,6 +127,7 @@ struct cstream {
 	size_t sent;             /* acks of the pipeline in flight */
 	long long shortfall;     /* acks Redis did not count */
 	char *history_cursor;    /* NULL once this stream's own pending are read */
+	bool history_ends;       /* the history read in flight takes the rest (takeover_count) */
 	char *claim_cursor;      /* XAUTOCLAIM cursor */
 	bool short_read;         /* its last read of the rotation gave less than COUNT */
 	size_t got;              /* its entries in the round trip being processed */
@@ -112,18 +175,25 @@ struct consumer {
 	bool takeover_done;
 	uint64_t connects;       /* rconn.connects when last looked at */
 	bool progress_sent;      /* "progress" told to the master */
-	bool one_at_a_time;      /* predecessor exited uncleanly */
+	bool one_at_a_time;      /* predecessor exited uncleanly: takeover_count */
 	int64_t next_claim_ms;
 	/* consumer_claim_now: sweep with min-idle 0 until every stream's
 	 * cursor is back at 0-0 (a standby that took the writer lease). */
 	bool claim_all;
 	size_t claim_all_sweeps; /* wrapped sweeps still to go (idle streams rotate) */
 	bool idle;               /* the last read found nothing: the next one blocks */
+	bool flow;               /* the last read of new entries brought some */
+	int64_t rt_us;           /* the last round trip's wait for replies, acks' excluded
+				  * (round_trip_reads; split_redis) */
 	unsigned heal_streak;
 	struct backoff heal_backoff;
 	bool warned_redis;
-	const char **argv;       /* reused XACK argument vector */
-	size_t argv_cap;
+	char *ackbuf;            /* the XACKs of a round trip, RESP, reused (append_acks) */
+	struct arena arena;      /* the reads' reply objects (arena_begin .. reads_done) */
+	redisContext *arena_ctx; /* the context whose reader has the arena's functions */
+	redisReplyObjectFunctions *saved_fn;
+	void *saved_privdata;
+	size_t ackbuf_cap;
 	struct consumer_entry *entries; /* reused per batch */
 	size_t entries_cap;
 	struct sv_field *fields;
@@ -155,6 +225,182 @@ static void *grown(void *v, size_t *cap, size_t need, size_t elem)
 	return nv;
 }
 
+/* ---------- reply objects of the reads, from an arena ----------
+ *
+ * hiredis makes one redisReply (and one string) per field of a reply: a
+ * batch of 1024 entries of 5 fields is ~13,000 mallocs, freed again once
+ * the batch is handled, and glibc then consolidates its fast bins at the
+ * next large allocation (issue 14: ~12-15% of a worker's time).  The
+ * replies of the reads (XREADGROUP, new and history, and the owner check
+ * behind a history read) are instead built in an arena of a few chunks
+ * that is reset, not freed object by object, once the round trip's
+ * batch is handled (reads_done).  They are ordinary redisReply objects
+ * to every reader of them; they must never reach freeReplyObject.  The
+ * other replies on the connection (acks, heartbeat, the kind's own
+ * commands) keep hiredis' functions: the arena's are set on the reader
+ * only while the reads' replies are parsed (arena_begin/arena_end). */
+#define ARENA_CHUNK (256u << 10)
+#define ARENA_KEEP (16u << 20) /* a reset keeps at most this much */
+
+static void *arena_alloc(struct arena *a, size_t n)
+{
+	n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+	if (!a->head || a->head->cap - a->head->used < n) {
+		size_t cap = n > ARENA_CHUNK ? n : ARENA_CHUNK;
+		struct achunk *ch = malloc(sizeof(*ch) + cap);
+		if (!ch)
+			return NULL; /* hiredis: out of memory, the connection is dropped */
+		ch->next = a->head;
+		ch->cap = cap;
+		ch->used = 0;
+		a->head = ch;
+		a->total += cap;
+	}
+	void *p = (char *)a->head->data + a->head->used;
+	a->head->used += n;
+	return p;
+}
+
+/* Everything allocated is gone.  Several chunks become one as large as
+ * they were together (up to ARENA_KEEP): the next round trip of the same
+ * size allocates nothing. */
+static void arena_reset(struct arena *a)
+{
+	if (a->head && !a->head->next) {
+		a->head->used = 0;
+		return;
+	}
+	size_t total = a->total;
+	while (a->head) {
+		struct achunk *next = a->head->next;
+		free(a->head);
+		a->head = next;
+	}
+	a->total = 0;
+	if (total > ARENA_CHUNK && total <= ARENA_KEEP) {
+		struct achunk *ch = malloc(sizeof(*ch) + total);
+		if (ch) {
+			ch->next = NULL;
+			ch->cap = total;
+			ch->used = 0;
+			a->head = ch;
+			a->total = total;
+		}
+	}
+}
+
+static void arena_free(struct arena *a)
+{
+	arena_reset(a);
+	free(a->head);
+	a->head = NULL;
+	a->total = 0;
+}
+
+static redisReply *ar_reply(const redisReadTask *task, int type)
+{
+	redisReply *r = arena_alloc(task->privdata, sizeof(*r));
+	if (!r)
+		return NULL;
+	memset(r, 0, sizeof(*r));
+	r->type = type;
+	if (task->parent) {
+		redisReply *parent = task->parent->obj;
+		parent->element[task->idx] = r;
+	}
+	return r;
+}
+
+static void *ar_string(const redisReadTask *task, char *str, size_t len)
+{
+	char *buf = arena_alloc(task->privdata, len + 1);
+	if (!buf)
+		return NULL;
+	memcpy(buf, str, len);
+	buf[len] = '\0';
+	redisReply *r = ar_reply(task, task->type);
+	if (!r)
+		return NULL;
+	r->str = buf;
+	r->len = len;
+	return r;
+}
+
+static void *ar_array_n(const redisReadTask *task, size_t n)
+{
+	redisReply **el = NULL;
+	if (n > 0) {
+		el = arena_alloc(task->privdata, n * sizeof(*el));
+		if (!el)
+			return NULL;
+		memset(el, 0, n * sizeof(*el));
+	}
+	redisReply *r = ar_reply(task, task->type);
+	if (!r)
+		return NULL;
+	r->element = el;
+	r->elements = n;
+	return r;
+}
+
+static void *ar_integer(const redisReadTask *task, long long v)
+{
+	redisReply *r = ar_reply(task, REDIS_REPLY_INTEGER);
+	if (r)
+		r->integer = v;
+	return r;
+}
+
+static void *ar_nil(const redisReadTask *task)
+{
+	return ar_reply(task, REDIS_REPLY_NIL);
+}
+
+static void ar_free(void *obj)
+{
+	(void)obj; /* the arena's: reset with it */
+}
+
+#if HIREDIS_MAJOR >= 1
+static void *ar_array(const redisReadTask *task, size_t n)
+{
+	return ar_array_n(task, n);
+}
+
+static void *ar_double(const redisReadTask *task, double v, char *str, size_t len)
+{
+	redisReply *r = ar_string(task, str, len);
+	if (r) {
+		r->type = REDIS_REPLY_DOUBLE;
+		r->dval = v;
+	}
+	return r;
+}
+
+static void *ar_bool(const redisReadTask *task, int v)
+{
+	redisReply *r = ar_reply(task, REDIS_REPLY_BOOL);
+	if (r)
+		r->integer = v != 0;
+	return r;
+}
+
+static redisReplyObjectFunctions arena_fns = {
+	.createString = ar_string, .createArray = ar_array, .createInteger = ar_integer,
+	.createDouble = ar_double, .createNil = ar_nil, .createBool = ar_bool, .freeObject = ar_free,
+};
+#else
+static void *ar_array(const redisReadTask *task, int n)
+{
+	return ar_array_n(task, n > 0 ? (size_t)n : 0);
+}
+
+static redisReplyObjectFunctions arena_fns = {
+	.createString = ar_string, .createArray = ar_array, .createInteger = ar_integer,
+	.createNil = ar_nil, .freeObject = ar_free,
+};
+#endif
+
 static void idlist_push(struct idlist *l, const char *id)
 {
 	l->v = grown(l->v, &l->cap, l->n + 1, sizeof(*l->v));
@@ -163,6 +409,22 @@ static void idlist_push(struct idlist *l, const char *id)
 
 static struct rconn *conn(struct consumer *c) { return c->host.rc; }
 static struct heartbeat *hb(struct consumer *c) { return c->host.hb; }
+
+/* The heartbeat's time split (issue 14).  HB_SPLIT_REDIS: waiting for the
+ * replies of round trips that brought entries (reads of new entries, the
+ * history, claim sweeps, idle re-checks, owner checks, the take-over's
+ * look at delivery counts); a blocking read counts only when it brought
+ * entries and the one before it did too (else it waited for entries,
+ * not for Redis).  HB_SPLIT_ACK: formatting the XACKs and waiting for
+ * their replies (they come first in the pipeline, so the round trip's
+ * latency is theirs when they ride with a read), acks sent on their own,
+ * and dead-letter transactions. */
+static void split_add(struct consumer *c, enum hb_split k, int64_t since_us)
+{
+	int64_t d = util_mono_us() - since_us;
+	if (d > 0)
+		hb(c)->split_us[k] += (uint64_t)d;
+}
 
 /* The host's answers and the loop's reports (struct consumer_host). */
 static void host_wait(struct consumer *c, int64_t ms) { c->host.wait(c->host.ctx, ms); }
@@ -252,7 +514,8 @@ void consumer_free(struct consumer *c)
 	for (size_t i = 0; i < c->nsettle; i++)
 		free(c->settle[i].stream);
 	free(c->settle);
-	free(c->argv);
+	free(c->ackbuf);
+	arena_free(&c->arena);
 	free(c->entries);
 	free(c->fields);
 	free(c);
@@ -519,25 +782,54 @@ static void warn_redis_config(struct consumer *c)
 
 /* ---------- acks and dead letters ---------- */
 
-/* Append queued XACKs; returns how many replies to read. */
+/* RESP of one bulk string at *at in c->ackbuf (room made by the caller). */
+static size_t resp_bulk(char *at, const char *s, size_t len)
+{
+	int h = sprintf(at, "$%zu\r\n", len);
+	memcpy(at + h, s, len);
+	memcpy(at + h + len, "\r\n", 2);
+	return (size_t)h + len + 2;
+}
+
+/* Send the queued XACKs, one per stream, ahead of the round trip's other
+ * commands; returns how many replies to read (read_ack_replies), or
+ * -ENOTCONN (dropped: they stay queued).  They are formatted into a buffer
+ * kept from round to round and written at once (rconn_write_raw), not
+ * through hiredis' output buffer: a batch of 1024 acks is ~30 KB, which
+ * hiredis formats into a fresh allocation and copies into an output
+ * buffer it grows from empty at every round trip (issue 14: ~7% of a
+ * worker's time, in malloc_consolidate).  Called first in every pipeline
+ * (nothing of hiredis' is buffered before it). */
 static int append_acks(struct consumer *c)
 {
 	int n = 0;
+	size_t len = 0;
 	for (size_t i = 0; i < c->nstreams; i++) {
 		struct idlist *l = &c->st[i].acks;
 		c->st[i].sent = l->n;
 		if (!l->n)
 			continue;
-		size_t argc = l->n + 3;
-		c->argv = grown(c->argv, &c->argv_cap, argc, sizeof(*c->argv));
-		const char **argv = c->argv;
-		argv[0] = "XACK";
-		argv[1] = c->st[i].name;
-		argv[2] = c->pool->group;
+		size_t slen = strlen(c->st[i].name), glen = strlen(c->pool->group);
+		/* "*N\r\n" and "$LEN\r\n...\r\n" per argument: 24 + 5 bytes
+		 * of framing each at most. */
+		size_t need = len + 32 + (l->n + 3) * 32 + slen + glen;
 		for (size_t j = 0; j < l->n; j++)
-			argv[3 + j] = l->v[j];
-		redisAppendCommandArgv(conn(c)->c, (int)argc, argv, NULL);
+			need += strlen(l->v[j]);
+		c->ackbuf = grown(c->ackbuf, &c->ackbuf_cap, need, 1);
+		char *at = c->ackbuf + len;
+		at += sprintf(at, "*%zu\r\n", l->n + 3);
+		at += resp_bulk(at, "XACK", 4);
+		at += resp_bulk(at, c->st[i].name, slen);
+		at += resp_bulk(at, c->pool->group, glen);
+		for (size_t j = 0; j < l->n; j++)
+			at += resp_bulk(at, l->v[j], strlen(l->v[j]));
+		len = (size_t)(at - c->ackbuf);
 		n++;
+	}
+	if (n && rconn_write_raw(conn(c), c->ackbuf, len) < 0) {
+		for (size_t i = 0; i < c->nstreams; i++)
+			c->st[i].sent = 0;
+		return -ENOTCONN;
 	}
 	return n;
 }
@@ -596,9 +888,12 @@ static int flush_acks(struct consumer *c)
 {
 	if (!conn(c)->c)
 		return -ENOTCONN;
-	if (append_acks(c) == 0)
-		return 0;
+	int64_t t0 = util_mono_us();
+	int nacks = append_acks(c);
+	if (nacks <= 0)
+		return nacks;
 	int r = read_ack_replies(c);
+	split_add(c, HB_SPLIT_ACK, t0);
 	check_shortfalls(c);
 	return r;
 }
@@ -679,7 +974,17 @@ static size_t dead_origin(const struct sv_entry *e, char *origin, size_t len)
 
 /* Move one entry to STREAM:dead together with its XACK, in one MULTI:
  * XADD, then dead_join_script (one letter per origin; the XACK). */
+static int dead_letter_tx(struct consumer *c, size_t si, struct consumer_entry *ce);
+
 static int dead_letter(struct consumer *c, size_t si, struct consumer_entry *ce)
+{
+	int64_t t0 = util_mono_us();
+	int r = dead_letter_tx(c, si, ce);
+	split_add(c, HB_SPLIT_ACK, t0);
+	return r;
+}
+
+static int dead_letter_tx(struct consumer *c, size_t si, struct consumer_entry *ce)
 {
 	const struct sv_entry *e = &ce->e;
 	char origin[ID_MAX];
@@ -830,20 +1135,44 @@ static void build_batch(struct consumer *c, redisReply *entries, size_t si, stru
 static int claim_own(struct consumer *c, struct rconn *rc, const char *stream, const char *const *ids,
 		     size_t n, bool *owned, long long *deliveries);
 
+/* A history read's claim_range_script reply, when it vouches for the
+ * whole batch (entries: the read's part of the stream, all of them,
+ * deleted ones too): every entry gets its delivery count.  Returns true
+ * then; false: the per-id owner check is needed. */
+static bool range_claimed(struct consumer_batch *b, const redisReply *entries, const redisReply *cr)
+{
+	if (!cr || cr->type != REDIS_REPLY_ARRAY || cr->elements != 4 || entries->elements == 0)
+		return false;
+	const redisReply *n = cr->element[0], *lo = cr->element[1], *hi = cr->element[2], *last = cr->element[3];
+	const redisReply *tail = entries->element[entries->elements - 1];
+	if (n->type != REDIS_REPLY_INTEGER || lo->type != REDIS_REPLY_INTEGER || hi->type != REDIS_REPLY_INTEGER ||
+	    last->type != REDIS_REPLY_STRING || n->integer != (long long)entries->elements ||
+	    lo->integer != hi->integer || tail->type != REDIS_REPLY_ARRAY || tail->elements != 2 ||
+	    tail->element[0]->type != REDIS_REPLY_STRING || strcmp(tail->element[0]->str, last->str) != 0)
+		return false;
+	for (size_t i = 0; i < b->n; i++)
+		b->v[i].deliveries = hi->integer;
+	b->counted = true;
+	return true;
+}
+
 /* Entries read again (history) or claimed: renew them through the Lua
  * script, which gives their delivery counts and makes those durable.
- * Entries no longer ours (a peer claimed them since) are dropped. */
+ * Entries no longer ours (a peer claimed them since) are dropped.  A
+ * history batch the range claim vouched for (range_claimed) has all that
+ * already. */
 static int claim_reread(struct consumer *c, struct consumer_batch *b)
 {
-	if (b->n == 0)
+	if (b->n == 0 || b->counted)
 		return 0;
 	const char **ids = util_xcalloc(b->n, sizeof(*ids));
 	bool *owned = util_xcalloc(b->n, sizeof(*owned));
 	long long *deliveries = util_xcalloc(b->n, sizeof(*deliveries));
 	for (size_t i = 0; i < b->n; i++)
 		ids[i] = b->v[i].e.id;
-	int64_t t0 = util_mono_ms();
+	int64_t t0 = util_mono_ms(), t0_us = util_mono_us();
 	int r = claim_own(c, conn(c), b->stream, ids, b->n, owned, deliveries);
+	split_add(c, HB_SPLIT_REDIS, t0_us);
 	log_debug("owner check of %zu entries read again: %d still ours, %lld ms", b->n, r,
 		  (long long)(util_mono_ms() - t0));
 	for (size_t i = 0; r >= 0 && i < b->n; i++) {
@@ -1064,6 +1393,8 @@ struct read_plan {
 	int64_t block_ms;   /* with block */
 	size_t nactive;     /* active streams when planned (new entries) */
 	long long limit;    /* COUNT per key at most (the kind's capacity); 0: no cap */
+	long long takeover; /* history after an unclean exit: COUNT per key
+			     * (takeover_count), 0: 1 */
 };
 
 /* One stream's part of an XREADGROUP reply: [stream, [entries...]], or
@@ -1088,9 +1419,12 @@ static redisReply *reply_part(struct consumer *c, redisReply *sr, const struct r
 	return NULL;
 }
 
+static long long history_count(const struct consumer *c, const struct read_plan *rp);
+
 /* History: a batch per stream (the owner check and its cursor are per
  * stream). */
-static int process_history_reply(struct consumer *c, redisReply *r, const struct read_plan *rp, size_t *got)
+static int process_history_reply(struct consumer *c, redisReply *r, const struct read_plan *rp,
+				 redisReply *const *claims, size_t *got)
 {
 	int ret = 0;
 	size_t from = 0;
@@ -1099,18 +1433,28 @@ static int process_history_reply(struct consumer *c, redisReply *r, const struct
 		redisReply *entries = reply_part(c, r->element[s], rp, &from, &si);
 		if (!entries)
 			continue;
+		const redisReply *cr = claims ? claims[from - 1] : NULL; /* from: past its key */
 		struct cstream *cs = &c->st[si];
+		bool ends = cs->history_ends;
+		cs->history_ends = false;
 		free(cs->history_cursor);
 		cs->history_cursor = NULL;
 		if (entries->elements == 0)
 			continue;
+		/* Fewer than COUNT: nothing of ours is pending after them (only
+		 * this process adds to its own pending list, and it reads nothing
+		 * else until the take-over is done): no empty read to end it. */
 		redisReply *last = entries->element[entries->elements - 1];
-		cs->history_cursor = util_xstrdup(last->element[0]->str);
+		if (!ends && (long long)entries->elements >= history_count(c, rp) &&
+		    last->type == REDIS_REPLY_ARRAY &&
+		    last->elements == 2 && last->element[0]->type == REDIS_REPLY_STRING)
+			cs->history_cursor = util_xstrdup(last->element[0]->str);
 		stream_touch(cs, util_mono_ms());
 		*got += entries->elements;
 		struct consumer_batch b = {.history = true};
 		batch_reserve(c, &b, entries->elements, count_fields(entries));
 		build_batch(c, entries, si, &b);
+		range_claimed(&b, entries, cr);
 		if (b.n)
 			ret = process_batch(c, &b);
 	}
@@ -1166,7 +1510,7 @@ static int process_read_reply(struct consumer *c, redisReply *r, const struct re
 	*got = 0;
 	if (r->type != REDIS_REPLY_ARRAY)
 		return 0;
-	return history ? process_history_reply(c, r, rp, got) : process_new_replies(c, &r, rp, 1, got);
+	return history ? process_history_reply(c, r, rp, NULL, got) : process_new_replies(c, &r, rp, 1, got);
 }
 
 /* COUNT per key of a read of n keys that may bring budget entries in
@@ -1195,6 +1539,7 @@ static void plan_read(struct consumer *c, bool history, struct read_plan *rp, si
 	rp->block = false;
 	rp->block_ms = c->pool->block_ms;
 	rp->limit = 0;
+	rp->takeover = 0;
 	if (history) {
 		if (max > budget)
 			max = budget;
@@ -1254,6 +1599,16 @@ static long long read_count(const struct consumer *c, const struct read_plan *rp
 	return rp->limit && per_key > rp->limit ? rp->limit : per_key;
 }
 
+/* COUNT per key of a history read: read_count, or after an unclean exit
+ * the take-over's (takeover_count; 1 when not set). */
+static long long history_count(const struct consumer *c, const struct read_plan *rp)
+{
+	long long per_key = read_count(c, rp);
+	if (!c->one_at_a_time)
+		return per_key;
+	return rp->takeover < 1 ? 1 : rp->takeover < per_key ? rp->takeover : per_key;
+}
+
 static void append_read(struct consumer *c, bool history, const struct read_plan *rp)
 {
 	const struct pool_config *p = c->pool;
@@ -1262,8 +1617,7 @@ static void append_read(struct consumer *c, bool history, const struct read_plan
 	if (!argv)
 		abort();
 	char count[24], block[24];
-	long long per_key = read_count(c, rp);
-	snprintf(count, sizeof(count), "%lld", history && c->one_at_a_time ? 1LL : per_key);
+	snprintf(count, sizeof(count), "%lld", history ? history_count(c, rp) : read_count(c, rp));
 	snprintf(block, sizeof(block), "%lld", (long long)rp->block_ms);
 	size_t n = 0;
 	argv[n++] = "XREADGROUP";
@@ -1367,6 +1721,37 @@ static bool kind_poll(struct consumer *c, int rfd, int64_t until)
 	}
 }
 
+/* The replies parsed from here to arena_end are the arena's (no reply may
+ * be half parsed: called between replies). */
+static void arena_begin(struct consumer *c)
+{
+	redisContext *rx = conn(c)->c;
+	if (!rx || c->arena_ctx)
+		return;
+	c->saved_fn = rx->reader->fn;
+	c->saved_privdata = rx->reader->privdata;
+	rx->reader->fn = &arena_fns;
+	rx->reader->privdata = &c->arena;
+	c->arena_ctx = rx;
+}
+
+static void arena_end(struct consumer *c)
+{
+	redisContext *rx = conn(c)->c;
+	if (rx && rx == c->arena_ctx) {
+		rx->reader->fn = c->saved_fn;
+		rx->reader->privdata = c->saved_privdata;
+	}
+	c->arena_ctx = NULL; /* or dropped: its reader went with it */
+}
+
+/* The reads' replies of the round trip (out[], claims[]) are no longer
+ * used: instead of freeReplyObject. */
+static void reads_done(struct consumer *c)
+{
+	arena_reset(&c->arena);
+}
+
 /* Send what hiredis has buffered (a blocking context: a write waits at
  * most command_timeout_ms).  Returns 0, or -ENOTCONN (dropped). */
 static int flush_out(struct consumer *c)
@@ -1420,21 +1805,42 @@ static redisReply *poll_reply(struct consumer *c, int64_t sent_ms)
  * (Redis answers them before it blocks), then the read's reply waited for
  * in poll() (poll_reply). */
 static size_t round_trip_reads(struct consumer *c, bool history, const struct read_plan *rp, size_t nreads,
-			       redisReply **out)
+			       redisReply **out, redisReply **claims)
 {
+	c->rt_us = 0;
 	if (!conn(c)->c)
 		return 0; /* dropped by an earlier command of this round */
 	bool polled = c->kind.poll_fds && !history && nreads == 1 && rp[0].block;
 	int64_t t0 = util_mono_us();
 	int nacks = append_acks(c);
+	if (nacks < 0)
+		return 0;
+	int64_t acks_us = util_mono_us() - t0; /* formatting and sending them (HB_SPLIT_ACK) */
 	int nbeat = beat_now(c, !history && rp->block) ? heartbeat_append(hb(c), conn(c)) : 0;
 	for (size_t k = 0; k < nreads; k++)
 		append_read(c, history, &rp[k]);
+	size_t nclaims = history && claims && nreads == 1 ? rp[0].n : 0;
+	if (nclaims) {
+		char count[24], start[ID_MAX + 1];
+		snprintf(count, sizeof(count), "%lld", history_count(c, &rp[0]));
+		for (size_t j = 0; j < nclaims; j++) {
+			const struct cstream *cs = &c->st[rp[0].idx[j]];
+			snprintf(start, sizeof(start), strcmp(cs->history_cursor, "0") == 0 ? "-" : "(%s",
+				 cs->history_cursor);
+			const char *argv[] = {"EVAL", claim_range_script, "1", cs->name, c->pool->group,
+					      consumer_name(c), start, count};
+			redisAppendCommandArgv(conn(c)->c, (int)ARRAY_SIZE(argv), argv, NULL);
+		}
+	}
 	int64_t sent_ms = util_mono_ms();
 	if (polled && flush_out(c) < 0)
 		return 0;
+	int64_t t1 = util_mono_us();
 	if (nacks && read_ack_replies(c) < 0)
 		return 0;
+	if (nacks)
+		hb(c)->split_us[HB_SPLIT_ACK] += (uint64_t)(acks_us + (util_mono_us() - t1));
+	int64_t t2 = util_mono_us();
 	if (nbeat) {
 		int r = heartbeat_replies(hb(c), conn(c), nbeat);
 		if (r == -EPERM)
@@ -1444,11 +1850,22 @@ static size_t round_trip_reads(struct consumer *c, bool history, const struct re
 		hb(c)->redis_rtt_us = util_mono_us() - t0;
 	}
 	size_t got = 0;
+	arena_begin(c); /* the reads' replies: reads_done once handled */
 	if (polled)
 		got = (out[0] = poll_reply(c, sent_ms)) != NULL;
 	else
 		while (got < nreads && (out[got] = rconn_get_reply(conn(c))))
 			got++;
+	for (size_t j = 0; got == nreads && j < nclaims; j++) {
+		if (!(claims[j] = rconn_get_reply(conn(c)))) {
+			got = 0;
+			reads_done(c);
+		}
+	}
+	arena_end(c);
+	/* Appending the reads, the beat's replies and the reads': split_redis
+	 * decides once the entries are counted. */
+	c->rt_us = (t1 - t0 - acks_us) + (util_mono_us() - t2);
 	if (got == nreads)
 		check_shortfalls(c);
 	return got;
@@ -1472,10 +1889,10 @@ static int service_wait(struct consumer *c)
 }
 
 /* round_trip_reads of one read: its reply, or NULL (connection dropped). */
-static redisReply *round_trip(struct consumer *c, bool history, const struct read_plan *rp)
+static redisReply *round_trip(struct consumer *c, bool history, const struct read_plan *rp, redisReply **claims)
 {
 	redisReply *r = NULL;
-	return round_trip_reads(c, history, rp, 1, &r) ? r : NULL;
+	return round_trip_reads(c, history, rp, 1, &r, claims) ? r : NULL;
 }
 
 /* No active stream to read (a pool of patterns only, none discovered yet,
@@ -1512,6 +1929,91 @@ static bool read_error(struct consumer *c, redisReply *r, const char *what)
 	return true;
 }
 
+/* After an unclean exit (consumer.h, "Crash recovery"): how many own
+ * pending entries the next history read takes, per stream.  ARGV: group,
+ * start ("-" or "(CURSOR"), count, consumer.  Returns {k, n}: of the n
+ * (<= count) own entries pending after the cursor, the first k are on
+ * their first redelivery (delivered once: the predecessor read them with
+ * ">" and died). */
+static const char takeover_script[] =
+	"local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], '+', ARGV[3], ARGV[4]) "
+	"local k = 0 "
+	"for _, e in ipairs(p) do "
+	"  if e[4] > 1 then break end "
+	"  k = k + 1 "
+	"end "
+	"return {k, #p}";
+
+/* The COUNT of the next history read after an unclean exit: a full batch
+ * while the entries after each cursor are on their first redelivery (this
+ * read is their second delivery); one at a time from the first entry
+ * delivered more than once (a predecessor crashed while it held it after
+ * taking it over: a poison entry among them is found alone now), and
+ * always one at a time when max_deliveries < 3 (a poison's batch-mates
+ * could not afford the batch's delivery and then one alone).  The counts
+ * are looked at without delivering anything (takeover_script, pipelined
+ * over the plan's keys); COUNT is per key, so the smallest of the keys
+ * with entries wins.  A key whose whole rest is taken by this read has
+ * its history ended by it (history_ends: no empty read after it).
+ * Returns the COUNT (>= 1), or -ENOTCONN. */
+static long long takeover_count(struct consumer *c, const struct read_plan *rp)
+{
+	long long per_key = read_count(c, rp), best = per_key;
+	for (size_t j = 0; j < rp->n; j++)
+		c->st[rp->idx[j]].history_ends = false;
+	if (c->pool->max_deliveries < 3 || per_key <= 1)
+		return 1;
+	struct rconn *rc = conn(c);
+	if (!rc->c)
+		return -ENOTCONN;
+	int64_t t0 = util_mono_us();
+	char start[ID_MAX + 1], count[24];
+	snprintf(count, sizeof(count), "%lld", per_key + 1);
+	for (size_t j = 0; j < rp->n; j++) {
+		const struct cstream *cs = &c->st[rp->idx[j]];
+		snprintf(start, sizeof(start), strcmp(cs->history_cursor, "0") == 0 ? "-" : "(%s", cs->history_cursor);
+		const char *argv[] = {"EVAL", takeover_script, "1", cs->name, c->pool->group, start, count,
+				      consumer_name(c)};
+		redisAppendCommandArgv(rc->c, (int)ARRAY_SIZE(argv), argv, NULL);
+	}
+	long long *k = util_xcalloc(rp->n, sizeof(*k)), *n = util_xcalloc(rp->n, sizeof(*n));
+	bool any = false;
+	for (size_t j = 0; j < rp->n; j++) {
+		redisReply *r = rconn_get_reply(rc);
+		if (!r) {
+			free(k);
+			free(n);
+			return -ENOTCONN;
+		}
+		if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
+		    r->element[1]->type != REDIS_REPLY_INTEGER) {
+			if (r->type == REDIS_REPLY_ERROR)
+				log_debug("take-over count of %s: %s", c->st[rp->idx[j]].name, r->str);
+			k[j] = 0; /* unknown (NOGROUP, scripting off): the careful way */
+			n[j] = -1;
+		} else {
+			k[j] = r->element[0]->integer;
+			n[j] = r->element[1]->integer;
+		}
+		log_debug("take-over of %s after %s: %lld of %lld own pending entries on their first redelivery",
+			  c->st[rp->idx[j]].name, c->st[rp->idx[j]].history_cursor, k[j], n[j]);
+		if (n[j] != 0 && k[j] < best)
+			best = k[j];
+		any |= n[j] != 0;
+		freeReplyObject(r);
+	}
+	split_add(c, HB_SPLIT_REDIS, t0);
+	if (!any)
+		best = per_key; /* nothing pending after the cursors: the read ends the history */
+	if (best < 1)
+		best = 1;
+	for (size_t j = 0; j < rp->n; j++)
+		c->st[rp->idx[j]].history_ends = n[j] >= 0 && n[j] <= best;
+	free(k);
+	free(n);
+	return best;
+}
+
 static int read_history(struct consumer *c)
 {
 	struct read_plan rp;
@@ -1521,20 +2023,26 @@ static int read_history(struct consumer *c)
 		c->takeover_done = true;
 		return 0;
 	}
-	redisReply *r = round_trip(c, true, &rp);
-	if (!r) {
-		free(rp.idx);
-		return 0;
+	if (c->one_at_a_time) {
+		long long n = takeover_count(c, &rp);
+		if (n < 0) {
+			free(rp.idx);
+			return 0;
+		}
+		rp.takeover = n;
+		log_debug("taking over own pending entries after an unclean exit: %lld per key", n);
 	}
-	if (read_error(c, r, "pending")) {
-		freeReplyObject(r);
-		free(rp.idx);
-		return 0;
-	}
-	size_t got;
-	int ret = process_read_reply(c, r, &rp, true, &got);
+	/* Each key's owner check (claim_range_script) rides behind the read. */
+	redisReply **claims = util_xcalloc(rp.n, sizeof(*claims));
+	redisReply *r = round_trip(c, true, &rp, claims);
+	hb(c)->split_us[HB_SPLIT_REDIS] += (uint64_t)c->rt_us;
+	int ret = 0;
+	size_t got = 0;
+	if (r && !read_error(c, r, "pending") && r->type == REDIS_REPLY_ARRAY)
+		ret = process_history_reply(c, r, &rp, claims, &got);
+	reads_done(c);
+	free(claims);
 	free(rp.idx);
-	freeReplyObject(r);
 	if (!history_left(c)) {
 		c->takeover_done = true;
 		log_debug("own pending entries taken over");
@@ -1647,7 +2155,7 @@ static int read_new(struct consumer *c)
 		return wait_for_streams(c);
 	}
 	size_t nreads = rp[0].block ? 1 : plan_fill(c, rp);
-	size_t nr = round_trip_reads(c, false, rp, nreads, r), keys = 0, got = 0;
+	size_t nr = round_trip_reads(c, false, rp, nreads, r, NULL), keys = 0, got = 0;
 	bool failed = false;
 	for (size_t k = 0; k < nr; k++) {
 		keys += rp[k].n;
@@ -1657,6 +2165,11 @@ static int read_new(struct consumer *c)
 			failed = true;
 	}
 	int ret = nr ? process_new_replies(c, r, rp, nr, &got) : 0;
+	/* A blocking read waited for entries unless the flow was on and it
+	 * brought some (split_add). */
+	if (nr && (!rp[0].block || (got && c->flow)))
+		hb(c)->split_us[HB_SPLIT_REDIS] += (uint64_t)c->rt_us;
+	c->flow = got > 0;
 	if (nr && !failed) {
 		c->heal_streak = 0;
 		c->empty_keys = got == 0 ? c->empty_keys + keys : 0;
@@ -1668,8 +2181,7 @@ static int read_new(struct consumer *c)
 	}
 	for (size_t k = 0; k < nreads; k++)
 		free(rp[k].idx);
-	for (size_t k = 0; k < nr; k++)
-		freeReplyObject(r[k]);
+	reads_done(c);
 	return ret < 0 ? 0 : ret;
 }
 
@@ -1762,10 +2274,12 @@ static int recheck_idle(struct consumer *c)
 		plans[k].limit = limit;
 		append_read(c, false, &plans[k]);
 	}
+	int64_t t0 = util_mono_us();
 	size_t got_replies = 0;
 	for (; got_replies < nreads && conn(c)->c; got_replies++)
 		if (!(replies[got_replies] = rconn_get_reply(conn(c))))
 			break;
+	split_add(c, HB_SPLIT_REDIS, t0);
 	/* Every reply is in hand before any batch runs commands of its own. */
 	int ret = 0;
 	for (size_t k = 0; k < got_replies && ret == 0 && replies[k]; k++) {
@@ -1848,11 +2362,25 @@ static int sweep_claims(struct consumer *c)
 	}
 	bool *one = util_xcalloc(n ? n : 1, sizeof(*one));
 	if (c->claim_all) {
-		flush_acks(c); /* one at a time (below): the last one's ack first */
+		/* A take-over may go one entry at a time (redelivered_pending):
+		 * the last one's ack first, then the look at the counts. */
+		flush_acks(c);
 		for (size_t k = 0; k < n && rc->c; k++)
 			one[k] = redelivered_pending(c, &c->st[idx[k]]);
 	}
-	for (size_t k = 0; k < n && rc->c; k++) {
+	/* The queued acks go first, in the same pipeline: an entry handled
+	 * and not acked yet (the last of a take-over) is not ours to claim
+	 * again, least of all with min-idle 0 (consumer_claim_now), which
+	 * would count it delivered once more. */
+	int64_t ta = util_mono_us();
+	int nacks = rc->c ? append_acks(c) : -1;
+	if (nacks < 0) {
+		free(one);
+		free(idx);
+		return 0;
+	}
+	int64_t acks_us = util_mono_us() - ta;
+	for (size_t k = 0; k < n; k++) {
 		const struct cstream *cs = &c->st[idx[k]];
 		redisAppendCommand(rc->c, "XAUTOCLAIM %s %s %s %s %s COUNT %s", cs->name, c->pool->group,
 				   consumer_name(c), idle, cs->claim_cursor, one[k] ? "1" : count);
@@ -1864,6 +2392,12 @@ static int sweep_claims(struct consumer *c)
 	}
 	redisReply **replies = util_xcalloc(n ? n : 1, sizeof(*replies));
 	int ret = 0;
+	ta = util_mono_us();
+	if (nacks && read_ack_replies(c) < 0)
+		ret = -ENOTCONN, n = 0;
+	if (nacks)
+		hb(c)->split_us[HB_SPLIT_ACK] += (uint64_t)(acks_us + (util_mono_us() - ta));
+	int64_t t0 = util_mono_us();
 	for (size_t i = 0; i < n; i++) {
 		replies[i] = rconn_get_reply(rc);
 		if (!replies[i]) {
@@ -1871,6 +2405,9 @@ static int sweep_claims(struct consumer *c)
 			break;
 		}
 	}
+	split_add(c, HB_SPLIT_REDIS, t0);
+	if (ret == 0 && nacks)
+		check_shortfalls(c); /* every reply of the pipeline is in hand */
 	for (size_t i = 0; ret == 0 && i < n; i++) {
 		redisReply *r = replies[i];
 		struct cstream *cs = &c->st[idx[i]];
@@ -2048,7 +2585,10 @@ int consumer_step(struct consumer *c)
 		}
 	}
 	if (!c->started) {
-		warn_redis_config(c);
+		/* After a crash the take-over comes first (issue 14): the
+		 * warning waits for it (below). */
+		if (!c->one_at_a_time)
+			warn_redis_config(c);
 		/* Its INFO or CONFIG GET may have dropped the connection: the
 		 * next round reconnects before anything is appended to it. */
 		if (!conn(c)->c)
@@ -2076,6 +2616,11 @@ int consumer_step(struct consumer *c)
 		return service_wait(c);
 	if (!c->takeover_done)
 		return read_history(c);
+	if (!c->warned_redis && c->host.warn_redis_config) {
+		warn_redis_config(c);
+		if (!conn(c)->c)
+			return 0;
+	}
 	int64_t now = util_mono_ms();
 	demote_idle(c, now);
 	hb(c)->streams = (int64_t)c->nstreams;
@@ -2088,12 +2633,22 @@ int consumer_step(struct consumer *c)
 	return read_new(c);
 }
 
-/* claim_own_script's reply [position, delivery count, ...]: mark owned[]
- * (and deliveries[]) of each position, ignoring anything out of range or
- * repeated.  Returns how many were marked. */
+/* claim_own_script's reply [position, delivery count, ...] (or {0, count}:
+ * all of them): mark owned[] (and deliveries[]) of each position, ignoring
+ * anything out of range or repeated.  Returns how many were marked. */
 static int mark_owned(const redisReply *r, size_t n, bool *owned, long long *deliveries)
 {
 	int kept = 0;
+	if (r->elements == 2 && r->element[0]->type == REDIS_REPLY_INTEGER && r->element[0]->integer == 0) {
+		/* {0, count}: every id, with one count. */
+		const redisReply *count = r->element[1];
+		for (size_t i = 0; i < n; i++) {
+			owned[i] = true;
+			if (deliveries)
+				deliveries[i] = count->type == REDIS_REPLY_INTEGER ? count->integer : 1;
+		}
+		return (int)n;
+	}
 	for (size_t j = 0; j + 1 < r->elements; j += 2) {
 		const redisReply *pos = r->element[j], *count = r->element[j + 1];
 		if (pos->type != REDIS_REPLY_INTEGER || pos->integer < 1 || (unsigned long long)pos->integer > n)
@@ -2116,16 +2671,39 @@ static int mark_owned(const redisReply *r, size_t n, bool *owned, long long *del
 static int claim_own(struct consumer *c, struct rconn *rc, const char *stream, const char *const *ids,
 		     size_t n, bool *owned, long long *deliveries)
 {
-	size_t argc = 6 + n;
+	size_t argc = 8 + n;
 	const char **argv = util_xcalloc(argc, sizeof(*argv));
+	/* The range of the ids (in any order; "-" / "+" when one is not an
+	 * id: the script then looks at all of the consumer's entries). */
+	uint64_t lo[2] = {UINT64_MAX, UINT64_MAX}, hi[2] = {0, 0}, ms, seq;
+	bool parsed = n > 0;
+	for (size_t i = 0; i < n && parsed; i++) {
+		if (event_parse_id(ids[i], &ms, &seq) < 0) {
+			parsed = false;
+		} else {
+			if (ms < lo[0] || (ms == lo[0] && seq < lo[1]))
+				lo[0] = ms, lo[1] = seq;
+			if (ms > hi[0] || (ms == hi[0] && seq > hi[1]))
+				hi[0] = ms, hi[1] = seq;
+		}
+	}
+	char from[ID_MAX], to[ID_MAX];
+	snprintf(from, sizeof(from), "%s", "-");
+	snprintf(to, sizeof(to), "%s", "+");
+	if (parsed) {
+		snprintf(from, sizeof(from), "%llu-%llu", (unsigned long long)lo[0], (unsigned long long)lo[1]);
+		snprintf(to, sizeof(to), "%llu-%llu", (unsigned long long)hi[0], (unsigned long long)hi[1]);
+	}
 	argv[0] = "EVAL";
 	argv[1] = claim_own_script;
 	argv[2] = "1";
 	argv[3] = stream;
-	argv[4] = c->pool->group; /* ARGV[1] = group, ARGV[2] = consumer, ARGV[3..] = ids */
+	argv[4] = c->pool->group; /* ARGV[1] = group, ARGV[2] = consumer, ARGV[3..4] = range, ARGV[5..] = ids */
 	argv[5] = consumer_name(c);
+	argv[6] = from;
+	argv[7] = to;
 	for (size_t i = 0; i < n; i++)
-		argv[6 + i] = ids[i];
+		argv[8 + i] = ids[i];
 	redisReply *r = rconn_commandv(rc, (int)argc, argv, NULL);
 	free(argv);
 	if (!r)

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "util.h"
@@ -85,6 +86,13 @@ static int connect_once(struct rconn *rc)
 		return -ENOTCONN;
 	}
 	redisSetTimeout(rc->c, tv_ms(cfg->redis.command_timeout_ms));
+	/* hiredis frees its reader's buffer whenever it is empty with more
+	 * than 16 KB spare, so a worker reading batches regrew it from empty
+	 * at every round trip: a large malloc right after a batch's worth of
+	 * reply objects was freed, i.e. a malloc_consolidate each time (issue
+	 * 14).  Keep up to RCONN_READER_KEEP spare (a larger one, after a
+	 * huge reply, is still given back). */
+	rc->c->reader->maxbuf = RCONN_READER_KEEP;
 	if (u->type == REDIS_URL_TCP)
 		redisEnableKeepAlive(rc->c);
 	int err;
@@ -181,6 +189,32 @@ redisReply *rconn_commandv(struct rconn *rc, int argc, const char **argv, const 
 	if (!rc->c)
 		return NULL;
 	return checked(rc, redisCommandArgv(rc->c, argc, argv, argvlen));
+}
+
+int rconn_write_raw(struct rconn *rc, const char *buf, size_t len)
+{
+	if (!rc->c)
+		return -ENOTCONN;
+	int done = 0;
+	while (!done)
+		if (redisBufferWrite(rc->c, &done) != REDIS_OK) {
+			rconn_drop(rc, rc->c->errstr[0] ? rc->c->errstr : "write failed");
+			return -ENOTCONN;
+		}
+	for (size_t off = 0; off < len;) {
+		ssize_t w = write(rc->c->fd, buf + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			/* EAGAIN: the socket's send timeout (command_timeout_ms). */
+			char why[128];
+			snprintf(why, sizeof(why), "write: %s", w < 0 ? strerror(errno) : "nothing written");
+			rconn_drop(rc, why);
+			return -ENOTCONN;
+		}
+		off += (size_t)w;
+	}
+	return 0;
 }
 
 redisReply *rconn_get_reply(struct rconn *rc)

@@ -2,7 +2,7 @@
 # bench.sh: run svbench (SPEC §10) against a private streamvisord + redis-server.
 #
 #   tools/bench.sh [--workers N] [--batch B] [--sync full|normal] [--rate R]
-#                  [--runs N] [--tcp] [--tools] [--respawn [COUNT]] [--rss]
+#                  [--runs N] [--tcp] [--tools] [--respawn [COUNT]] [--crash [COUNT]] [--rss]
 #                  [--perf FILE] [--keep] [--cmdstats]
 #                  [--streams-per-run [--stream-fmt FMT] [--read-keys N] [--discover-ms N] [--notify]]
 #                  [--new-streams N [--idle-streams N] [--populate N] [--notify]]
@@ -14,6 +14,12 @@
 # starts streamvisord, waits for `streamvisorctl status` to exit 0, runs
 #   svbench (the workload)          by default,
 #   svbench respawn --count COUNT   with --respawn,
+#   svbench crash --count COUNT     with --crash (default 7): the standard
+#                                   workload runs in the background (--runs,
+#                                   --rate; default 12000 runs) while
+#                                   svbench crash SIGKILLs a
+#                                   worker holding entries, COUNT times, and
+#                                   times kill -> every held entry acked again,
 #   svbench rss                     with --rss (idle: before any load),
 #   svbench --new-streams N         with --new-streams (discovery latency),
 # prints "workers=N batch=B sync=S {json}" and stops everything.
@@ -32,6 +38,8 @@
 # then runs with --enable-debug-command local), and --notify sets the
 # server's notify-keyspace-events to Kt (the operator's choice; the daemon
 # never sets it).  --tools adds a tool pool on the same pattern.
+# LOG_LEVEL=debug (environment) sets the daemon's log level (default warn;
+# with --keep, the log stays in the kept dir).
 # --cmdstats prints, after the workload, the server's INFO commandstats of
 # the commands the workers and the monitor send (XREADGROUP, XACK, ...) to
 # stderr.  --perf FILE records `perf record -g` of the persistence workers
@@ -40,7 +48,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-workers=1 batch=256 sync=full rate=0 runs=4000 tcp=0 tools=0 mode=bench count=20 perf_out= keep=0
+workers=1 batch=256 sync=full rate=0 runs=4000 runs_set=0 tcp=0 tools=0 mode=bench count=20 perf_out= keep=0
 per_run=0 stream_fmt='bench:run:{run}:events' read_keys= discover_ms=
 new_streams=0 idle_streams=0 populate=0 notify=0 cmdstats=0
 while [ $# -gt 0 ]; do
@@ -49,10 +57,11 @@ while [ $# -gt 0 ]; do
 	--batch) batch=$2; shift 2 ;;
 	--sync) sync=$2; shift 2 ;;
 	--rate) rate=$2; shift 2 ;;
-	--runs) runs=$2; shift 2 ;;
+	--runs) runs=$2 runs_set=1; shift 2 ;;
 	--tcp) tcp=1; shift ;;
 	--tools) tools=1; shift ;;
 	--respawn) mode=respawn; if [[ ${2:-} =~ ^[0-9]+$ ]]; then count=$2; shift; fi; shift ;;
+	--crash) mode=crash count=7; if [[ ${2:-} =~ ^[0-9]+$ ]]; then count=$2; shift; fi; shift ;;
 	--rss) mode=rss; shift ;;
 	--perf) perf_out=$2; shift 2 ;;
 	--keep) keep=1; shift ;;
@@ -66,7 +75,7 @@ while [ $# -gt 0 ]; do
 	--notify) notify=1; shift ;;
 	--cmdstats) cmdstats=1; shift ;;
 	--) shift; break ;;
-	-h|--help) sed -n '2,39p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,47p' "$0"; exit 0 ;;
 	*) echo "bench.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -119,7 +128,7 @@ pools = (
   { name = "persist"; kind = "persistence"; count = $workers; batch = $batch; block_ms = 2000;$pool_extra }$tool_pool
 );
 $tool_def
-log = { level = "warn"; };
+log = { level = "${LOG_LEVEL:-warn}"; };
 EOF
 bench_start_daemon
 
@@ -221,6 +230,17 @@ newstreams)
 	fi
 	out=$("${nice_cmd[@]}" "$svbench" --redis "$redis_url" --sqlite "$dir/snapshots.db" --new-streams "$new_streams" \
 		--stream-fmt "$stream_fmt" "$@")
+	;;
+crash)
+	# the load: the standard workload in the background, left unfinished;
+	# 12000 runs (~700k events) unless --runs: it must outlast the kills
+	[ "$runs_set" = 1 ] || runs=12000
+	"${nice_cmd[@]}" "$svbench" --redis "$redis_url" --sqlite "$dir/snapshots.db" --runs "$runs" --rate "$rate" \
+		"${svbench_extra[@]}" >"$dir/load.json" 2>"$dir/load.log" &
+	load_pid=$!
+	out=$("${nice_cmd[@]}" "$svbench" crash --socket "$dir/ctl.sock" --redis "$redis_url" --namespace sv \
+		--pool persist --count "$count" "$@") || { kill "$load_pid" 2>/dev/null; exit 1; }
+	kill "$load_pid" 2>/dev/null; wait "$load_pid" 2>/dev/null || true
 	;;
 rss)
 	sleep 1 # settle: every worker registered and idle in XREADGROUP

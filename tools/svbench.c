@@ -1847,6 +1847,217 @@ static int cmd_tools(int argc, char **argv)
 	return timed_out || dups || errors ? 1 : 0;
 }
 
+/* ------------------------------------------------------------------ crash
+ *
+ *   svbench crash --socket CTLSOCK [--redis URL] [--namespace sv] [--stream events]
+ *           [--pool persist] [--count 7] [--min-held 256] [--gap-ms 300] [--timeout 30]
+ *       Crash recovery (issue 14, done-when 6), under a load that someone
+ *       else produces (tools/bench.sh --crash runs the standard workload
+ *       beside it).  Each round picks a RUNNING worker of the pool, SIGSTOPs
+ *       it, reads its pending entries of the stream (XPENDING ... consumer:
+ *       the entries it holds, read and not acked yet), and SIGKILLs it when
+ *       it holds at least --min-held (else SIGCONT and try again a
+ *       millisecond later).  From the SIGKILL it times the fork of the
+ *       replacement (a new child of the master) and the moment nothing is
+ *       pending in the group between the first and the last held id (the
+ *       pool's one writer read them all: ids read anew are later, and a
+ *       standby that claims them keeps them pending until it acks them):
+ *       every held entry was stored and acked again (acks follow the
+ *       commit).  With several workers the victim is the one holding the
+ *       most (never a standby).  Then it waits --gap-ms; the next
+ *       round's victim is again a RUNNING worker holding entries.  Prints one JSON line with p50/p99/max of
+ *       fork_ms and recovered_ms, and the entries held. */
+static int crash_pending(redisContext *c, const char *stream, const char *group, const char *consumer,
+			 const char *lo, const char *hi, char *first, char *last, size_t idlen)
+{
+	redisReply *r = consumer ? redisCommand(c, "XPENDING %s %s %s %s 100000 %s", stream, group, lo, hi, consumer)
+				 : redisCommand(c, "XPENDING %s %s %s %s 1", stream, group, lo, hi);
+	if (!r)
+		die("Redis: %s", c->errstr);
+	if (r->type != REDIS_REPLY_ARRAY)
+		die("XPENDING %s %s: %s", stream, group, r->type == REDIS_REPLY_ERROR ? r->str : "not an array");
+	int n = (int)r->elements;
+	if (n && first && last) {
+		snprintf(first, idlen, "%s", r->element[0]->element[0]->str);
+		snprintf(last, idlen, "%s", r->element[n - 1]->element[0]->str);
+	}
+	freeReplyObject(r);
+	return n;
+}
+
+/* The group of stream that has a consumer named name (XINFO), malloc'd. */
+static char *crash_group_of(redisContext *c, const char *stream, const char *name)
+{
+	redisReply *g = redisCommand(c, "XINFO GROUPS %s", stream);
+	if (!g || g->type != REDIS_REPLY_ARRAY)
+		die("XINFO GROUPS %s: %s", stream, g && g->type == REDIS_REPLY_ERROR ? g->str : "failed");
+	char *found = NULL;
+	for (size_t i = 0; i < g->elements && !found; i++) {
+		redisReply *gi = g->element[i];
+		const char *gname = NULL;
+		for (size_t k = 0; k + 1 < gi->elements; k += 2)
+			if (strcmp(gi->element[k]->str, "name") == 0)
+				gname = gi->element[k + 1]->str;
+		if (!gname)
+			continue;
+		redisReply *cs = redisCommand(c, "XINFO CONSUMERS %s %s", stream, gname);
+		for (size_t j = 0; cs && cs->type == REDIS_REPLY_ARRAY && j < cs->elements && !found; j++)
+			for (size_t k = 0; k + 1 < cs->element[j]->elements; k += 2)
+				if (strcmp(cs->element[j]->element[k]->str, "name") == 0 &&
+				    strcmp(cs->element[j]->element[k + 1]->str, name) == 0)
+					found = strdup(gname);
+		if (cs)
+			freeReplyObject(cs);
+	}
+	freeReplyObject(g);
+	return found;
+}
+
+static int cmd_crash(int argc, char **argv)
+{
+	const char *sock = NULL, *url = "redis://127.0.0.1:6379/0", *ns = "sv", *pool = "persist";
+	const char *stream = "events";
+	long count = 7, min_held = 256, gap_ms = 300, wait_s = 30;
+	static const struct option lo[] = {
+		{ "socket", required_argument, NULL, 's' }, { "redis", required_argument, NULL, 'r' },
+		{ "namespace", required_argument, NULL, 'n' }, { "count", required_argument, NULL, 'c' },
+		{ "pool", required_argument, NULL, 'p' }, { "timeout", required_argument, NULL, 't' },
+		{ "stream", required_argument, NULL, 'S' }, { "min-held", required_argument, NULL, 'm' },
+		{ "gap-ms", required_argument, NULL, 'g' }, { 0, 0, 0, 0 },
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 's': sock = optarg; break;
+		case 'r': url = optarg; break;
+		case 'n': ns = optarg; break;
+		case 'c': count = parse_long("--count", optarg, 1, 100000); break;
+		case 'p': pool = optarg; break;
+		case 't': wait_s = parse_long("--timeout", optarg, 1, 86400); break;
+		case 'S': stream = optarg; break;
+		case 'm': min_held = parse_long("--min-held", optarg, 1, 10000000); break;
+		case 'g': gap_ms = parse_long("--gap-ms", optarg, 0, 3600000); break;
+		default:
+			die("usage: svbench crash --socket CTLSOCK [--redis URL] [--namespace sv] [--stream events] "
+			    "[--pool persist] [--count 7] [--min-held 256] [--gap-ms 300] [--timeout 30]");
+		}
+	}
+	if (!sock)
+		die("crash: --socket is required");
+	(void)ns; /* accepted as respawn's; the consumer names are the workers' names */
+	redisContext *c = redis_open(url);
+	int64_t *fork_us = xmalloc(sizeof(int64_t) * (size_t)count);
+	int64_t *rec_us = xmalloc(sizeof(int64_t) * (size_t)count);
+	int64_t *held = xmalloc(sizeof(int64_t) * (size_t)count);
+	size_t nfork = 0, nrec = 0;
+	static pid_t kids[4096], now_kids[4096];
+
+	for (long round = 0; round < count; round++) {
+		/* The pool's RUNNING workers; the victim is the one whose
+		 * consumer (its name) holds the most, at least min_held. */
+		char *name = NULL, *consumer = NULL, *group = NULL;
+		pid_t victim = 0, master = 0;
+		char first[64], last[64];
+		int n = 0;
+		size_t nkids = 0;
+		int64_t tw = util_mono_us();
+		for (;;) {
+			json_t *st = ctl_status(sock);
+			json_t *workers = json_object_get(st, "workers");
+			size_t nw = json_array_size(workers);
+			long long best = -1;
+			for (size_t k = 0; k < nw; k++) {
+				json_t *wk = json_array_get(workers, k);
+				/* A standby holds nothing of its own (entries a writer
+				 * left when it lost the lease are the new writer's to
+				 * claim). */
+				if (!is_running(wk) || strcmp(jstr(wk, "pool"), pool) != 0 ||
+				    strcmp(jstr(wk, "status"), "standby") == 0)
+					continue;
+				const char *wn = jstr(wk, "name");
+				if (!group)
+					group = crash_group_of(c, stream, wn);
+				if (!group)
+					continue;
+				redisReply *r = redisCommand(c, "XPENDING %s %s - + 100000 %s", stream, group, wn);
+				long long held_now = r && r->type == REDIS_REPLY_ARRAY ? (long long)r->elements : 0;
+				if (r)
+					freeReplyObject(r);
+				if (held_now > best) {
+					best = held_now;
+					free(name);
+					name = strdup(wn);
+					victim = (pid_t)json_integer_value(json_object_get(wk, "pid"));
+				}
+			}
+			json_decref(st);
+			if (util_mono_us() - tw > wait_s * 1000000)
+				die("crash: no worker of pool %s held %ld entries in %lds (is the load running?)", pool,
+				    min_held, wait_s);
+			if (best < min_held) {
+				sleep_us(1000);
+				continue;
+			}
+			/* Stopped, it holds what it holds: read it, then kill. */
+			if (kill(victim, SIGSTOP) < 0)
+				die("kill %d: %s", (int)victim, strerror(errno));
+			n = crash_pending(c, stream, group, name, "-", "+", first, last, sizeof(first));
+			if (n >= min_held)
+				break;
+			kill(victim, SIGCONT);
+			sleep_us(1000);
+		}
+		consumer = strdup(name);
+		master = proc_ppid(victim);
+		if (master <= 1)
+			die("crash: cannot find the master of pid %d", (int)victim);
+		nkids = proc_children(master, kids, ARRAY_SIZE(kids));
+		int64_t t0 = util_mono_us();
+		if (kill(victim, SIGKILL) < 0)
+			die("kill %d: %s", (int)victim, strerror(errno));
+		held[nrec] = n;
+		pid_t newpid = 0;
+		for (;;) {
+			if (!newpid) {
+				size_t nk = proc_children(master, now_kids, ARRAY_SIZE(now_kids));
+				for (size_t i = 0; i < nk && !newpid; i++)
+					if (now_kids[i] != victim && !pid_in(now_kids[i], kids, nkids))
+						newpid = now_kids[i];
+				if (newpid)
+					fork_us[nfork++] = util_mono_us() - t0;
+			}
+			if (crash_pending(c, stream, group, NULL, first, last, NULL, NULL, 0) == 0) {
+				rec_us[nrec++] = util_mono_us() - t0;
+				break;
+			}
+			if (util_mono_us() - t0 > wait_s * 1000000)
+				die("crash: %s still pending after %lds", consumer, wait_s);
+			sleep_us(100);
+		}
+		fprintf(stderr, "svbench crash: %s pid %d held %d (%s..%s) -> pid %d, recovered in %.2f ms\n", name,
+			(int)victim, n, first, last, (int)newpid, (double)rec_us[nrec - 1] / 1000);
+		/* The next victim is RUNNING and holds entries (the next round
+		 * waits for that): a standby taking over does not have to wait
+		 * for its replacement's start_ms. */
+		sleep_us(gap_ms * 1000);
+		free(name);
+		free(consumer);
+		free(group);
+	}
+	int64_t held_sum = 0;
+	for (size_t i = 0; i < nrec; i++)
+		held_sum += held[i];
+	printf("{\"rounds\":%ld,\"held_mean\":%.0f,", count, nrec ? (double)held_sum / (double)nrec : 0.0);
+	print_stats("fork_ms", fork_us, nfork, true);
+	print_stats("recovered_ms", rec_us, nrec, false);
+	printf("}\n");
+	free(fork_us);
+	free(rec_us);
+	free(held);
+	redisFree(c);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static void usage(void)
@@ -1875,6 +2086,8 @@ int main(int argc, char **argv)
 		return cmd_rss(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "tools") == 0)
 		return cmd_tools(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "crash") == 0)
+		return cmd_crash(argc - 1, argv + 1);
 
 	struct bench b = {
 		.redis_url = "redis://127.0.0.1:6379/0", .stream = "events",
