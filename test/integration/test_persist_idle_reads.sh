@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Incident 4: an idle daemon does not poll.  4 persistence workers with
-# block_ms 2000: over 10 s Redis sees at most 4 x (10/2 + 1) XREADGROUP calls.
+# block_ms 2000: over 10 s Redis sees at most 4 x (10/2 + 1) XREADGROUP calls
+# (in fact one worker's: one writer per SQLite file, 3 standbys that read
+# nothing, issue 14).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$SV_TEST_DIR/persist/common.sh"
@@ -25,7 +27,7 @@ max=$((N * (WINDOW_S * 1000 / BLOCK + 1)))
 info "in ${WINDOW_S} s idle: xreadgroup=$xr (max $max) xautoclaim=$(calls xautoclaim) hset=$(calls hset) evalsha=$(calls evalsha) eval=$(calls eval) xpending=$(calls xpending) xinfo=$(calls 'xinfo|groups') hgetall=$(calls hgetall)"
 info "all commands: $(grep -c '^cmdstat_' <<<"$stats") kinds, $(awk -F'[=,]' '/^cmdstat_/ {s += $2} END {print s}' <<<"$stats") calls"
 [ "$xr" -le "$max" ] || fail "$xr XREADGROUP calls in ${WINDOW_S} s idle, want <= $max"
-[ "$xr" -ge $((N * 2)) ] || fail "only $xr XREADGROUP calls: are the workers reading at all?"
+[ "$xr" -ge $((WINDOW_S * 1000 / BLOCK - 1)) ] || fail "only $xr XREADGROUP calls: is the writer reading at all?"
 assert_no_fatal
 ok "$xr XREADGROUP calls in ${WINDOW_S} s for $N idle workers (<= $max)"
 pass
