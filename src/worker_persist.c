@@ -269,7 +269,19 @@ static bool holder_gone(const char *holder)
 	long pid = at ? strtol(at + 1, &end, 10) : 0;
 	if (!at || pid <= 1 || *end || at - holder < 4 || strncmp(at - 4, " pid", 4) != 0)
 		return true; /* not one of ours: nothing holds it */
-	return kill((pid_t)pid, 0) < 0 && errno == ESRCH;
+	if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+		return true;
+	/* Exited but not reaped yet (its flock is released at exit, before
+	 * the master's waitpid): a zombie is gone as well. */
+	char path[64], buf[256];
+	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+	FILE *f = fopen(path, "re");
+	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	buf[n] = '\0';
+	const char *close_paren = strrchr(buf, ')');
+	return close_paren && (close_paren[1] == ' ') && (close_paren[2] == 'Z' || close_paren[2] == 'X');
 }
 
 static void become_standby(struct persist *p)
