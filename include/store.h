@@ -235,19 +235,21 @@ int store_forget_last(struct store *s, char *id, size_t len);
  * each other's lock and replaying each other's runs, so a pool of N
  * persistence workers has one writer and N - 1 hot standbys.
  *
- * store_lease_take takes the lease for holder (unique per process) for
- * ttl_ms (CLOCK_MONOTONIC) when nobody holds it, it is expired, it is
- * holder's already, or force (the caller knows the holder is gone: it
- * got the holder's lock file, see worker_persist.c), in a transaction of
- * its own.  Returns 1 (held), 0 (another holder's lease is live: its name
+ * store_lease_take takes (or renews) the lease for holder (unique per
+ * process) for ttl_ms (CLOCK_MONOTONIC), in a transaction of its own,
+ * when it is holder's already or, by mode: STORE_LEASE_EXPIRED, another
+ * holder's lease expired; STORE_LEASE_FREE, also when no lease was ever
+ * taken; STORE_LEASE_FORCE, always (the caller knows the holder is gone:
+ * it got the holder's lock file, see worker_persist.c).  Returns 1 (held), 0 (another holder's lease is live: its name
  * in other when given) or a negative errno.  While held, store_commit
  * checks and extends it inside the batch's transaction, right before
  * COMMIT; a lease found lost (another connection took it after its
  * expiry) makes store_commit roll back and return -ESTALE, and the lease
  * is no longer held.  store_lease_release expires it, if still ours (clean
  * stop), so a standby takes over at once. */
-int store_lease_take(struct store *s, const char *holder, int64_t ttl_ms, bool force, char *other,
-		     size_t otherlen);
+enum store_lease_mode { STORE_LEASE_EXPIRED, STORE_LEASE_FREE, STORE_LEASE_FORCE };
+int store_lease_take(struct store *s, const char *holder, int64_t ttl_ms, enum store_lease_mode mode,
+		     char *other, size_t otherlen);
 bool store_lease_held(const struct store *s);
 void store_lease_release(struct store *s);
 

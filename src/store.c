@@ -1947,8 +1947,8 @@ static int lease_write(struct store *s, const char *holder, int64_t expires)
 	return rc == SQLITE_DONE ? 0 : sql_fail(s, rc, stmt_sql[ST_LEASE_SET]);
 }
 
-int store_lease_take(struct store *s, const char *holder, int64_t ttl_ms, bool force, char *other,
-		     size_t otherlen)
+int store_lease_take(struct store *s, const char *holder, int64_t ttl_ms, enum store_lease_mode mode,
+		     char *other, size_t otherlen)
 {
 	char cur[256];
 	int64_t expires;
@@ -1963,7 +1963,9 @@ int store_lease_take(struct store *s, const char *holder, int64_t ttl_ms, bool f
 		goto fail;
 	int64_t now = util_mono_ms();
 	bool ours = strcmp(cur, holder) == 0;
-	if (!force && !ours && cur[0] && expires > now) {
+	bool force = mode == STORE_LEASE_FORCE;
+	bool free_now = cur[0] ? expires <= now : mode == STORE_LEASE_FREE;
+	if (!force && !ours && !free_now) {
 		if (other)
 			snprintf(other, otherlen, "%s", cur);
 		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);

@@ -54,6 +54,7 @@ struct persist {
 	int64_t next_lease_ms;    /* monotonic: next renewal (writer) or check (standby) */
 	int lock_fd;              /* SQLITE_PATH.lock, flock()ed by the writer when it can */
 	bool have_flock;
+	int quick_checks;         /* lease checks 10 ms apart left (the flock just came) */
 	int lock_efd;             /* eventfd: the waiter thread got the flock */
 	bool waiter_started;
 	pthread_t waiter;
@@ -297,9 +298,13 @@ static void become_standby(struct persist *p)
 static int lease_try(struct persist *p, struct consumer *c)
 {
 	char other[256] = "";
-	int r = store_lease_take(p->store, p->holder, p->lease_ttl_ms, false, other, sizeof(other));
+	/* Without the flock, only an expired lease: a free one is for the
+	 * flock's holder (two workers starting at once), whose death the
+	 * standbys notice at once only while it holds both. */
+	int r = store_lease_take(p->store, p->holder, p->lease_ttl_ms,
+				 p->have_flock ? STORE_LEASE_FREE : STORE_LEASE_EXPIRED, other, sizeof(other));
 	if (r == 0 && p->have_flock && holder_gone(other))
-		r = store_lease_take(p->store, p->holder, p->lease_ttl_ms, true, NULL, 0);
+		r = store_lease_take(p->store, p->holder, p->lease_ttl_ms, STORE_LEASE_FORCE, NULL, 0);
 	if (r < 0)
 		return r;
 	p->next_lease_ms = util_mono_ms() + p->lease_every_ms;
@@ -307,6 +312,12 @@ static int lease_try(struct persist *p, struct consumer *c)
 		if (p->writer)
 			log_warn("writer lease lost to %s: standing by", other);
 		become_standby(p);
+		if (p->quick_checks > 0) {
+			/* The flock is released early in a process's exit, before
+			 * it is a zombie: for a moment the holder looks alive. */
+			p->quick_checks--;
+			p->next_lease_ms = util_mono_ms() + 10;
+		}
 		return 0;
 	}
 	if (!p->writer) {
@@ -406,6 +417,7 @@ static void persist_poll_ready(void *ctx, struct consumer *c, const struct pollf
 	if (n && fds[0].revents && read(p->lock_efd, &v, sizeof(v)) == (ssize_t)sizeof(v)) {
 		p->have_flock = true;
 		p->next_lease_ms = 0; /* the writer may be gone: ask now */
+		p->quick_checks = 50;
 	}
 	lease_tick(p, c);
 	flush_rows(p, false);

@@ -1118,8 +1118,8 @@ static void test_checkpoint_recover_lease(void **state)
 	db_path(path, sizeof(path));
 	struct store *a = open_store_iv(path, 3600000, 0);
 	struct store *b = open_store_iv(path, 3600000, 0);
-	assert_int_equal(store_lease_take(a, "a pid 1", 60000, false, NULL, 0), 1);
-	assert_int_equal(store_lease_take(b, "b pid 2", 60000, false, NULL, 0), 0);
+	assert_int_equal(store_lease_take(a, "a pid 1", 60000, STORE_LEASE_FREE, NULL, 0), 1);
+	assert_int_equal(store_lease_take(b, "b pid 2", 60000, STORE_LEASE_FREE, NULL, 0), 0);
 	assert_int_equal(store_flush(b, false), 0); /* standby's own open: nothing */
 	struct sv_event *evs;
 	long n = gen_runs(&evs, 2, 0, true);
@@ -1136,7 +1136,7 @@ static void test_checkpoint_recover_lease(void **state)
 	store_close(a); /* killed: no flush, lease not released */
 	int64_t count = -1;
 	assert_null(raw_row(path, "run-0", &count));
-	assert_int_equal(store_lease_take(b, "b pid 2", 60000, true, NULL, 0), 1);
+	assert_int_equal(store_lease_take(b, "b pid 2", 60000, STORE_LEASE_FORCE, NULL, 0), 1);
 	assert_int_equal(store_flush_due_ms(b), 0);
 	assert_int_equal(store_flush(b, false), 0); /* anchors */
 	util_sleep_ms(store_flush_due_ms(b) + 2, NULL);
