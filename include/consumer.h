@@ -144,8 +144,22 @@ struct consumer_kind {
 	 * heartbeat), sending its acks, heartbeats and settled verdicts, until
 	 * there is room, something to settle, or news.  Absent: unbounded. */
 	size_t (*capacity)(void *ctx);
+	/* Optional, both or neither: commands of the kind's own that ride in
+	 * the pipeline of every round trip reading new entries, right after
+	 * the reads (so Redis runs them after it served the reads).
+	 * rt_append appends them to rc (redisAppendCommand) and returns how
+	 * many (at most CONSUMER_RT_MAX); rt_replies gets their replies (all
+	 * of them, in order; not called when the connection dropped) before
+	 * the round trip's entries are handed over, and must not send on the
+	 * consumer's connection.  The replies are freed by the consumer.
+	 * (Persistence: its NS:forget read, a round trip per batch saved.) */
+	int (*rt_append)(void *ctx, redisContext *rc);
+	void (*rt_replies)(void *ctx, redisReply **r, size_t n);
 	void *ctx;
 };
+
+/* Commands rt_append may append at most. */
+#define CONSUMER_RT_MAX 4
 
 /* Fds poll_fds may hand over at most. */
 #define CONSUMER_POLL_MAX 256

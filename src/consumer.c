@@ -1804,6 +1804,19 @@ static redisReply *poll_reply(struct consumer *c, int64_t sent_ms)
  * waits: the pipeline is sent, the acks' and heartbeat's replies read
  * (Redis answers them before it blocks), then the read's reply waited for
  * in poll() (poll_reply). */
+/* The replies of the kind's commands of the round trip (rt_append). */
+static void kind_rt_replies(struct consumer *c, size_t n)
+{
+	redisReply *x[CONSUMER_RT_MAX];
+	size_t got = 0;
+	while (got < n && (x[got] = rconn_get_reply(conn(c))))
+		got++;
+	if (got == n)
+		c->kind.rt_replies(c->kind.ctx, x, n);
+	for (size_t i = 0; i < got; i++)
+		freeReplyObject(x[i]);
+}
+
 static size_t round_trip_reads(struct consumer *c, bool history, const struct read_plan *rp, size_t nreads,
 			       redisReply **out, redisReply **claims)
 {
@@ -1832,6 +1845,9 @@ static size_t round_trip_reads(struct consumer *c, bool history, const struct re
 			redisAppendCommandArgv(conn(c)->c, (int)ARRAY_SIZE(argv), argv, NULL);
 		}
 	}
+	int nextra = !history && c->kind.rt_append ? c->kind.rt_append(c->kind.ctx, conn(c)->c) : 0;
+	if (nextra > CONSUMER_RT_MAX)
+		nextra = CONSUMER_RT_MAX; /* the kind's bug; its replies are read anyway */
 	int64_t sent_ms = util_mono_ms();
 	if (polled && flush_out(c) < 0)
 		return 0;
@@ -1863,6 +1879,8 @@ static size_t round_trip_reads(struct consumer *c, bool history, const struct re
 		}
 	}
 	arena_end(c);
+	if (nextra && got == nreads)
+		kind_rt_replies(c, (size_t)nextra);
 	/* Appending the reads, the beat's replies and the reads': split_redis
 	 * decides once the entries are counted. */
 	c->rt_us = (t1 - t0 - acks_us) + (util_mono_us() - t2);

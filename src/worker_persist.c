@@ -46,6 +46,7 @@ struct persist {
 	char batch_first[48];
 	size_t batch_n;
 	bool batch_polled;
+	bool forgets_fresh;       /* NS:forget read in this round's pipeline (rt_replies) */
 	/* The writer lease (see "one writer per file" below). */
 	struct heartbeat *hb;
 	char holder[320];         /* "NODE/POOL/SLOT pid PID" */
@@ -162,6 +163,41 @@ static int forget_apply(struct persist *p, const char *id, const redisReply *fie
  * the time its entries are read the forget is in NS:forget, and applied
  * here before them (they must not meet the old run's events).  Returns 0,
  * -ENOTCONN, or a store error. */
+/* Apply the entries of an XREAD reply of NS:forget.  *got: how many
+ * entries it had.  Returns 0 or a store error. */
+static int forget_reply(struct persist *p, const redisReply *r, size_t *got)
+{
+	*got = 0;
+	if (r->type == REDIS_REPLY_ERROR) {
+		/* Not a stream (someone wrote another type there). */
+		log_warn("%s: XREAD %s: %s", __func__, p->forget_key, r->str);
+		return 0;
+	}
+	const redisReply *entries = r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
+					    r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2
+					    ? r->element[0]->element[1]
+					    : NULL;
+	for (size_t i = 0; entries && entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++) {
+		const redisReply *e = entries->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+		    e->element[0]->len >= sizeof(p->forget_last))
+			continue;
+		(*got)++;
+		int ret = forget_apply(p, e->element[0]->str, e->element[1]);
+		if (ret < 0)
+			return ret;
+		snprintf(p->forget_last, sizeof(p->forget_last), "%s", e->element[0]->str);
+	}
+	return 0;
+}
+
+/* Apply the forgets written since the last one applied.  Before every
+ * batch: a producer that reuses a run id writes after its forget, so by
+ * the time its entries are read the forget is in NS:forget, and applied
+ * here before them (they must not meet the old run's events).  A batch of
+ * new entries has it read already, in its read's round trip (rt_append:
+ * Redis runs it after the read).  Returns 0, -ENOTCONN, or a store
+ * error. */
 static int poll_forgets(struct persist *p, struct consumer *c)
 {
 	struct rconn *rc = consumer_host(c)->rc;
@@ -171,32 +207,31 @@ static int poll_forgets(struct persist *p, struct consumer *c)
 					      p->forget_last);
 		if (!r)
 			return -ENOTCONN;
-		if (r->type == REDIS_REPLY_ERROR) {
-			/* Not a stream (someone wrote another type there). */
-			log_warn("%s: XREAD %s: %s", __func__, p->forget_key, r->str);
-			freeReplyObject(r);
-			return 0;
-		}
 		size_t got = 0;
-		int ret = 0;
-		const redisReply *entries = r->type == REDIS_REPLY_ARRAY && r->elements == 1 &&
-							    r->element[0]->type == REDIS_REPLY_ARRAY &&
-							    r->element[0]->elements == 2
-						    ? r->element[0]->element[1]
-						    : NULL;
-		for (size_t i = 0; entries && entries->type == REDIS_REPLY_ARRAY && i < entries->elements; i++) {
-			const redisReply *e = entries->element[i];
-			if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
-			    e->element[0]->len >= sizeof(p->forget_last))
-				continue;
-			got++;
-			if ((ret = forget_apply(p, e->element[0]->str, e->element[1])) < 0)
-				break;
-			snprintf(p->forget_last, sizeof(p->forget_last), "%s", e->element[0]->str);
-		}
+		int ret = forget_reply(p, r, &got);
 		freeReplyObject(r);
 		if (ret < 0 || got < FORGET_READ_COUNT)
 			return ret;
+	}
+}
+
+static int persist_rt_append(void *ctx, redisContext *rc)
+{
+	struct persist *p = ctx;
+	p->forgets_fresh = false;
+	if (!p->store || !p->writer || !rc)
+		return 0;
+	redisAppendCommand(rc, "XREAD COUNT %d STREAMS %s %s", FORGET_READ_COUNT, p->forget_key, p->forget_last);
+	return 1;
+}
+
+static void persist_rt_replies(void *ctx, redisReply **r, size_t n)
+{
+	struct persist *p = ctx;
+	size_t got = 0;
+	if (n == 1 && forget_reply(p, r[0], &got) == 0 && got < FORGET_READ_COUNT) {
+		p->forgets_fresh = true; /* all read: the round's batch needs no poll */
+		p->next_forget_poll = util_mono_ms() + FORGET_POLL_MS;
 	}
 }
 
@@ -500,7 +535,9 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 		p->batch_n = b->n;
 		p->batch_polled = false;
 	}
-	int r = poll_forgets(p, c);
+	bool fresh = p->forgets_fresh && !b->history;
+	p->forgets_fresh = false;
+	int r = fresh ? 0 : poll_forgets(p, c);
 	if (r == 0)
 		p->batch_polled = true;
 	else if (r == -ENOTCONN && p->batch_polled)
@@ -574,6 +611,7 @@ static int persist_batch(void *ctx, struct consumer *c, struct consumer_batch *b
 static void persist_idle(void *ctx, struct consumer *c)
 {
 	struct persist *p = ctx;
+	p->forgets_fresh = false; /* for this round's (empty) read only */
 	lease_tick(p, c);
 	if (!p->writer)
 		return;
@@ -608,6 +646,8 @@ int worker_persist_init(const struct sv_config *cfg, const struct pool_config *p
 	kind->capacity = persist_capacity;
 	kind->poll_fds = persist_poll_fds;
 	kind->poll_ready = persist_poll_ready;
+	kind->rt_append = persist_rt_append;
+	kind->rt_replies = persist_rt_replies;
 	kind->start = persist_start;
 	kind->batch = persist_batch;
 	kind->idle = persist_idle;
