@@ -18,6 +18,10 @@
 int64_t util_mono_ms(void);
 /* Monotonic microseconds. */
 int64_t util_mono_us(void);
+/* The fields of /proc/PID/stat after the command name (from its state
+ * on: the name may hold spaces and parentheses), into buf; NULL when the
+ * process is gone or the file is malformed. */
+const char *util_proc_stat(pid_t pid, char *buf, size_t len);
 /* Wall-clock milliseconds since the epoch (CLOCK_REALTIME). */
 int64_t util_wall_ms(void);
 

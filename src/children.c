@@ -360,19 +360,12 @@ struct proc_stat {
  * byte, so the fields start after the last ')'. */
 static int read_proc_stat(pid_t pid, struct proc_stat *st)
 {
-	char path[64], buf[512];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -ENOENT;
-	buf[n] = '\0';
-	char *p = strrchr(buf, ')');
+	char buf[512];
+	const char *p = util_proc_stat(pid, buf, sizeof(buf));
 	int ppid, pgrp;
-	if (!p || sscanf(p + 1, " %c %d %d", &st->state, &ppid, &pgrp) != 3)
+	if (!p)
+		return -ENOENT;
+	if (sscanf(p, "%c %d %d", &st->state, &ppid, &pgrp) != 3)
 		return -EINVAL;
 	st->ppid = ppid;
 	st->pgrp = pgrp;

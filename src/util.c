@@ -346,3 +346,20 @@ void outq_free(struct outq *q)
 	memset(q, 0, sizeof(*q));
 	q->max = max;
 }
+
+const char *util_proc_stat(pid_t pid, char *buf, size_t len)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	FILE *f = fopen(path, "re");
+	if (!f || len < 2) {
+		if (f)
+			fclose(f);
+		return NULL;
+	}
+	size_t n = fread(buf, 1, len - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p + 2 : NULL;
+}

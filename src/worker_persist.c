@@ -309,15 +309,9 @@ static bool holder_gone(const char *holder)
 		return true;
 	/* Exited but not reaped yet (its flock is released at exit, before
 	 * the master's waitpid): a zombie is gone as well. */
-	char path[64], buf[256];
-	snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-	FILE *f = fopen(path, "re");
-	size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
-	if (f)
-		fclose(f);
-	buf[n] = '\0';
-	const char *close_paren = strrchr(buf, ')');
-	return close_paren && (close_paren[1] == ' ') && (close_paren[2] == 'Z' || close_paren[2] == 'X');
+	char buf[256];
+	const char *st = util_proc_stat((pid_t)pid, buf, sizeof(buf));
+	return !st || *st == 'Z' || *st == 'X';
 }
 
 static void become_standby(struct persist *p)

@@ -685,20 +685,13 @@ struct wside {
 /* utime + stime of pid in clock ticks, or -1. */
 static long long proc_cpu_ticks(pid_t pid)
 {
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
+	char buf[1024];
+	const char *p = util_proc_stat(pid, buf, sizeof(buf));
 	if (!p)
 		return -1;
 	unsigned long long ut, st;
 	/* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
-	if (sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+	if (sscanf(p, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
 		return -1;
 	return (long long)(ut + st);
 }
@@ -1182,20 +1175,13 @@ static json_t *ctl_status(const char *path)
 
 static pid_t proc_ppid(pid_t pid)
 {
-	char path[64], buf[512];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return -1;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
+	char buf[512];
+	const char *p = util_proc_stat(pid, buf, sizeof(buf));
 	if (!p)
 		return -1;
 	char st;
 	int ppid;
-	if (sscanf(p + 1, " %c %d", &st, &ppid) != 2)
+	if (sscanf(p, "%c %d", &st, &ppid) != 2)
 		return -1;
 	return ppid;
 }

@@ -12,7 +12,7 @@ BUILD=$(cd "$(dirname "$STREAMVISORD")/.." && pwd)
 export BUILD
 [ -x "$BUILD/tools/svbench" ] || { echo "skip: no $BUILD/tools/svbench"; exit 77; }
 for w in 1 2; do
-	out=$("$SV_SRC_DIR/tools/bench.sh" --workers "$w" --runs 40 --tcp)
+	out=$("$SV_SRC_DIR/tools/bench.sh" --workers "$w" --runs 400 --tcp)
 	echo "$out"
 	python3 - "$out" "$w" <<'PY'
 import json, sys
@@ -22,14 +22,14 @@ bad = []
 def want(cond, what):
     if not cond:
         bad.append(what)
-want(j['events'] == 40 * 58, 'events')
+want(j["events"] == 400 * 58, "events")
 want(j['events_per_s'] > 0, 'events_per_s')
 for k in ('latency_ms', 'terminal_latency_ms'):
     d = j.get(k, {})
     want(all(x in d for x in ('p50', 'p99', 'max', 'samples')), k + ' keys')
     want(d.get('samples', 0) > 0 and 0 < d['p50'] <= d['p99'] <= d['max'], k + ' values')
-want(j['latency_ms']['samples'] == 4 * 58, 'one stored-latency sample per event of the sampled runs')
-want(j['terminal_latency_ms']['samples'] == 4, 'one terminal sample per sampled run')
+want(j['latency_ms']['samples'] == 40 * 58, 'one stored-latency sample per event of the sampled runs')
+want(j['terminal_latency_ms']['samples'] == 40, 'one terminal sample per sampled run')
 want(j.get('workers_measured') == workers, 'workers_measured')
 want(j.get('cpu_source') == 'heartbeat_pids', 'cpu_source')
 want(j.get('worker_cpu_s', 0) > 0 and j.get('events_per_worker_cpu_s', 0) > 0, 'worker cpu')

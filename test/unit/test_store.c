@@ -1047,6 +1047,21 @@ static void test_checkpoint_interval(void **state)
 	store_close(s);
 }
 
+/* The raw rows of run-0..run-(nruns-1) equal the reduction of the events
+ * marked done. */
+static void assert_rows_reduced(const char *path, int nruns, const struct sv_event *evs, const bool *done, long n)
+{
+	for (int r = 0; r < nruns; r++) {
+		char run[16];
+		int64_t count = 0;
+		snprintf(run, sizeof(run), "run-%d", r);
+		json_t *got = raw_row(path, run, &count), *want = reduce_done(run, evs, done, n);
+		assert_true(golden_equal(got, want));
+		json_decref(got);
+		json_decref(want);
+	}
+}
+
 /* A writer killed between checkpoints: its runs' rows are behind, the
  * state that would catch them up is gone.  The next writer's first
  * store_flush writes them (the runs with recent events). */
@@ -1094,15 +1109,7 @@ static void test_checkpoint_recover(void **state)
 	assert_int_equal(store_flush(b, false), 3);
 	assert_int_equal(store_flush(b, false), 0);
 	assert_int_equal(store_flush_due_ms(b), -1);
-	for (int r = 0; r < 3; r++) {
-		char run[16];
-		int64_t count = 0;
-		snprintf(run, sizeof(run), "run-%d", r);
-		json_t *got = raw_row(path, run, &count), *want = reduce_done(run, evs, done, n);
-		assert_true(golden_equal(got, want));
-		json_decref(got);
-		json_decref(want);
-	}
+	assert_rows_reduced(path, 3, evs, done, n);
 	golden_free(evs, n);
 	free(done);
 	store_close(b);
@@ -1141,14 +1148,7 @@ static void test_checkpoint_recover_lease(void **state)
 	assert_int_equal(store_flush(b, false), 0); /* anchors */
 	util_sleep_ms(store_flush_due_ms(b) + 2, NULL);
 	assert_int_equal(store_flush(b, false), 2);
-	for (int r = 0; r < 2; r++) {
-		char run[16];
-		snprintf(run, sizeof(run), "run-%d", r);
-		json_t *got = raw_row(path, run, &count), *want = reduce_done(run, evs, done, n);
-		assert_true(golden_equal(got, want));
-		json_decref(got);
-		json_decref(want);
-	}
+	assert_rows_reduced(path, 2, evs, done, n);
 	golden_free(evs, n);
 	free(done);
 	store_close(b);
