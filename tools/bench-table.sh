@@ -3,7 +3,7 @@
 #
 #   tools/bench-table.sh [--pairs 5] [--runs 4000] [--rate 10000]
 #                        [--only throughput|latency|crash] [--crash-cmd CMD]
-#                        [--log FILE] [--from-log FILE]
+#                        [--configs TAG,...] [--log FILE] [--from-log FILE]
 #
 # Runs tools/bench.sh and tools/bench-peer.sh alternately on this machine
 # and prints markdown rows with the command beside each figure:
@@ -20,6 +20,9 @@
 #     --workers 1 --batch 1024 --tcp --crash 7" (svbench crash: SIGKILL of
 #     a worker holding entries under load -> every held entry acked again),
 #     once a round; medians over the runs of its p50/p99/max.
+# --configs limits the throughput configurations to those tags (t1w, t2w,
+# t1wn, t2wn, t1w64, t1w1024), e.g. 5 pairs of the gates and 3 of the rest
+# in two runs (--log FILE --from-log FILE renders each).
 # --pairs N rounds (default 5; --pairs 1 --runs 200 is a quick check of the
 # plumbing, not a figure).  Every raw output line goes to the log (default
 # a file under /tmp, named on stderr); --from-log FILE prints the table of
@@ -29,7 +32,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-pairs=5 runs=4000 rate=10000 only= log= from_log=
+pairs=5 runs=4000 rate=10000 only= log= from_log= configs=
 crash_cmd="tools/bench.sh --workers 1 --batch 1024 --tcp --crash 7"
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -39,8 +42,9 @@ while [ $# -gt 0 ]; do
 	--only) only=$2; shift 2 ;;
 	--log) log=$2; shift 2 ;;
 	--from-log) from_log=$2; shift 2 ;;
+	--configs) configs=",$2,"; shift 2 ;;
 	--crash-cmd) crash_cmd=$2; shift 2 ;;
-	-h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+	-h|--help) sed -n '2,32p' "$0"; exit 0 ;;
 	*) echo "bench-table.sh: unknown option $1" >&2; exit 2 ;;
 	esac
 done
@@ -86,6 +90,7 @@ if [ -z "$from_log" ]; then
 		if [ -z "$only" ] || [ "$only" = throughput ]; then
 			for c in "${throughput[@]}"; do
 				IFS='|' read -r tag _ cmd <<<"$c"
+				[ -z "$configs" ] || [[ $configs == *",$tag,"* ]] || continue
 				# shellcheck disable=SC2086 # the command's words
 				run_one "$tag" "$p" $cmd
 				# shellcheck disable=SC2086
