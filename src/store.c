@@ -2025,6 +2025,13 @@ int store_commit(struct store *s)
 		rc = take_recent(s);
 	if (rc == 0)
 		rc = take_behind(s, false);
+	/* More runs than the cache holds: txn_finish evicts from the LRU tail,
+	 * where touched entries may land (behind ones taken above go back
+	 * after them), so every touched run's row is written now rather than
+	 * dropped behind with the state that would catch it up. */
+	if (s->ncached + s->ntouched > s->cache_cap)
+		for (size_t i = 0; i < s->ntouched; i++)
+			s->touched[i]->must_write = s->touched[i]->must_write || behind(s->touched[i]);
 	int64_t now = util_wall_ms(), mono = util_mono_ms();
 	for (size_t i = 0; i < s->ntouched && rc == 0; i++) {
 		struct entry *e = s->touched[i];

@@ -1115,6 +1115,36 @@ static void test_checkpoint_recover(void **state)
 	store_close(b);
 }
 
+/* More runs in progress than the cache holds (an hour's interval, a
+ * cache of 8, batches of 10 new runs): none is evicted with its row
+ * behind, so every run has its row (pattern_idle_cost: 10,000 one-event
+ * runs left 1,808 without one). */
+static void test_checkpoint_cache_overflow(void **state)
+{
+	(void)state;
+	char path[512];
+	db_path(path, sizeof(path));
+	struct store *s = open_store_iv(path, 3600000, 8);
+	struct sv_event *evs;
+	long n = gen_runs(&evs, 100, 0, true), batch = 0;
+	for (long k = 0; k < n; k++) {
+		if (strcmp(evs[k].type, "response.created") != 0)
+			continue;
+		if (batch == 0)
+			assert_int_equal(store_begin(s), 0);
+		assert_int_equal(apply1(s, &evs[k]), STORE_OK);
+		if (++batch == 10) {
+			assert_int_equal(store_commit(s), 0);
+			batch = 0;
+		}
+	}
+	assert_int_equal(batch, 0);
+	assert_true(store_flush(s, true) >= 0);
+	assert_int_equal(count_sql(path, "SELECT count(*) FROM snapshots"), 100);
+	golden_free(evs, n);
+	store_close(s);
+}
+
 /* The same through the writer lease: a standby opened long before takes
  * the lease of a writer killed between checkpoints, and writes the rows
  * it left behind (only after the takeover: not at its own open). */
@@ -1574,6 +1604,7 @@ int main(void)
 		cmocka_unit_test(test_checkpoint_interval),
 		cmocka_unit_test(test_checkpoint_late),
 		cmocka_unit_test(test_checkpoint_recover),
+		cmocka_unit_test(test_checkpoint_cache_overflow),
 		cmocka_unit_test(test_checkpoint_recover_lease),
 		cmocka_unit_test(test_checkpoint_rollback),
 		cmocka_unit_test(test_checkpoint_random),
