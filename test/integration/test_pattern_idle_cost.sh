@@ -107,14 +107,18 @@ for i in range(0, len(l) - 1, 2):
         d = json.loads(l[i + 1])
     except ValueError:
         continue
-    print("%s streams=%s active=%s" % (l[i], d.get("streams"), d.get("active")))'
+    if d.get("status") == "standby":
+        print("%s standby" % l[i])
+    else:
+        print("%s streams=%s active=%s" % (l[i], d.get("streams"), d.get("active")))'
 }
-# Every worker of both pools reads every stream ("streams") and has none
-# in its active read set ("active": 0).
+# Every reading worker of both pools (the persistence pool's writer and the
+# tool workers; the persistence standby reads nothing) reads every stream
+# ("streams") and has none in its active read set ("active": 0).
 all_inactive() {
 	local out
 	out=$(hb_counts)
-	[ "$(grep -c " streams=$NSTREAMS active=0\$" <<<"$out")" = 4 ]
+	[ "$(grep -c " streams=$NSTREAMS active=0\$" <<<"$out")" = 3 ] && [ "$(grep -c " standby\$" <<<"$out")" = 1 ]
 }
 wait_for 60 all_inactive || fail "workers still have active streams: $(hb_counts)"
 sleep $(((IDLE_MS + 2000) / 1000 + 1)) # idle_ms passed, one more heartbeat written
