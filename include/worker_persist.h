@@ -7,7 +7,8 @@
 
 #include "consumer.h"
 
-/* Fills kind for one worker of pool (slot 0 also prunes retention.events_keep_ms);
+/* Fills kind for one worker of pool (slot: kept for the callers; whichever
+ * worker holds the file's writer lease prunes retention.events_keep_ms);
  * the state is freed by worker_persist_free.  Host services (heartbeat
  * counters) come through consumer_host().  Returns 0. */
 int worker_persist_init(const struct sv_config *cfg, const struct pool_config *pool, int slot,

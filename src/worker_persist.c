@@ -32,7 +32,6 @@
 struct persist {
 	const struct sv_config *cfg;
 	const struct pool_config *pool;
-	int slot;
 	struct store *store;
 	struct sv_event *events;  /* decoded events of the batch in hand */
 	size_t cap;
@@ -628,7 +627,7 @@ int worker_persist_init(const struct sv_config *cfg, const struct pool_config *p
 	struct persist *p = util_xcalloc(1, sizeof(*p));
 	p->cfg = cfg;
 	p->pool = pool;
-	p->slot = slot;
+	(void)slot; /* the writer prunes, whatever its slot */
 	p->lock_fd = p->lock_efd = -1;
 	/* Renewed every heartbeat interval (and at every commit), so it
 	 * outlives a block_ms read; half the heartbeat timeout, so a stopped

@@ -87,8 +87,10 @@ for attempt in 1 2 3; do
 	t0=$(now_ms)
 	gen --out "$EV2.$attempt" --runs 100 --prefix "s$attempt-" --seed $((4 + attempt)) --chunk 10 --chunk-sleep 0.05 &
 	gen_pid=$!
-	sleep 0.3
-	held=$(pending_of "$sname") # delivered to its blocking read while stopped
+	# delivered to its blocking read while stopped (the producer may take a
+	# moment to start on a loaded machine; the lease runs 2 s)
+	wait_for 1 '[ "$(pending_of "$sname")" -gt 0 ]' || true
+	held=$(pending_of "$sname")
 	if wait_for $((HB_TIMEOUT * SV_TIME_SCALE / 1000)) '[ -n "$(other_writer "$spid")" ]' && pid_alive "$spid" &&
 		[ "$held" -gt 0 ]; then
 		taken=$(($(now_ms) - t0))
