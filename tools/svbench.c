@@ -75,6 +75,29 @@
  *       XADD -> output read, per call.  Prints one JSON line; exit 1 when an
  *       output is missing after --timeout S, duplicated, or is_error.
  *
+ *   svbench wait --url http://HOST:PORT --token-file F [--redis URL]
+ *           [--stream events] [--count 50] [--interval-ms 100]
+ *           [--settle-ms 20] [--wait 5] [--events 6] [--prefix STR]
+ *           [--timeout 10]
+ *       The long-poll of the HTTP API (issue 15, done-when 3): terminal
+ *       XADD -> HTTP 200 of GET /api/v1/runs/ID?wait=W.  COUNT times, one
+ *       run at a time: XADDs every event of a run of --events but the
+ *       terminal one (response.completed), polls GET /api/v1/runs/ID (no
+ *       wait) until it is found (200), opens GET /api/v1/runs/ID?wait=W
+ *       (Authorization: Bearer, the first line of F), waits --settle-ms
+ *       (the web child suspends the request), then XADDs the terminal
+ *       event; the latency runs from just before that XADD to the whole
+ *       200 answer read (X-Streamvisor-Complete: true).  interval-ms
+ *       between runs.  Prints one JSON line, "wait_latency_ms" with
+ *       p50/p99/max/min/samples; exit 1 when an answer was not a complete
+ *       200.  Against a daemon with http.listen and http.token_file set
+ *       and the persistence pool reading --stream, e.g. (the README's
+ *       figure; the dev config listens on 127.0.0.1:8080):
+ *         build/tools/svbench wait --url http://127.0.0.1:8080 \
+ *             --token-file /path/to/http.token --redis unix:///path/to/redis.sock \
+ *             --count 200 --interval-ms 50
+ *       Nothing else runs meanwhile (no workload, no peer to alternate with).
+ *
  * Two threads in the workload mode: the producer (formats RESP itself into
  * one buffer per pipeline batch: no allocation per event besides hiredis's
  * reply objects) and the watcher (main thread: polls the SQLite file
@@ -85,6 +108,9 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -94,6 +120,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -2044,6 +2071,297 @@ static int cmd_crash(int argc, char **argv)
 	return 0;
 }
 
+/* ------------------------------------------------------ wait (issue 15) */
+
+/* svbench wait: terminal XADD -> HTTP 200 of GET /api/v1/runs/ID?wait=W.
+ * A small HTTP/1.1 client of its own (one connection per request,
+ * Connection: close, the answer complete at Content-Length or EOF). */
+
+struct hurl {
+	char host[256], port[16];
+	char hosthdr[300]; /* the Host header: HOST:PORT as given */
+};
+
+static void hurl_parse(const char *s, struct hurl *u)
+{
+	if (strncmp(s, "http://", 7) == 0)
+		s += 7;
+	else if (strstr(s, "://"))
+		die("--url: only http:// is supported ('%s')", s);
+	size_t n = strcspn(s, "/");
+	if (n == 0 || n >= sizeof(u->hosthdr))
+		die("--url: bad address '%s'", s);
+	snprintf(u->hosthdr, sizeof(u->hosthdr), "%.*s", (int)n, s);
+	const char *colon = memrchr(s, ':', n);
+	if (!colon || s[0] == '[')
+		die("--url: HOST:PORT needed ('%s')", s);
+	snprintf(u->host, sizeof(u->host), "%.*s", (int)(colon - s), s);
+	snprintf(u->port, sizeof(u->port), "%.*s", (int)(n - (size_t)(colon - s) - 1), colon + 1);
+}
+
+static int http_connect(const struct hurl *u)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai = NULL;
+	int rc = getaddrinfo(u->host, u->port, &hints, &ai);
+	if (rc)
+		die("%s:%s: %s", u->host, u->port, gai_strerror(rc));
+	int fd = -1;
+	for (struct addrinfo *a = ai; a; a = a->ai_next) {
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0)
+			continue;
+		if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+			break;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	if (fd < 0)
+		die("cannot connect to %s:%s: %s", u->host, u->port, strerror(errno));
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	return fd;
+}
+
+static void http_send_get(int fd, const struct hurl *u, const char *path, const char *token)
+{
+	char req[4096];
+	int n = snprintf(req, sizeof(req),
+			 "GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n", path,
+			 u->hosthdr, token);
+	if (n < 0 || (size_t)n >= sizeof(req))
+		die("request too long");
+	for (int off = 0; off < n;) {
+		ssize_t w = send(fd, req + off, (size_t)(n - off), MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			die("send: %s", strerror(errno));
+		off += (int)w;
+	}
+}
+
+struct hresp {
+	int status;         /* 0: none (closed or timed out) */
+	bool complete;      /* X-Streamvisor-Complete: true */
+	char *buf;
+	size_t len, cap;
+};
+
+/* Reads one whole answer (until Content-Length bytes of body, or EOF)
+ * within timeout_ms.  Returns 0, or -1 when it did not come. */
+static int http_read(int fd, struct hresp *r, int timeout_ms)
+{
+	int64_t deadline = util_mono_us() + (int64_t)timeout_ms * 1000;
+	size_t hdr_end = 0;
+	long clen = -1;
+	r->len = 0;
+	r->status = 0;
+	r->complete = false;
+	for (;;) {
+		if (hdr_end && clen >= 0 && r->len >= hdr_end + (size_t)clen)
+			break;
+		int64_t left = deadline - util_mono_us();
+		if (left <= 0)
+			return -1;
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int pr = poll(&p, 1, (int)((left + 999) / 1000));
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr <= 0)
+			return -1;
+		if (r->cap - r->len < 65536) {
+			r->cap = r->cap ? r->cap * 2 : 131072;
+			r->buf = realloc(r->buf, r->cap + 1);
+			if (!r->buf)
+				die("out of memory");
+		}
+		ssize_t got = recv(fd, r->buf + r->len, r->cap - r->len, 0);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break; /* EOF: the answer ends here */
+		r->len += (size_t)got;
+		r->buf[r->len] = 0;
+		if (!hdr_end) {
+			char *e = strstr(r->buf, "\r\n\r\n");
+			if (!e)
+				continue;
+			hdr_end = (size_t)(e - r->buf) + 4;
+			if (sscanf(r->buf, "HTTP/1.%*d %d", &r->status) != 1)
+				r->status = 0;
+			for (char *l = strstr(r->buf, "\r\n"); l && l < e; l = strstr(l + 2, "\r\n")) {
+				if (strncasecmp(l + 2, "Content-Length:", 15) == 0)
+					clen = strtol(l + 17, NULL, 10);
+				else if (strncasecmp(l + 2, "X-Streamvisor-Complete:", 23) == 0)
+					r->complete = strncmp(l + 2 + 23 + strspn(l + 2 + 23, " "), "true", 4) == 0;
+			}
+		}
+	}
+	return hdr_end ? 0 : -1;
+}
+
+/* One request on a fresh connection: its status (0 if none). */
+static int http_get_status(const struct hurl *u, const char *path, const char *token, struct hresp *r)
+{
+	int fd = http_connect(u);
+	http_send_get(fd, u, path, token);
+	int rc = http_read(fd, r, 10000);
+	close(fd);
+	return rc < 0 ? 0 : r->status;
+}
+
+static char *read_token(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		die("%s: %s", path, strerror(errno));
+	char line[4096];
+	if (!fgets(line, sizeof(line), f))
+		die("%s: empty", path);
+	fclose(f);
+	line[strcspn(line, "\r\n")] = 0;
+	char *t = strdup(line);
+	if (!t)
+		die("out of memory");
+	return t;
+}
+
+static void xadd_event(redisContext *c, const char *stream, const struct bench *b, long idx, const char *rid,
+		       long seq)
+{
+	char data[256], seqs[24], tss[24];
+	const char *type;
+	size_t dlen = event_data(b, idx, seq, &type, data, sizeof(data));
+	snprintf(seqs, sizeof(seqs), "%ld", seq);
+	snprintf(tss, sizeof(tss), "%" PRId64, wall_us() / 1000);
+	redisReply *r = redisCommand(c, "XADD %s * run %s type %s seq %s ts %s data %b", stream, rid, type, seqs,
+				     tss, data, dlen);
+	if (!r || r->type == REDIS_REPLY_ERROR)
+		die("XADD %s: %s", stream, r ? r->str : c->errstr);
+	freeReplyObject(r);
+}
+
+static int cmd_wait(int argc, char **argv)
+{
+	const char *url = NULL, *token_file = NULL, *redis_url = "redis://127.0.0.1:6379/0", *stream = "events";
+	const char *prefix = NULL;
+	long count = 50, interval_ms = 100, settle_ms = 20, wait_s = 5, events = 6, timeout_s = 10;
+	static const struct option lo[] = {
+		{ "url", required_argument, NULL, 'u' }, { "token-file", required_argument, NULL, 'T' },
+		{ "redis", required_argument, NULL, 'r' }, { "stream", required_argument, NULL, 'S' },
+		{ "count", required_argument, NULL, 'c' }, { "interval-ms", required_argument, NULL, 'i' },
+		{ "settle-ms", required_argument, NULL, 's' }, { "wait", required_argument, NULL, 'w' },
+		{ "events", required_argument, NULL, 'e' }, { "prefix", required_argument, NULL, 'p' },
+		{ "timeout", required_argument, NULL, 't' }, { 0, 0, 0, 0 },
+	};
+	int ch;
+	while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+		switch (ch) {
+		case 'u': url = optarg; break;
+		case 'T': token_file = optarg; break;
+		case 'r': redis_url = optarg; break;
+		case 'S': stream = optarg; break;
+		case 'c': count = parse_long("--count", optarg, 1, 100000); break;
+		case 'i': interval_ms = parse_long("--interval-ms", optarg, 0, 3600000); break;
+		case 's': settle_ms = parse_long("--settle-ms", optarg, 0, 10000); break;
+		case 'w': wait_s = parse_long("--wait", optarg, 1, 60); break;
+		case 'e': events = parse_long("--events", optarg, 6, 10000); break;
+		case 'p': prefix = optarg; break;
+		case 't': timeout_s = parse_long("--timeout", optarg, 1, 3600); break;
+		default:
+			die("usage: svbench wait --url http://HOST:PORT --token-file F [--redis URL] [--stream events] "
+			    "[--count 50] [--interval-ms 100] [--settle-ms 20] [--wait 5] [--events 6] [--prefix STR] "
+			    "[--timeout 10]");
+		}
+	}
+	if (optind != argc)
+		die("wait: unexpected argument '%s'", argv[optind]);
+	if (!url || !token_file)
+		die("wait: --url and --token-file are required");
+	struct hurl u;
+	hurl_parse(url, &u);
+	char *token = read_token(token_file);
+	struct bench b = { .events = events, .tool_call = false };
+	if (prefix) {
+		if (strlen(prefix) >= sizeof(b.prefix) - 8)
+			die("--prefix: too long");
+		snprintf(b.prefix, sizeof(b.prefix), "%s", prefix);
+	} else {
+		snprintf(b.prefix, sizeof(b.prefix), "w%08" PRIx32, util_rand32());
+	}
+	build_layout(&b);
+	redisContext *c = redis_open(redis_url);
+	int64_t *lat = xmalloc(sizeof(int64_t) * (size_t)count);
+	size_t nlat = 0;
+	long failed = 0;
+	struct hresp r = { 0 };
+	char rid[96], path[256];
+
+	/* The token is right and the API answers. */
+	int st = http_get_status(&u, "/api/v1/session", token, &r);
+	if (st != 200)
+		die("GET /api/v1/session on %s: status %d", u.hosthdr, st);
+
+	for (long i = 0; i < count; i++) {
+		run_id(&b, i, rid, sizeof(rid));
+		/* Everything but the terminal event, then wait until the API
+		 * finds the run: only the terminal event is left to persist. */
+		for (long seq = 1; seq < events; seq++)
+			xadd_event(c, stream, &b, i, rid, seq);
+		snprintf(path, sizeof(path), "/api/v1/runs/%s", rid);
+		int64_t until = util_mono_us() + timeout_s * 1000000;
+		while ((st = http_get_status(&u, path, token, &r)) != 200) {
+			if (st != 404 || util_mono_us() > until)
+				die("%s: status %d while waiting for run %s to be stored", path, st, rid);
+			sleep_us(2000);
+		}
+		/* The long-poll, then the terminal XADD settle_ms later (the
+		 * child has suspended the request by then). */
+		snprintf(path, sizeof(path), "/api/v1/runs/%s?wait=%ld", rid, wait_s);
+		int fd = http_connect(&u);
+		http_send_get(fd, &u, path, token);
+		sleep_us(settle_ms * 1000);
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		if (poll(&p, 1, 0) > 0) {
+			http_read(fd, &r, 1000);
+			fprintf(stderr, "svbench: %s answered %d before the terminal event\n", rid, r.status);
+			failed++;
+			close(fd);
+			continue;
+		}
+		int64_t t0 = util_mono_us();
+		xadd_event(c, stream, &b, i, rid, events);
+		int rc = http_read(fd, &r, (int)(wait_s * 1000 + 5000));
+		int64_t t1 = util_mono_us();
+		close(fd);
+		if (rc < 0 || r.status != 200 || !r.complete) {
+			fprintf(stderr, "svbench: %s: status %d complete %d after %.1f ms\n", rid, rc < 0 ? 0 : r.status,
+				(int)r.complete, (double)(t1 - t0) / 1000.0);
+			failed++;
+		} else {
+			lat[nlat++] = t1 - t0;
+			if (getenv("SVBENCH_VERBOSE"))
+				fprintf(stderr, "svbench: %s: 200 %.2f ms after the terminal XADD\n", rid,
+					(double)(t1 - t0) / 1000.0);
+		}
+		if (i + 1 < count)
+			sleep_us(interval_ms * 1000);
+	}
+	qsort(lat, nlat, sizeof(*lat), cmp_i64);
+	printf("{\"wait_runs\":%ld,\"events_per_run\":%ld,\"settle_ms\":%ld,\"failed\":%ld,"
+	       "\"wait_latency_ms\":{\"p50\":%.2f,\"p99\":%.2f,\"max\":%.2f,\"min\":%.2f,\"samples\":%zu}}\n",
+	       count, events, settle_ms, failed, pct_ms(lat, nlat, 50), pct_ms(lat, nlat, 99),
+	       nlat ? (double)lat[nlat - 1] / 1000.0 : 0.0, nlat ? (double)lat[0] / 1000.0 : 0.0, nlat);
+	fflush(stdout);
+	free(r.buf);
+	free(lat);
+	free(token);
+	free(b.layout);
+	redisFree(c);
+	return failed ? 1 : 0;
+}
+
 /* ------------------------------------------------------------------ main */
 
 static void usage(void)
@@ -2058,7 +2376,9 @@ static void usage(void)
 	      "       svbench respawn --socket CTLSOCK [--redis URL] [--namespace sv] [--count 20] [--pool P]\n"
 	      "       svbench rss --socket CTLSOCK [--pid MASTERPID]\n"
 	      "       svbench tools [--redis URL] [--stream events] [--calls 1000] [--tool echo] [--rate CALLS/S]\n"
-	      "               [--window N] [--runs 10] [--args JSON] [--batch 256] [--timeout 120] [--prefix STR]\n",
+	      "               [--window N] [--runs 10] [--args JSON] [--batch 256] [--timeout 120] [--prefix STR]\n"
+	      "       svbench wait --url http://HOST:PORT --token-file F [--redis URL] [--stream events] [--count 50]\n"
+	      "               [--interval-ms 100] [--settle-ms 20] [--wait 5] [--events 6] [--prefix STR] [--timeout 10]\n",
 	      stderr);
 	exit(2);
 }
@@ -2074,6 +2394,8 @@ int main(int argc, char **argv)
 		return cmd_tools(argc - 1, argv + 1);
 	if (argc > 1 && strcmp(argv[1], "crash") == 0)
 		return cmd_crash(argc - 1, argv + 1);
+	if (argc > 1 && strcmp(argv[1], "wait") == 0)
+		return cmd_wait(argc - 1, argv + 1);
 
 	struct bench b = {
 		.redis_url = "redis://127.0.0.1:6379/0", .stream = "events",
