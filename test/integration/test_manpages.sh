@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# manpages: every manual page (the four of man/, streamvisor-events(7)
+# manpages: every manual page (the six of man/, streamvisor-events(7)
 # included, and any page added there later) passes `mandoc -Tlint -Wwarning`, and
 # streamvisor.conf(5) documents every configuration key of SPEC §2 (plus
 # the pools[].sqlite_path extension) with an entry of its own
@@ -8,7 +8,7 @@
 # The only mandoc messages tolerated are the ones about our own pages not
 # being installed yet ("referenced manual not found" for an .Xr to
 # streamvisord(8), streamvisorctl(1), streamvisor.conf(5) or
-# streamvisor-events(7) or streamvisor-handlers(7), and mandoc's
+# streamvisor-events(7), streamvisor-handlers(7) or streamvisor-http(7), and mandoc's
 # "outdated mandoc.db lacks ... entry" for the same pages).  -Wwarning
 # normally hides those STYLE messages; the filter is for mandoc versions
 # that report them anyway.
@@ -17,7 +17,7 @@ set -euo pipefail
 src=${SV_SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 man=$src/man
 pages=("$man/streamvisord.8" "$man/streamvisorctl.1" "$man/streamvisor.conf.5"
-	"$man/streamvisor-events.7" "$man/streamvisor-handlers.7")
+	"$man/streamvisor-events.7" "$man/streamvisor-handlers.7" "$man/streamvisor-http.7")
 # Any other page in man/ is linted too.
 for p in "$man"/*.[1-9]; do
 	case " ${pages[*]} " in *" $p "*) ;; *) pages+=("$p") ;; esac
@@ -34,8 +34,8 @@ ok() { printf 'ok   %s\n' "$1"; pass=$((pass + 1)); }
 ko() { printf 'FAIL %s: %s\n' "$1" "$2"; fail=$((fail + 1)); }
 
 # Our own pages, as .Xr NAME SECTION and as NAME(SECTION).
-own_xr='Xr (streamvisord 8|streamvisorctl 1|streamvisor\.conf 5|streamvisor-events 7|streamvisor-handlers 7)'
-own_db='(streamvisord\(8\)|streamvisorctl\(1\)|streamvisor\.conf\(5\)|streamvisor-events\(7\)|streamvisor-handlers\(7\))'
+own_xr='Xr (streamvisord 8|streamvisorctl 1|streamvisor\.conf 5|streamvisor-events 7|streamvisor-handlers 7|streamvisor-http 7)'
+own_db='(streamvisord\(8\)|streamvisorctl\(1\)|streamvisor\.conf\(5\)|streamvisor-events\(7\)|streamvisor-handlers\(7\)|streamvisor-http\(7\))'
 allowed="^mandoc: .*: STYLE: referenced manual not found: ${own_xr}( \([0-9]+ times\))?\$"
 allowed_db="^mandoc: outdated mandoc\.db lacks ${own_db} entry, run makewhatis .*\$"
 
@@ -145,6 +145,31 @@ if ((${#missing[@]})); then
 	ko "streamvisor-handlers.7 protocol" "missing: ${missing[*]}"
 else
 	ok "streamvisor-handlers.7 documents every message of the protocol"
+fi
+
+# streamvisor-http(7) documents every route, every status code, the long
+# poll and the security model (issue 15).
+x7=$man/streamvisor-http.7
+missing=()
+for r in 'GET /' 'GET /static/' 'GET /metrics' 'POST /api/v1/login' 'POST /api/v1/logout' \
+	'GET /api/v1/session' 'GET /api/v1/status' 'GET /api/v1/pools' 'GET /api/v1/streams' \
+	'GET /api/v1/events?limit=' 'GET /api/v1/dead?stream=' 'GET /api/v1/dead/' 'GET /api/v1/runs/' \
+	'POST /api/v1/ctl'; do
+	grep -qE "^\.It Li ${r//[?]/\\?}( |\$)" "$x7" || missing+=("route '$r'")
+done
+for c in 200 202 204 400 401 403 404 405 409 413 415 421 429 503; do
+	grep -qxF ".It Sy $c" "$x7" || missing+=("status $c")
+done
+for s in 'CHECKS' 'AUTHENTICATION' 'ROUTES' 'RUNNING COMMANDS' 'LONG POLL' 'LIMITS' 'SECURITY MODEL'; do
+	grep -qE "^\.Sh $s\$" "$x7" || missing+=("section '$s'")
+done
+for w in HttpOnly SameSite=Strict 'Authorization: Bearer' http.user http.actions data_version; do
+	grep -qF -e "$w" "$x7" || missing+=("'$w'")
+done
+if ((${#missing[@]})); then
+	ko "streamvisor-http.7 API" "missing: ${missing[*]}"
+else
+	ok "streamvisor-http.7 documents every route, status code and the security model"
 fi
 
 # Every page is installed and every other page points to the event protocol.
