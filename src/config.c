@@ -1180,16 +1180,12 @@ static bool http_action_known(const char *a)
 	return false;
 }
 
-/* The web child's user: required as root, and never root itself. */
-static void check_http_user(struct ld *ld, const config_setting_t *s, const config_setting_t *g)
+/* The web child's user: never root; only root can switch to another. */
+static void check_http_user(struct ld *ld, const config_setting_t *s)
 {
 	struct sv_config *cfg = ld->cfg;
-	if (!cfg->http.user[0]) {
-		if (cfg->http.listen[0] && checks_machine(ld) && geteuid() == 0)
-			errf(ld, s ? s : g, "http.user is required when streamvisord runs as root: the web "
-					     "child never runs as root (a dedicated user in control.group)");
-		return;
-	}
+	if (!cfg->http.user[0])
+		return; /* as root: nobody (master_web.c says so at start) */
 	if (!checks_machine(ld))
 		return;
 	struct passwd *pw = getpwnam(cfg->http.user);
@@ -1217,7 +1213,7 @@ static void load_http(struct ld *ld, const config_setting_t *root)
 			     "/metrics already, leave metrics.listen empty");
 
 	const config_setting_t *s = get_str(ld, g, "http", "user", "", &cfg->http.user);
-	check_http_user(ld, s, g);
+	check_http_user(ld, s);
 
 	char *tmp = NULL;
 	const config_setting_t *ts = get_str(ld, g, "http", "token_file", "", &tmp);

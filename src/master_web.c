@@ -671,6 +671,9 @@ int master_web_open(struct master *m)
 	int r = open_listeners(w, m->cfg);
 	if (r < 0)
 		return r;
+	if (geteuid() == 0 && !m->cfg->http.user[0])
+		log_warn("http.user is empty: the web child runs as nobody; give it a user of its own in "
+			 "control.group that can read the SQLite files");
 	load_token(w, m->cfg);
 	w->respawn_at = util_mono_ms();
 	return 0;
