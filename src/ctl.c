@@ -581,6 +581,26 @@ static void show_calls(const json_t *workers)
 	table_print(&t, "  ");
 }
 
+/* The web child: where it listens, its pid (0 while it restarts). */
+static void show_web(const json_t *web)
+{
+	if (!json_is_object(web))
+		return;
+	const char *listen = json_string_value(json_object_get(web, "listen"));
+	const char *mlisten = json_string_value(json_object_get(web, "metrics_listen"));
+	json_int_t pid = json_integer_value(json_object_get(web, "pid"));
+	json_int_t restarts = json_integer_value(json_object_get(web, "restarts"));
+	printf("web: ");
+	if (listen && *listen)
+		printf("console on %s%s", listen, json_is_true(json_object_get(web, "token")) ? "" : " (no token)");
+	if (mlisten && *mlisten)
+		printf("%smetrics on %s", listen && *listen ? ", " : "", mlisten);
+	if (pid > 0)
+		printf(", pid %lld, %lld restarts\n", (long long)pid, (long long)restarts);
+	else
+		printf(", not running (%lld restarts)\n", (long long)restarts);
+}
+
 static int show_status(const struct opts *o, json_t *reply)
 {
 	json_t *workers = json_object_get(reply, "workers");
@@ -608,6 +628,7 @@ static int show_status(const struct opts *o, json_t *reply)
 	json_t *patterns = json_object_get(reply, "patterns");
 	if (json_array_size(patterns) > 0)
 		show_patterns(patterns);
+	show_web(json_object_get(reply, "web"));
 	struct table t;
 	json_t *remote = json_object_get(reply, "remote");
 	if (json_array_size(remote) > 0) {

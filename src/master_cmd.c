@@ -293,6 +293,7 @@ static void cmd_status(struct master *m, struct control_client *c, const char *t
 	json_object_set_new(reply, "remote", m->remote ? json_incref(m->remote) : json_array());
 	bool all = !target || !strcmp(target, "all");
 	json_object_set_new(reply, "patterns", pattern_views(m, now, all ? NULL : pools));
+	json_object_set_new(reply, "web", master_web_status(m));
 	json_decref(pools);
 	control_reply(c, reply);
 }
