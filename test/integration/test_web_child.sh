@@ -31,7 +31,7 @@ printf '%s\n' "$PW" >"$PWF"
 chmod 600 "$PWF"
 export REDISCLI_AUTH=$PW
 start_redis --requirepass "$PW"
-write_config persist_count=1 tools_count=1 log_level=info extra="$(http_block)"
+web_config persist_count=1 tools_count=1 log_level=info
 sed -i "s|^redis = { |redis = { password_file = \"$PWF\"; |" "$CONF"
 grep -q password_file "$CONF" || fail "could not add password_file"
 require_http
@@ -90,7 +90,6 @@ check "its fds: stdio, the channel, its listener, the SQLite files; nothing else
 rcli XADD events '*' run R1 seq 1 type response.created data '{}' >/dev/null
 rcli XADD events '*' run R1 seq 2 type response.completed data '{}' >/dev/null
 wait_for 20 'ctl snapshot R1 >/dev/null 2>&1' || fail "R1 not persisted"
-make_db_readable
 api GET /api/v1/runs/R1 --bearer-file "$TOKF"
 want_status 200 "GET /api/v1/runs/R1"
 sleep 0.5 # our connection closes on both sides

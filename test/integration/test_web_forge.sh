@@ -13,7 +13,7 @@ require_fault_seams
 . "$SV_TEST_DIR/web/common.sh"
 
 start_redis
-write_config persist_count=1 tools_count=1 log_level=info extra="$(http_block)"
+web_config persist_count=1 tools_count=1 log_level=info
 require_http
 echo t1/persist/0 >"$FAULT_DIR/web_forge"
 start_daemon

@@ -24,14 +24,12 @@ set -euo pipefail
 
 MPORT=$(free_port)
 start_redis
-write_config persist_count=1 tools_count=1 log_level=debug \
-	extra="$(http_block)
-metrics = { listen = \"127.0.0.1:$MPORT\"; };"
+web_config persist_count=1 tools_count=1 log_level=debug \
+	extra="metrics = { listen = \"127.0.0.1:$MPORT\"; };"
 require_http
 start_daemon
 wait_for 30 'all_running 2' || fail "workers not RUNNING: $(worker_table 2>&1)"
 snapshot_pids >/dev/null
-make_db_readable
 api_ready 20 || fail "the API does not answer on 127.0.0.1:$PORT: $($WEBC req "$PORT" GET /api/v1/session)"
 MASTER=$DAEMON_PID
 P0=$(wfield t1/persist/0 pid)
@@ -188,7 +186,7 @@ ctl metrics >"$TMPD/m.ctl" || fail "streamvisorctl metrics failed"
 api GET /metrics
 want_status 200 "GET /metrics"
 [[ $(hh content-type) == "text/plain; version=0.0.4"* ]] || fail "Content-Type: $(hh content-type)"
-hbody >"$TMPD/m.http"
+hbody_to "$TMPD/m.http"
 f_ctl=$(metrics_families "$TMPD/m.ctl")
 f_http=$(metrics_families "$TMPD/m.http")
 [ "$f_ctl" = "$f_http" ] || fail "families differ: http [$f_http] ctl [$f_ctl]"
@@ -197,7 +195,7 @@ ok "GET /metrics: $(wc -l <<<"$f_http") families, as streamvisorctl metrics"
 check "metrics.listen (the old key) still serves GET /metrics, and only that"
 R=$($WEBC req "$MPORT" GET /metrics --host "127.0.0.1:$MPORT")
 want_status 200 "GET /metrics on metrics.listen"
-hbody >"$TMPD/m.old"
+hbody_to "$TMPD/m.old"
 f_old=$(metrics_families "$TMPD/m.old")
 [ "$f_old" = "$f_ctl" ] || fail "families differ on metrics.listen: [$f_old] ctl [$f_ctl]"
 R=$($WEBC req "$MPORT" GET /api/v1/session --host "127.0.0.1:$MPORT")

@@ -17,7 +17,7 @@ set -euo pipefail
 . "$SV_TEST_DIR/web/common.sh"
 
 start_redis
-write_config persist_count=1 tools_count=1 log_level=info extra="$(http_block)"
+web_config persist_count=1 tools_count=1 log_level=info
 require_http
 start_daemon
 wait_for 30 'all_running 2' || fail "workers not RUNNING: $(worker_table 2>&1)"
@@ -39,7 +39,7 @@ persisted() { ctl snapshot "$1" >/dev/null 2>&1; }
 same_as_ctl() {
 	local want
 	want=$(ctl --json snapshot "$1") || fail "streamvisorctl snapshot $1 failed"
-	hbody >"$TMPD/body.http"
+	hbody_to "$TMPD/body.http"
 	printf '%s\n' "$want" >"$TMPD/body.ctl"
 	"$PY" -c '
 import json, sys
@@ -77,7 +77,6 @@ ok "404 {\"error\":\"no such run\"} after ${ms} ms (wait=1), at once without wai
 check "a run not complete: 200 without wait, 202 at the deadline of wait=2"
 begin R1
 wait_for 20 'persisted R1' || fail "R1 not persisted: $(ctl snapshot R1 2>&1 | head -c 300)"
-make_db_readable
 api GET /api/v1/runs/R1 --bearer-file "$TOKF"
 want_status 200 "R1 without wait"
 [ "$(hh x-streamvisor-complete)" = false ] || fail "X-Streamvisor-Complete: $(hh x-streamvisor-complete)"

@@ -2,7 +2,7 @@
 # Shared setup of the web_* integration tests (issue 15): source it after
 # lib.sh.  It makes a token file, picks free loopback ports, writes the
 # http block (http.user = nobody when the tests run as root, with the temp
-# dir made traversable for it), skips (77) when this streamvisord has no
+# dir made traversable for it and control.group its group), skips (77) when this streamvisord has no
 # HTTP server, and wraps webc.py (the HTTP client) for the scripts.
 
 WEBC="$PY $SV_TEST_DIR/web/webc.py"
@@ -47,16 +47,32 @@ require_http() {
 	out=$("$bin" -t -c "$CONF" 2>&1) || rc=$?
 	[ "$rc" = 0 ] && return 0
 	v=$("$bin" -V 2>&1 || true)
-	if grep -qiE 'http|web' <<<"$out" && ! grep -qiE 'http: on|web: on|microhttpd' <<<"$v"; then
+	if grep -qF 'unknown key "http"' <<<"$out" || grep -qiE 'http: off' <<<"$v"; then
 		skip "this streamvisord has no HTTP server (-V: $(tr '\n' ' ' <<<"$v"); -t: $out)"
 	fi
 	fail "config rejected: $out"
 }
 
-# make_db_readable: the SQLite files (and -wal/-shm) readable by http.user.
-make_db_readable() {
-	[ -n "$HTTP_USER" ] || return 0
-	chmod a+r "$TMPD"/*.db "$TMPD"/*.db-wal "$TMPD"/*.db-shm 2>/dev/null || true
+# web_config [write_config args...]: the test config with the http block
+# added to extra; as root, control.group is http.user's group, as a
+# deployment does it: the daemon gives the SQLite files that group (read
+# only), which is how the web child reads them.
+web_config() {
+	local a args=() extra=""
+	for a in "$@"; do
+		case $a in
+		extra=*) extra=${a#extra=} ;;
+		*) args+=("$a") ;;
+		esac
+	done
+	write_config "${args[@]}" extra="$(http_block)
+$extra"
+	if [ -n "$HTTP_USER" ]; then
+		local g
+		g=$(id -gn "$HTTP_USER")
+		sed -i "s|^control = { socket = \"$SOCK\";|control = { socket = \"$SOCK\"; group = \"$g\";|" "$CONF"
+		grep -q "group = \"$g\"" "$CONF" || fail "control.group not set: $(grep control "$CONF")"
+	fi
 }
 
 # web_child_pid: the master's child whose cmdline is `streamvisord
@@ -80,7 +96,8 @@ api() {
 	R=$($WEBC req "$PORT" "$m" "$p" "$@") || fail "webc.py req $m $p failed"
 }
 hs() { pyjson 'd["status"]' <<<"$R"; }                          # status code
-hbody() { pyjson 'd["body"]' <<<"$R"; }                         # body text
+hbody() { pyjson 'd["body"]' <<<"$R"; }                         # body text (+ a newline)
+hbody_to() { "$PY" -c 'import json, sys; sys.stdout.write(json.load(sys.stdin)["body"])' <<<"$R" >"$1"; } # exact body into FILE
 hh() { pyjson 'd["headers"].get("'"$1"'")' <<<"$R"; }            # one header (lowercase name)
 hjson() { pyjson 'd["body"]' <<<"$R" | pyjson "$1"; }           # EXPR on the JSON body
 short() { head -c "${1:-600}" <<<"$R"; }
