@@ -11,7 +11,8 @@
 #   - 70 concurrent waits: at most 64 (max_waits) wait, the rest 503 at
 #     once; afterwards a wait works again.
 # No timing is judged but "well before the deadline" (< 2.5 s of 5);
-# tools/svbench's `wait` mode measures the latency.
+# tools/svbench's `wait` mode measures the latency (run here on 20 runs
+# as a smoke test of that mode).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$SV_TEST_DIR/web/common.sh"
@@ -140,6 +141,21 @@ api GET "/api/v1/runs/R2?wait=1" --bearer-file "$TOKF"
 want_status 202 "a wait after the crowd"
 ctl_answers || fail "the daemon does not answer: $CTL_ERR"
 ok "$n202 x 202 (>= ${fast202} ms), $n503 x 503 (<= ${slow503} ms); waits work again"
+
+check "svbench wait (smoke): 20 runs, every long-poll a complete 200"
+: "${SVBENCH:=$SV_SRC_DIR/build-test/tools/svbench}"
+if [ -x "$SVBENCH" ]; then
+	rc=0
+	out=$("$SVBENCH" wait --url "http://127.0.0.1:$PORT" --token-file "$TOKF" --redis "unix://$RSOCK" \
+		--count 20 --interval-ms 20 2>"$TMPD/svbench.err") || rc=$?
+	info "$out"
+	[ "$rc" = 0 ] || fail "svbench wait exit $rc: $out $(head -c 600 "$TMPD/svbench.err")"
+	[ "$(pyjson 'd["failed"] == 0 and d["wait_latency_ms"]["samples"] == 20 and 0 < d["wait_latency_ms"]["p50"] <= d["wait_latency_ms"]["p99"]' <<<"$out")" = true ] ||
+		fail "svbench wait: $out"
+	ok "svbench wait: p50 $(pyjson 'd["wait_latency_ms"]["p50"]' <<<"$out") ms over 20 runs (not judged)"
+else
+	info "SKIP sub-check: no $SVBENCH"
+fi
 
 stop_daemon
 [ "$DAEMON_RC" = 0 ] || fail "daemon exit $DAEMON_RC"
