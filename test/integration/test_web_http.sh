@@ -180,6 +180,20 @@ api POST /api/v1/ctl --json "$RESTART_P" --origin "$ORIGIN" --cookie "$COOKIE"
 want_status 401 "action with the dropped cookie"
 ok "logged out"
 
+check "the views: status, pools, streams, events open on loopback; dead letters need the token"
+for p in /api/v1/status /api/v1/pools /api/v1/streams "/api/v1/events?limit=5"; do
+	api GET "$p"
+	want_status 200 "GET $p without a token (loopback)"
+	hjson 'True' >/dev/null || fail "GET $p: not JSON: $(short)"
+done
+api GET "/api/v1/dead?stream=events&limit=10"
+want_status 401 "GET /api/v1/dead without a token"
+api GET "/api/v1/dead?stream=events&limit=10" --bearer-file "$TOKF"
+want_status 200 "GET /api/v1/dead with the token"
+api GET "/api/v1/runs/R1"
+want_status 401 "GET /api/v1/runs/R1 without a token"
+ok "views 200; dead letters and runs 401 without the token, 200 with it"
+
 check "GET /metrics without a token: the exposition of streamvisorctl metrics"
 metrics_families() { $OPS prom "$1" || fail "invalid exposition in $1: $(head -c 600 "$1")"; }
 ctl metrics >"$TMPD/m.ctl" || fail "streamvisorctl metrics failed"
@@ -202,6 +216,11 @@ R=$($WEBC req "$MPORT" GET /api/v1/session --host "127.0.0.1:$MPORT")
 want_status "404|421" "GET /api/v1/session on metrics.listen"
 R=$($WEBC req "$MPORT" GET / --host "127.0.0.1:$MPORT")
 want_status "404|421" "GET / on metrics.listen"
+# A scraper that names the host otherwise (its own DNS name): the old
+# server answered whatever the Host; reported, not judged (web-spec.md
+# says nothing of Host checks on the metrics listener).
+R=$($WEBC req "$MPORT" GET /metrics --host "scraper-target.example:$MPORT")
+info "GET /metrics on metrics.listen with Host scraper-target.example: $(hs)"
 ok "metrics.listen: 200 /metrics, $(hs) for the rest"
 
 check "abuse: 1 MB of headers, 8 slowloris connections for 15 s, 500 connections; status answers throughout"
@@ -247,6 +266,24 @@ want_status 200 "GET /api/v1/status after the abuse"
 api POST /api/v1/ctl --json '{"command":"restart","args":["t1/tools/0"]}' --origin "$ORIGIN" --bearer-file "$TOKF"
 want_status 200 "an action after the abuse"
 ok "master $MASTER still serving; API and actions answer"
+
+check "more than 10 failed logins in a minute -> 429"
+codes=""
+for _ in $(seq 1 12); do
+	R=$($WEBC login "$PORT" --token-file "$WRONGF")
+	codes="$codes $(hs)"
+done
+info "12 wrong logins:$codes"
+[[ $codes == *429* ]] || fail "no 429 after 12 failed logins:$codes"
+# Earlier in this test one login and one Bearer failed already: whether
+# those count is the child's choice, so only the first few must be 401.
+[ "$(cut -d' ' -f2-6 <<<"$codes")" = "401 401 401 401 401" ] ||
+	fail "failed logins refused with 429 too early:$codes"
+# Whether the right token (Bearer) still works meanwhile is not in
+# web-spec.md: reported.  (Last in this test, since it may lock it out.)
+api GET /api/v1/session --bearer-file "$TOKF"
+info "during the lockout, GET /api/v1/session with the right Bearer: $(hs) authenticated=$(hjson 'd.get("authenticated")' 2>/dev/null)"
+ok "429 after $(wc -w <<<"${codes%%429*}") x 401"
 
 stop_daemon
 [ "$DAEMON_RC" = 0 ] || fail "daemon exit $DAEMON_RC"
