@@ -123,6 +123,23 @@ lat=$(pyjson 'd["xadd_to_answer_ms"]' <<<"$R")
 same_as_ctl R3
 ok "R3: 200 $lat ms after its two events (created, completed)"
 
+check "run ids in paths are percent-decoded; NUL or more than 1024 bytes -> 400"
+ODD='R 5/é?x%y'
+rcli XADD events '*' run "$ODD" seq 1 type response.created data '{}' >/dev/null
+rcli XADD events '*' run "$ODD" seq 2 type response.completed data '{}' >/dev/null
+wait_for 20 'persisted "$ODD"' || fail "run '$ODD' not persisted"
+q=$("$PY" -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$ODD")
+api GET "/api/v1/runs/$q" --bearer-file "$TOKF"
+want_status 200 "GET /api/v1/runs/$q"
+same_as_ctl "$ODD"
+api GET "/api/v1/runs/a%00b" --bearer-file "$TOKF"
+want_status 400 "a run id with NUL"
+api GET "/api/v1/runs/$(printf 'a%.0s' {1..1025})" --bearer-file "$TOKF"
+want_status 400 "a run id of 1025 bytes"
+api GET "/api/v1/runs/$(printf 'a%.0s' {1..1024})" --bearer-file "$TOKF"
+want_status 404 "a run id of 1024 bytes"
+ok "'$ODD' as $q: 200; NUL, 1025 bytes: 400; 1024 bytes: 404"
+
 check "70 concurrent waits: at most 64 wait (202 at the deadline), the rest 503 at once"
 begin R2
 wait_for 20 'persisted R2' || fail "R2 not persisted"
