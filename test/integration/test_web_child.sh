@@ -104,6 +104,10 @@ pyjson '"\n".join("#   fd %d %s: %s%s" % (e["fd"], e["target"], e["kind"], " (" 
 dbmode=$(pyjson '" ".join(e["mode"] for e in d["fds"] if e["kind"] == "sqlite" and e["target"].endswith(".db"))' <"$TMPD/fds.json")
 [ -n "$dbmode" ] || fail "the SQLite file is not open after a snapshot request"
 [[ " $dbmode " != *" w"* && " $dbmode " != *" rw "* ]] || fail "the database is open for writing ($dbmode)"
+# web-spec.md: fd 0 and 1 /dev/null, 2 the stderr pipe, 3 the channel, 4
+# the HTTP listener: where they differ, reported (not judged).
+layout=$(pyjson '" ".join("%d=%s" % (e["fd"], e["kind"]) for e in d["fds"] if e["fd"] <= 4)' <"$TMPD/fds.json")
+[ "$layout" = "0=devnull 1=devnull 2=pipe 3=unix 4=listen" ] || info "fds 0-4 are $layout (web-spec.md: 0=devnull 1=devnull 2=pipe 3=unix 4=listen)"
 ok "$(pyjson '" ".join(sorted(set(e["kind"] for e in d["fds"])))' <"$TMPD/fds.json"); database open $dbmode"
 
 check "with its credentials the password file cannot be read"

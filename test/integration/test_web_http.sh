@@ -216,12 +216,13 @@ R=$($WEBC req "$MPORT" GET /api/v1/session --host "127.0.0.1:$MPORT")
 want_status "404|421" "GET /api/v1/session on metrics.listen"
 R=$($WEBC req "$MPORT" GET / --host "127.0.0.1:$MPORT")
 want_status "404|421" "GET / on metrics.listen"
+rest=$(hs)
 # A scraper that names the host otherwise (its own DNS name): the old
 # server answered whatever the Host; reported, not judged (web-spec.md
 # says nothing of Host checks on the metrics listener).
 R=$($WEBC req "$MPORT" GET /metrics --host "scraper-target.example:$MPORT")
 info "GET /metrics on metrics.listen with Host scraper-target.example: $(hs)"
-ok "metrics.listen: 200 /metrics, $(hs) for the rest"
+ok "metrics.listen: 200 /metrics, $rest for the rest"
 
 check "abuse: 1 MB of headers, 8 slowloris connections for 15 s, 500 connections; status answers throughout"
 $OPS probe "$SOCK" --count 36 --interval 0.5 --limit 3.0 >"$TMPD/probe.out" 2>&1 &
