@@ -9,12 +9,16 @@
 #   - login -> sv_session cookie (HttpOnly, SameSite=Strict); the cookie and
 #     Bearer both act (restart -> 200, the worker's pid changes); a request
 #     the daemon refuses (scale to 5000) -> 409 with its message; logout;
+#   - the status views open on loopback, dead letters and runs 401 without
+#     the token; 415 for a body that is not JSON, 413 over 64 KiB;
 #   - GET /metrics without a token: the exposition of `streamvisorctl
 #     metrics` (same families); the old metrics.listen still serves it;
 #   - 1 MB of headers, a slowloris crowd (a header byte a second for 15 s)
 #     and 500 concurrent connections: `streamvisorctl status` answers
 #     throughout, the master's pid never changes, the API answers again
 #     afterwards;
+#   - more than 10 failed logins in a minute -> 429 (last: it may lock the
+#     token out for a minute);
 #   - the token (and a wrong one, and the session cookie) never appears in
 #     the daemon's log or redis's.
 # The forged action of the web_forge seam is test_web_forge.sh.
