@@ -555,8 +555,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
 		const struct route_def *d;
 		if (check(r, url, method, &d) < 0)
 			return r->resp ? queue(r) : MHD_NO;
-		if (strcmp(method, "POST") == 0)
-			return MHD_YES; /* the body first */
+		/* Answer at the last call, after the body (if any) was read:
+		 * an answer queued earlier costs the keep-alive connection. */
+		return MHD_YES;
 	} else if (*upload_size) {
 		if (r->body_too_big || r->body_len + *upload_size > WEB_BODY_MAX) {
 			r->body_too_big = true;
@@ -637,7 +638,6 @@ static struct web_server *server_start(struct web *w, int fd, bool metrics_only)
 		{MHD_OPTION_CONNECTION_LIMIT, (intptr_t)w->conf.max_connections, NULL},
 		{MHD_OPTION_CONNECTION_TIMEOUT, 10, NULL},
 		{MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL},
-		{MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL},
 		{MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)completed, s},
 		{MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_log, s},
 		{MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, NULL},
@@ -645,7 +645,9 @@ static struct web_server *server_start(struct web *w, int fd, bool metrics_only)
 		{tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)(uintptr_t)w->conf.tls_key},
 		{MHD_OPTION_END, 0, NULL},
 	};
-	s->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+	/* The logger first, so that no message goes to MHD's own stderr one. */
+	s->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+				MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
 	if (!s->d) {
 		log_error("%s: libmicrohttpd would not start on fd %d%s", __func__, fd,
 			  tls ? " (check http.tls_cert and http.tls_key)" : "");
