@@ -611,13 +611,18 @@ static void completed(void *cls, struct MHD_Connection *conn, void **req_cls, en
 	*req_cls = NULL;
 }
 
-/* libmicrohttpd's messages, into our log.  They name no header value. */
+/* libmicrohttpd's messages, into our log.  They name no header value.
+ * Warnings while a daemon starts (a bad certificate); afterwards they are
+ * about clients (a bad handshake, a timeout), which anyone can cause, so
+ * debug. */
+static bool mhd_starting;
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char buf[512];
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	buf[strcspn(buf, "\r\n")] = '\0';
-	log_write(LOG_WARN, "libmicrohttpd", NULL, "%s", buf);
+	log_write(mhd_starting ? LOG_WARN : LOG_DEBUG, "libmicrohttpd", NULL, "%s", buf);
 }
 
 /* ---- daemons ------------------------------------------------------------ */
@@ -646,8 +651,10 @@ static struct web_server *server_start(struct web *w, int fd, bool metrics_only)
 		{MHD_OPTION_END, 0, NULL},
 	};
 	/* The logger first, so that no message goes to MHD's own stderr one. */
+	mhd_starting = true;
 	s->d = MHD_start_daemon(flags, 0, NULL, NULL, handler, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 				MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+	mhd_starting = false;
 	if (!s->d) {
 		log_error("%s: libmicrohttpd would not start on fd %d%s", __func__, fd,
 			  tls ? " (check http.tls_cert and http.tls_key)" : "");
