@@ -74,7 +74,7 @@ struct web_req {
 	struct web_server *srv;
 	struct MHD_Connection *conn;
 	char *target;               /* the raw request target (path and query) */
-	bool started, suspended;
+	bool started, suspended, dispatched;
 	int route;
 	char *body;
 	size_t body_len;

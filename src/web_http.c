@@ -82,7 +82,9 @@ void web_reply_json(struct web_req *r, unsigned status, json_t *j)
 
 void web_reply_error(struct web_req *r, unsigned status, const char *msg)
 {
-	web_reply_json(r, status, json_pack("{s:s}", "error", msg));
+	json_t *j = json_pack("{s:s}", "error", msg);
+	/* msg not UTF-8 (a name cut short, a daemon's text): the status stands */
+	web_reply_json(r, status, j ? j : json_pack("{s:s}", "error", "(unprintable message)"));
 }
 
 void web_reply_header(struct web_req *r, const char *name, const char *value)
@@ -578,6 +580,9 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *conn, const cha
 	}
 	if (r->wait != WEB_WAIT_NONE || r->suspended)
 		return MHD_YES; /* woken without an answer: still waiting */
+	if (r->dispatched)
+		return MHD_NO; /* its answer could not be made (out of memory) */
+	r->dispatched = true;
 	dispatch(r, url);
 	if (r->resp)
 		return queue(r);

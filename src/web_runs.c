@@ -57,9 +57,7 @@ static bool lookup(struct web *w, struct web_req *r, bool waiting, bool late)
 			if (w->dbs.v[i].pool && !strcmp(w->dbs.v[i].pool, r->pool))
 				break;
 		if (i == w->dbs.n) {
-			char msg[160];
-			snprintf(msg, sizeof(msg), "no persistence pool \"%.100s\"", r->pool);
-			web_reply_error(r, 404, msg);
+			web_reply_error(r, 404, "no such persistence pool");
 			return true;
 		}
 		one = (struct snapdbs){.v = &w->dbs.v[i], .n = 1};
