@@ -50,13 +50,20 @@
  *                         pattern (src/discover.c); names are checked by the
  *                         master (match P, not an own key).  At most
  *                         CHAN_MON_MSG_MAX
- *   master -> web child (issue 15; JSON payloads, /work/notes/web-spec.md)
- *     CHAN_M_WEB_CONFIG   JSON object: the web child's configuration; first
- *                         message, and again after a reload.  At most 1 MiB
- *     CHAN_M_WEB_REPLY    JSON object {"id", "reply"}: the answer to a request;
- *                         at most CHAN_MON_MSG_MAX
+ *   master -> web child (src/master_web.c, src/web.c)
+ *     CHAN_M_WEB_CONFIG   JSON object: what the web child serves and how
+ *                         (listen, hosts, token salt and SHA-256, actions,
+ *                         pools and their SQLite files, limits); first
+ *                         message, again after a reload.  At most
+ *                         CHAN_WEB_CONFIG_MAX
+ *     CHAN_M_WEB_REPLY    JSON object {"id", "reply"}: the answer to one
+ *                         CHAN_W_WEB_REQUEST, as streamvisorctl would get it.
+ *                         At most CHAN_MON_MSG_MAX
  *   web child -> master
- *     CHAN_W_WEB_REQUEST  JSON object {"id", "cmd", "args", "token"}; at most
+ *     CHAN_W_WEB_REQUEST  JSON object {"id", "cmd", "args", "token"?}: a
+ *                         view or an action for an HTTP client.  The master
+ *                         checks the command, the token (constant-time, on
+ *                         SHA-256 digests) and http.actions itself.  At most
  *                         CHAN_WEB_REQUEST_MAX
  */
 #ifndef SV_CHAN_H
