@@ -25,6 +25,7 @@
 
 struct store;
 struct sqlite3;
+struct sqlite3_stmt;
 
 struct snapdb {
 	char *pool; /* NULL: sqlite.path, no pool */
@@ -35,6 +36,7 @@ struct snapdb {
 	char *body; /* the run's exact snapshot, after snapdb_read found it */
 	bool complete;
 	struct sqlite3 *dv;   /* snapdb_changed's connection, or NULL */
+	struct sqlite3_stmt *dv_st; /* its PRAGMA data_version */
 	int64_t dv_last;      /* its last PRAGMA data_version */
 };
 
@@ -71,5 +73,7 @@ void snapdb_reducer(const struct snapdb *s, char *buf, size_t len);
  * no (or the file does not exist yet), -EIO when it cannot be asked
  * (retried next call). */
 int snapdb_changed(struct snapdb *s);
+/* Close snapdb_changed's connection (nobody waits any more). */
+void snapdb_unwatch(struct snapdb *s);
 
 #endif

@@ -28,10 +28,18 @@ int snapdb_add(struct snapdbs *l, const char *pool, const char *path, int busy_m
 	return 0;
 }
 
+void snapdb_unwatch(struct snapdb *s)
+{
+	sqlite3_finalize(s->dv_st);
+	sqlite3_close(s->dv);
+	s->dv_st = NULL;
+	s->dv = NULL;
+}
+
 void snapdb_close(struct snapdb *s)
 {
 	store_close(s->store);
-	sqlite3_close(s->dv);
+	snapdb_unwatch(s);
 	free(s->body);
 	free(s->pool);
 	free(s->path);
@@ -159,23 +167,20 @@ int snapdb_changed(struct snapdb *s)
 	if (!s->dv) {
 		if (access(s->path, F_OK) < 0)
 			return 0;
-		if (sqlite3_open_v2(s->path, &s->dv, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
-			sqlite3_close(s->dv);
-			s->dv = NULL;
+		if (sqlite3_open_v2(s->path, &s->dv, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+		    sqlite3_prepare_v2(s->dv, "PRAGMA data_version", -1, &s->dv_st, NULL) != SQLITE_OK) {
+			snapdb_unwatch(s);
 			return -EIO;
 		}
 		sqlite3_busy_timeout(s->dv, 50);
 		fresh = true;
 	}
-	sqlite3_stmt *st = NULL;
 	int64_t v = -1;
-	if (sqlite3_prepare_v2(s->dv, "PRAGMA data_version", -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	if (sqlite3_step(s->dv_st) == SQLITE_ROW)
+		v = sqlite3_column_int64(s->dv_st, 0);
+	sqlite3_reset(s->dv_st); /* no read transaction stays open */
 	if (v < 0) {
-		sqlite3_close(s->dv);
-		s->dv = NULL;
+		snapdb_unwatch(s);
 		return -EIO;
 	}
 	bool changed = fresh || v != s->dv_last;

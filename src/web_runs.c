@@ -4,7 +4,8 @@
  * long-poll waiters.  While any request waits, every WEB_RUNS_TICK_MS the
  * files' PRAGMA data_version is asked (snapdb_changed); when one moved,
  * every waiter looks its run up again.  At most conf.max_waits wait at
- * once (503 beyond). */
+ * once (503 beyond).  The data_version connections are closed again when
+ * the last waiter leaves. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,8 +133,13 @@ void web_runs_get(struct web *w, struct web_req *r, const char *run, const char 
 
 void web_runs_tick(struct web *w, int64_t now_ms)
 {
-	if (!w->run_waiters.n)
+	if (!w->run_waiters.n) {
+		/* Nobody waits: one connection per file again. */
+		for (size_t i = 0; i < w->dbs.n; i++)
+			if (w->dbs.v[i].dv)
+				snapdb_unwatch(&w->dbs.v[i]);
 		return;
+	}
 	bool changed = false;
 	for (size_t i = 0; i < w->dbs.n; i++)
 		if (snapdb_changed(&w->dbs.v[i]) > 0)
