@@ -21,8 +21,9 @@
       not exactly one unix socket.
   proccheck.py mem PID --secret-file F...
       Reads every readable mapping of PID (/proc/PID/maps, /proc/PID/mem;
-      needs root or ptrace rights) and says whether the first line of each
-      file occurs in it.  Prints {"found": [file...], "bytes": N,
+      needs root or ptrace rights; mappings over --max-region bytes, 1 GiB,
+      are skipped: a sanitizer's shadow) and says whether the first line of
+      each file occurs in it.  Prints {"found": [file...], "bytes": N,
       "regions": N, "unreadable": N}; exit 1 when something was found, 2
       when nothing could be read.
 """
@@ -130,13 +131,18 @@ def cmd_mem(o):
             return 2
         secrets.append((p, s))
     found = set()
-    total = regions = unreadable = 0
+    total = regions = unreadable = skipped = 0
     keep = max(len(s) for _, s in secrets)
     with open("/proc/%d/maps" % o.pid) as maps, open("/proc/%d/mem" % o.pid, "rb", 0) as mem:
         for line in maps:
             p = line.split()
             lo, hi = (int(x, 16) for x in p[0].split("-"))
             if "r" not in p[1] or (len(p) > 5 and p[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            if hi - lo > o.max_region:
+                # A sanitizer's shadow memory (terabytes reserved): not
+                # where a process keeps strings it read.
+                skipped += 1
                 continue
             regions += 1
             tail = b""
@@ -156,7 +162,8 @@ def cmd_mem(o):
                     tail = buf[-keep:]
             except OSError:
                 unreadable += 1
-    print(json.dumps({"found": sorted(found), "bytes": total, "regions": regions, "unreadable": unreadable}))
+    print(json.dumps({"found": sorted(found), "bytes": total, "regions": regions, "unreadable": unreadable,
+                      "skipped_large": skipped}))
     if not total:
         return 2
     return 1 if found else 0
@@ -173,6 +180,7 @@ def main():
     p = sub.add_parser("mem")
     p.add_argument("pid", type=int)
     p.add_argument("--secret-file", action="append", required=True)
+    p.add_argument("--max-region", type=int, default=1 << 30)
     o = ap.parse_args()
     return globals()["cmd_" + o.cmd](o)
 
