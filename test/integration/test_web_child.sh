@@ -13,6 +13,8 @@
 #     (epoll, timerfd, signalfd, eventfd); no Redis socket, no control
 #     socket, no password or config file;
 #   - with its uid and gids the password file cannot be read (root only);
+#   - SIGSTOP: streamvisorctl keeps answering (the master never waits for
+#     it); SIGCONT: the API answers again;
 #   - SIGKILL: the master starts a new one (new pid, the API answers again),
 #     no worker is restarted, the master is the same.
 # Parts that need root (the user, the memory, the password file) are
@@ -126,6 +128,19 @@ if [ "$ROOT" = 1 ]; then
 else
 	info "SKIP sub-check: needs root (the child runs as the test's own user)"
 fi
+
+check "SIGSTOP: the master does not wait for it; SIGCONT: the API answers again"
+kill -STOP "$WEB"
+for _ in 1 2 3; do
+	t0=$(now_ms)
+	ctl_answers || { kill -CONT "$WEB"; fail "the daemon does not answer while the web child is stopped: $CTL_ERR"; }
+	dt=$(($(now_ms) - t0))
+	[ "$dt" -lt 3000 ] || { kill -CONT "$WEB"; fail "status took $dt ms while the web child is stopped"; }
+	sleep 0.5
+done
+kill -CONT "$WEB"
+api_ready 20 || fail "the API does not answer after SIGCONT"
+ok "status, status --json and metrics answered while it was stopped"
 
 check "SIGKILL: a new web child, the API answers, no worker restarted"
 before=$(worker_table)
