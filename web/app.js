@@ -507,7 +507,7 @@
       ['pattern', txt(p.pattern)], ['group', txt(p.group)], ['pools', Array.isArray(p.pools) ? p.pools.map(txt).join(', ') : txt(p.pools)],
       ['matched', txt(p.matched)], ['active', txt(p.active)], ['lag', txt(p.lag)], ['pending', txt(p.pending)],
       ['oldest-idle', fmtDuration(p.oldest_pending_idle_ms)], ['missing', txt(p.missing)], ['age', fmtDuration(p.age_ms)]]);
-    $('patterns-table').classList.toggle('hidden', !pats.length);
+    $('patterns-box').classList.toggle('hidden', !pats.length);
   }
 
   /* ------------------------------------------------------------ sparklines */
