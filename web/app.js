@@ -783,33 +783,99 @@
   /* ------------------------------------------------------------ runs */
 
   let lastRun = null;
+  let runGen = 0;               /* bumped by every open: a stale wait drops its answer */
 
   function reopenRun() { if (lastRun) openRun(lastRun.id, lastRun.pool); }
+
+  /* The body text re-indented, token by token, without parsing it: numbers
+   * stay exactly as the daemon wrote them (JSON.parse would round integers
+   * above 2^53). */
+  function prettyJSON(text) {
+    let out = '';
+    let depth = 0;
+    let inStr = false;
+    const nl = () => '\n' + '  '.repeat(depth);
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i];
+      if (inStr) {
+        out += c;
+        if (c === '\\') { out += text[++i] || ''; continue; }
+        if (c === '"') inStr = false;
+        continue;
+      }
+      if (c === ' ' || c === '\n' || c === '\r' || c === '\t') continue;
+      if (c === '"') { inStr = true; out += c; continue; }
+      if (c === '{' || c === '[') {
+        const close = c === '{' ? '}' : ']';
+        let j = i + 1;
+        while (j < text.length && ' \n\r\t'.indexOf(text[j]) >= 0) j++;
+        if (text[j] === close) { out += c + close; i = j; continue; }
+        depth++;
+        out += c + nl();
+        continue;
+      }
+      if (c === '}' || c === ']') { depth = Math.max(0, depth - 1); out += nl() + c; continue; }
+      if (c === ',') { out += ',' + nl(); continue; }
+      if (c === ':') { out += ': '; continue; }
+      out += c;
+    }
+    return out;
+  }
+
+  function runPath(id, pool, wait) {
+    const q = new URLSearchParams();
+    if (pool) q.set('pool', pool);
+    if (wait) q.set('wait', String(wait));
+    const qs = q.toString();
+    return '/api/v1/runs/' + encodeURIComponent(id) + (qs ? '?' + qs : '');
+  }
 
   async function openRun(id, pool) {
     const view = $('run-view');
     const raw = $('run-raw');
+    const gen = ++runGen;
     clear(view);
     raw.textContent = '';
     if (!id) { showMessage('enter a run id', 'error'); return; }
     lastRun = { id: id, pool: pool };
     view.appendChild(el('p', { class: 'hint' }, 'loading ' + id + ' …'));
-    let path = '/api/v1/runs/' + encodeURIComponent(id);
-    if (pool) path += '?pool=' + encodeURIComponent(pool);
-    const res = await api('GET', path);
+    let res = await api('GET', runPath(id, pool, 0));
+    /* A run in progress: long-poll (?wait=) until it is complete, another
+     * run is opened, or an answer is not a snapshot. */
+    for (;;) {
+      if (gen !== runGen) return;
+      if (!showRun(id, res)) return;
+      if (res.data.complete !== false) return;
+      const t0 = Date.now();
+      const again = await api('GET', runPath(id, pool, 25));
+      /* never faster than one request per 2 s, whatever the server does */
+      if (Date.now() - t0 < POLL_MS) await new Promise(r => setTimeout(r, POLL_MS - (Date.now() - t0)));
+      if (gen !== runGen) return;
+      if (again.status !== 200 && again.status !== 202) return; /* keep what is shown */
+      res = again;
+    }
+  }
+
+  /* Render one answer of /api/v1/runs/ID; false when it is no snapshot. */
+  function showRun(id, res) {
+    const view = $('run-view');
+    const raw = $('run-raw');
     clear(view);
+    raw.textContent = '';
     if (res.status === 404) {
       view.appendChild(el('p', { class: 'error run-missing' }, 'no such run: ' + id));
-      return;
+      return false;
     }
-    if ((res.status !== 200 && res.status !== 202) || !res.data || typeof res.data !== 'object') {
+    if ((res.status !== 200 && res.status !== 202) || !res.data || typeof res.data !== 'object' || Array.isArray(res.data)) {
       view.appendChild(el('p', { class: 'error' }, 'run ' + id + ': ' + errorText(res)));
-      return;
+      return false;
     }
-    const snap = res.data;
     const hpool = res.headers ? res.headers.get('X-Streamvisor-Pool') : null;
-    renderRun(view, snap, hpool);
-    raw.textContent = JSON.stringify(snap, null, 2);
+    renderRun(view, res.data, hpool);
+    if (res.data.complete === false)
+      view.appendChild(el('p', { class: 'hint live' }, 'not complete: updating as events arrive'));
+    raw.textContent = prettyJSON(res.text || JSON.stringify(res.data));
+    return true;
   }
 
   function kvList(pairs) {

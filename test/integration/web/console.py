@@ -329,6 +329,10 @@ def main():
     if not reason or reason == "\u2013":
         fail("the dead letter's row shows no reason")
     info("dead letter row: %s" % DRV.find_element(By.CSS_SELECTOR, row).text)
+    click(row + " button.show")
+    wait("the dead letter's detail (GET /api/v1/dead/ID) with its fields",
+         lambda: (lambda t: t if A.dead_id in t and reason in t and "run" in t else None)(
+             DRV.find_element(By.ID, "dead-detail").text))
     action(row + " button.retry", "dead retry " + A.dead_id)
     wait("the row is gone after the retry", lambda: not js("return !!document.querySelector(arguments[0])", row))
     ok("dead letter %s (reason %r) re-driven" % (A.dead_id, reason))
