@@ -111,7 +111,7 @@ rc=0
 	--ctl "$STREAMVISORCTL -s $SOCK -c $CONF" --run "$RUN" --run-text "$RUN_TEXT" \
 	--xss-run "$XRUN" --xss-text "$XSS1" --xss-text "$XSS2" \
 	--dead-id "$DID" --dead-stream events --pause-pool persist --victim "$VICTIM" \
-	--out "$SHOTS" >"$TMPD/console.out" 2>&1 || rc=$?
+	--out "$SHOTS" --profile "$TMPD/chromium" >"$TMPD/console.out" 2>&1 || rc=$?
 cat "$TMPD/console.out"
 [ "$rc" != 77 ] || skip "the browser could not start: $(tail -n 3 "$TMPD/console.out")"
 [ "$rc" = 0 ] || fail "console.py exit $rc"

@@ -5,7 +5,7 @@ checks the outcome through streamvisorctl afterwards.
 
   console.py --url URL --token-file F --ctl 'STREAMVISORCTL -s SOCK' \
       --run RUN --xss-run RUN --xss-text TEXT... --dead-id ID \
-      --dead-stream S --pause-pool POOL --victim NAME --out DIR
+      --dead-stream S --pause-pool POOL --victim NAME --out DIR --profile DIR
 
 Steps, each printed as "# check:" / "ok -" lines like lib.sh; any failure
 exits 1 with the reason, a screenshot (DIR/console-fail.png) and the page
@@ -173,7 +173,8 @@ def main():
     ap.add_argument("--dead-stream", required=True)
     ap.add_argument("--pause-pool", required=True)
     ap.add_argument("--victim", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out", required=True, help="screenshots and chromedriver.log")
+    ap.add_argument("--profile", required=True, help="the browser's profile dir (scratch)")
     A = ap.parse_args()
     token = open(A.token_file).read().splitlines()[0]
     os.makedirs(A.out, exist_ok=True)
@@ -196,7 +197,7 @@ def main():
     opts.binary_location = os.environ.get("CHROMIUM", "/usr/bin/chromium")
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
               "--window-size=1400,1800", "--no-first-run", "--disable-extensions",
-              "--user-data-dir=" + os.path.join(A.out, "chromium-profile")):
+              "--user-data-dir=" + A.profile):
         opts.add_argument(a)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     try:
