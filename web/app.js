@@ -120,7 +120,8 @@
   function fmtTime(ms) {
     if (typeof ms !== 'number') return '–';
     const d = new Date(ms);
-    return d.toISOString().replace('T', ' ').replace('Z', '');
+    if (!isFinite(d.getTime())) return String(ms); /* out of Date's range */
+    return d.toISOString().replace('T', ' ').replace('Z', ' UTC');
   }
 
   function setText(node, v) {
@@ -1021,15 +1022,19 @@
     const d = res.data;
     const list = Array.isArray(d.events) ? d.events : Array.isArray(d.entries) ? d.entries : [];
     clear(body);
-    for (const e of list) {
-      if (!e || typeof e !== 'object') continue;
+    for (const ev of list) {
+      if (!ev || typeof ev !== 'object') continue;
+      /* {"id": "MS-SEQ", "fields": {"worker", "from", "to", "reason", ...}}
+       * (streamvisorctl events); values not text are {"b64": ...} */
+      const e = ev.fields && typeof ev.fields === 'object' ? ev.fields : ev;
+      const id = txt(ev.id);
       let t = null;
-      for (const k of ['wall_ms', 'ts', 'time_ms', 'ms']) if (typeof e[k] === 'number' || /^[0-9]+$/.test(String(e[k]))) { t = Number(e[k]); break; }
-      if (t === null && typeof e.id === 'string') { const m = /^([0-9]+)-/.exec(e.id); if (m) t = Number(m[1]); }
-      const change = (e.from !== undefined || e.to !== undefined) ? txt(e.from) + ' → ' + txt(e.to) : txt(e.event || e.type || '');
-      const details = Object.keys(e).filter(k => ['id', 'worker', 'from', 'to', 'wall_ms', 'ts', 'time_ms', 'ms', 'event', 'type'].indexOf(k) < 0)
-        .map(k => k + '=' + txt(e[k])).join('  ');
-      body.appendChild(el('tr', { dataset: { id: txt(e.id) } }, [el('td', { class: 'time' }, t === null ? '–' : fmtTime(t)),
+      const m = /^([0-9]+)-[0-9]+$/.exec(id);
+      if (m) t = Number(m[1]);
+      const skip = ['id', 'worker', 'from', 'to'];
+      const change = (e.from !== undefined || e.to !== undefined) ? txt(e.from) + ' \u2192 ' + txt(e.to) : '';
+      const details = Object.keys(e).filter(k => skip.indexOf(k) < 0).map(k => k + '=' + txt(e[k])).join('  ');
+      body.appendChild(el('tr', { dataset: { id: id } }, [el('td', { class: 'time' }, t === null ? '\u2013' : fmtTime(t)),
         el('td', { class: 'worker' }, txt(e.worker)), el('td', { class: 'change' }, change), el('td', { class: 'details' }, details)]));
     }
     if (!body.children.length) body.appendChild(el('tr', null, el('td', { colspan: '4', class: 'empty' }, 'no events')));
