@@ -21,8 +21,11 @@
 /* Pattern streams summed per `pending` call, and per pipelined batch. */
 #define ADMIN_PATTERN_MAX 10000
 #define ADMIN_PATTERN_BATCH 256
+/* Supervisor events one `events` call returns at most. */
+#define ADMIN_EVENTS_MAX 500
 
-/* cmd is "pending", "dead", "drain" or "forget"; args a JSON array of strings;
+/* cmd is "pending", "dead", "drain", "forget" or "events" (the newest
+ * supervisor events, {"ok", "events": [{"id", "fields"}]}); args a JSON array of strings;
  * disc the monitor's discoverer (the pattern streams known), or NULL.
  * Never returns NULL. */
 json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const struct discover *disc, const char *cmd,

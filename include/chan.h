@@ -50,6 +50,21 @@
  *                         pattern (src/discover.c); names are checked by the
  *                         master (match P, not an own key).  At most
  *                         CHAN_MON_MSG_MAX
+ *   master -> web child (src/master_web.c, src/web.c)
+ *     CHAN_M_WEB_CONFIG   JSON object: what the web child serves and how
+ *                         (listen, hosts, token salt and SHA-256, actions,
+ *                         pools and their SQLite files, limits); first
+ *                         message, again after a reload.  At most
+ *                         CHAN_WEB_CONFIG_MAX
+ *     CHAN_M_WEB_REPLY    JSON object {"id", "reply"}: the answer to one
+ *                         CHAN_W_WEB_REQUEST, as streamvisorctl would get it.
+ *                         At most CHAN_MON_MSG_MAX
+ *   web child -> master
+ *     CHAN_W_WEB_REQUEST  JSON object {"id", "cmd", "args", "token"?}: a
+ *                         view or an action for an HTTP client.  The master
+ *                         checks the command, the token (constant-time, on
+ *                         SHA-256 digests) and http.actions itself.  At most
+ *                         CHAN_WEB_REQUEST_MAX
  */
 #ifndef SV_CHAN_H
 #define SV_CHAN_H
@@ -69,16 +84,21 @@ struct chan_hdr {
 #define CHAN_FRAME_MAX (64u * 1024)  /* payload bytes in one frame */
 #define CHAN_MON_OP_MAX (16u << 20)
 #define CHAN_MON_MSG_MAX (64u << 20)
+#define CHAN_WEB_CONFIG_MAX (1u << 20)
+#define CHAN_WEB_REQUEST_MAX (64u * 1024)
 
 enum chan_type {
 	CHAN_M_PAUSE = 1,
 	CHAN_M_RESUME = 2,
 	CHAN_M_LEVEL = 3,
 	CHAN_M_STREAMS = 4,
+	CHAN_M_WEB_CONFIG = 5,
+	CHAN_M_WEB_REPLY = 6,
 	CHAN_W_REGISTERED = 16,
 	CHAN_W_FENCE_WAIT = 17,
 	CHAN_W_PROGRESS = 18,
 	CHAN_W_TOOL = 19,
+	CHAN_W_WEB_REQUEST = 20,
 	CHAN_MON_OP = 32,
 	CHAN_MON_BEATS = 48,
 	CHAN_MON_REPLY = 49,
@@ -91,6 +111,8 @@ enum chan_peer {
 	CHAN_FROM_WORKER,
 	CHAN_FROM_MASTER_TO_MONITOR,
 	CHAN_FROM_MONITOR,
+	CHAN_FROM_MASTER_TO_WEB,
+	CHAN_FROM_WEB,
 };
 
 /* A complete message, valid until the next chan_next() on its reader. */

@@ -51,6 +51,10 @@ struct child_ops {
 	void (*error_line)(void *owner, const char *msg);
 };
 
+/* In the child, before body: e.g. the privilege drop.  Returns 0 or
+ * -errno (the child then exits 78). */
+typedef int (*children_setup_fn)(void *ctx);
+
 struct child_spec {
 	const char *name;          /* for the master's log: "worker t1/tools/3" */
 	const char *log_proc;      /* proc= of the child's relayed stderr lines */
@@ -63,11 +67,13 @@ struct child_spec {
 	void *arg;
 	const struct child_ops *ops;
 	void *owner;
+	/* Optional: more fds the child keeps open (the web child's listening
+	 * sockets), and a setup of its own instead of the children's one. */
+	const int *keep_fds;
+	size_t nkeep;
+	children_setup_fn setup;
+	void *setup_ctx;
 };
-
-/* In the child, before body: e.g. the privilege drop.  Returns 0 or
- * -errno (the child then exits 78). */
-typedef int (*children_setup_fn)(void *ctx);
 
 /* Make the master a subreaper and remember the limits to give children.
  * Returns 0 or -errno (logged). */

@@ -87,6 +87,15 @@ struct control_client *control_client_ref(struct control_client *c);
 void control_client_unref(struct control_client *c);
 bool control_client_alive(const struct control_client *c);
 
+/* A client without a socket, for requests another process relays (the
+ * web child, src/master_web.c): its one reply is handed to deliver (which
+ * owns it) instead of being written.  Returned with one reference, the
+ * relayer's: drop it with control_client_relay_cancel when the reply no
+ * longer has anywhere to go, or control_client_unref after delivery. */
+typedef void (*control_deliver)(void *ctx, json_t *reply);
+struct control_client *control_client_relay(control_deliver deliver, void *ctx);
+void control_client_relay_cancel(struct control_client *c);
+
 /* Client side (streamvisorctl): connect to path; returns fd or -errno. */
 int control_connect(const char *path);
 /* Send one request and read one reply line (timeout_ms, -1 = forever).

@@ -145,7 +145,7 @@ struct master {
 	json_t *warned_fields; /* NS:workers fields already logged as bad */
 	json_t *pattern_streams; /* {pattern: {name: true}}: discovered streams */
 	bool warned_streams;  /* a bad CHAN_MON_STREAMS name was logged */
-	struct metrics_http *http;
+	struct master_web *web;  /* the web child and its listeners (master_web.c) */
 };
 
 extern struct master *master_instance; /* for the children: keep memory reachable */
@@ -173,6 +173,22 @@ int64_t master_workers_wanted(const struct master *m, const struct pool *except,
 void master_pool_resize(struct master *m, struct pool *p);
 json_t *master_reload(struct master *m);
 void master_begin_shutdown(struct master *m, const char *why);
+
+/* master_web.c: the web child (console, JSON API, /metrics; issue 15).
+ * open binds the listeners (start-up: an error is fatal); the rest keep
+ * the child running, answer its requests and restart it on reload when a
+ * listener, TLS or its user changed. */
+int master_web_open(struct master *m);
+void master_web_timers(struct master *m, int64_t now);
+int64_t master_web_deadline(const struct master *m);
+void master_web_reload(struct master *m, const struct sv_config *old);
+/* At shutdown: stop the child; true once it is gone. */
+bool master_web_stopped(struct master *m, int64_t now);
+void master_web_free(struct master *m);
+json_t *master_web_status(const struct master *m);
+/* master_cmd.c: the `state` view (metrics' input plus status and the
+ * configured pools), what the web child shows. */
+json_t *master_cmd_state(struct master *m);
 
 /* master_monitor.c: the link to the monitor child. */
 void master_monitor_send(struct master *m, json_t *op);

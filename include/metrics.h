@@ -1,7 +1,8 @@
 /* metrics: the Prometheus text exposition (version 0.0.4) of the master's
- * view, for `streamvisorctl metrics` and the optional HTTP listener
- * (metrics.listen), plus that small HTTP/1.0 server.  Rendering is pure:
- * it takes a JSON description of the state, so it is unit-testable.
+ * view, for `streamvisorctl metrics` and GET /metrics, which the web
+ * child serves (src/web.c: on http.listen, and on metrics.listen alone)
+ * from the master's `state` view.  Rendering is pure: it takes a JSON
+ * description of the state, so it is unit-testable.
  *
  * Input: {"node":N, "redis_up":bool,
  *         "workers":[{"name","pool","state","restarts","beat_age_ms"}...],
@@ -23,16 +24,5 @@
 
 /* malloc'd text; NULL only on allocation failure. */
 char *metrics_render(const json_t *state);
-
-struct metrics_http;
-struct dispatch;
-/* Listen on "HOST:PORT"; render() is called for each GET /metrics.
- * Returns 0 or -errno (logged). */
-int metrics_http_open(struct metrics_http **out, const char *listen, char *(*render)(void *ctx), void *ctx);
-/* Serve from the master's loop (a dispatch file per connection). */
-int metrics_http_attach(struct metrics_http *h, struct dispatch *d);
-/* Drop connections older than their 5 s. */
-void metrics_http_tick(struct metrics_http *h, int64_t now);
-void metrics_http_close(struct metrics_http *h);
 
 #endif

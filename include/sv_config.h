@@ -122,8 +122,18 @@ struct sv_config {
 		int64_t keep_ms, dead_keep_ms, events_keep_ms;
 	} retention;
 	struct {
-		char *listen;  /* "" = off */
+		char *listen;  /* "" = off; served by the web child (GET /metrics only) */
 	} metrics;
+	struct {
+		char *listen;        /* "HOST:PORT", "" = no console or API */
+		bool loopback;       /* listen's host is a loopback address */
+		char *user;          /* the web child's user ("" = the daemon's, not as root) */
+		char *token_file;    /* resolved, "" = none: no login, no actions */
+		struct strlist hosts;   /* more Host header values than the listen address */
+		char *tls_cert, *tls_key; /* resolved PEM files, "" = plain HTTP */
+		struct strlist actions; /* streamvisorctl commands the console may run */
+		bool metrics_token;  /* GET /metrics needs the token too */
+	} http;
 	struct {
 		enum log_level level;
 		enum log_format format;
@@ -157,6 +167,16 @@ void config_errors_free(struct config_errors *errs);
 /* Reload scope.  Returns the name of the first restart-only key that
  * differs ("redis", "sqlite", "node", ...), or NULL when the new file may be
  * applied live. */
+/* "HOST:PORT" with a numeric port 1..65535 ("[v6]:PORT" for IPv6). */
+bool config_listen_valid(const char *listen);
+/* Is listen's host 127.0.0.0/8, [::1] or localhost? */
+bool config_listen_loopback(const char *listen);
+/* Does the web child need restarting for this reload (a listener, TLS,
+ * its user)?  The key's name, or NULL. */
+const char *config_web_restart_key(const struct sv_config *old, const struct sv_config *new);
+#define CONFIG_TOKEN_MIN 16
+#define CONFIG_TOKEN_MAX 4096
+
 const char *config_restart_key_changed(const struct sv_config *old, const struct sv_config *new);
 /* Whether a running worker of pool a must be restarted to run as pool b:
  * any pool setting except count differs (a reload resizes pools without

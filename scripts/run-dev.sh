@@ -8,9 +8,10 @@
 # unix:///path.sock[?db=N].  When nothing answers there and the address is
 # local without credentials (127.0.0.1, localhost or ::1 and a port, or a
 # unix socket), a private redis-server is started there (data in ./var);
-# otherwise the script stops.  Any URL but the default runs the daemon on
-# var/streamvisor.dev.conf, a copy of etc/streamvisor.conf with that URL
-# (its relative paths ../var/... name the same files from var/).
+# otherwise the script stops.  The daemon runs on var/streamvisor.dev.conf,
+# a copy of etc/streamvisor.conf with that URL and the web console's token
+# file var/http.token (made once; its relative paths ../var/... name the
+# same files from var/).
 #
 #   SV_REDIS_URL=redis://127.0.0.1:6390/0 ./scripts/run-dev.sh
 #   SV_REDIS_URL=unix://$PWD/var/redis.sock ./scripts/run-dev.sh
@@ -92,24 +93,28 @@ if ! ping; then
 	done
 fi
 
-conf=etc/streamvisor.conf
-if [ "$url" != "$DEFAULT_URL" ]; then
-	# The same configuration with the URL: a libconfig string, so escape
-	# backslashes and double quotes.
-	conf=var/streamvisor.dev.conf
-	SV_URL=$url awk '
-		BEGIN {
-			u = ENVIRON["SV_URL"]; e = ""
-			for (i = 1; i <= length(u); i++) {
-				c = substr(u, i, 1)
-				e = e ((c == "\\" || c == "\"") ? "\\" c : c)
-			}
-		}
-		/^[ \t]*url[ \t]*=/ { print substr($0, 1, index($0, "=")) " \"" e "\";"; next }
-		{ print }' etc/streamvisor.conf >"$conf.tmp"
-	chmod 600 "$conf.tmp"
-	mv "$conf.tmp" "$conf"
-	echo "Redis at $shown: running on $conf (etc/streamvisor.conf with that URL)"
+# The web console's token: made once, readable by this user only.
+if [ ! -s var/http.token ]; then
+	(umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >var/http.token && echo >>var/http.token)
 fi
+
+# etc/streamvisor.conf with the URL and the token file: a libconfig
+# string, so escape backslashes and double quotes.
+conf=var/streamvisor.dev.conf
+SV_URL=$url awk '
+	BEGIN {
+		u = ENVIRON["SV_URL"]; e = ""
+		for (i = 1; i <= length(u); i++) {
+			c = substr(u, i, 1)
+			e = e ((c == "\\" || c == "\"") ? "\\" c : c)
+		}
+	}
+	/^[ \t]*url[ \t]*=/ { print substr($0, 1, index($0, "=")) " \"" e "\";"; next }
+	/^[ \t]*token_file[ \t]*=/ { print substr($0, 1, index($0, "=")) " \"http.token\";"; next }
+	{ print }' etc/streamvisor.conf >"$conf.tmp"
+chmod 600 "$conf.tmp"
+mv "$conf.tmp" "$conf"
+[ "$url" = "$DEFAULT_URL" ] || echo "Redis at $shown: running on $conf (etc/streamvisor.conf with that URL)"
 echo "streamvisord running; in another shell: build/src/streamvisorctl -c etc/streamvisor.conf status"
+echo "web console: http://127.0.0.1:8470/ (log in with the token in var/http.token)"
 exec build/src/streamvisord -c "$conf"

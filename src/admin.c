@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "b64.h"
+#include "event.h"
 #include "log.h"
 #include "patsum.h"
 #include "util.h"
@@ -417,6 +419,58 @@ static json_t *admin_forget(struct rconn *rc, const struct sv_config *cfg, json_
 	return reply;
 }
 
+/* events [N]: the newest N supervisor events (NS:supervisor, written by
+ * the monitor for the master), newest first.  Any Redis client can write
+ * that stream: values that are not text come back as {"b64": ...}. */
+static json_t *admin_events(struct rconn *rc, const struct sv_config *cfg, json_t *args)
+{
+	const char *n_arg = json_string_value(json_array_get(args, 0));
+	long long n = 100;
+	if (n_arg) {
+		char *end;
+		n = strtoll(n_arg, &end, 10);
+		if (!*n_arg || *end || n < 1 || n > ADMIN_EVENTS_MAX)
+			return error_reply("events: N must be 1..500, not %s", n_arg);
+	}
+	char key[192], count[24];
+	snprintf(key, sizeof(key), "%s:supervisor", cfg->namespace);
+	snprintf(count, sizeof(count), "%lld", n);
+	redisReply *r = rconn_command(rc, "XREVRANGE %s + - COUNT %s", key, count);
+	if (!r)
+		return redis_gone(rc);
+	if (r->type != REDIS_REPLY_ARRAY) {
+		json_t *e = error_reply("events: %s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+		freeReplyObject(r);
+		return e;
+	}
+	json_t *events = json_array();
+	for (size_t i = 0; i < r->elements; i++) {
+		const redisReply *e = r->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 || e->element[0]->type != REDIS_REPLY_STRING ||
+		    e->element[1]->type != REDIS_REPLY_ARRAY)
+			continue;
+		json_t *fields = json_object();
+		const redisReply *f = e->element[1];
+		for (size_t j = 0; j + 1 < f->elements; j += 2) {
+			const redisReply *k = f->element[j], *v = f->element[j + 1];
+			if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+			    !event_valid_text(k->str, k->len))
+				continue;
+			json_t *jv = event_valid_text(v->str, v->len) ? json_stringn(v->str, v->len) : NULL;
+			if (!jv) {
+				char *b = b64_encode(v->str, v->len, NULL);
+				jv = json_pack("{s:s}", "b64", b);
+				free(b);
+			}
+			json_object_setn_new(fields, k->str, k->len, jv);
+		}
+		json_array_append_new(events, json_pack("{s:s%, s:o}", "id", e->element[0]->str,
+							 e->element[0]->len, "fields", fields));
+	}
+	freeReplyObject(r);
+	return json_pack("{s:b, s:o}", "ok", 1, "events", events);
+}
+
 json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const struct discover *disc, const char *cmd,
 		   json_t *args)
 {
@@ -432,5 +486,7 @@ json_t *admin_call(struct rconn *rc, const struct sv_config *cfg, const struct d
 		return admin_drain(rc, cfg);
 	if (strcmp(cmd, "forget") == 0)
 		return admin_forget(rc, cfg, args);
+	if (strcmp(cmd, "events") == 0)
+		return admin_events(rc, cfg, args);
 	return error_reply("unknown command: %s", cmd);
 }

@@ -33,6 +33,9 @@ static const struct chan_rule rules[] = {
 	{CHAN_MON_BEATS, "beats", CHAN_FROM_MONITOR, 2, CHAN_MON_MSG_MAX},
 	{CHAN_MON_REPLY, "reply", CHAN_FROM_MONITOR, 2, CHAN_MON_MSG_MAX},
 	{CHAN_MON_STREAMS, "mon_streams", CHAN_FROM_MONITOR, 2, CHAN_MON_MSG_MAX},
+	{CHAN_M_WEB_CONFIG, "web_config", CHAN_FROM_MASTER_TO_WEB, 2, CHAN_WEB_CONFIG_MAX},
+	{CHAN_M_WEB_REPLY, "web_reply", CHAN_FROM_MASTER_TO_WEB, 2, CHAN_MON_MSG_MAX},
+	{CHAN_W_WEB_REQUEST, "web_request", CHAN_FROM_WEB, 2, CHAN_WEB_REQUEST_MAX},
 };
 
 static const struct chan_rule *rule_of(uint16_t type)

@@ -246,17 +246,25 @@ int child_signal(struct child *c, int sig)
 
 /* ---------- forking ---------- */
 
+#define CHILD_KEEP_MAX 4
+
 static void child_body(struct children *ch, const struct child_spec *spec, int chan, int err)
 {
 	dup2(err, 2);
 	dup2(err, 1);
 	util_devnull(0);
-	int keep[] = {chan};
-	util_close_fds_from(3, keep, 1);
+	int keep[1 + CHILD_KEEP_MAX] = {chan};
+	size_t nkeep = 1;
+	for (size_t i = 0; i < spec->nkeep && i < CHILD_KEEP_MAX; i++)
+		if (spec->keep_fds[i] >= 0)
+			keep[nkeep++] = spec->keep_fds[i];
+	util_close_fds_from(3, keep, nkeep);
 	/* The master's own limit is raised for its many fds; a child's
 	 * programs (tools using select()) expect the usual one. */
 	setrlimit(RLIMIT_NOFILE, &ch->nofile);
-	if (ch->setup && ch->setup(ch->setup_ctx) < 0)
+	children_setup_fn setup = spec->setup ? spec->setup : ch->setup;
+	void *ctx = spec->setup ? spec->setup_ctx : ch->setup_ctx;
+	if (setup && setup(ctx) < 0)
 		_exit(SV_EX_CONFIG);
 	exit(spec->body(spec->arg, chan));
 }

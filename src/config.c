@@ -73,6 +73,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <fnmatch.h>
 #include <grp.h>
 #include <inttypes.h>
@@ -83,6 +84,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -906,7 +908,7 @@ static char *replace_node(const char *s, const char *node)
 
 static const char *const top_keys[] = {
 	"node", "namespace", "redis", "sqlite", "control", "run_as", "heartbeat", "restart",
-	"streams", "pools", "tools", "retention", "metrics", "log", NULL,
+	"streams", "pools", "tools", "retention", "metrics", "http", "log", NULL,
 };
 
 static void load_redis(struct ld *ld, const config_setting_t *root)
@@ -1091,6 +1093,177 @@ static void load_heartbeat_restart(struct ld *ld, const config_setting_t *root, 
 	get_int(ld, g, "restart", "stop_timeout_ms", 10000, 0, MAX_DURATION_MS, &cfg->restart.stop_timeout_ms);
 }
 
+bool config_listen_valid(const char *l)
+{
+	const char *colon = strrchr(l, ':');
+	bool ok = colon && colon > l;
+	if (ok && l[0] == '[')
+		ok = colon[-1] == ']' && colon - l > 2;
+	else if (ok)
+		ok = memchr(l, ':', (size_t)(colon - l)) == NULL;
+	if (!ok)
+		return false;
+	char *end;
+	errno = 0;
+	long port = strtol(colon + 1, &end, 10);
+	return colon[1] && !*end && errno == 0 && port >= 1 && port <= 65535 && isdigit((unsigned char)colon[1]);
+}
+
+bool config_listen_loopback(const char *l)
+{
+	const char *colon = strrchr(l, ':');
+	size_t n = colon ? (size_t)(colon - l) : strlen(l);
+	if (n >= 2 && l[0] == '[' && l[n - 1] == ']')
+		return n == 5 && memcmp(l, "[::1]", 5) == 0;
+	return (n == 9 && strncasecmp(l, "localhost", 9) == 0) || (n > 4 && strncmp(l, "127.", 4) == 0);
+}
+
+/* http.token_file: a secret only the daemon's user may read, long enough
+ * not to be guessed.  The content is read again by the master when it
+ * starts the web child (master_web.c); here only its shape is checked. */
+static void check_token_file(struct ld *ld, const config_setting_t *s, const char *path)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		errf(ld, s, "http.token_file: cannot read %s: %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	char buf[CONFIG_TOKEN_MAX + 2];
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	n = n < 0 ? 0 : n;
+	buf[n] = '\0';
+	size_t len = strcspn(buf, "\r\n");
+	explicit_bzero(buf, sizeof(buf));
+	if (!S_ISREG(st.st_mode))
+		errf(ld, s, "http.token_file: %s is not a regular file", path);
+	else if (st.st_mode & 077)
+		errf(ld, s, "http.token_file: %s is readable by others (mode %03o): chmod 600 it", path,
+		     (unsigned)(st.st_mode & 0777));
+	else if (len < CONFIG_TOKEN_MIN || len > CONFIG_TOKEN_MAX)
+		errf(ld, s, "http.token_file: the token in %s must be %d to %d bytes on its first line", path,
+		     CONFIG_TOKEN_MIN, CONFIG_TOKEN_MAX);
+}
+
+static void check_pem_file(struct ld *ld, const config_setting_t *s, const char *key, const char *path)
+{
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		errf(ld, s, "http.%s: cannot read %s: %s", key, path, strerror(errno));
+		return;
+	}
+	char line[128];
+	bool pem = false;
+	while (!pem && fgets(line, sizeof(line), f))
+		pem = strncmp(line, "-----BEGIN ", 11) == 0;
+	fclose(f);
+	if (!pem)
+		errf(ld, s, "http.%s: %s is not a PEM file", key, path);
+}
+
+static const char *const http_action_names[] = {
+	"start", "stop", "restart", "pause", "resume", "scale", "dead retry", "dead purge",
+	"reload", "drain", "forget", "shutdown", NULL,
+};
+static const char *const http_default_actions[] = {
+	"start", "stop", "restart", "pause", "resume", "scale", "dead retry", NULL,
+};
+
+static bool http_action_known(const char *a)
+{
+	for (size_t i = 0; http_action_names[i]; i++)
+		if (strcmp(a, http_action_names[i]) == 0)
+			return true;
+	return false;
+}
+
+/* The web child's user: never root; only root can switch to another. */
+static void check_http_user(struct ld *ld, const config_setting_t *s)
+{
+	struct sv_config *cfg = ld->cfg;
+	if (!cfg->http.user[0])
+		return; /* as root: nobody (master_web.c says so at start) */
+	if (!checks_machine(ld))
+		return;
+	struct passwd *pw = getpwnam(cfg->http.user);
+	if (!pw)
+		errf(ld, s, "http.user: no such user \"%s\"", cfg->http.user);
+	else if (pw->pw_uid == 0)
+		errf(ld, s, "http.user: \"%s\" is root: the web child never runs as root", cfg->http.user);
+	else if (geteuid() != 0 && pw->pw_uid != geteuid())
+		errf(ld, s, "http.user: only root can run the web child as \"%s\"", cfg->http.user);
+}
+
+static void load_http(struct ld *ld, const config_setting_t *root)
+{
+	static const char *const keys[] = {"listen", "user", "token_file", "hosts", "tls_cert", "tls_key",
+					   "actions", "metrics_token", NULL};
+	struct sv_config *cfg = ld->cfg;
+	const config_setting_t *g = get_group(ld, root, "", "http", keys);
+	const config_setting_t *ls = get_str(ld, g, "http", "listen", "", &cfg->http.listen);
+	const char *l = cfg->http.listen;
+	if (l[0] && !config_listen_valid(l))
+		errf(ld, ls, "http.listen must be \"HOST:PORT\" (e.g. \"127.0.0.1:8080\") or \"\", not \"%s\"", l);
+	cfg->http.loopback = l[0] && config_listen_loopback(l);
+	if (l[0] && cfg->metrics.listen[0] && strcmp(l, cfg->metrics.listen) == 0)
+		errf(ld, ls, "http.listen and metrics.listen are the same address: the console serves "
+			     "/metrics already, leave metrics.listen empty");
+
+	const config_setting_t *s = get_str(ld, g, "http", "user", "", &cfg->http.user);
+	check_http_user(ld, s);
+
+	char *tmp = NULL;
+	const config_setting_t *ts = get_str(ld, g, "http", "token_file", "", &tmp);
+	cfg->http.token_file = resolve_path(ld, tmp);
+	free(tmp);
+	if (cfg->http.token_file[0] && checks_machine(ld))
+		check_token_file(ld, ts, cfg->http.token_file);
+
+	s = get_strlist(ld, g, "http", "hosts", &cfg->http.hosts);
+	for (size_t i = 0; i < cfg->http.hosts.n; i++)
+		if (!cfg->http.hosts.v[i][0] || strpbrk(cfg->http.hosts.v[i], " \t\r\n/"))
+			errf(ld, s, "http.hosts: \"%s\" is not a host name (HOST or HOST:PORT)", cfg->http.hosts.v[i]);
+
+	const char *keynames[2] = {"tls_cert", "tls_key"};
+	char **files[2] = {&cfg->http.tls_cert, &cfg->http.tls_key};
+	const config_setting_t *fs[2];
+	for (int i = 0; i < 2; i++) {
+		tmp = NULL;
+		fs[i] = get_str(ld, g, "http", keynames[i], "", &tmp);
+		*files[i] = resolve_path(ld, tmp);
+		free(tmp);
+		if ((*files[i])[0] && checks_machine(ld))
+			check_pem_file(ld, fs[i], keynames[i], *files[i]);
+	}
+	if (!cfg->http.tls_cert[0] != !cfg->http.tls_key[0])
+		errf(ld, fs[0] ? fs[0] : fs[1], "http.tls_cert and http.tls_key go together");
+	if (l[0] && !cfg->http.loopback) {
+		if (!cfg->http.tls_cert[0])
+			errf(ld, ls, "http.listen %s is not a loopback address: set http.tls_cert and http.tls_key "
+				     "(a token must not cross the network in clear)", l);
+		if (!cfg->http.token_file[0])
+			errf(ld, ls, "http.listen %s is not a loopback address: set http.token_file (everything "
+				     "but /metrics needs the token there)", l);
+	}
+
+	s = get_strlist(ld, g, "http", "actions", &cfg->http.actions);
+	if (!s) {
+		struct strlist def = {.v = (char **)http_default_actions, .n = 7};
+		strlist_copy(&cfg->http.actions, &def);
+	}
+	for (size_t i = 0; i < cfg->http.actions.n; i++)
+		if (!http_action_known(cfg->http.actions.v[i]))
+			errf(ld, s, "http.actions: unknown action \"%s\" (start, stop, restart, pause, resume, scale, "
+				    "dead retry, dead purge, reload, drain, forget, shutdown)",
+			     cfg->http.actions.v[i]);
+	get_bool(ld, g, "http", "metrics_token", false, &cfg->http.metrics_token);
+	if (cfg->http.metrics_token && !cfg->http.token_file[0])
+		errf(ld, g, "http.metrics_token needs http.token_file");
+}
+
 static void load_retention_metrics_log(struct ld *ld, const config_setting_t *root)
 {
 	static const char *const tkeys[] = {"trim_acked", "delete_idle_streams", "keep_ms", "dead_keep_ms",
@@ -1107,26 +1280,9 @@ static void load_retention_metrics_log(struct ld *ld, const config_setting_t *ro
 
 	g = get_group(ld, root, "", "metrics", mkeys);
 	const config_setting_t *s = get_str(ld, g, "metrics", "listen", "", &cfg->metrics.listen);
-	const char *l = cfg->metrics.listen;
-	if (l[0]) {
-		const char *colon = strrchr(l, ':');
-		bool ok = colon && colon > l;
-		if (ok && l[0] == '[')
-			ok = colon[-1] == ']' && colon - l > 2;
-		else if (ok)
-			ok = memchr(l, ':', (size_t)(colon - l)) == NULL;
-		long port = 0;
-		if (ok) {
-			char *end;
-			errno = 0;
-			port = strtol(colon + 1, &end, 10);
-			ok = colon[1] && !*end && errno == 0 && port >= 1 && port <= 65535 &&
-			     isdigit((unsigned char)colon[1]);
-		}
-		if (!ok)
-			errf(ld, s, "metrics.listen must be \"HOST:PORT\" (e.g. \"127.0.0.1:9464\") or \"\", not \"%s\"",
-			     l);
-	}
+	if (cfg->metrics.listen[0] && !config_listen_valid(cfg->metrics.listen))
+		errf(ld, s, "metrics.listen must be \"HOST:PORT\" (e.g. \"127.0.0.1:9464\") or \"\", not \"%s\"",
+		     cfg->metrics.listen);
 
 	g = get_group(ld, root, "", "log", lkeys);
 	char *tmp = NULL;
@@ -1865,6 +2021,7 @@ static int load(struct ld *ld)
 	split_streams(ld, s, "streams", &cfg->streams, &cfg->patterns);
 
 	load_retention_metrics_log(ld, root);
+	load_http(ld, root);
 	load_tools(ld, root);
 	load_pools(ld, root);
 
@@ -1949,6 +2106,13 @@ void config_free(struct sv_config *cfg)
 		tool_free(&cfg->tools[i]);
 	free(cfg->tools);
 	free(cfg->metrics.listen);
+	free(cfg->http.listen);
+	free(cfg->http.user);
+	free(cfg->http.token_file);
+	strlist_free(&cfg->http.hosts);
+	free(cfg->http.tls_cert);
+	free(cfg->http.tls_key);
+	strlist_free(&cfg->http.actions);
 	free(cfg->log.file);
 	free(cfg);
 }
@@ -1960,6 +2124,19 @@ static bool str_eq(const char *a, const char *b)
 	if (!a || !b)
 		return a == b;
 	return strcmp(a, b) == 0;
+}
+
+const char *config_web_restart_key(const struct sv_config *old, const struct sv_config *new)
+{
+	if (!str_eq(old->http.listen, new->http.listen))
+		return "http.listen";
+	if (!str_eq(old->metrics.listen, new->metrics.listen))
+		return "metrics.listen";
+	if (!str_eq(old->http.user, new->http.user))
+		return "http.user";
+	if (!str_eq(old->http.tls_cert, new->http.tls_cert) || !str_eq(old->http.tls_key, new->http.tls_key))
+		return "http.tls_cert";
+	return NULL;
 }
 
 const char *config_restart_key_changed(const struct sv_config *old, const struct sv_config *new)
@@ -1981,8 +2158,6 @@ const char *config_restart_key_changed(const struct sv_config *old, const struct
 		return "control";
 	if (!str_eq(old->run_as.user, new->run_as.user) || !str_eq(old->run_as.group, new->run_as.group))
 		return "run_as";
-	if (!str_eq(old->metrics.listen, new->metrics.listen))
-		return "metrics";
 	if (!str_eq(old->log.file, new->log.file))
 		return "log.file";
 	return NULL;

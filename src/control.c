@@ -63,6 +63,8 @@ struct control_client {
 	int64_t closing_since;
 	pid_t peer_pid;
 	uid_t peer_uid;
+	control_deliver deliver;  /* a relayed request: its one reply goes here */
+	void *deliver_ctx;
 };
 
 struct control {
@@ -160,6 +162,10 @@ static int fill_addr(struct sockaddr_un *sa, const char *path)
 
 static void client_free(struct control_client *c)
 {
+	if (c->deliver) {
+		free(c);
+		return;
+	}
 	dispatch_file_deinit(&c->file);
 	if (c->fd >= 0)
 		close(c->fd);
@@ -198,7 +204,27 @@ void control_client_unref(struct control_client *c)
 
 bool control_client_alive(const struct control_client *c)
 {
-	return c && c->alive && c->ctl;
+	return c && c->alive && (c->ctl || c->deliver);
+}
+
+struct control_client *control_client_relay(control_deliver deliver, void *ctx)
+{
+	struct control_client *c = util_xcalloc(1, sizeof(*c));
+	c->fd = -1;
+	c->refs = 1;
+	c->alive = true;
+	c->awaiting = true;
+	c->deliver = deliver;
+	c->deliver_ctx = ctx;
+	return c;
+}
+
+void control_client_relay_cancel(struct control_client *c)
+{
+	if (!c)
+		return;
+	c->alive = false;
+	control_client_unref(c);
 }
 
 /* Close and release the clients that were dropped. */
@@ -305,6 +331,12 @@ void control_reply(struct control_client *c, json_t *reply)
 	c->answered = true;
 	if (!control_client_alive(c)) {
 		json_decref(reply);
+		return;
+	}
+	if (c->deliver) {
+		/* One reply per relayed request; c may be freed by deliver. */
+		c->alive = false;
+		c->deliver(c->deliver_ctx, reply);
 		return;
 	}
 	char *s = reply ? json_dumps(reply, JSON_COMPACT) : NULL;

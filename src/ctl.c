@@ -71,6 +71,7 @@ static void usage(FILE *f)
 		"  reload                          re-read and apply the configuration\n"
 		"  scale POOL N                    resize a pool live\n"
 		"  pending [--stream NAME]         streams, groups, lag and pending entries\n"
+		"  events [N]                      the newest N supervisor events (state changes)\n"
 		"                                  (one summary row per pattern and group)\n"
 		"  dead list [STREAM] [N] [--after ID]\n"
 		"                                  dead letters, newest first, N a page\n"
@@ -581,6 +582,26 @@ static void show_calls(const json_t *workers)
 	table_print(&t, "  ");
 }
 
+/* The web child: where it listens, its pid (0 while it restarts). */
+static void show_web(const json_t *web)
+{
+	if (!json_is_object(web))
+		return;
+	const char *listen = json_string_value(json_object_get(web, "listen"));
+	const char *mlisten = json_string_value(json_object_get(web, "metrics_listen"));
+	json_int_t pid = json_integer_value(json_object_get(web, "pid"));
+	json_int_t restarts = json_integer_value(json_object_get(web, "restarts"));
+	printf("web: ");
+	if (listen && *listen)
+		printf("console on %s%s", listen, json_is_true(json_object_get(web, "token")) ? "" : " (no token)");
+	if (mlisten && *mlisten)
+		printf("%smetrics on %s", listen && *listen ? ", " : "", mlisten);
+	if (pid > 0)
+		printf(", pid %lld, %lld restarts\n", (long long)pid, (long long)restarts);
+	else
+		printf(", not running (%lld restarts)\n", (long long)restarts);
+}
+
 static int show_status(const struct opts *o, json_t *reply)
 {
 	json_t *workers = json_object_get(reply, "workers");
@@ -608,6 +629,7 @@ static int show_status(const struct opts *o, json_t *reply)
 	json_t *patterns = json_object_get(reply, "patterns");
 	if (json_array_size(patterns) > 0)
 		show_patterns(patterns);
+	show_web(json_object_get(reply, "web"));
 	struct table t;
 	json_t *remote = json_object_get(reply, "remote");
 	if (json_array_size(remote) > 0) {
@@ -760,6 +782,38 @@ static void print_object_table(const json_t *arr, const char *indent)
 
 /* Generic human output: tables for arrays of objects, "key: value" for
  * the rest. */
+/* events: one line per supervisor event, newest first: its id, then the
+ * fields as KEY=VALUE (control characters shown as '?'). */
+static int show_events(const struct opts *o, json_t *reply)
+{
+	if (o->json || !reply_ok(reply)) {
+		if (o->json)
+			print_json_line(reply);
+		else
+			print_reply_error(reply);
+		return reply_ok(reply) ? EXIT_OK : EXIT_REFUSED;
+	}
+	size_t i;
+	json_t *e;
+	json_array_foreach(json_object_get(reply, "events"), i, e) {
+		char *id = cell(json_object_get(e, "id"));
+		printf("%s", id);
+		free(id);
+		const char *k;
+		json_t *v;
+		json_object_foreach(json_object_get(e, "fields"), k, v) {
+			json_t *jk = json_string(k);
+			char *key = cell(jk), *val = cell(v);
+			json_decref(jk);
+			printf(" %s=%s", key, val);
+			free(key);
+			free(val);
+		}
+		putchar('\n');
+	}
+	return EXIT_OK;
+}
+
 static int show_generic(const struct opts *o, json_t *reply, const char *done)
 {
 	if (o->json) {
@@ -1376,6 +1430,9 @@ static int run(struct opts *o, const char *cmd, int argc, char **argv)
 		} else if (argc != 0 && !(argc == 2 && !strcmp(argv[0], "--stream") && *argv[1])) {
 			return usage_error("usage: pending [--stream NAME]");
 		}
+	} else if (!strcmp(cmd, "events")) {
+		if (argc > 1 || (argc == 1 && !parse_uint(argv[0], NULL)))
+			return usage_error("usage: events [N]  (N from 1 to 500, default 100)");
 	} else if (!strcmp(cmd, "scale")) {
 		if (argc != 2)
 			return usage_error("scale takes POOL and N");
@@ -1422,6 +1479,8 @@ static int run(struct opts *o, const char *cmd, int argc, char **argv)
 		code = show_generic(o, reply, "shutting down");
 	else if (!strcmp(cmd, "forget"))
 		code = show_forget(o, reply, &fa);
+	else if (!strcmp(cmd, "events"))
+		code = show_events(o, reply);
 	else
 		code = show_generic(o, reply, "ok");
 	json_decref(reply);

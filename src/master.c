@@ -724,6 +724,7 @@ json_t *master_reload(struct master *m)
 	/* Group membership may have changed: resolve it now, not per client. */
 	if (m->ctl)
 		control_refresh_ids(m->ctl, ncfg->control.group);
+	master_web_reload(m, old);
 	config_free(old);
 	master_streams_prune(m);
 	/* The monitor reads pools and retention settings: give it the new ones. */
@@ -770,7 +771,8 @@ static bool shutdown_progress(struct master *m, int64_t now)
 		child_signal(m->monitor, SIGKILL);
 		m->monitor_kill_at = 0;
 	}
-	return m->monitor_pid <= 0;
+	bool web_gone = master_web_stopped(m, now);
+	return m->monitor_pid <= 0 && web_gone;
 }
 
 /* ---------- signals ---------- */
@@ -877,6 +879,7 @@ static int64_t next_deadline(struct master *m, int64_t now)
 	if (m->redis_ok)
 		d = master_min_deadline(d, m->last_report_mono + 3 * m->cfg->heartbeat.interval_ms + 1);
 	d = master_min_deadline(d, m->next_orphan_scan);
+	d = master_min_deadline(d, master_web_deadline(m));
 	return d;
 }
 
@@ -887,6 +890,7 @@ static void run_timers(struct master *m, int64_t now)
 		master_slot_act(m, s, proc_timer(&s->proc, &m->policy, now));
 	if (m->monitor_respawn_at && now >= m->monitor_respawn_at && !m->shutting_down && m->monitor_pid <= 0)
 		master_monitor_spawn(m);
+	master_web_timers(m, now);
 	if (!m->shutting_down && m->monitor_stop_sent && m->monitor_pid > 0 && m->monitor_kill_at &&
 	    now >= m->monitor_kill_at) {
 		child_signal(m->monitor, SIGKILL);
@@ -907,7 +911,6 @@ static void master_loop(struct master *m)
 		if (m->shutting_down && shutdown_progress(m, now))
 			break;
 		control_tick(m->ctl, now);
-		metrics_http_tick(m->http, now);
 		int64_t d = next_deadline(m, now);
 		int timeout = -1;
 		if (d > 0)
@@ -947,7 +950,7 @@ static void master_free(struct master *m)
 	json_decref(m->tool_carry);
 	json_decref(m->warned_fields);
 	json_decref(m->pattern_streams);
-	metrics_http_close(m->http);
+	master_web_free(m);
 	if (m->sigfd >= 0) {
 		dispatch_file_deinit(&m->sig_file);
 		close(m->sigfd);
@@ -1004,9 +1007,7 @@ static int master_setup(struct master *m)
 	}
 	if (control_attach(m->ctl, m->d) < 0)
 		return SV_EX_TRANSIENT;
-	if (cfg->metrics.listen[0] &&
-	    (metrics_http_open(&m->http, cfg->metrics.listen, master_cmd_render_metrics, m) < 0 ||
-	     metrics_http_attach(m->http, m->d) < 0))
+	if (master_web_open(m) < 0)
 		return SV_EX_TRANSIENT;
 	return SV_EX_OK;
 }

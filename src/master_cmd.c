@@ -293,6 +293,7 @@ static void cmd_status(struct master *m, struct control_client *c, const char *t
 	json_object_set_new(reply, "remote", m->remote ? json_incref(m->remote) : json_array());
 	bool all = !target || !strcmp(target, "all");
 	json_object_set_new(reply, "patterns", pattern_views(m, now, all ? NULL : pools));
+	json_object_set_new(reply, "web", master_web_status(m));
 	json_decref(pools);
 	control_reply(c, reply);
 }
@@ -496,6 +497,43 @@ static json_t *metrics_state(struct master *m)
 	return st;
 }
 
+/* The configured pools, for the console: what each reads and how many
+ * workers it wants now (scale changes it). */
+static json_t *pools_config(struct master *m)
+{
+	json_t *rows = json_array();
+	for (size_t i = 0; i < m->npools; i++) {
+		const struct pool *p = m->pools[i];
+		const struct pool_config *pc = p->cfg;
+		if (p->removed || !pc)
+			continue;
+		json_t *streams = json_array(), *patterns = json_array();
+		for (size_t j = 0; j < pc->streams.n; j++)
+			json_array_append_new(streams, json_string(pc->streams.v[j]));
+		for (size_t j = 0; j < pc->patterns.n; j++)
+			json_array_append_new(patterns, json_string(pc->patterns.v[j]));
+		json_array_append_new(rows, json_pack("{s:s, s:s, s:I, s:s, s:o, s:o}", "name", pc->name, "kind",
+						      config_pool_kind_name(pc->kind), "count", (json_int_t)p->want,
+						      "group", pc->group, "streams", streams, "patterns", patterns));
+	}
+	return rows;
+}
+
+json_t *master_cmd_state(struct master *m)
+{
+	json_t *st = metrics_state(m);
+	json_object_set_new(st, "ok", json_true());
+	json_object_set_new(st, "redis", json_string(m->redis_ok ? "ok" : "unknown"));
+	json_object_set_new(st, "wall_ms", json_integer(util_wall_ms()));
+	json_object_set_new(st, "remote", m->remote ? json_incref(m->remote) : json_array());
+	json_t *actions = json_array();
+	for (size_t i = 0; i < m->cfg->http.actions.n; i++)
+		json_array_append_new(actions, json_string(m->cfg->http.actions.v[i]));
+	json_object_set_new(st, "config", json_pack("{s:o, s:o}", "pools", pools_config(m), "actions", actions));
+	json_object_set_new(st, "web", master_web_status(m));
+	return st;
+}
+
 char *master_cmd_render_metrics(void *ctx)
 {
 	json_t *state = metrics_state(ctx);
@@ -577,7 +615,7 @@ void master_cmd_on_request(void *ctx, struct control_client *c, json_t *req)
 	} else if (strcmp(cmd, "metrics") == 0) {
 		cmd_metrics(m, c);
 	} else if (!strcmp(cmd, "pending") || !strcmp(cmd, "dead") || !strcmp(cmd, "drain") ||
-		   !strcmp(cmd, "forget")) {
+		   !strcmp(cmd, "forget") || !strcmp(cmd, "events")) {
 		cmd_forward(m, c, cmd, req);
 	} else if (strcmp(cmd, "shutdown") == 0) {
 		control_reply(c, json_pack("{s:b}", "ok", 1));
