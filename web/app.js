@@ -713,7 +713,10 @@
     if (b.classList.contains('show')) { showDead(id, stream); return; }
     if (b.classList.contains('retry')) {
       const res = await ctl('dead', ['retry', id, '--stream', stream], 'dead retry ' + id);
-      if (res.status === 200) loadDead(deadPages.length ? deadPages[deadPages.length - 1] : null, true);
+      if (res.status === 200) {
+        hideDeadDetail(id);
+        loadDead(deadPages.length ? deadPages[deadPages.length - 1] : null, true);
+      }
       return;
     }
     if (b.classList.contains('purge')) {
@@ -724,7 +727,10 @@
       const older = Math.max(0, Math.floor(serverNow()) - (parseInt(m[1], 10) + 1));
       if (!window.confirm('Purge dead letter ' + id + ' and every older dead letter of ' + stream + '?')) return;
       const res = await ctl('dead', ['purge', '--older-than', String(older), '--stream', stream], 'dead purge up to ' + id);
-      if (res.status === 200) loadDead(null, true);
+      if (res.status === 200) {
+        hideDeadDetail(null);
+        loadDead(null, true);
+      }
     }
   }
 
@@ -736,9 +742,20 @@
     if (res.status === 200) loadDead(null, true);
   }
 
+  /* Hide the detail box when it shows letter id (any letter: null). */
+  function hideDeadDetail(id) {
+    const box = $('dead-detail');
+    if (id === null || box.dataset.dead === id) {
+      clear(box);
+      box.classList.add('hidden');
+      delete box.dataset.dead;
+    }
+  }
+
   async function showDead(id, stream) {
     const box = $('dead-detail');
     clear(box);
+    box.dataset.dead = id;
     box.classList.remove('hidden');
     box.appendChild(el('h3', null, 'dead letter ' + id));
     const res = await api('GET', '/api/v1/dead/' + encodeURIComponent(id) + '?stream=' + encodeURIComponent(stream));
