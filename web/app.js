@@ -297,13 +297,12 @@
     redis.classList.toggle('bad', !up);
     setText($('updated'), 'updated ' + new Date().toLocaleTimeString());
     const workers = Array.isArray(s.workers) ? s.workers : [];
-    renderWorkers(workers);
-    renderPools(s, workers);
-    renderGroups(s);
-    renderPatterns(s);
-    renderDeadStreams(s);
-    recordHistory(s, workers);
-    renderCharts();
+    /* one view failing on odd data must not stop the others */
+    const steps = [() => renderWorkers(workers), () => renderPools(s, workers), () => renderGroups(s),
+                   () => renderPatterns(s), () => renderDeadStreams(s), () => recordHistory(s, workers), renderCharts];
+    for (const f of steps) {
+      try { f(); } catch (e) { console.error('render: ' + e); }
+    }
   }
 
   /* ------------------------------------------------------------ workers */
@@ -739,7 +738,10 @@
     if (!stream) { showMessage('pick a stream to purge', 'error'); return; }
     if (!window.confirm('Purge every dead letter of ' + stream + '?')) return;
     const res = await ctl('dead', ['purge', '--stream', stream], 'dead purge ' + stream);
-    if (res.status === 200) loadDead(null, true);
+    if (res.status === 200) {
+      hideDeadDetail(null);
+      loadDead(null, true);
+    }
   }
 
   /* Hide the detail box when it shows letter id (any letter: null). */
