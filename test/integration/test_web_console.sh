@@ -44,6 +44,13 @@ if [ "$(id -u)" = 0 ]; then
 	chmod 755 "$TMPD"
 fi
 
+check "the console's sources: no HTML sinks, no inline script, style or handler"
+sinks=$(grep -nE 'innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|setTimeout\(["'"'"']' "$SV_SRC_DIR/web/app.js" || true)
+[ -z "$sinks" ] || fail "web/app.js uses an HTML sink or eval: $sinks"
+inline=$(grep -niE '<script>|<script [^>]*>[^<]|<style|style=|\son[a-z]+=|javascript:' "$SV_SRC_DIR/web/index.html" || true)
+[ -z "$inline" ] || fail "web/index.html has inline script, style or handlers: $inline"
+ok "app.js builds the page with textContent/createElement only; index.html has nothing inline"
+
 start_redis
 write_config persist_count=2 tools_count=1 log_level=info \
 	extra="$(tools_block "$(tool_entry echo 5000 65536 "$TOOLS_DIR/echo.sh" out)")
