@@ -25,6 +25,7 @@
   let tick = 0;
   const deadPages = [];         /* the "after" cursor of each page shown (null: first) */
   let deadNext = null;
+  let deadGen = 0;              /* the latest dead-letter load: older answers are dropped */
 
   /* ------------------------------------------------------------ helpers */
 
@@ -635,7 +636,9 @@
       clear($('dead-body'));
       return;
     }
+    const gen = ++deadGen;
     const res = await api('GET', '/api/v1/dead?' + deadQuery(after));
+    if (gen !== deadGen) return; /* a newer load was started meanwhile */
     if (res.status !== 200 || !res.data || res.data.ok === false) {
       setText($('dead-note'), 'dead letters: ' + errorText(res));
       return;

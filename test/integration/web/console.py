@@ -41,7 +41,7 @@ import urllib.request
 
 try:
     from selenium import webdriver
-    from selenium.common.exceptions import WebDriverException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 except Exception as e:  # pragma: no cover
@@ -135,11 +135,20 @@ def message():
 
 
 def click(css):
-    e = DRV.find_element(By.CSS_SELECTOR, css)
-    DRV.execute_script("arguments[0].scrollIntoView({block: 'center'});", e)
-    if not e.is_enabled():
-        fail("button %s is disabled (title: %s)" % (css, e.get_attribute("title")))
-    e.click()
+    """Click the element css; the console re-renders tables while it polls,
+    so an element found may be replaced before the click: find it again."""
+    for attempt in range(5):
+        try:
+            e = DRV.find_element(By.CSS_SELECTOR, css)
+            DRV.execute_script("arguments[0].scrollIntoView({block: 'center'});", e)
+            if not e.is_enabled():
+                fail("button %s is disabled (title: %s)" % (css, e.get_attribute("title")))
+            e.click()
+            return
+        except StaleElementReferenceException:
+            if attempt == 4:
+                raise
+            time.sleep(0.2)
 
 
 def action(css, what, want_kind="ok", timeout=30):
@@ -329,7 +338,7 @@ def main():
     reason = text_of(row + " td.reason")
     if not reason or reason == "\u2013":
         fail("the dead letter's row shows no reason")
-    info("dead letter row: %s" % DRV.find_element(By.CSS_SELECTOR, row).text)
+    info("dead letter row: %s" % js("var tr = document.querySelector(arguments[0]); return tr ? tr.innerText : null;", row))
     click(row + " button.show")
     wait("the dead letter's detail (GET /api/v1/dead/ID) with its fields",
          lambda: (lambda t: t if A.dead_id in t and reason in t and "run" in t else None)(
