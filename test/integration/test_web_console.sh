@@ -4,10 +4,11 @@
 # The daemon serves the console on 127.0.0.1 with a token; the test makes
 # a run with a message, a tool call and its output, usage and an anomaly,
 # a run whose output holds </script><script>... and <img onerror=...>,
-# and a dead letter.  In the browser: log in, one row per worker with the
-# states of `streamvisorctl status --json`, the run's snapshot rendered
-# and its raw JSON, the markup run shown as text with no script run,
-# pause the persist pool, re-drive the dead letter, restart a worker, a
+# a dead letter, and a stopped worker.  In the browser: log in, one row
+# per worker with the states and pids of `streamvisorctl status --json`,
+# the run's snapshot rendered and its raw JSON, the markup run shown as
+# text with no script run, pause the persist pool, re-drive the dead
+# letter, restart a worker, a
 # refused action's 409 message shown.  Then through streamvisorctl: the
 # worker's pid changed, the dead letter is gone and its copy is back in
 # the stream.  Screenshots (desktop and phone width) go to the test's log
@@ -110,6 +111,11 @@ wait_for 30 '[ "$(rcli XLEN events:dead)" -ge 1 ]' || fail "$ORIG not dead-lette
 DID=$(rcli --json XRANGE events:dead - + | pyjson '[e[0] for e in d if dict(zip(e[1][0::2], e[1][1::2])).get("origin_id") == "'"$ORIG"'"][0]') ||
 	fail "no dead letter of $ORIG: $(rcli --json XRANGE events:dead - +)"
 ok "dead letter $DID of $ORIG"
+
+check "a stopped worker, so the table has more than one state to show"
+ctl stop "$SV_NODE/persist/1" >/dev/null || fail "stop $SV_NODE/persist/1 failed"
+wait_for 20 'state_is "$SV_NODE/persist/1" STOPPED' || fail "$SV_NODE/persist/1 not STOPPED: $(worker_json "$SV_NODE/persist/1" 2>&1)"
+ok "$SV_NODE/persist/1 STOPPED"
 
 VICTIM=$SV_NODE/tools/0
 check "the browser session (web/console.py)"
