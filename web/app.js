@@ -370,7 +370,8 @@
       setText(cell('last-error'), w.last_error === null || w.last_error === undefined ? '' : txt(w.last_error));
       tr.dataset.state = String(w.state);
       tr.dataset.pid = w.pid === null || w.pid === undefined ? '' : String(w.pid);
-      tr.className = 'state-' + String(w.state).toLowerCase() + ' health-' + String(w.health).toLowerCase();
+      const cls = v => (String(v).toLowerCase().replace(/[^a-z_]/g, '') || 'none');
+      tr.className = 'state-' + cls(w.state) + ' health-' + cls(w.health);
       if (w.state !== 'RUNNING' || (w.health && w.health !== 'ok')) bad++;
     }
     for (const [name, tr] of rows) if (!seen.has(name)) tr.remove();
