@@ -111,6 +111,11 @@ wait_for 30 '[ "$(rcli XLEN events:dead)" -ge 1 ]' || fail "$ORIG not dead-lette
 DID=$(rcli --json XRANGE events:dead - + | pyjson '[e[0] for e in d if dict(zip(e[1][0::2], e[1][1::2])).get("origin_id") == "'"$ORIG"'"][0]') ||
 	fail "no dead letter of $ORIG: $(rcli --json XRANGE events:dead - +)"
 ok "dead letter $DID of $ORIG"
+for i in 2 3; do
+	rcli XADD events '*' run "web-bad-$i" seq 1 data '{"why":"no type either"}' >/dev/null
+done
+wait_for 30 '[ "$(rcli XLEN events:dead)" -ge 3 ]' || fail "3 dead letters expected, $(rcli XLEN events:dead)"
+ok "two more dead letters, for the pages"
 
 check "a stopped worker, so the table has more than one state to show"
 ctl stop "$SV_NODE/persist/1" >/dev/null || fail "stop $SV_NODE/persist/1 failed"
@@ -123,7 +128,7 @@ rc=0
 "$PY" "$SV_TEST_DIR/web/console.py" --url "$URL" --token-file "$TMPD/token" \
 	--ctl "$STREAMVISORCTL -s $SOCK -c $CONF" --run "$RUN" --run-text "$RUN_TEXT" \
 	--xss-run "$XRUN" --xss-text "$XSS1" --xss-text "$XSS2" \
-	--dead-id "$DID" --dead-stream events --pause-pool persist --victim "$VICTIM" \
+	--dead-id "$DID" --dead-total 3 --dead-stream events --pause-pool persist --victim "$VICTIM" \
 	--out "$SHOTS" --profile "$TMPD/chromium" >"$TMPD/console.out" 2>&1 || rc=$?
 cat "$TMPD/console.out"
 [ "$rc" != 77 ] || skip "the browser could not start: $(tail -n 3 "$TMPD/console.out")"

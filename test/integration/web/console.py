@@ -180,6 +180,7 @@ def main():
     ap.add_argument("--xss-text", action="append", default=[])
     ap.add_argument("--dead-id", required=True)
     ap.add_argument("--dead-stream", required=True)
+    ap.add_argument("--dead-total", type=int, required=True, help="dead letters in the stream")
     ap.add_argument("--pause-pool", required=True)
     ap.add_argument("--victim", required=True)
     ap.add_argument("--out", required=True, help="screenshots and chromedriver.log")
@@ -330,6 +331,27 @@ def main():
     wait("the pools table shows it paused",
          lambda: text_of("#pools-body tr[data-pool=%s] td.paused" % css_str(A.pause_pool)) == "yes")
     ok("%s paused" % A.pause_pool)
+
+    check("dead letters page by page (one a page, next/after)")
+    lim = DRV.find_element(By.ID, "dead-limit")
+    lim.clear()
+    lim.send_keys("1")
+    ids_js = "return Array.from(document.querySelectorAll('#dead-body tr[data-dead]')).map(function (tr) { return tr.dataset.dead; });"
+    click("#dead-load")
+    seen = [wait("the first page of one letter", lambda: (lambda v: v[0] if len(v) == 1 else None)(js(ids_js)))]
+    while js("return !document.getElementById('dead-next').disabled"):
+        if len(seen) > A.dead_total:
+            fail("more pages than dead letters: %s" % seen)
+        click("#dead-next")
+        seen.append(wait("page %d" % (len(seen) + 1),
+                         lambda: (lambda v: v[0] if len(v) == 1 and v[0] not in seen else None)(js(ids_js))))
+    if len(seen) != A.dead_total or A.dead_id not in seen:
+        fail("pages gave %s, want %d letters with %s" % (seen, A.dead_total, A.dead_id))
+    click("#dead-first")
+    wait("back on the first page", lambda: js(ids_js) == [seen[0]])
+    lim.clear()
+    lim.send_keys("50")
+    ok("%d pages: %s" % (len(seen), ", ".join(seen)))
 
     check("dead letter %s is listed and re-driven with its retry button" % A.dead_id)
     row = "#dead-body tr[data-dead=%s]" % css_str(A.dead_id)
