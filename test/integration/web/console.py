@@ -22,9 +22,10 @@ What it checks in the browser:
     `streamvisorctl snapshot RUN`;
   - XSS-RUN: every --xss-text visible as text in #run-view, window.__pwned
     undefined, no <img>/<script> element created from data;
-  - pause POOL with its button; re-drive the dead letter with its retry
-    button; restart VICTIM with its button (the shell script checks the
-    pid and the dead letter through streamvisorctl);
+  - pause POOL with its button; the dead letters page by page; re-drive
+    the dead letter with its retry button; restart VICTIM with its button
+    (the shell script checks the pid and the dead letter through
+    streamvisorctl); scale VICTIM's pool up by one;
   - an action the daemon refuses shows its message in #message;
   - screenshots DIR/console.png (desktop) and DIR/console-phone.png.
 Prints "VICTIM_OLD_PID=N" for the shell script.
@@ -395,6 +396,20 @@ def main():
          timeout=30)
     ok("%s restarted: pid %s -> %s in the table" % (A.victim, old["pid"], text_of(
         "#workers-body tr[data-worker=%s] td.pid" % css_str(A.victim))))
+
+    pool = A.victim.split("/")[1]
+    check("scale pool %s up by one with its input and button" % pool)
+    n0 = len([w for w in status()["workers"] if w["pool"] == pool])
+    inp = DRV.find_element(By.CSS_SELECTOR, "#pools-body tr[data-pool=%s] input.scale-count" % css_str(pool))
+    inp.clear()
+    inp.send_keys(str(n0 + 1))
+    action("#pools-body tr[data-pool=%s] button.scale" % css_str(pool), "scale %s %d" % (pool, n0 + 1))
+    new = "%s/%d" % (A.victim.rsplit("/", 1)[0], n0)
+    wait("streamvisorctl shows %s RUNNING" % new,
+         lambda: any(w["name"] == new and w["state"] == "RUNNING" for w in status()["workers"]), timeout=30)
+    wait("the table has a row for %s" % new,
+         lambda: js("return !!document.querySelector(arguments[0])", "#workers-body tr[data-worker=%s]" % css_str(new)))
+    ok("%s scaled to %d: %s in the table" % (pool, n0 + 1, new))
 
     check("sparklines and supervisor events")
     wait("three sparklines", lambda: js("return document.querySelectorAll('#charts-section svg.sparkline polyline').length") == 3)
