@@ -7,9 +7,9 @@
 # a dead letter, and a stopped worker.  In the browser: log in, one row
 # per worker with the states and pids of `streamvisorctl status --json`,
 # the run's snapshot rendered and its raw JSON, the markup run shown as
-# text with no script run, pause the persist pool, re-drive the dead
-# letter, restart a worker, a
-# refused action's 409 message shown.  Then through streamvisorctl: the
+# text with no script run, pause the persist pool, the dead letters page
+# by page, re-drive one, restart a worker, scale a pool, a refused
+# action's 409 message shown.  Then through streamvisorctl: the
 # worker's pid changed, the dead letter is gone and its copy is back in
 # the stream.  Screenshots (desktop and phone width) go to the test's log
 # directory: $SV_LOG_DIR/web_console/ (meson-logs/ under meson), else
