@@ -9,6 +9,9 @@
  *   commit        SQLite COMMITs fail (disk full) while the file exists.
  *   redis_drop.info  a slot-0 worker drops its Redis connection right
  *                 after the start-up INFO (a connection lost mid-start).
+ *   web_forge     the web child, at start, sends the master one `restart`
+ *                 of the worker named in the file without a token (a
+ *                 compromised web child): the master must refuse it.
  *   Reducer hooks (fault builds only): an event of type "sv.test.crash"
  *   crashes the worker with SIGSEGV; "sv.test.reducer_error" makes the
  *   reducer fail on that entry. */

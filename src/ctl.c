@@ -21,6 +21,7 @@
 #include "control.h"
 #include "ctl_dead.h"
 #include "log.h"
+#include "snapdb.h"
 #include "store.h"
 #include "sv_config.h"
 #include "util.h"
@@ -900,63 +901,20 @@ static int show_scale(const struct opts *o, json_t *reply)
 
 /* ---- snapshot ------------------------------------------------------- */
 
-/* One SQLite file a run may be in: a persistence pool's own (its
- * sqlite_path, by default sqlite.path), or sqlite.path when no pool is
- * known.  Opened lazily: the file may not exist yet (snapshot --wait).
- * Read through a read-only store: the run's row is a checkpoint, and
- * store_snapshot_get reduces the stored events after it with the
- * workers' reducer (the one the file records), so what is printed is
- * exact. */
-struct snap_db {
-	char *pool; /* NULL: sqlite.path, no pool */
-	char *path;
-	int busy_ms;
-	enum reducer_kind reducer; /* the pool's, when the file does not say */
-	struct store *store;
-	char *body; /* the run's exact snapshot, after snap_read found it */
-	bool complete;
-};
+/* The files a run may be in, and the lookup itself: snapdb.h (shared with
+ * the web child). */
 
-struct snap_dbs {
-	struct snap_db *v;
-	size_t n;
-};
-
-static void snap_dbs_add(struct snap_dbs *l, const char *pool, const char *path, int busy_ms,
+static void snap_dbs_add(struct snapdbs *l, const char *pool, const char *path, int busy_ms,
 			 enum reducer_kind reducer)
 {
-	struct snap_db *v = realloc(l->v, (l->n + 1) * sizeof(*v));
-	if (!v) {
+	if (snapdb_add(l, pool, path, busy_ms, reducer) < 0) {
 		fprintf(stderr, "%s: out of memory\n", prog);
 		exit(EXIT_REFUSED);
 	}
-	l->v = v;
-	l->v[l->n++] = (struct snap_db){.pool = pool ? xstrdup(pool) : NULL, .path = xstrdup(path),
-					.busy_ms = busy_ms, .reducer = reducer};
 }
-
-static void snap_db_free(struct snap_db *s)
-{
-	store_close(s->store);
-	free(s->body);
-	free(s->pool);
-	free(s->path);
-	memset(s, 0, sizeof(*s));
-}
-
-static void snap_dbs_free(struct snap_dbs *l)
-{
-	for (size_t i = 0; i < l->n; i++)
-		snap_db_free(&l->v[i]);
-	free(l->v);
-	l->v = NULL;
-	l->n = 0;
-}
-
-static const char *snap_db_name(const struct snap_db *s) { return s->pool ? s->pool : "sqlite.path"; }
 
 /* With a configuration: every persistence pool's file. */
-static void snap_sources_from_config(const struct sv_config *cfg, struct snap_dbs *l)
+static void snap_sources_from_config(const struct sv_config *cfg, struct snapdbs *l)
 {
 	int busy_ms = 5000;
 	if (cfg->sqlite.busy_timeout_ms > 0 && cfg->sqlite.busy_timeout_ms < busy_ms)
@@ -972,7 +930,7 @@ static void snap_sources_from_config(const struct sv_config *cfg, struct snap_db
 
 /* With only a socket: the daemon names the files ("pools" of its config
  * reply; a daemon without it names sqlite_path alone). */
-static int snap_sources_from_daemon(const struct opts *o, struct snap_dbs *l)
+static int snap_sources_from_daemon(const struct opts *o, struct snapdbs *l)
 {
 	json_t *reply = call_daemon(o, make_request("config", NULL, 0), DEFAULT_TIMEOUT_MS);
 	if (!reply_ok(reply)) {
@@ -1000,123 +958,22 @@ static int snap_sources_from_daemon(const struct opts *o, struct snap_dbs *l)
 }
 
 /* --pool NAME: keep that pool's file alone. */
-static int snap_select_pool(struct snap_dbs *l, const char *pool)
+static int snap_select_pool(struct snapdbs *l, const char *pool)
 {
-	size_t keep = l->n;
-	for (size_t i = 0; i < l->n; i++)
-		if (l->v[i].pool && !strcmp(l->v[i].pool, pool))
-			keep = i;
-	if (keep == l->n) {
+	int r = snapdb_select_pool(l, pool);
+	if (r == -ENOENT) {
 		fprintf(stderr, "%s: snapshot: no persistence pool \"%s\"; the pools are:", prog, pool);
 		for (size_t i = 0; i < l->n; i++)
-			fprintf(stderr, " %s", snap_db_name(&l->v[i]));
+			fprintf(stderr, " %s", snapdb_name(&l->v[i]));
 		fputc('\n', stderr);
-		return -ENOENT;
+	} else if (r < 0) {
+		fprintf(stderr, "%s: out of memory\n", prog);
 	}
-	struct snap_db kept = l->v[keep];
-	l->v[keep] = (struct snap_db){0};
-	snap_dbs_free(l);
-	snap_dbs_add(l, kept.pool, kept.path, kept.busy_ms, kept.reducer);
-	snap_db_free(&kept);
-	return 0;
-}
-
-static int snap_open(struct snap_db *s, char *err, size_t errlen)
-{
-	struct store_opts o = {.readonly = true, .busy_timeout_ms = s->busy_ms, .reducer = s->reducer};
-	int rc = store_open(&s->store, s->path, &o);
-	if (rc < 0) {
-		snprintf(err, errlen, "cannot open %s: %s", s->path, strerror(-rc));
-		return rc == -EBUSY ? -EBUSY : -EIO;
-	}
-	return 0;
-}
-
-/* Look run up in one file: 1 found (s->body, s->complete: the exact
- * snapshot, row and later events), 0 nothing (yet), -EBUSY busy past the
- * timeout (transient), -EIO or -ENOMEM (err says why). */
-static int snap_read(struct snap_db *s, const char *run, char *err, size_t errlen)
-{
-	free(s->body);
-	s->body = NULL;
-	s->complete = false;
-	if (!s->store) {
-		if (access(s->path, F_OK) < 0 && errno == ENOENT)
-			return 0; /* no database yet: nothing persisted */
-		int r = snap_open(s, err, errlen);
-		if (r < 0)
-			return r;
-	}
-	struct store_snapshot snap;
-	int rc = store_snapshot_get(s->store, run, &snap);
-	if (rc == -ENOENT)
-		return 0;
-	if (rc < 0) {
-		snprintf(err, errlen, "%s: %s", s->path, store_errmsg(s->store)[0] ? store_errmsg(s->store)
-									       : strerror(-rc));
-		return rc == -EBUSY || rc == -ENOMEM ? rc : -EIO;
-	}
-	s->body = snap.body;
-	s->complete = snap.complete;
-	snap.body = NULL;
-	store_snapshot_clear(&snap);
-	return 1;
-}
-
-/* Look run up in every file: returns how many hold it (*hit: one of
- * them), or a negative errno other than -EBUSY.  *unsure: some file was
- * busy, so the count may be short. */
-static int snap_find(struct snap_dbs *l, const char *run, struct snap_db **hit, bool *unsure, char *err,
-		     size_t errlen)
-{
-	int found = 0;
-	*hit = NULL;
-	*unsure = false;
-	for (size_t i = 0; i < l->n; i++) {
-		int r = snap_read(&l->v[i], run, err, errlen);
-		if (r == -EBUSY)
-			*unsure = true;
-		else if (r < 0)
-			return r;
-		else if (r == 1 && found++ == 0)
-			*hit = &l->v[i];
-	}
-	return found;
-}
-
-/* "reducer NAME version V" as the file records it (store.h STORE_META_*),
- * "reducer unknown" for a file written before the record existed. */
-static void snap_reducer(const struct snap_db *s, char *buf, size_t len)
-{
-	char name[64] = "", version[32] = "";
-	sqlite3_stmt *st = NULL;
-	sqlite3 *db = NULL;
-	if (sqlite3_open_v2(s->path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
-	    sqlite3_prepare_v2(db, "SELECT key, value FROM meta WHERE key IN (?1, ?2)", -1, &st,
-					NULL) == SQLITE_OK) {
-		sqlite3_bind_text(st, 1, STORE_META_REDUCER, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, STORE_META_REDUCER_VERSION, -1, SQLITE_STATIC);
-		while (sqlite3_step(st) == SQLITE_ROW) {
-			const char *k = (const char *)sqlite3_column_text(st, 0);
-			const char *v = (const char *)sqlite3_column_text(st, 1);
-			if (!k || !v)
-				continue;
-			if (!strcmp(k, STORE_META_REDUCER))
-				snprintf(name, sizeof(name), "%s", v);
-			else
-				snprintf(version, sizeof(version), "%s", v);
-		}
-	}
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	if (name[0])
-		snprintf(buf, len, "reducer %s version %s", name, version[0] ? version : "?");
-	else
-		snprintf(buf, len, "reducer unknown");
+	return r;
 }
 
 /* Several files hold the run: which one is meant is the user's call. */
-static int snap_ambiguous(const struct snap_dbs *l, const char *run)
+static int snap_ambiguous(const struct snapdbs *l, const char *run)
 {
 	fflush(stdout);
 	fprintf(stderr, "%s: run %s is stored by several pools; choose one with --pool:\n", prog, run);
@@ -1124,8 +981,8 @@ static int snap_ambiguous(const struct snap_dbs *l, const char *run)
 		if (!l->v[i].body)
 			continue;
 		char red[128];
-		snap_reducer(&l->v[i], red, sizeof(red));
-		fprintf(stderr, "  %s\t%s (%s)\n", snap_db_name(&l->v[i]), l->v[i].path, red);
+		snapdb_reducer(&l->v[i], red, sizeof(red));
+		fprintf(stderr, "  %s\t%s (%s)\n", snapdb_name(&l->v[i]), l->v[i].path, red);
 	}
 	return EXIT_USAGE;
 }
@@ -1140,7 +997,7 @@ static void print_snapshot(const struct opts *o, const char *body)
 }
 
 /* The deadline passed: what there is, and why it is not enough. */
-static int snap_timed_out(const struct opts *o, const char *run, const struct snap_db *hit, double wait_s)
+static int snap_timed_out(const struct opts *o, const char *run, const struct snapdb *hit, double wait_s)
 {
 	if (!hit) {
 		fprintf(stderr, "%s: never arrived: nothing of run %s was persisted within %g s\n", prog, run,
@@ -1164,14 +1021,14 @@ struct snap_args {
 	double wait_s;
 };
 
-static int snap_lookup(const struct opts *o, struct snap_dbs *l, const struct snap_args *a)
+static int snap_lookup(const struct opts *o, struct snapdbs *l, const struct snap_args *a)
 {
 	int64_t deadline = util_mono_ms() + (int64_t)llround(a->wait_s * 1000.0);
 	char err[512] = "";
 	for (;;) {
-		struct snap_db *hit;
+		struct snapdb *hit;
 		bool unsure;
-		int n = snap_find(l, a->run, &hit, &unsure, err, sizeof(err));
+		int n = snapdb_find(l, a->run, &hit, &unsure, err, sizeof(err));
 		if (n < 0 || (unsure && !a->wait)) {
 			fprintf(stderr, "%s: %s\n", prog, err);
 			return EXIT_REFUSED;
@@ -1197,7 +1054,7 @@ static int snap_lookup(const struct opts *o, struct snap_dbs *l, const struct sn
 
 static int cmd_snapshot(const struct opts *o, const struct snap_args *a)
 {
-	struct snap_dbs l = {0};
+	struct snapdbs l = {0};
 	int code = EXIT_REFUSED;
 	if (o->cfg)
 		snap_sources_from_config(o->cfg, &l);
@@ -1208,7 +1065,7 @@ static int cmd_snapshot(const struct opts *o, const struct snap_args *a)
 		goto out;
 	code = snap_lookup(o, &l, a);
 out:
-	snap_dbs_free(&l);
+	snapdbs_free(&l);
 	return code;
 }
 
@@ -1257,7 +1114,7 @@ static bool parse_entry_id(const char *s, uint64_t *ms, uint64_t *seq)
 
 /* Has the file applied the NS:forget entry ms-seq (meta forget_last)?  A
  * file not there yet holds nothing to forget. */
-static bool forget_applied(struct snap_db *s, uint64_t ms, uint64_t seq)
+static bool forget_applied(struct snapdb *s, uint64_t ms, uint64_t seq)
 {
 	if (access(s->path, F_OK) < 0 && errno == ENOENT)
 		return true;
@@ -1286,7 +1143,7 @@ static bool forget_applied(struct snap_db *s, uint64_t ms, uint64_t seq)
 static void forget_wait(const struct opts *o, const char *entry)
 {
 	uint64_t ms, seq;
-	struct snap_dbs l = {0};
+	struct snapdbs l = {0};
 	if (!parse_entry_id(entry, &ms, &seq))
 		return;
 	if (o->cfg)
@@ -1301,9 +1158,9 @@ static void forget_wait(const struct opts *o, const char *entry)
 			fprintf(stderr,
 				"%s: forget: %s (%s) has not applied it yet (workers paused or down?); its "
 				"workers apply it before their next batch\n",
-				prog, l.v[i].path, snap_db_name(&l.v[i]));
+				prog, l.v[i].path, snapdb_name(&l.v[i]));
 	}
-	snap_dbs_free(&l);
+	snapdbs_free(&l);
 }
 
 static int show_forget(const struct opts *o, json_t *reply, const struct forget_args *a)

@@ -17,6 +17,7 @@
 #include "master.h"
 #include "sv_config.h"
 #include "util.h"
+#include "web.h"
 
 static void usage(FILE *f)
 {
@@ -119,6 +120,8 @@ static void tune_malloc(char **argv)
 
 int main(int argc, char **argv)
 {
+	if (argc == 2 && !strcmp(argv[1], "--web-child"))
+		return web_main();
 	tune_malloc(argv);
 	unsetenv("SV_NO_TUNE_MALLOC");
 	const char *conf = SV_DEFAULT_CONFIG, *pidfile = NULL;

@@ -789,7 +789,6 @@ static void test_restart_key_changed(void **state)
 		{"control = { socket = \"/tmp/x.sock\"; };\n", "control"},
 		{"control = { mode = \"0600\"; };\n", "control"},
 		{"run_as = { user = \"root\"; };\n", "run_as"},
-		{"metrics = { listen = \"127.0.0.1:9464\"; };\n", "metrics"},
 		{"log = { file = \"/tmp/sv.log\"; };\n", "log.file"},
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
@@ -797,6 +796,21 @@ static void test_restart_key_changed(void **state)
 		const char *k = config_restart_key_changed(a, b);
 		assert_non_null(k);
 		assert_string_equal(k, cases[i].key);
+		config_free(b);
+	}
+	/* The web child's listeners reload live: they restart it alone. */
+	static const struct {
+		const char *extra, *key;
+	} web[] = {
+		{"metrics = { listen = \"127.0.0.1:9464\"; };\n", "metrics.listen"},
+		{"http = { listen = \"127.0.0.1:8470\"; };\n", "http.listen"},
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(web); i++) {
+		b = load_with(web[i].extra);
+		assert_null(config_restart_key_changed(a, b));
+		const char *k = config_web_restart_key(a, b);
+		assert_non_null(k);
+		assert_string_equal(k, web[i].key);
 		config_free(b);
 	}
 	/* node is in the base text: change it by hand. */
