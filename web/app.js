@@ -25,6 +25,7 @@
   let tick = 0;
   const deadPages = [];         /* the "after" cursor of each page shown (null: first) */
   let deadNext = null;
+  let deadTotal = null;          /* the dead letters counted in the last status */
   let deadGen = 0;              /* the latest dead-letter load: older answers are dropped */
 
   /* ------------------------------------------------------------ helpers */
@@ -242,6 +243,10 @@
       await loadSession();
       loadDead(null, true);
       reopenRun();
+    } else if (res.status === 401) {
+      showMessage('login failed: wrong token (HTTP 401)', 'error');
+    } else if (res.status === 429) {
+      showMessage('login failed: too many failed logins, wait a minute (HTTP 429)', 'error');
     } else {
       showMessage('login failed: ' + errorText(res), 'error');
     }
@@ -617,6 +622,14 @@
       const label = o.value + (c === null ? '' : ' (' + c + ')');
       if (o.textContent !== label) o.textContent = label;
     }
+    /* new or removed dead letters: refresh the first page (a later page
+     * stays as the user paged it) */
+    let total = null;
+    if (s.dead && typeof s.dead === 'object' && !Array.isArray(s.dead))
+      for (const k of Object.keys(s.dead)) if (typeof s.dead[k] === 'number') total = (total || 0) + s.dead[k];
+    if (total !== null && deadTotal !== null && total !== deadTotal && session.authenticated && deadPages.length <= 1)
+      loadDead(null, true);
+    deadTotal = total;
   }
 
   function deadQuery(after) {
