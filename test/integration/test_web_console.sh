@@ -4,14 +4,15 @@
 # The daemon serves the console on 127.0.0.1 with a token; the test makes
 # a run with a message, a tool call and its output, usage and an anomaly,
 # a run whose output holds </script><script>... and <img onerror=...>,
-# a dead letter, and a stopped worker.  In the browser: log in, one row
-# per worker with the states and pids of `streamvisorctl status --json`,
-# the run's snapshot rendered and its raw JSON, the markup run shown as
-# text with no script run, pause the persist pool, the dead letters page
-# by page, re-drive one, restart a worker, scale a pool, a refused
-# action's 409 message shown.  Then through streamvisorctl: the
-# worker's pid changed, the dead letter is gone and its copy is back in
-# the stream.  Screenshots (desktop and phone width) go to the test's log
+# dead letters, and a stopped worker.  In the browser: log in, one row per
+# worker with the states and pids of `streamvisorctl status --json`, the
+# run's snapshot rendered and its raw JSON, the markup run shown as text
+# with no script run, pause the persist pool, the dead letters page by
+# page, re-drive one, purge the others, restart a worker, scale a pool, a
+# refused action's 409 message shown.  Then through streamvisorctl: the
+# worker's pid changed, the re-driven dead letter is gone (its copy back
+# in the stream) and so are the purged ones.  Screenshots (desktop and
+# phone width) go to the test's log
 # directory: $SV_LOG_DIR/web_console/ (meson-logs/ under meson), else
 # $TMPD/shots (kept with SV_KEEP_TMP=1).
 # Skips (77) without chromium, chromedriver or python3-selenium.
@@ -145,9 +146,10 @@ ok "$VICTIM: pid $OLD_PID -> $NEW_PID"
 check "through streamvisorctl: the dead letter is gone, its copy is back in events"
 dl=$(ctl --json dead list events 100 2>&1) || fail "dead list: $dl"
 [ "$(pyjson '[e["id"] for e in d["entries"] if e["id"] == "'"$DID"'"]' <<<"$dl")" = "[]" ] || fail "dead letter $DID still listed: $dl"
+[ "$(pyjson 'len(d["entries"])' <<<"$dl")" = 0 ] || fail "the purge from the browser left dead letters: $dl"
 copy=$(rcli --json XRANGE events - + | pyjson '[e[0] for e in d if e[1][:2] == ["origin_id", "'"$ORIG"'"]]')
 [ "$copy" != "[]" ] || fail "no copy of $ORIG in events"
-ok "dead letter $DID gone; copy $copy in events"
+ok "dead letter $DID gone (the others purged); copy $copy in events"
 ctl resume persist >/dev/null || fail "resume persist failed"
 
 check "screenshots"

@@ -25,7 +25,8 @@ What it checks in the browser:
   - pause POOL with its button; the dead letters page by page; re-drive
     the dead letter with its retry button; restart VICTIM with its button
     (the shell script checks the pid and the dead letter through
-    streamvisorctl); scale VICTIM's pool up by one;
+    streamvisorctl); purge the other letters from the newest row; scale
+    VICTIM's pool up by one;
   - an action the daemon refuses shows its message in #message;
   - screenshots DIR/console.png (desktop) and DIR/console-phone.png.
 Prints "VICTIM_OLD_PID=N" for the shell script.
@@ -369,6 +370,20 @@ def main():
     action(row + " button.retry", "dead retry " + A.dead_id)
     wait("the row is gone after the retry", lambda: not js("return !!document.querySelector(arguments[0])", row))
     ok("dead letter %s (reason %r) re-driven" % (A.dead_id, reason))
+
+    check("purge from the newest row: that letter and every older one of its stream")
+    left = wait("the other letters listed", lambda: js(ids_js) or None)
+    before = message()["at"]
+    click("#dead-body tr[data-dead=%s] button.purge" % css_str(left[0]))
+    wait("the confirmation", lambda: DRV.switch_to.alert)
+    confirm_text = DRV.switch_to.alert.text
+    DRV.switch_to.alert.accept()
+    wait("#message shows the purge's outcome",
+         lambda: (lambda m: m if m["at"] != before and m["kind"] in ("ok", "error") else None)(message()))
+    if message()["kind"] != "ok":
+        fail("purge: %s" % message()["text"])
+    wait("no dead letter left in the table", lambda: js(ids_js) == [])
+    ok("purged %s (asked: %r)" % (", ".join(left), confirm_text))
 
     check("an action the daemon refuses shows its message in #message")
     # through the UI: a second retry of the same letter from a stale row
