@@ -74,6 +74,12 @@ size_t control_client_count(const struct control *ctl);
  * on a directory service.  Returns 0 or -ENOENT (no such group, logged;
  * only root and the daemon's uid are then allowed). */
 int control_refresh_ids(struct control *ctl, const char *group);
+/* Refuse peers of this uid even when they are in control.group: the web
+ * child's user, which is in control.group to read the SQLite files but
+ * must reach the master only through its channel, where the token and
+ * http.actions are checked.  (uid_t)-1: none.  Root and the daemon's own
+ * uid are never refused. */
+void control_deny_uid(struct control *ctl, uid_t uid);
 /* Drop clients that have not finished a line within 5 s; returns the
  * next deadline in ms (or -1). */
 int64_t control_timeouts(struct control *ctl, int64_t now_ms);

@@ -171,6 +171,12 @@ void config_errors_free(struct config_errors *errs);
 bool config_listen_valid(const char *listen);
 /* Is listen's host 127.0.0.0/8, [::1] or localhost? */
 bool config_listen_loopback(const char *listen);
+/* The group given the SQLite files: control.group, so streamvisorctl
+ * users and the web child's user (a member) read them; when it is empty
+ * and the web child runs as nobody (root, http.listen, no http.user),
+ * nobody's group, so the console can read snapshots.  buf holds that
+ * name.  "" = leave the files' group alone. */
+const char *config_files_group(const struct sv_config *cfg, char *buf, size_t len);
 /* Does the web child need restarting for this reload (a listener, TLS,
  * its user)?  The key's name, or NULL. */
 const char *config_web_restart_key(const struct sv_config *old, const struct sv_config *new);

@@ -2126,6 +2126,17 @@ static bool str_eq(const char *a, const char *b)
 	return strcmp(a, b) == 0;
 }
 
+const char *config_files_group(const struct sv_config *cfg, char *buf, size_t len)
+{
+	if (cfg->control.group[0] || !cfg->http.listen[0] || cfg->http.user[0] || geteuid() != 0)
+		return cfg->control.group;
+	struct passwd *pw = getpwnam("nobody");
+	struct group *gr = pw ? getgrgid(pw->pw_gid) : NULL;
+	if (!gr || snprintf(buf, len, "%s", gr->gr_name) >= (int)len)
+		return cfg->control.group;
+	return buf;
+}
+
 const char *config_web_restart_key(const struct sv_config *old, const struct sv_config *new)
 {
 	if (!str_eq(old->http.listen, new->http.listen))

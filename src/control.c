@@ -77,6 +77,7 @@ struct control {
 	control_handler handler;
 	void *ctx;
 	uid_t euid;
+	uid_t denied_uid;        /* the web child's user: never a client ((uid_t)-1: none) */
 	bool have_gid;
 	gid_t gid;
 	uid_t *members;          /* sorted uids of control.group's listed members */
@@ -549,6 +550,12 @@ static int uid_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+void control_deny_uid(struct control *ctl, uid_t uid)
+{
+	if (ctl)
+		ctl->denied_uid = uid;
+}
+
 int control_refresh_ids(struct control *ctl, const char *group)
 {
 	free(ctl->members);
@@ -610,6 +617,8 @@ static bool peer_allowed(const struct control *ctl, int fd, const struct ucred *
 {
 	if (cr->uid == 0 || cr->uid == ctl->euid)
 		return true;
+	if (cr->uid == ctl->denied_uid)
+		return false;
 	if (!ctl->have_gid)
 		return false;
 	if (cr->gid == ctl->gid)
@@ -845,6 +854,7 @@ int control_open(struct control **out, const char *path, mode_t mode, const char
 	ctl->handler = handler;
 	ctl->ctx = ctx;
 	ctl->euid = geteuid();
+	ctl->denied_uid = (uid_t)-1;
 	/* The peer check's ids, resolved now rather than per connection. */
 	control_refresh_ids(ctl, group);
 	*out = ctl;

@@ -529,13 +529,32 @@ static int web_message(void *owner, const struct chan_msg *msg, char *why, size_
 
 /* ---------- the child ---------- */
 
+/* The user the web child runs as when the daemon is root: http.user, or
+ * nobody.  NULL when not root (it keeps the daemon's uid). */
+static const char *web_user_name(const struct sv_config *cfg)
+{
+	if (geteuid() != 0)
+		return NULL;
+	return cfg->http.user[0] ? cfg->http.user : "nobody";
+}
+
+/* Keep the web child's user off the control socket (control_deny_uid):
+ * in control.group to read the SQLite files, it must still act only
+ * through its channel, where the master checks the token. */
+static void deny_control(struct master *m)
+{
+	const char *user = web_user_name(m->cfg);
+	struct passwd *pw = user && web_wanted(m->cfg) ? getpwnam(user) : NULL;
+	control_deny_uid(m->ctl, pw ? pw->pw_uid : (uid_t)-1);
+}
+
 static int web_user_drop(void *ctx)
 {
 	const struct sv_config *cfg = ((struct master_web *)ctx)->m->cfg;
 	prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-	if (geteuid() != 0)
+	const char *user = web_user_name(cfg);
+	if (!user)
 		return 0;
-	const char *user = cfg->http.user[0] ? cfg->http.user : "nobody";
 	struct passwd *pw = getpwnam(user);
 	if (!pw || pw->pw_uid == 0) {
 		log_error("web child: user %s: %s", user, pw ? "is root" : "no such user");
@@ -671,6 +690,7 @@ int master_web_open(struct master *m)
 	int r = open_listeners(w, m->cfg);
 	if (r < 0)
 		return r;
+	deny_control(m);
 	if (geteuid() == 0 && !m->cfg->http.user[0])
 		log_warn("http.user is empty: the web child runs as nobody; give it a user of its own in "
 			 "control.group that can read the SQLite files");
@@ -708,6 +728,7 @@ void master_web_reload(struct master *m, const struct sv_config *old)
 	const struct sv_config *cfg = m->cfg;
 	const char *key = config_web_restart_key(old, cfg);
 	load_token(w, cfg);
+	deny_control(m);
 	if (!key && !cfg->http.tls_cert[0]) {
 		if (w->child)
 			send_config(w);

@@ -464,10 +464,11 @@ static int persist_start(void *ctx, struct consumer *c)
 	int r = check_foreign_consumers(p, c);
 	if (r < 0)
 		return r;
+	char group[128];
 	struct store_opts opts = {
 		.synchronous = p->cfg->sqlite.synchronous,
 		.busy_timeout_ms = p->cfg->sqlite.busy_timeout_ms,
-		.group = p->cfg->control.group,
+		.group = config_files_group(p->cfg, group, sizeof(group)),
 		.reducer = p->pool->reducer,
 		.tick = migrate_tick,
 		.tick_arg = (void *)consumer_host(c),

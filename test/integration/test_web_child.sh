@@ -12,7 +12,8 @@
 #     the database opened read-only) and event-loop kernel objects
 #     (epoll, timerfd, signalfd, eventfd); no Redis socket, no control
 #     socket, no password or config file;
-#   - with its uid and gids the password file cannot be read (root only);
+#   - with its uid and gids the password file cannot be read, nor the
+#     control socket used although that user is in control.group (root only);
 #   - SIGSTOP: streamvisorctl keeps answering (the master never waits for
 #     it); SIGCONT: the API answers again;
 #   - SIGKILL: the master starts a new one (new pid, the API answers again),
@@ -36,6 +37,9 @@ start_redis --requirepass "$PW"
 web_config persist_count=1 tools_count=1 log_level=info
 sed -i "s|^redis = { |redis = { password_file = \"$PWF\"; |" "$CONF"
 grep -q password_file "$CONF" || fail "could not add password_file"
+# The socket open to control.group (nobody's group as root): the daemon,
+# not the file mode, must keep the web child's user out.
+sed -i 's|mode = "0600"|mode = "0660"|' "$CONF"
 require_http
 start_daemon
 wait_for 30 'all_running 2' || fail "workers not RUNNING: $(worker_table 2>&1)"
@@ -125,6 +129,14 @@ if [ "$ROOT" = 1 ]; then
 	grep -qF -- "$PW" <<<"$out" && fail "the password was printed"
 	info "cat as $wuid:$wgid: exit $rc: $out"
 	ok "the password file is unreadable for $wuid:$wgid"
+	# Its user is in control.group (to read the SQLite files), yet the
+	# control socket refuses it: it may act only through its channel.
+	rc=0
+	out=$(setpriv --reuid="$wuid" --regid="$wgid" "$gopt" -- "$STREAMVISORCTL" -s "$SOCK" status 2>&1) || rc=$?
+	[ "$rc" != 0 ] || fail "uid $wuid (control.group member) used the control socket: $out"
+	grep -q "not allowed\|denied" <<<"$out" || fail "control socket did not refuse uid $wuid: $out"
+	grep -q "control: refused a client: uid $wuid" "$DLOG" || fail "no refusal logged for uid $wuid (ctl said: $out)"
+	ok "the control socket refuses the web child's user although it is in control.group"
 else
 	info "SKIP sub-check: needs root (the child runs as the test's own user)"
 fi
