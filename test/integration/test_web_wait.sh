@@ -159,6 +159,17 @@ want_status 202 "a wait after the crowd"
 ctl_answers || fail "the daemon does not answer: $CTL_ERR"
 ok "$n202 x 202 (>= ${fast202} ms), $n503 x 503 (<= ${slow503} ms); waits work again"
 
+check "no writer running (the persistence pool stopped): runs still read, read-only"
+ctl stop persist >/dev/null || fail "stop persist failed"
+api GET "/api/v1/runs/R1?wait=1" --bearer-file "$TOKF"
+want_status 200 "R1 with no writer running"
+same_as_ctl R1
+api GET "/api/v1/runs/NEVER?wait=1" --bearer-file "$TOKF"
+want_status 404 "an unknown run with no writer running"
+ctl start persist >/dev/null || fail "start persist failed"
+wait_for 30 'all_running 2' || fail "persist not RUNNING again: $(worker_table 2>&1)"
+ok "200 with the same body, 404 for an unknown run, while no persistence worker runs"
+
 check "svbench wait (smoke): 20 runs, every long-poll a complete 200"
 : "${SVBENCH:=$SV_SRC_DIR/build-test/tools/svbench}"
 if [ -x "$SVBENCH" ]; then
