@@ -158,6 +158,24 @@ static int open_listeners(struct master_web *w, const struct sv_config *cfg)
 	return 0;
 }
 
+/* At reload: keep the socket when the address is the same, else bind
+ * the new one (or none). */
+static int reopen_listener(int *fd, const char *what, const char *old_addr, const char *addr)
+{
+	if (*fd >= 0 && strcmp(old_addr, addr) == 0)
+		return 0;
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+	if (!addr[0])
+		return 0;
+	*fd = listen_tcp(what, addr);
+	if (*fd < 0)
+		return *fd;
+	log_info("%s: now on %s", what, addr);
+	return 0;
+}
+
 /* ---------- the token ---------- */
 
 static int token_digest(const uint8_t *salt, const char *token, size_t len, uint8_t *out)
@@ -735,11 +753,12 @@ void master_web_reload(struct master *m, const struct sv_config *old)
 		return;
 	}
 	/* A listener, the user or TLS (a renewed certificate under the same
-	 * name) changed: new sockets, a new child. */
+	 * name) changed: a new child, on new sockets where the address
+	 * changed (the old child still listens on the old ones). */
 	if (key)
 		log_info("reload: %s changed: restarting the web child", key);
-	close_listeners(w);
-	if (web_wanted(cfg) && open_listeners(w, cfg) < 0)
+	if (reopen_listener(&w->http_fd, "http.listen", old->http.listen, cfg->http.listen) < 0 ||
+	    reopen_listener(&w->metrics_fd, "metrics.listen", old->metrics.listen, cfg->metrics.listen) < 0)
 		log_error("reload: the web child stays down until a reload fixes its listener");
 	web_stop(w);
 	if (w->pid <= 0)
