@@ -35,6 +35,8 @@ int util_write_all(int fd, const void *buf, size_t len);
 
 /* strdup that aborts on OOM (start-up and config paths only). */
 char *util_xstrdup(const char *s);
+/* The value of hex digit c (0..15), or -EINVAL. */
+int util_hexval(int c);
 /* vasprintf that aborts when out of memory, like the other util_x*. */
 char *util_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *util_xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));

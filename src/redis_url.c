@@ -22,6 +22,7 @@
  *
  * Error texts never quote the URL, so they can never leak a password. */
 #include "redis_url.h"
+#include "util.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -57,18 +58,6 @@ static void wipe_free(char *s)
 	}
 }
 
-/* Value of hex digit c, or -EINVAL. */
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -EINVAL;
-}
-
 /* Percent-decode s[0..n) into a new string.  Returns 0, -EINVAL (bad
  * escape) or -ENOMEM.  An empty result gives *out = NULL. */
 static int pct_decode(const char *s, size_t n, char **out)
@@ -82,8 +71,8 @@ static int pct_decode(const char *s, size_t n, char **out)
 	size_t j = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '%') {
-			int a = i + 2 < n ? hexval((unsigned char)s[i + 1]) : -EINVAL;
-			int b = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -EINVAL;
+			int a = i + 2 < n ? util_hexval((unsigned char)s[i + 1]) : -EINVAL;
+			int b = i + 2 < n ? util_hexval((unsigned char)s[i + 2]) : -EINVAL;
 			if (a < 0 || b < 0 || (a == 0 && b == 0)) {
 				d[j] = '\0';
 				wipe_free(d);

@@ -363,3 +363,14 @@ const char *util_proc_stat(pid_t pid, char *buf, size_t len)
 	const char *p = strrchr(buf, ')');
 	return p && p[1] == ' ' ? p + 2 : NULL;
 }
+
+int util_hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -EINVAL;
+}

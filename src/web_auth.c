@@ -1,6 +1,7 @@
 /* web_auth: host, origin, token, session and login-rate checks of the web
  * child (web_auth.h). */
 #include "web_auth.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -72,24 +73,13 @@ bool web_ct_equal(const void *a, const void *b, size_t n)
 	return d == 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int web_hex_decode(const char *hex, uint8_t *out, size_t max)
 {
 	size_t len = strlen(hex);
 	if (len % 2 || len / 2 > max)
 		return -EINVAL;
 	for (size_t i = 0; i < len / 2; i++) {
-		int h = hexval(hex[2 * i]), l = hexval(hex[2 * i + 1]);
+		int h = util_hexval(hex[2 * i]), l = util_hexval(hex[2 * i + 1]);
 		if (h < 0 || l < 0)
 			return -EINVAL;
 		out[i] = (uint8_t)(h << 4 | l);

@@ -1,5 +1,6 @@
 /* web_parse: query, path and command parsing of the web child (web_parse.h). */
 #include "web_parse.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -21,17 +22,6 @@ int web_parse_uint(const char *s, long long min, long long max, long long *out)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int web_path_decode(const char *raw, size_t len, char *out, size_t cap)
 {
 	size_t o = 0;
@@ -42,7 +32,7 @@ int web_path_decode(const char *raw, size_t len, char *out, size_t cap)
 		if (c == '%') {
 			if (i + 2 >= len)
 				return -EINVAL;
-			int h = hexval(raw[i + 1]), l = hexval(raw[i + 2]);
+			int h = util_hexval(raw[i + 1]), l = util_hexval(raw[i + 2]);
 			if (h < 0 || l < 0)
 				return -EINVAL;
 			c = h << 4 | l;
