@@ -7,7 +7,7 @@
 # and exits non-zero when any harness crashed, leaked, hung or ran out of
 # memory (libFuzzer's artifacts are kept in build-fuzz/fuzz/artifacts/NAME).
 #
-#   scripts/fuzz.sh [SECONDS] [NAME...]      NAME: config redis_url event control linebuf chan
+#   scripts/fuzz.sh [SECONDS] [NAME...]      NAME: config redis_url event control linebuf chan web
 #
 # Environment: CC (default clang), FUZZ_JOBS (parallel compiles, default 2),
 # FUZZ_NO_REGRESS=1 (skip the regress replay, e.g. while a reported bug is
@@ -19,7 +19,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 SECS=${1:-30}
 [ $# -gt 0 ] && shift
-HARNESSES=${*:-"config redis_url event control linebuf chan"}
+HARNESSES=${*:-"config redis_url event control linebuf chan web"}
 CC=${CC:-clang}
 B=$ROOT/build-fuzz
 OUT=$B/fuzz
@@ -42,7 +42,7 @@ fi
 # known findings while fuzzing; halt_on_error=1 still stops on all others.
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fsanitize-recover=pointer-overflow -fno-omit-frame-pointer"
 CFLAGS="-g -O1 -std=c11 -D_GNU_SOURCE -Wall -Wno-unused-parameter $SAN -I$ROOT/include -I$B"
-DEPS=$(pkg-config --cflags --libs hiredis libconfig sqlite3 jansson)
+DEPS=$(pkg-config --cflags --libs hiredis libconfig sqlite3 jansson gnutls libmicrohttpd)
 
 # The core library: every src/*.c except the two mains, with coverage
 # instrumentation but without libFuzzer's main.
