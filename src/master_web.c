@@ -177,6 +177,7 @@ static int token_digest(const uint8_t *salt, const char *token, size_t len, uint
  * start and reload, so this is a race with an operator). */
 static void load_token(struct master_web *w, const struct sv_config *cfg)
 {
+	bool had = w->have_token;
 	w->have_token = false;
 	if (!cfg->http.token_file[0])
 		return;
@@ -193,6 +194,15 @@ static void load_token(struct master_web *w, const struct sv_config *cfg)
 	}
 	buf[n] = '\0';
 	size_t len = strcspn(buf, "\r\n");
+	uint8_t d[WEB_DIGEST_LEN];
+	/* The same token again (a reload): the same salt and digest, so the
+	 * child keeps its sessions (it drops them when the digest changes). */
+	if (had && len >= CONFIG_TOKEN_MIN && len <= CONFIG_TOKEN_MAX && token_digest(w->salt, buf, len, d) == 0 &&
+	    memcmp(d, w->digest, sizeof(d)) == 0) {
+		w->have_token = true;
+		explicit_bzero(buf, sizeof(buf));
+		return;
+	}
 	if (len >= CONFIG_TOKEN_MIN && len <= CONFIG_TOKEN_MAX && getrandom(w->salt, sizeof(w->salt), 0) ==
 	    (ssize_t)sizeof(w->salt) && token_digest(w->salt, buf, len, w->digest) == 0)
 		w->have_token = true;

@@ -7,7 +7,8 @@
 #     Origin or Sec-Fetch-Site -> 403, `shutdown` (not in http.actions) ->
 #     403 even with the token; none of them acts;
 #   - login -> sv_session cookie (HttpOnly, SameSite=Strict); the cookie and
-#     Bearer both act (restart -> 200, the worker's pid changes); a request
+#     Bearer both act (restart -> 200, the worker's pid changes); a reload
+#     with the same token keeps the session; a request
 #     the daemon refuses (scale to 5000) -> 409 with its message; logout;
 #   - the status views open on loopback, dead letters and runs 401 without
 #     the token; 415 for a body that is not JSON, 413 over 64 KiB;
@@ -145,6 +146,13 @@ shopt -u nocasematch
 api GET /api/v1/session --cookie "$COOKIE"
 [ "$(hjson 'd["authenticated"]')" = true ] || fail "session with the cookie not authenticated: $(short)"
 ok "cookie: HttpOnly, SameSite=Strict, Path=/; session authenticated"
+
+check "a reload with the same token keeps the session"
+ctl reload >/dev/null || fail "streamvisorctl reload failed"
+sleep 0.5 # the child takes the configuration message in its next round
+api GET /api/v1/session --cookie "$COOKIE"
+[ "$(hjson 'd["authenticated"]')" = true ] || fail "the session ended at a reload that kept the token: $(short)"
+ok "session still authenticated after a reload"
 
 check "the cookie acts: restart t1/persist/0 -> 200, a new pid"
 api POST /api/v1/ctl --json "$RESTART_P" --origin "$ORIGIN" --cookie "$COOKIE"
