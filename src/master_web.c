@@ -55,6 +55,10 @@
 #define WEB_DIGEST_LEN 32
 #define WEB_MAX_CONNECTIONS 256
 #define WEB_MAX_WAITS 64
+/* A state built this recently is sent again as it is: the child asks at
+ * most once per status interval, so only a child gone wrong asks more, and
+ * each build walks every worker, stream and pool on the master's loop. */
+#define WEB_STATE_REUSE_MS 50
 
 struct web_req {
 	struct web_req *next;
@@ -81,6 +85,8 @@ struct master_web {
 	size_t nreqs;
 	int64_t refusal_log_at;     /* refusals are logged at most once a second */
 	uint64_t refusals_unlogged;
+	json_t *state;              /* the last `state` reply, reused briefly */
+	int64_t state_at;
 };
 
 static bool web_wanted(const struct sv_config *cfg)
@@ -485,7 +491,13 @@ static int on_request(struct master_web *w, json_t *j, char *why, size_t whylen)
 		return 0;
 	}
 	if (strcmp(cmd, "state") == 0) {
-		reply_to(w, id, master_cmd_state(w->m));
+		int64_t now = util_mono_ms();
+		if (!w->state || now - w->state_at >= WEB_STATE_REUSE_MS) {
+			json_decref(w->state);
+			w->state = master_cmd_state(w->m);
+			w->state_at = now;
+		}
+		reply_to(w, id, json_incref(w->state));
 		return 0;
 	}
 	if (need == WEB_NEED_ACTION)
@@ -600,6 +612,8 @@ static void web_exited(void *owner, int code, bool violated)
 	w->pid = 0;
 	w->kill_at = 0;
 	cancel_requests(w);
+	json_decref(w->state); /* it names the old child's pid */
+	w->state = NULL;
 	int64_t now = util_mono_ms();
 	if (m->shutting_down) {
 		w->stopping = false;
@@ -752,6 +766,7 @@ void master_web_free(struct master *m)
 		return;
 	cancel_requests(w);
 	close_listeners(w);
+	json_decref(w->state);
 	explicit_bzero(w->digest, sizeof(w->digest));
 	free(w);
 	m->web = NULL;
