@@ -351,19 +351,20 @@ static json_t *web_config(const struct master_web *w, const struct sv_config *cf
 	return c;
 }
 
-static void send_json(struct master_web *w, uint16_t type, json_t *j)
+static int send_json(struct master_web *w, uint16_t type, json_t *j)
 {
 	char *s = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
 	if (!s || !w->child) {
 		free(s);
-		return;
+		return s ? -EPIPE : -ENOMEM;
 	}
 	int r = child_send(w->child, type, s, strlen(s));
 	if (r == -EINVAL && type == CHAN_M_WEB_REPLY)
 		log_warn("%s: a reply of %zu bytes does not fit the channel", __func__, strlen(s));
 	explicit_bzero(s, strlen(s)); /* the config holds the TLS key */
 	free(s);
+	return r;
 }
 
 static void send_config(struct master_web *w)
@@ -386,7 +387,12 @@ static void req_free(struct master_web *w, struct web_req *q)
 
 static void reply_to(struct master_web *w, json_int_t id, json_t *reply)
 {
-	send_json(w, CHAN_M_WEB_REPLY, json_pack("{s:I, s:o}", "id", id, "reply", reply));
+	/* Exactly one reply per id: one too large for the channel becomes an
+	 * error, or the child's client would wait for it until its timeout. */
+	if (send_json(w, CHAN_M_WEB_REPLY, json_pack("{s:I, s:o}", "id", id, "reply", reply)) == -EINVAL)
+		send_json(w, CHAN_M_WEB_REPLY,
+			  json_pack("{s:I, s:{s:b, s:s}}", "id", id, "reply", "ok", 0, "error",
+				    "the reply is too large for the web; use streamvisorctl"));
 }
 
 static void deliver(void *ctx, json_t *reply)
