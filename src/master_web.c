@@ -55,6 +55,10 @@
 #define WEB_DIGEST_LEN 32
 #define WEB_MAX_CONNECTIONS 256
 #define WEB_MAX_WAITS 64
+/* A state built this recently is sent again as it is: the child asks at
+ * most once per status interval, so only a child gone wrong asks more, and
+ * each build walks every worker, stream and pool on the master's loop. */
+#define WEB_STATE_REUSE_MS 50
 
 struct web_req {
 	struct web_req *next;
@@ -81,6 +85,8 @@ struct master_web {
 	size_t nreqs;
 	int64_t refusal_log_at;     /* refusals are logged at most once a second */
 	uint64_t refusals_unlogged;
+	json_t *state;              /* the last `state` reply, reused briefly */
+	int64_t state_at;
 };
 
 static bool web_wanted(const struct sv_config *cfg)
@@ -195,6 +201,7 @@ static int token_digest(const uint8_t *salt, const char *token, size_t len, uint
  * start and reload, so this is a race with an operator). */
 static void load_token(struct master_web *w, const struct sv_config *cfg)
 {
+	bool had = w->have_token;
 	w->have_token = false;
 	if (!cfg->http.token_file[0])
 		return;
@@ -211,6 +218,15 @@ static void load_token(struct master_web *w, const struct sv_config *cfg)
 	}
 	buf[n] = '\0';
 	size_t len = strcspn(buf, "\r\n");
+	uint8_t d[WEB_DIGEST_LEN];
+	/* The same token again (a reload): the same salt and digest, so the
+	 * child keeps its sessions (it drops them when the digest changes). */
+	if (had && len >= CONFIG_TOKEN_MIN && len <= CONFIG_TOKEN_MAX && token_digest(w->salt, buf, len, d) == 0 &&
+	    memcmp(d, w->digest, sizeof(d)) == 0) {
+		w->have_token = true;
+		explicit_bzero(buf, sizeof(buf));
+		return;
+	}
 	if (len >= CONFIG_TOKEN_MIN && len <= CONFIG_TOKEN_MAX && getrandom(w->salt, sizeof(w->salt), 0) ==
 	    (ssize_t)sizeof(w->salt) && token_digest(w->salt, buf, len, w->digest) == 0)
 		w->have_token = true;
@@ -353,19 +369,20 @@ static json_t *web_config(const struct master_web *w, const struct sv_config *cf
 	return c;
 }
 
-static void send_json(struct master_web *w, uint16_t type, json_t *j)
+static int send_json(struct master_web *w, uint16_t type, json_t *j)
 {
 	char *s = json_dumps(j, JSON_COMPACT);
 	json_decref(j);
 	if (!s || !w->child) {
 		free(s);
-		return;
+		return s ? -EPIPE : -ENOMEM;
 	}
 	int r = child_send(w->child, type, s, strlen(s));
 	if (r == -EINVAL && type == CHAN_M_WEB_REPLY)
 		log_warn("%s: a reply of %zu bytes does not fit the channel", __func__, strlen(s));
 	explicit_bzero(s, strlen(s)); /* the config holds the TLS key */
 	free(s);
+	return r;
 }
 
 static void send_config(struct master_web *w)
@@ -388,7 +405,12 @@ static void req_free(struct master_web *w, struct web_req *q)
 
 static void reply_to(struct master_web *w, json_int_t id, json_t *reply)
 {
-	send_json(w, CHAN_M_WEB_REPLY, json_pack("{s:I, s:o}", "id", id, "reply", reply));
+	/* Exactly one reply per id: one too large for the channel becomes an
+	 * error, or the child's client would wait for it until its timeout. */
+	if (send_json(w, CHAN_M_WEB_REPLY, json_pack("{s:I, s:o}", "id", id, "reply", reply)) == -EINVAL)
+		send_json(w, CHAN_M_WEB_REPLY,
+			  json_pack("{s:I, s:{s:b, s:s}}", "id", id, "reply", "ok", 0, "error",
+				    "the reply is too large for the web; use streamvisorctl"));
 }
 
 static void deliver(void *ctx, json_t *reply)
@@ -493,7 +515,13 @@ static int on_request(struct master_web *w, json_t *j, char *why, size_t whylen)
 		return 0;
 	}
 	if (strcmp(cmd, "state") == 0) {
-		reply_to(w, id, master_cmd_state(w->m));
+		int64_t now = util_mono_ms();
+		if (!w->state || now - w->state_at >= WEB_STATE_REUSE_MS) {
+			json_decref(w->state);
+			w->state = master_cmd_state(w->m);
+			w->state_at = now;
+		}
+		reply_to(w, id, json_incref(w->state));
 		return 0;
 	}
 	if (need == WEB_NEED_ACTION)
@@ -627,6 +655,8 @@ static void web_exited(void *owner, int code, bool violated)
 	w->pid = 0;
 	w->kill_at = 0;
 	cancel_requests(w);
+	json_decref(w->state); /* it names the old child's pid */
+	w->state = NULL;
 	int64_t now = util_mono_ms();
 	if (m->shutting_down) {
 		w->stopping = false;
@@ -782,6 +812,7 @@ void master_web_free(struct master *m)
 		return;
 	cancel_requests(w);
 	close_listeners(w);
+	json_decref(w->state);
 	explicit_bzero(w->digest, sizeof(w->digest));
 	free(w);
 	m->web = NULL;

@@ -269,8 +269,14 @@ static void do_session(struct web_req *r)
 	struct web *w = r->w;
 	bool authed = session_of(r) != NULL;
 	const char *tok = authed ? NULL : web_bearer(header(r, "Authorization"));
-	if (tok && !web_ratelimit_blocked(&w->logins, util_mono_ms()))
+	int64_t now = util_mono_ms();
+	/* A wrong Bearer here counts as a failed login: this route is open,
+	 * and would otherwise answer token guesses without a limit. */
+	if (tok && !web_ratelimit_blocked(&w->logins, now)) {
 		authed = web_token_check(&w->conf.token, tok, strlen(tok));
+		if (!authed && w->conf.token.set)
+			web_ratelimit_fail(&w->logins, now);
+	}
 	web_reply_json(r, 200, json_pack("{s:b, s:b, s:O, s:s}", "authenticated", authed, "token_configured",
 					 w->conf.token.set, "actions", w->conf.actions, "node", w->conf.node));
 }
@@ -327,7 +333,8 @@ static void do_logout(struct web_req *r)
 {
 	web_session_drop(session_of(r));
 	web_reply(r, 204, NULL, "", 0);
-	web_reply_header(r, "Set-Cookie", COOKIE "=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
+	web_reply_header(r, "Set-Cookie", r->w->conf.tls ? COOKIE "=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict; Secure"
+							 : COOKIE "=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
 }
 
 static void do_events(struct web_req *r)

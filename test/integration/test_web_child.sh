@@ -17,7 +17,9 @@
 #   - SIGSTOP: streamvisorctl keeps answering (the master never waits for
 #     it); SIGCONT: the API answers again;
 #   - SIGKILL: the master starts a new one (new pid, the API answers again),
-#     no worker is restarted, the master is the same.
+#     no worker is restarted, the master is the same;
+#   - SIGKILL while a restart it relayed waits for its worker to count as
+#     started: the master lives on and the restart completes.
 # Parts that need root (the user, the memory, the password file) are
 # skipped, not failed, as another user.
 set -euo pipefail
@@ -34,7 +36,7 @@ printf '%s\n' "$PW" >"$PWF"
 chmod 600 "$PWF"
 export REDISCLI_AUTH=$PW
 start_redis --requirepass "$PW"
-web_config persist_count=1 tools_count=1 log_level=info
+web_config persist_count=1 tools_count=1 log_level=info start_ms=2000
 sed -i "s|^redis = { |redis = { password_file = \"$PWF\"; |" "$CONF"
 grep -q password_file "$CONF" || fail "could not add password_file"
 # The socket open to control.group (nobody's group as root): the daemon,
@@ -176,6 +178,29 @@ done
 pid_alive "$DAEMON_PID" || fail "the master died"
 ctl_answers || fail "the daemon does not answer: $CTL_ERR"
 ok "web child $WEB -> $NEW; workers unchanged: $(tr '\n' ';' <<<"$after")"
+
+check "it dies while a restart it relayed waits for the worker: the master lives on, the restart ends"
+# start_ms=2000: the restart's deferred reply waits 2 s for the new worker
+# to count as started, holding the relayed request, when the child is killed.
+WEB=$NEW
+T0=$(wfield t1/tools/0 pid)
+$WEBC req "$PORT" POST /api/v1/ctl --json '{"command":"restart","args":["t1/tools/0"]}' --origin "$ORIGIN" \
+	--bearer-file "$TOKF" >/dev/null 2>&1 &
+RPID=$!
+wait_for 20 'grep -q "web: restart (token checked)" "$DLOG"' || fail "the master never got the restart"
+kill -KILL "$WEB"
+wait_for 30 'n=$(web_child_pid 2>/dev/null) && [ -n "$n" ] && [ "$n" != "$WEB" ]' || fail "no new web child"
+wait "$RPID" || true
+wait_for 30 '[ "$(wfield t1/tools/0 state)" = RUNNING ] && [ "$(wfield t1/tools/0 pid)" != "$T0" ]' ||
+	fail "t1/tools/0 was not restarted: $(wfield t1/tools/0 state) pid $(wfield t1/tools/0 pid)"
+died=$(grep -n 'msg="web child exited' "$DLOG" | tail -n 1 | cut -d: -f1)
+ran=$(grep -n 'msg="worker t1/tools/0 STARTING -> RUNNING' "$DLOG" | tail -n 1 | cut -d: -f1)
+[ -n "$died" ] && [ -n "$ran" ] && [ "$died" -lt "$ran" ] ||
+	fail "the web child was not killed while the restart was pending (log lines $died, $ran)"
+pid_alive "$DAEMON_PID" || fail "the master died"
+ctl_answers || fail "the daemon does not answer: $CTL_ERR"
+api_ready 20 || fail "the API does not answer after the second web child restart"
+ok "t1/tools/0 $T0 -> $(wfield t1/tools/0 pid); master $DAEMON_PID alive"
 
 stop_daemon
 [ "$DAEMON_RC" = 0 ] || fail "daemon exit $DAEMON_RC"
