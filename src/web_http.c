@@ -660,6 +660,10 @@ static struct web_server *server_start(struct web *w, int fd, bool metrics_only)
 		{MHD_OPTION_SIGPIPE_HANDLED_BY_APP, 1, NULL},
 		{tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, (void *)(uintptr_t)w->conf.tls_cert},
 		{tls ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, (void *)(uintptr_t)w->conf.tls_key},
+		/* GnuTLS's defaults, without the protocol versions browsers
+		 * dropped: TLS 1.2 and 1.3 only. */
+		{tls ? MHD_OPTION_HTTPS_PRIORITIES : MHD_OPTION_END, 0,
+		 (void *)(uintptr_t)"NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"},
 		{MHD_OPTION_END, 0, NULL},
 	};
 	/* The logger first, so that no message goes to MHD's own stderr one. */

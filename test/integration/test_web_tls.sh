@@ -44,7 +44,18 @@ code=$(https -o "$TMPD/status.json" -w '%{http_code}' "https://127.0.0.1:$PORT/a
 pyjson 'd["workers"][0]["name"]' <"$TMPD/status.json" >/dev/null || fail "status is not the state JSON"
 code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/api/v1/status" || true)
 [ "$code" != 200 ] || fail "plain http answered 200 on the TLS port"
-ok "https 200 (certificate checked against its own CA), plain http $code"
+# (OpenSSL's own security level refuses TLS 1.0/1.1 too: ask at level 0.)
+for v in tls1 tls1_1; do
+	if openssl s_client -"$v" -cipher 'DEFAULT:@SECLEVEL=0' -connect "127.0.0.1:$PORT" </dev/null >"$TMPD/old.tls" 2>&1 &&
+		grep -Eq "^New, TLSv1(\.1)?, " "$TMPD/old.tls"; then
+		fail "the server accepted $v: $(grep -m1 '^New' "$TMPD/old.tls")"
+	fi
+done
+for v in tls1_2 tls1_3; do
+	openssl s_client -"$v" -connect "127.0.0.1:$PORT" </dev/null >"$TMPD/new.tls" 2>&1 ||
+		fail "no $v: $(tail -3 "$TMPD/new.tls")"
+done
+ok "https 200 (certificate checked against its own CA), plain http $code, TLS 1.0/1.1 refused"
 
 check "the session cookie is Secure, HttpOnly, SameSite=Strict; an action with it works"
 printf '{"token": "%s"}' "$TOKEN" >"$TMPD/login.json"
