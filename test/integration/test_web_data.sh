@@ -51,23 +51,24 @@ $WEBC probe "$PORT" --secs 14 --interval 0.3 --limit 3 --path /metrics >"$TMPD/p
 PROBE2=$!
 remember_pid "$PROBE2"
 
-check "a binary dead letter and a 4 MB one"
+check "a binary dead letter, a 4 MB one, one with 1 MiB of random bytes"
 D=$($WD deadletters "$RSOCK" events --run-prefix wd) || fail "webdata.py deadletters: $D"
 BIN=$(pyjson 'd["bin"]' <<<"$D")
 BIG=$(pyjson 'd["big"]' <<<"$D")
 BIGSZ=$(pyjson 'd["big_size"]' <<<"$D")
-ok "binary $BIN, big $BIG ($BIGSZ bytes of data)"
+RND=$(pyjson 'd["rnd"]' <<<"$D")
+ok "binary $BIN, big $BIG ($BIGSZ bytes of data), random bytes $RND"
 
 check "GET /api/v1/dead lists both: 200, strict JSON, bytes declared {\"b64\"}, the 4 MB field cut"
 wget_ "/api/v1/dead?stream=events&limit=10" "$TMPD/list.json" --bearer-file "$TOKF"
 want_ok_json "GET /api/v1/dead"
 info "dead list: $(pyjson '"%d bytes in %s ms" % (d["bytes"], d["ms"])' <<<"$W")"
-"$PY" - "$TMPD/list.json" "$BIN" "$BIG" "$BIGSZ" <<'EOF' || fail "the list is not as expected (see above)"
+"$PY" - "$TMPD/list.json" "$BIN" "$BIG" "$BIGSZ" "$RND" <<'EOF' || fail "the list is not as expected (see above)"
 import base64, json, sys
 d = json.load(open(sys.argv[1], encoding="utf-8"))
 bid, gid, bigsz = sys.argv[2], sys.argv[3], int(sys.argv[4])
 es = {e["id"]: e for e in d["entries"]}
-assert set(es) == {bid, gid}, "ids %s" % list(es)
+assert set(es) == {bid, gid, sys.argv[5]}, "ids %s" % list(es)
 raw = lambda v: base64.b64decode(v["b64"]) if isinstance(v, dict) else v.encode()
 b = es[bid]
 assert b["reason"] == {"b64": base64.b64encode(b"bad \xff\xfe reason").decode()}, "reason %r" % b["reason"]
@@ -91,7 +92,7 @@ want_ok_json "GET /api/v1/dead?limit=1000 (the most)"
 ok "both listed; limit=1000 answers too"
 
 check "GET /api/v1/dead/ID gives each whole (chunks followed), byte-exact as streamvisorctl dead show --raw"
-for id in "$BIN" "$BIG"; do
+for id in "$BIN" "$BIG" "$RND"; do
 	ctl -t 30 dead show "$id" --raw "$TMPD/raw.$id" >/dev/null || fail "streamvisorctl dead show $id --raw failed"
 	S=$($WD deadshow "$PORT" "$id" events "$TMPD/raw.$id" --bearer-file "$TOKF") || fail "GET /api/v1/dead/$id differs from dead show --raw: $S"
 	info "$id: $S"
@@ -102,7 +103,7 @@ done
 	fail "dead show --raw of $BIG is not the entry"
 [ "$(pyjson 'd["requests"] > 1' <<<"$S")" = true ] ||
 	info "(the 4 MB letter came in one answer)"
-ok "both byte-exact through the API"
+ok "all three byte-exact through the API"
 
 check "dead retry of the binary letter through POST /api/v1/ctl"
 before=$(rcli XLEN events)

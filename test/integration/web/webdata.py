@@ -6,8 +6,9 @@ checks of them, byte-exact.  Every subcommand prints one JSON object.
   webdata.py deadletters RSOCK STREAM
       XADD to STREAM:dead a letter whose metadata and fields hold non-UTF-8
       bytes (\\xff\\xfe, a NUL, an invalid continuation) and that is a valid
-      event once re-driven (run RUN-bin), and a letter whose data is 4 MB.
-      Prints {"bin": ID, "big": ID, "big_size": N}.
+      event once re-driven (run RUN-bin), a letter whose data is 4 MB, and
+      one with a 1 MiB field of random bytes.  Prints {"bin": ID, "big":
+      ID, "big_size": N, "rnd": ID, "rnd_size": N}.
   webdata.py bigrun RSOCK STREAM RUN MB
       A complete run whose one message is MB megabytes of text (deltas of
       at most 800 kB, each entry under the 1 MiB event limit), ending in
@@ -29,6 +30,7 @@ import base64
 import http.client
 import json
 import os
+import random
 import sys
 import time
 import urllib.parse
@@ -66,7 +68,10 @@ def cmd_deadletters(o):
     blob = b'{"blob":"' + b"y" * (size - len(b'{"blob":"END"}')) + b'END"}'
     bigf = [(b"run", run + b"-big"), (b"type", b"response.created"), (b"seq", b"1"), (b"data", blob)]
     gid = r.cmd("XADD", s + b":dead", "*", *flat(meta(b"6-1", s, b"entry too large", consumer=b"c1") + bigf)).decode()
-    print(json.dumps({"bin": bid, "big": gid, "big_size": len(blob)}))
+    rnd = random.Random(15).randbytes(1024 * 1024)  # bytes of every value, mostly not UTF-8
+    rf = [(b"run", run + b"-rnd"), (b"type", b"response.created"), (b"seq", b"1"), (b"data", b"{}"), (b"blob\xff", rnd)]
+    rid = r.cmd("XADD", s + b":dead", "*", *flat(meta(b"7-1", s, b"reducer said no") + rf)).decode()
+    print(json.dumps({"bin": bid, "big": gid, "big_size": len(blob), "rnd": rid, "rnd_size": len(rnd)}))
     return 0
 
 
