@@ -9,10 +9,12 @@
 #     gives both byte-exact: the same netstrings as `streamvisorctl dead
 #     show ID --raw FILE`; `dead retry` of the binary one through POST
 #     /api/v1/ctl re-drives it byte-exact (and it is persisted);
-#   - a run with a 3 MB message and a run whose texts hold every C0
+#   - a run with a 3 MB message (its last delta an entry of exactly 1 MiB,
+#     the daemon's most) and a run whose texts hold every C0
 #     control, DEL, U+2028/9 and astral-plane characters: GET
 #     /api/v1/runs/ID is 200 and byte-equal to `streamvisorctl --json
-#     snapshot ID`;
+#     snapshot ID` (the latter's id "wd-odd/<U+1F600> ?#%&+", percent-encoded
+#     in the path);
 #   - /api/v1/status and /metrics keep answering (probed every 0.3 s)
 #     while those are served;
 #   - a NS:supervisor entry with binary field names and values and bogus
@@ -125,31 +127,38 @@ ok "re-driven byte-exact as $COPY; persisted"
 
 check "a run with a 3 MB message and a run of control and astral-plane characters"
 B=$($WD bigrun "$RSOCK" events wd-big 3) || fail "bigrun: $B"
-$WD oddrun "$RSOCK" events wd-odd >/dev/null || fail "oddrun failed"
-for run in wd-big wd-odd; do
+[ "$(pyjson 'd["last_entry"]' <<<"$B")" = 1048576 ] || fail "the last delta's entry is not 1 MiB: $B"
+# the odd run's id needs percent-encoding in the path: /, ?, #, %, &, +,
+# a space and an astral-plane character
+ODDRUN=$'wd-odd/\xf0\x9f\x98\x80 ?#%&+'
+$WD oddrun "$RSOCK" events "$ODDRUN" >/dev/null || fail "oddrun failed"
+for run in wd-big "$ODDRUN"; do
 	s=$(ctl snapshot "$run" --wait 60 2>&1 >/dev/null) || fail "snapshot $run --wait 60: $s"
 done
 ok "both persisted and complete"
 
 check "GET /api/v1/runs/ID: 200, byte-equal to streamvisorctl --json snapshot ID"
-for run in wd-big wd-odd; do
-	wget_ "/api/v1/runs/$run" "$TMPD/run.$run.http" --bearer-file "$TOKF"
-	want_ok_json "GET /api/v1/runs/$run"
-	ctl --json snapshot "$run" >"$TMPD/run.$run.ctl" || fail "streamvisorctl --json snapshot $run"
-	printf '\n' >>"$TMPD/run.$run.http"
-	cmp -s "$TMPD/run.$run.http" "$TMPD/run.$run.ctl" ||
-		fail "run $run: the body ($(wc -c <"$TMPD/run.$run.http") B) is not byte-equal to streamvisorctl --json snapshot ($(wc -c <"$TMPD/run.$run.ctl") B): $(cmp "$TMPD/run.$run.http" "$TMPD/run.$run.ctl" 2>&1 | head -n 1)"
-	info "$run: $(pyjson '"%d bytes in %s ms" % (d["bytes"], d["ms"])' <<<"$W")"
+for f in big odd; do
+	if [ $f = big ]; then run=wd-big; else run=$ODDRUN; fi
+	qrun=$("$PY" -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$run")
+	wget_ "/api/v1/runs/$qrun" "$TMPD/run.$f.http" --bearer-file "$TOKF"
+	want_ok_json "GET /api/v1/runs/$qrun"
+	ctl --json snapshot "$run" >"$TMPD/run.$f.ctl" || fail "streamvisorctl --json snapshot $run"
+	printf '\n' >>"$TMPD/run.$f.http"
+	cmp -s "$TMPD/run.$f.http" "$TMPD/run.$f.ctl" ||
+		fail "run $run: the body ($(wc -c <"$TMPD/run.$f.http") B) is not byte-equal to streamvisorctl --json snapshot ($(wc -c <"$TMPD/run.$f.ctl") B): $(cmp "$TMPD/run.$f.http" "$TMPD/run.$f.ctl" 2>&1 | head -n 1)"
+	info "$qrun: $(pyjson '"%d bytes in %s ms" % (d["bytes"], d["ms"])' <<<"$W")"
 done
 tail=$(pyjson 'd["tail"]' <<<"$B")
-grep -qF "$tail" "$TMPD/run.wd-big.http" || fail "the 3 MB run lacks its tail $tail"
-"$PY" - "$TMPD/run.wd-odd.http" "$SV_TEST_DIR/web" <<'EOF' || fail "the odd run's text is not what was sent"
+grep -qF "$tail" "$TMPD/run.big.http" || fail "the 3 MB run lacks its tail $tail"
+"$PY" - "$TMPD/run.odd.http" "$SV_TEST_DIR/web" <<'EOF' || fail "the odd run's text is not what was sent"
 import json, sys
 sys.path.insert(0, sys.argv[2])
 d = json.load(open(sys.argv[1], encoding="utf-8"))
 from webdata import ODD
 m = d["output"][0]
 assert m["content"] == ODD + ODD, "content %r" % m["content"][:200]
+assert d["id"] == "wd-odd/\U0001F600 ?#%&+", d["id"]
 assert d["metadata"]["odd"] == ODD and d["model"] == "odd\U0001F600\u0001", (d["model"], d["metadata"])
 EOF
 ok "both byte-equal; the 3 MB text whole, the odd text exact"

@@ -11,8 +11,9 @@ checks of them, byte-exact.  Every subcommand prints one JSON object.
       ID, "big_size": N, "rnd": ID, "rnd_size": N}.
   webdata.py bigrun RSOCK STREAM RUN MB
       A complete run whose one message is MB megabytes of text (deltas of
-      at most 800 kB, each entry under the 1 MiB event limit), ending in
-      "TAIL-OF-RUN"; prints {"bytes": N, "tail": TAIL}.
+      at most 800 kB) and then one delta whose entry is exactly the 1 MiB
+      event limit, ending in "TAIL-OF-RUN"; prints {"bytes": N, "tail":
+      TAIL}.
   webdata.py oddrun RSOCK STREAM RUN
       A complete run whose texts hold every C0 control, DEL, quotes,
       backslash, slash, U+2028/9 and astral-plane characters.
@@ -103,9 +104,19 @@ def cmd_bigrun(o):
             text = text[:-len(tail)] + tail
         evs.append(("item.delta", json.dumps({"item_id": "m0", "text": text})))
         k += 1
+    # one more delta whose entry is exactly EVENT_MAX_BYTES (1 MiB: the sum
+    # of its field names and values), the largest entry the daemon takes
+    seq = len(evs) + 1
+    fixed = sum(len(x) for x in ("run", o.run.encode(), "seq", str(seq), "type", "item.delta", "ts",
+                                  str(int(time.time() * 1000)), "data"))
+    empty = len(json.dumps({"item_id": "m0", "text": ""}))
+    text = "w" * (1024 * 1024 - fixed - empty - len(tail)) + tail
+    evs.append(("item.delta", json.dumps({"item_id": "m0", "text": text})))
+    last = fixed + len(evs[-1][1])
+    total += len(text)
     evs += [("item.completed", json.dumps({"item_id": "m0"})), ("response.completed", "{}")]
     xadd_events(r, o.stream, o.run, evs)
-    print(json.dumps({"bytes": total, "tail": tail, "events": len(evs)}))
+    print(json.dumps({"bytes": total, "tail": tail, "events": len(evs), "last_entry": last}))
     return 0
 
 
