@@ -20,7 +20,11 @@
 #   - a NS:supervisor entry with binary field names and values and bogus
 #     NS:workers fields (binary name, binary and non-JSON values) written
 #     straight to Redis: /api/v1/events, /api/v1/status and /metrics stay
-#     200 (strict UTF-8 JSON; the exposition valid).
+#     200 (strict UTF-8 JSON; the exposition valid);
+#   - ids and query values that are not UTF-8 or hold a NUL: a run id that
+#     is not text 404 (no such run can exist), the rest 400 with a JSON
+#     error (before: 503 "not readable" for the run, and a stream or cursor
+#     silently cut at the NUL or dropped).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 . "$SV_TEST_DIR/web/common.sh"
@@ -208,6 +212,24 @@ $OPS prom "$TMPD/metrics.txt" >/dev/null || fail "invalid exposition after the b
 ctl_answers || fail "the daemon does not answer: $CTL_ERR"
 all_running 1 || fail "workers not RUNNING: $(worker_table 2>&1)"
 ok "events, status, pools, streams: 200 and strict JSON; /metrics valid"
+
+check "ids and query values that are not UTF-8 or hold a NUL: 404 or 400, never cut short or dropped"
+# no run can have a non-UTF-8 id (the consumer dead-letters it): 404; a NUL
+# in an id or a query value: 400; a stream or cursor that is not text: 400
+for cp in "404 /api/v1/runs/%FF%FE" "404 /api/v1/runs/%FF%FE?wait=1" "400 /api/v1/runs/a%00b" \
+	"400 /api/v1/dead/%FF" "400 /api/v1/dead/1-1?stream=%FF" "400 /api/v1/dead?stream=%FF" \
+	"400 /api/v1/dead?stream=events&after=%FF" "400 /api/v1/dead?stream=ev%00ents" \
+	"400 /api/v1/dead/1-1?stream=events&from=0:%00"; do
+	code=${cp%% *} p=${cp#* }
+	wget_ "$p" "$TMPD/odd.json" --bearer-file "$TOKF"
+	info "GET $p: $(wst) $(head -c 200 "$TMPD/odd.json")"
+	[ "$(pyjson 'd["json_ok"]' <<<"$W")" = true ] || fail "GET $p: not JSON: $W"
+	[ "$(wst)" = "$code" ] || fail "GET $p: status $(wst), want $code: $(head -c 300 "$TMPD/odd.json")"
+done
+ok "404 for a run id that is not text, 400 for the rest, each with a JSON error"
+rc=0
+out=$(ctl snapshot $'\xff\xfe' 2>&1) || rc=$?
+info "(streamvisorctl snapshot \\xff\\xfe, for comparison: exit $rc: $(head -c 200 <<<"$out"))"
 
 check "the web child and the master are the ones of the start"
 pid_alive "$DAEMON_PID" || fail "the master died"
