@@ -11,7 +11,9 @@
 # page, re-drive one, purge the others, restart a worker, scale a pool, a
 # refused action's 409 message shown; a run with a 3 MB message rendered
 # (#run-raw holds its tail), a dead letter with non-UTF-8 bytes shown
-# escaped and re-driven, a 4 MB one shown and purged, the page responsive.  Then through streamvisorctl: the
+# escaped and re-driven, a 4 MB one and one of 1 MiB of random bytes shown
+# and purged, the page responsive; a supervisor event with non-UTF-8
+# values shown escaped.  Then through streamvisorctl: the
 # worker's pid changed, the re-driven dead letter is gone (its copy back
 # in the stream) and so are the purged ones.  Screenshots (desktop and
 # phone width) go to the test's log
@@ -137,7 +139,7 @@ rc=0
 "$PY" "$SV_TEST_DIR/web/console.py" --url "$URL" --token-file "$TMPD/token" \
 	--ctl "$STREAMVISORCTL -s $SOCK -c $CONF" --run "$RUN" --run-text "$RUN_TEXT" \
 	--xss-run "$XRUN" --xss-text "$XSS1" --xss-text "$XSS2" \
-	--big-run web-run-big --big-tail "$BIG_TAIL" --rsock "$RSOCK" \
+	--big-run web-run-big --big-tail "$BIG_TAIL" --rsock "$RSOCK" --ns "$SV_NS" \
 	--dead-id "$DID" --dead-total 3 --dead-stream events --pause-pool persist --victim "$VICTIM" \
 	--out "$SHOTS" --profile "$TMPD/chromium" >"$TMPD/console.out" 2>&1 || rc=$?
 cat "$TMPD/console.out"

@@ -27,6 +27,11 @@ What it checks in the browser:
     (the shell script checks the pid and the dead letter through
     streamvisorctl); purge the other letters from the newest row; scale
     VICTIM's pool up by one;
+  - with --rsock: a dead letter with non-UTF-8 bytes shown escaped and
+    re-driven, a 4 MB one and one of 1 MiB of random bytes shown (the page
+    stays responsive) and purged, no error in the browser log; a
+    supervisor event with non-UTF-8 values shown escaped; with --big-run:
+    a run with a multi-MB message rendered, #run-raw holding its tail;
   - an action the daemon refuses shows its message in #message;
   - screenshots DIR/console.png (desktop) and DIR/console-phone.png.
 Prints "VICTIM_OLD_PID=N" for the shell script.
@@ -188,6 +193,7 @@ def main():
     ap.add_argument("--big-run", help="a run with a multi-MB message")
     ap.add_argument("--big-tail", help="the text the big run's message ends with")
     ap.add_argument("--rsock", help="redis socket: binary and 4 MB dead letters are added after the purge")
+    ap.add_argument("--ns", default="sv", help="the namespace (a binary supervisor event goes to NS:supervisor)")
     ap.add_argument("--out", required=True, help="screenshots and chromedriver.log")
     ap.add_argument("--profile", required=True, help="the browser's profile dir (scratch)")
     A = ap.parse_args()
@@ -508,8 +514,23 @@ def main():
 
     check("sparklines and supervisor events")
     wait("three sparklines", lambda: js("return document.querySelectorAll('#charts-section svg.sparkline polyline').length") == 3)
+    sup = None
+    if A.rsock:
+        p = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "webdata.py"),
+                            "supevent", A.rsock, A.ns], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            fail("webdata.py supevent: %s %s" % (p.stdout, p.stderr))
+        sup = json.loads(p.stdout)
     click("#events-refresh")
     wait("the events table answered", lambda: js("return document.querySelectorAll('#events-body tr').length") > 0)
+    if sup:
+        row = "#events-body tr[data-id=%s]" % css_str(sup["id"])
+        wait("the binary supervisor event's row", lambda: js("return !!document.querySelector(arguments[0])", row))
+        w, ch, det = text_of(row + " td.worker"), text_of(row + " td.change"), text_of(row + " td.details")
+        if w != sup["worker"] or sup["to"] not in ch or sup["reason"] not in det:
+            fail("the binary supervisor event is shown as %r / %r / %r, want %r, %r, %r" %
+                 (w, ch, det, sup["worker"], sup["to"], sup["reason"]))
+        info("binary supervisor event: %s | %s | %s" % (w, ch, det))
     ok("sparklines drawn; events: %s" % (text_of("#events-body tr") or "")[:200])
 
     check("no CSP violation or script error in the browser log")

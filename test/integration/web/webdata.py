@@ -17,6 +17,10 @@ checks of them, byte-exact.  Every subcommand prints one JSON object.
   webdata.py oddrun RSOCK STREAM RUN
       A complete run whose texts hold every C0 control, DEL, quotes,
       backslash, slash, U+2028/9 and astral-plane characters.
+  webdata.py supevent RSOCK NS
+      XADD NS:supervisor an event whose worker, to and reason are not
+      UTF-8 (or hold a NUL); prints its id and the escaped texts the
+      console shows.
   webdata.py get PORT PATH OUT [--bearer-file F]
       GET PATH; the exact body into OUT; prints status, headers, bytes, ms,
       and whether the body is strict UTF-8 JSON ("json_ok").
@@ -73,6 +77,14 @@ def cmd_deadletters(o):
     rf = [(b"run", run + b"-rnd"), (b"type", b"response.created"), (b"seq", b"1"), (b"data", b"{}"), (b"blob\xff", rnd)]
     rid = r.cmd("XADD", s + b":dead", "*", *flat(meta(b"7-1", s, b"reducer said no") + rf)).decode()
     print(json.dumps({"bin": bid, "big": gid, "big_size": len(blob), "rnd": rid, "rnd_size": len(rnd)}))
+    return 0
+
+
+def cmd_supevent(o):
+    r = Redis(o.rsock, raw=True, timeout=60)
+    eid = r.cmd("XADD", o.ns.encode() + b":supervisor", "*", b"worker", b"t1/\xff\xfe/0", b"from", b"RUNNING",
+                b"to", b"\xc3(", b"reason", b"a\x00b \xf0\x9f\x98\x80")
+    print(json.dumps({"id": eid.decode(), "worker": "t1/\\xff\\xfe/0", "to": "\\xc3(", "reason": "a\\x00b \U0001F600"}))
     return 0
 
 
@@ -236,6 +248,9 @@ def main():
     p.add_argument("rsock")
     p.add_argument("stream")
     p.add_argument("run")
+    p = sub.add_parser("supevent")
+    p.add_argument("rsock")
+    p.add_argument("ns")
     p = sub.add_parser("get")
     p.add_argument("port", type=int)
     p.add_argument("path")
