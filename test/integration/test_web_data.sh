@@ -18,7 +18,8 @@
 #   - /api/v1/status and /metrics keep answering (probed every 0.3 s)
 #     while those are served;
 #   - a NS:supervisor entry with binary field names and values and bogus
-#     NS:workers fields (binary name, binary and non-JSON values) written
+#     NS:workers fields (binary name, binary and non-JSON values, 4 MB
+#     heartbeats of another node) written
 #     straight to Redis: /api/v1/events, /api/v1/status and /metrics stay
 #     200 (strict UTF-8 JSON; the exposition valid);
 #   - ids and query values that are not UTF-8 or hold a NUL: a run id that
@@ -188,12 +189,15 @@ r.cmd("XADD", ns + b":supervisor", "*", b"worker", b"t1/\xff\xfe/0", b"from", b"
       b"\xffname", b"v")
 r.cmd("XADD", ns + b":supervisor", "*", b"worker", b"t1/persist/9", b"from", b"\xed\xa0\x80", b"to", b"\x80" * 70000)
 r.cmd("HSET", ns + b":workers", b"t1/\xff\xfebogus/0", b'{"node":"t1","pid":1}', b"t1/tools/7", b"\xff\xfe{not json",
-      b"t1/persist/8", b'{"node":"t1\xff","pool":"persist","slot":8,"status":"\xc3(","pid":"x"}')
+      b"t1/persist/8", b'{"node":"t1\xff","pool":"persist","slot":8,"status":"\xc3(","pid":"x"}',
+      b"t2/persist/0", b'{"node":"t2","pool":"persist","slot":0,"status":"' + b"\xff\xfe" * (2 << 20) + b'","pid":7}',
+      b"t2/tools/0", b'{"node":"t2","pool":"tools","slot":0,"status":"' + b"s" * (4 << 20) + b'","pid":8}')
 EOF
 sleep 1.5 # status is fetched at most once per interval
 for p in "/api/v1/events?limit=50" "/api/v1/events?limit=500" /api/v1/status /api/v1/pools /api/v1/streams; do
 	wget_ "$p" "$TMPD/view.json"
 	want_ok_json "GET $p after the bogus entries"
+	info "GET $p: $(pyjson '"%d bytes in %s ms" % (d["bytes"], d["ms"])' <<<"$W")"
 done
 wget_ "/api/v1/events?limit=50" "$TMPD/events.json"
 "$PY" - "$TMPD/events.json" <<'EOF' || fail "events: the binary values are not declared"
