@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 
+#include "event.h"
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
@@ -145,6 +146,24 @@ static const char *header(struct web_req *r, const char *name)
 static const char *query(struct web_req *r, const char *name)
 {
 	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+/* A query value passed on to the daemon as a JSON string (a stream, a
+ * cursor): *out the value or NULL when absent; -EINVAL when it holds a NUL
+ * (MHD's C string would cut it short) or is not UTF-8 (it cannot be a
+ * JSON string, and a stream name is text). */
+static int text_query(struct web_req *r, const char *name, const char **out)
+{
+	const char *v = NULL;
+	size_t n = 0;
+	*out = NULL;
+	if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name), &v, &n) != MHD_YES ||
+	    !v)
+		return 0;
+	if (strlen(v) != n || !event_valid_text(v, n))
+		return -EINVAL;
+	*out = v;
+	return 0;
 }
 
 /* The session of the request's cookie, or NULL. */
@@ -352,8 +371,12 @@ static void do_events(struct web_req *r)
 
 static void do_dead(struct web_req *r)
 {
+	const char *stream, *after, *limit = query(r, "limit");
+	if (text_query(r, "stream", &stream) < 0 || text_query(r, "after", &after) < 0) {
+		web_reply_error(r, 400, "stream and after must be text without NUL");
+		return;
+	}
 	json_t *args = json_pack("[s]", "list");
-	const char *stream = query(r, "stream"), *limit = query(r, "limit"), *after = query(r, "after");
 	long long n;
 	if (limit && web_parse_uint(limit, 1, 1000000, &n) < 0) {
 		json_decref(args);
@@ -380,8 +403,12 @@ static void do_dead_id(struct web_req *r)
 		web_reply_error(r, 400, "bad dead letter id");
 		return;
 	}
+	const char *stream, *from;
+	if (text_query(r, "stream", &stream) < 0 || text_query(r, "from", &from) < 0) {
+		web_reply_error(r, 400, "stream and from must be text without NUL");
+		return;
+	}
 	json_t *args = json_pack("[s, s]", "show", id);
-	const char *stream = query(r, "stream"), *from = query(r, "from");
 	if (!args) {
 		web_reply_error(r, 400, "bad dead letter id");
 		return;

@@ -13,6 +13,7 @@
 
 #include <jansson.h>
 
+#include "event.h"
 #include "log.h"
 #include "util.h"
 #include "web_int.h"
@@ -110,6 +111,15 @@ void web_runs_get(struct web *w, struct web_req *r, const char *run, const char 
 	r->pool = pool && *pool ? strdup(pool) : NULL;
 	if (!r->run || (pool && *pool && !r->pool)) {
 		web_reply_error(r, 500, "out of memory");
+		return;
+	}
+	/* A run id that is not text can never be stored (the consumer
+	 * dead-letters such an event: "invalid run"), and the store cannot
+	 * even make an empty snapshot of it (json_string fails, which
+	 * store_snapshot_get reports as ENOMEM: a 503 here).  No such run,
+	 * at once: waiting would change nothing. */
+	if (!event_valid_text(run, strlen(run))) {
+		web_reply_error(r, 404, "no such run");
 		return;
 	}
 	if (wait_s == 0) {

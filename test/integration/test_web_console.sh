@@ -9,7 +9,11 @@
 # run's snapshot rendered and its raw JSON, the markup run shown as text
 # with no script run, pause the persist pool, the dead letters page by
 # page, re-drive one, purge the others, restart a worker, scale a pool, a
-# refused action's 409 message shown.  Then through streamvisorctl: the
+# refused action's 409 message shown; a run with a 3 MB message rendered
+# (#run-raw holds its tail), a dead letter with non-UTF-8 bytes shown
+# escaped and re-driven, a 4 MB one and one of 1 MiB of random bytes shown
+# and purged, the page responsive; a supervisor event with non-UTF-8
+# values shown escaped.  Then through streamvisorctl: the
 # worker's pid changed, the re-driven dead letter is gone (its copy back
 # in the stream) and so are the purged ones.  Screenshots (desktop and
 # phone width) go to the test's log
@@ -106,6 +110,12 @@ ev "$XRUN" 6 response.completed '{}'
 snap=$(ctl snapshot "$XRUN" --wait 30 2>&1) || fail "snapshot $XRUN --wait 30: $snap"
 ok "$XRUN complete"
 
+check "a run with a 3 MB message"
+BIG=$("$PY" "$SV_TEST_DIR/web/webdata.py" bigrun "$RSOCK" events web-run-big 3) || fail "webdata.py bigrun: $BIG"
+BIG_TAIL=$(pyjson 'd["tail"]' <<<"$BIG")
+snap=$(ctl snapshot web-run-big --wait 60 2>&1 >/dev/null) || fail "snapshot web-run-big --wait 60: $snap"
+ok "web-run-big complete ($(pyjson 'd["bytes"]' <<<"$BIG") bytes of text)"
+
 check "a dead letter (an entry without a type)"
 ORIG=$(rcli XADD events '*' run web-bad seq 1 data '{"why":"no type"}')
 wait_for 30 '[ "$(rcli XLEN events:dead)" -ge 1 ]' || fail "$ORIG not dead-lettered"
@@ -129,6 +139,7 @@ rc=0
 "$PY" "$SV_TEST_DIR/web/console.py" --url "$URL" --token-file "$TMPD/token" \
 	--ctl "$STREAMVISORCTL -s $SOCK -c $CONF" --run "$RUN" --run-text "$RUN_TEXT" \
 	--xss-run "$XRUN" --xss-text "$XSS1" --xss-text "$XSS2" \
+	--big-run web-run-big --big-tail "$BIG_TAIL" --rsock "$RSOCK" --ns "$SV_NS" \
 	--dead-id "$DID" --dead-total 3 --dead-stream events --pause-pool persist --victim "$VICTIM" \
 	--out "$SHOTS" --profile "$TMPD/chromium" >"$TMPD/console.out" 2>&1 || rc=$?
 cat "$TMPD/console.out"

@@ -27,6 +27,11 @@ What it checks in the browser:
     (the shell script checks the pid and the dead letter through
     streamvisorctl); purge the other letters from the newest row; scale
     VICTIM's pool up by one;
+  - with --rsock: a dead letter with non-UTF-8 bytes shown escaped and
+    re-driven, a 4 MB one and one of 1 MiB of random bytes shown (the page
+    stays responsive) and purged, no error in the browser log; a
+    supervisor event with non-UTF-8 values shown escaped; with --big-run:
+    a run with a multi-MB message rendered, #run-raw holding its tail;
   - an action the daemon refuses shows its message in #message;
   - screenshots DIR/console.png (desktop) and DIR/console-phone.png.
 Prints "VICTIM_OLD_PID=N" for the shell script.
@@ -185,6 +190,10 @@ def main():
     ap.add_argument("--dead-total", type=int, required=True, help="dead letters in the stream")
     ap.add_argument("--pause-pool", required=True)
     ap.add_argument("--victim", required=True)
+    ap.add_argument("--big-run", help="a run with a multi-MB message")
+    ap.add_argument("--big-tail", help="the text the big run's message ends with")
+    ap.add_argument("--rsock", help="redis socket: binary and 4 MB dead letters are added after the purge")
+    ap.add_argument("--ns", default="sv", help="the namespace (a binary supervisor event goes to NS:supervisor)")
     ap.add_argument("--out", required=True, help="screenshots and chromedriver.log")
     ap.add_argument("--profile", required=True, help="the browser's profile dir (scratch)")
     A = ap.parse_args()
@@ -326,6 +335,23 @@ def main():
     ok("markup shown as text (%s); window.__pwned undefined; no <img>/<script> created" %
        "; ".join(repr(t) for t in A.xss_text))
 
+    if A.big_run:
+        check("a run with a multi-MB message: rendered, #run-raw holds its tail")
+        DRV.find_element(By.ID, "run-id").clear()
+        DRV.find_element(By.ID, "run-id").send_keys(A.big_run)
+        t0 = time.time()
+        click("#run-open")
+        has_tail = ("var e = document.getElementById(arguments[0]); var t = e ? e.textContent : '';"
+                    " return t.length > 1000000 && t.indexOf(arguments[1]) >= 0 ? t.length : 0;")
+        n = wait("#run-raw holds the big run's tail", lambda: js(has_tail, "run-raw", A.big_tail), timeout=60)
+        wait("#run-view holds it too", lambda: js(has_tail, "run-view", A.big_tail), timeout=30)
+        t1 = time.time()
+        # the page still answers: the workers table keeps polling
+        at = js("return document.getElementById('updated').textContent")
+        wait("the status poll goes on after the big run", lambda: js("return document.getElementById('updated').textContent") != at,
+             timeout=20)
+        ok("%s: %d chars in #run-raw, shown in %.1f s; the page still polls" % (A.big_run, n, t1 - t0))
+
     check("pause pool %s with its button" % A.pause_pool)
     action("#pools-body tr[data-pool=%s] button.pause" % css_str(A.pause_pool), "pause " + A.pause_pool)
     wait("streamvisorctl shows %s paused" % A.pause_pool,
@@ -385,6 +411,66 @@ def main():
     wait("no dead letter left in the table", lambda: js(ids_js) == [])
     ok("purged %s (asked: %r)" % (", ".join(left), confirm_text))
 
+    if A.rsock:
+        check("a binary dead letter and a 4 MB one: listed, shown escaped, the page stays responsive")
+        here = os.path.dirname(os.path.abspath(__file__))
+        p = subprocess.run([sys.executable, os.path.join(here, "webdata.py"), "deadletters", A.rsock, A.dead_stream,
+                            "--run-prefix", "wc"], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            fail("webdata.py deadletters: %s %s" % (p.stdout, p.stderr))
+        dd = json.loads(p.stdout)
+        bin_row = "#dead-body tr[data-dead=%s]" % css_str(dd["bin"])
+        big_row = "#dead-body tr[data-dead=%s]" % css_str(dd["big"])
+        click("#dead-load")
+        rnd_row = "#dead-body tr[data-dead=%s]" % css_str(dd["rnd"])
+        wait("the three rows", lambda: js(ids_js) == [dd["rnd"], dd["big"], dd["bin"]], timeout=30)
+        fields = text_of(bin_row + " td.fields")
+        for want in ("\\xc3(bin=\\xff\\xfe\\x00a\\xe2(\\xa1\\x80", "note=nul\\x00inside \U0001F600 and \\xed\\xa0\\x80"):
+            if want not in fields:
+                fail("the binary letter's fields cell lacks %r: %r" % (want, fields))
+        reason = text_of(bin_row + " td.reason")
+        if reason != "bad \\xff\\xfe reason":
+            fail("the binary letter's reason cell: %r" % reason)
+        bigf = text_of(big_row + " td.fields")
+        if "data={\"blob\":\"yyy" not in bigf or len(bigf) > 2000:
+            fail("the 4 MB letter's fields cell: %r" % bigf[:400])
+        click(bin_row + " button.show")
+        wait("the binary letter's detail, escaped",
+             lambda: (lambda t: t if dd["bin"] in t and "\\xff\\xfe\\x00a\\xe2(\\xa1\\x80" in t and "\\xc3(bin" in t else None)(
+                 js("return document.getElementById('dead-detail').textContent")))
+        t0 = time.time()
+        click(big_row + " button.show")
+        n = wait("the 4 MB letter's detail",
+                 lambda: js("var t = document.getElementById('dead-detail').textContent;"
+                            " return t.indexOf(arguments[0]) >= 0 && t.indexOf('yyyyyyyy') >= 0 ? t.length : 0;",
+                            "dead letter " + dd["big"]), timeout=60)
+        info("4 MB letter's detail: %d chars in %.1f s (%s)" % (n, time.time() - t0, "the rest left to streamvisorctl"
+             if "larger than one reply" in js("return document.getElementById('dead-detail').textContent") else "whole"))
+        t0 = time.time()
+        click(rnd_row + " button.show")
+        n2 = wait("the random-bytes letter's detail",
+                  lambda: js("var t = document.getElementById('dead-detail').textContent;"
+                             " return t.indexOf(arguments[0]) >= 0 && t.indexOf('blob\\\\xff') >= 0 ? t.length : 0;",
+                             "dead letter " + dd["rnd"]), timeout=60)
+        info("1 MiB of random bytes: %d chars of escaped text in %.1f s" % (n2, time.time() - t0))
+        action(bin_row + " button.retry", "dead retry of the binary letter %s" % dd["bin"], timeout=60)
+        wait("the binary row is gone", lambda: js(ids_js) == [dd["rnd"], dd["big"]], timeout=30)
+        before = message()["at"]
+        click(rnd_row + " button.purge")
+        wait("the confirmation", lambda: DRV.switch_to.alert)
+        DRV.switch_to.alert.accept()
+        wait("#message shows the purge's outcome",
+             lambda: (lambda m: m if m["at"] != before and m["kind"] in ("ok", "error") else None)(message()), timeout=60)
+        if message()["kind"] != "ok":
+            fail("purge of the 4 MB letter: %s" % message()["text"])
+        wait("no dead letter left in the table", lambda: js(ids_js) == [], timeout=30)
+        bad = [e for e in browser_log() if e.get("level") == "SEVERE" and
+               any(k in e.get("message", "") for k in ("Uncaught", "render:", "Content Security Policy"))]
+        if bad:
+            fail("browser log after the odd dead letters: %s" % bad)
+        ok("binary letter escaped and re-driven; 4 MB letter shown (%d chars), 1 MiB of random bytes (%d chars); "
+           "purged; no browser error" % (n, n2))
+
     check("an action the daemon refuses shows its message in #message")
     # through the UI: a second retry of the same letter from a stale row
     js("var tb = document.getElementById('dead-body');"
@@ -428,8 +514,23 @@ def main():
 
     check("sparklines and supervisor events")
     wait("three sparklines", lambda: js("return document.querySelectorAll('#charts-section svg.sparkline polyline').length") == 3)
+    sup = None
+    if A.rsock:
+        p = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "webdata.py"),
+                            "supevent", A.rsock, A.ns], capture_output=True, text=True, timeout=60)
+        if p.returncode != 0:
+            fail("webdata.py supevent: %s %s" % (p.stdout, p.stderr))
+        sup = json.loads(p.stdout)
     click("#events-refresh")
     wait("the events table answered", lambda: js("return document.querySelectorAll('#events-body tr').length") > 0)
+    if sup:
+        row = "#events-body tr[data-id=%s]" % css_str(sup["id"])
+        wait("the binary supervisor event's row", lambda: js("return !!document.querySelector(arguments[0])", row))
+        w, ch, det = text_of(row + " td.worker"), text_of(row + " td.change"), text_of(row + " td.details")
+        if w != sup["worker"] or sup["to"] not in ch or sup["reason"] not in det:
+            fail("the binary supervisor event is shown as %r / %r / %r, want %r, %r, %r" %
+                 (w, ch, det, sup["worker"], sup["to"], sup["reason"]))
+        info("binary supervisor event: %s | %s | %s" % (w, ch, det))
     ok("sparklines drawn; events: %s" % (text_of("#events-body tr") or "")[:200])
 
     check("no CSP violation or script error in the browser log")
