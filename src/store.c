@@ -17,6 +17,7 @@
 
 #include <sqlite3.h>
 
+#include "event.h"
 #include "fault.h"
 #include "jsonenc.h"
 #include "log.h"
@@ -2206,6 +2207,9 @@ static char *col_strdup(sqlite3_stmt *st, int col)
 int store_snapshot_get(struct store *s, const char *run, struct store_snapshot *out)
 {
 	memset(out, 0, sizeof(*out));
+	/* Stored runs are text (event_valid_text on every entry's run). */
+	if (!event_valid_text(run, strlen(run)))
+		return -ENOENT;
 	int rc;
 	if (s->no_schema) {
 		/* opened before a writer created the schema: is it there now? */

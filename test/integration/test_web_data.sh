@@ -233,7 +233,8 @@ done
 ok "404 for a run id that is not text, 400 for the rest, each with a JSON error"
 rc=0
 out=$(ctl snapshot $'\xff\xfe' 2>&1) || rc=$?
-info "(streamvisorctl snapshot \\xff\\xfe, for comparison: exit $rc: $(head -c 200 <<<"$out"))"
+[ "$rc" = 4 ] || fail "streamvisorctl snapshot \\xff\\xfe: exit $rc, want 4 (no snapshot): $(head -c 200 <<<"$out")"
+ok "streamvisorctl snapshot of a run id that is not text: exit 4 (no snapshot)"
 
 check "the web child and the master are the ones of the start"
 pid_alive "$DAEMON_PID" || fail "the master died"
