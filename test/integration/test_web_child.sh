@@ -89,9 +89,11 @@ check_user() {
 	fi
 }
 check_user "$WEB"
-env=$(tr '\0' '\n' <"/proc/$WEB/environ" | grep -v '^SV_FAULT_DIR=' || true)
+# Only the fault seams' directory and the sanitizers' options (an ASan
+# build's test run sets them) are passed on.
+env=$(tr '\0' '\n' <"/proc/$WEB/environ" | grep -Ev '^(SV_FAULT_DIR|ASAN_OPTIONS|UBSAN_OPTIONS|LSAN_OPTIONS)=' || true)
 [ -z "$env" ] || fail "the web child's environment is not empty: $(cut -d= -f1 <<<"$env" | tr '\n' ' ')"
-ok "uid $(awk '/^Uid:/ {print $3}' "/proc/$WEB/status"), environment empty (but SV_FAULT_DIR)"
+ok "uid $(awk '/^Uid:/ {print $3}' "/proc/$WEB/status"), environment empty (but SV_FAULT_DIR and sanitizer options)"
 
 check "its fds: stdio, the channel, its listener, the SQLite files; nothing else"
 # A snapshot request makes it open the database.
