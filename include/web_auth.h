@@ -48,6 +48,12 @@ struct web_token {
 /* From the config message's token_salt and token_sha256 (sha_hex NULL: no
  * token configured).  Returns 0 or -EINVAL. */
 int web_token_parse(struct web_token *t, const char *salt_hex, const char *sha_hex);
+/* SHA-256(salt || tok): what the master sends the child and what a
+ * presented token is compared with (also by the master, master_web.c).
+ * 0, -EINVAL (salt over WEB_TOKEN_SALT_MAX or tok over 4096 bytes), -EIO. */
+int web_token_digest(const uint8_t *salt, size_t salt_len, const char *tok, size_t len, uint8_t out[32]);
+/* n bytes as 2n lowercase hex digits and a NUL into out. */
+void web_hex_encode(const uint8_t *p, size_t n, char *out);
 /* Is tok (len bytes) the token?  false when none is configured. */
 bool web_token_check(const struct web_token *t, const char *tok, size_t len);
 

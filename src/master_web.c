@@ -36,14 +36,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <gnutls/crypto.h>
-#include <gnutls/gnutls.h>
 #include <jansson.h>
 
 #include "control.h"
 #include "log.h"
 #include "reducer.h"
 #include "util.h"
+#include "web_auth.h"
 
 #define WEB_OUTQ_MAX (128u << 20)     /* replies (dead letters) may be large */
 #define WEB_REQUESTS_MAX 64           /* outstanding requests of the child */
@@ -184,17 +183,6 @@ static int reopen_listener(int *fd, const char *what, const char *old_addr, cons
 
 /* ---------- the token ---------- */
 
-static int token_digest(const uint8_t *salt, const char *token, size_t len, uint8_t *out)
-{
-	uint8_t *buf = util_xcalloc(1, WEB_SALT_LEN + len);
-	memcpy(buf, salt, WEB_SALT_LEN);
-	memcpy(buf + WEB_SALT_LEN, token, len);
-	int r = gnutls_hash_fast(GNUTLS_DIG_SHA256, buf, WEB_SALT_LEN + len, out);
-	explicit_bzero(buf, WEB_SALT_LEN + len);
-	free(buf);
-	return r < 0 ? -EIO : 0;
-}
-
 /* Read http.token_file (its first line) and keep only the digest.  A
  * token that cannot be read leaves the console without login and
  * actions, logged: the daemon keeps running (the file was checked at
@@ -221,14 +209,14 @@ static void load_token(struct master_web *w, const struct sv_config *cfg)
 	uint8_t d[WEB_DIGEST_LEN];
 	/* The same token again (a reload): the same salt and digest, so the
 	 * child keeps its sessions (it drops them when the digest changes). */
-	if (had && len >= CONFIG_TOKEN_MIN && len <= CONFIG_TOKEN_MAX && token_digest(w->salt, buf, len, d) == 0 &&
+	if (had && len >= CONFIG_TOKEN_MIN && len <= CONFIG_TOKEN_MAX && web_token_digest(w->salt, WEB_SALT_LEN, buf, len, d) == 0 &&
 	    memcmp(d, w->digest, sizeof(d)) == 0) {
 		w->have_token = true;
 		explicit_bzero(buf, sizeof(buf));
 		return;
 	}
 	if (len >= CONFIG_TOKEN_MIN && len <= CONFIG_TOKEN_MAX && getrandom(w->salt, sizeof(w->salt), 0) ==
-	    (ssize_t)sizeof(w->salt) && token_digest(w->salt, buf, len, w->digest) == 0)
+	    (ssize_t)sizeof(w->salt) && web_token_digest(w->salt, WEB_SALT_LEN, buf, len, w->digest) == 0)
 		w->have_token = true;
 	else
 		log_error("%s: http.token_file %s: no usable token (%d to %d bytes on the first line): no "
@@ -245,22 +233,7 @@ static bool token_ok(const struct master_web *w, const char *token)
 	if (len < CONFIG_TOKEN_MIN || len > CONFIG_TOKEN_MAX)
 		return false;
 	uint8_t d[WEB_DIGEST_LEN];
-	if (token_digest(w->salt, token, len, d) < 0)
-		return false;
-	unsigned diff = 0;
-	for (size_t i = 0; i < sizeof(d); i++)
-		diff |= (unsigned)(d[i] ^ w->digest[i]);
-	return diff == 0;
-}
-
-static void hex(const uint8_t *p, size_t n, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < n; i++) {
-		out[2 * i] = digits[p[i] >> 4];
-		out[2 * i + 1] = digits[p[i] & 15];
-	}
-	out[2 * n] = '\0';
+	return web_token_digest(w->salt, WEB_SALT_LEN, token, len, d) == 0 && web_ct_equal(d, w->digest, sizeof(d));
 }
 
 /* ---------- the configuration message ---------- */
@@ -344,8 +317,8 @@ static json_t *web_pools(const struct sv_config *cfg)
 static json_t *web_config(const struct master_web *w, const struct sv_config *cfg)
 {
 	char salt[2 * WEB_SALT_LEN + 1], digest[2 * WEB_DIGEST_LEN + 1];
-	hex(w->salt, WEB_SALT_LEN, salt);
-	hex(w->digest, WEB_DIGEST_LEN, digest);
+	web_hex_encode(w->salt, WEB_SALT_LEN, salt);
+	web_hex_encode(w->digest, WEB_DIGEST_LEN, digest);
 	json_t *actions = json_array();
 	for (size_t i = 0; i < cfg->http.actions.n; i++)
 		json_array_append_new(actions, json_string(cfg->http.actions.v[i]));

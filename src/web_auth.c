@@ -104,16 +104,34 @@ int web_token_parse(struct web_token *t, const char *salt_hex, const char *sha_h
 	return 0;
 }
 
+int web_token_digest(const uint8_t *salt, size_t salt_len, const char *tok, size_t len, uint8_t out[32])
+{
+	if (salt_len > WEB_TOKEN_SALT_MAX || len > 4096)
+		return -EINVAL;
+	uint8_t buf[WEB_TOKEN_SALT_MAX + 4096];
+	memcpy(buf, salt, salt_len);
+	memcpy(buf + salt_len, tok, len);
+	int r = gnutls_hash_fast(GNUTLS_DIG_SHA256, buf, salt_len + len, out);
+	explicit_bzero(buf, sizeof(buf));
+	return r < 0 ? -EIO : 0;
+}
+
 bool web_token_check(const struct web_token *t, const char *tok, size_t len)
 {
-	if (!t->set || !tok || len > 4096)
+	uint8_t d[32];
+	if (!t->set || !tok || web_token_digest(t->salt, t->salt_len, tok, len, d) < 0)
 		return false;
-	uint8_t buf[WEB_TOKEN_SALT_MAX + 4096], d[32];
-	memcpy(buf, t->salt, t->salt_len);
-	memcpy(buf + t->salt_len, tok, len);
-	int r = gnutls_hash_fast(GNUTLS_DIG_SHA256, buf, t->salt_len + len, d);
-	explicit_bzero(buf, sizeof(buf));
-	return r == 0 && web_ct_equal(d, t->sha, sizeof(d));
+	return web_ct_equal(d, t->sha, sizeof(d));
+}
+
+void web_hex_encode(const uint8_t *p, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[p[i] >> 4];
+		out[2 * i + 1] = digits[p[i] & 15];
+	}
+	out[2 * n] = '\0';
 }
 
 static void session_free(struct web_session *s)
@@ -152,12 +170,7 @@ int web_session_new(struct web_sessions *t, const char *token, int64_t now_ms, c
 	memcpy(slot->id, id, sizeof(id));
 	slot->token = copy;
 	slot->last_ms = now_ms;
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < sizeof(id); i++) {
-		idhex[2 * i] = digits[id[i] >> 4];
-		idhex[2 * i + 1] = digits[id[i] & 15];
-	}
-	idhex[2 * sizeof(id)] = '\0';
+	web_hex_encode(id, sizeof(id), idhex);
 	return 0;
 }
 
