@@ -233,7 +233,6 @@ void master_streams_prune(struct master *m);
 /* master_cmd.c: the control-socket commands. */
 void master_cmd_ops_check(struct master *m, int64_t now);
 int64_t master_cmd_ops_deadline(struct master *m);
-char *master_cmd_render_metrics(void *ctx);
 void master_cmd_on_request(void *ctx, struct control_client *c, json_t *req);
 
 #endif

@@ -534,17 +534,11 @@ json_t *master_cmd_state(struct master *m)
 	return st;
 }
 
-char *master_cmd_render_metrics(void *ctx)
-{
-	json_t *state = metrics_state(ctx);
-	char *text = metrics_render(state);
-	json_decref(state);
-	return text;
-}
-
 static void cmd_metrics(struct master *m, struct control_client *c)
 {
-	char *text = master_cmd_render_metrics(m);
+	json_t *state = metrics_state(m);
+	char *text = metrics_render(state);
+	json_decref(state);
 	if (!text) {
 		control_reply_error(c, "out of memory");
 		return;
